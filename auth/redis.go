@@ -1,0 +1,629 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// Compile-time checks that RedisStore implements the store interfaces.
+var (
+	_ UserStore     = (*RedisStore)(nil)
+	_ TokenStore    = (*RedisStore)(nil)
+	_ ThrottleStore = (*RedisStore)(nil)
+)
+
+// RedisStore keeps users, tokens and throttle counters in Redis, shared by
+// every instance. It implements UserStore, TokenStore and ThrottleStore.
+//
+// Keys, each prefixed with the namespace:
+//
+//	u:{u:<id>}          hash    a user: id, identifier, display_name,
+//	                            metadata (JSON), created_at, anonymous, password
+//	u:{u:<id>}:tokens   zset    the user's token hashes, scored by creation
+//	                            time (Unix µs)
+//	u:ident:<identifier> string the id of the user with that identifier
+//	users               set     the ids of the users that are not anonymous
+//	tok:<sha256 hex>    hash    a token: user, created, expires, idle, last
+//	                            (Unix ns); TTL ExpiresAt − CreatedAt
+//	thr:<key>           string  a failure counter; TTL the rest of its window
+//
+// Every script and transaction touches a single key, so the layout works on
+// Redis Cluster. Writes that span keys are ordered so that a crash halfway
+// leaves nothing that a reader would take for valid: a user record is written
+// before its identifier index, and the index is removed first.
+type RedisStore struct {
+	c  redis.UniversalClient
+	ns string
+}
+
+// NewRedisStore returns a RedisStore on c whose keys all start with
+// namespace.
+func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
+	return &RedisStore{c: c, ns: namespace}
+}
+
+// Stores returns s as all three stores.
+func (s *RedisStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s} }
+
+func (s *RedisStore) userKey(id string) string       { return s.ns + "u:{u:" + id + "}" }
+func (s *RedisStore) userTokensKey(id string) string { return s.ns + "u:{u:" + id + "}:tokens" }
+func (s *RedisStore) identKey(ident string) string   { return s.ns + "u:ident:" + ident }
+func (s *RedisStore) usersKey() string               { return s.ns + "users" }
+func (s *RedisStore) tokenKey(hash string) string    { return s.ns + "tok:" + hash }
+func (s *RedisStore) throttleKey(key string) string  { return s.ns + "thr:" + key }
+
+// Fields of the user hash.
+const (
+	fID          = "id"
+	fIdentifier  = "identifier"
+	fDisplayName = "display_name"
+	fMetadata    = "metadata"
+	fCreatedAt   = "created_at"
+	fAnonymous   = "anonymous"
+	fPassword    = "password"
+)
+
+// Fields of the token hash.
+const (
+	fUser    = "user"
+	fCreated = "created"
+	fExpires = "expires"
+	fIdle    = "idle"
+	fLast    = "last"
+)
+
+var (
+	// setIfExists sets field ARGV[1] to ARGV[2] (and ARGV[3] to ARGV[4],
+	// ...) of hash KEYS[1] when the hash exists; it returns 1 if it did.
+	setIfExists = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1`)
+
+	// delIfEquals deletes KEYS[1] when it holds ARGV[1].
+	delIfEquals = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+	// hit increments counter KEYS[1], starting a window of ARGV[1] ms at the
+	// first increment, and returns the count and the ms left. A window with
+	// less than a millisecond left (PTTL 0) counts as ended: an increment
+	// in it would be lost a moment later.
+	hit = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then
+  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+  return {1, tonumber(ARGV[1])}
+end
+return {redis.call('INCR', KEYS[1]), ttl}`)
+)
+
+func wrapRedis(op string, err error) error {
+	return fmt.Errorf("auth: redis %s: %w", op, err)
+}
+
+// CreateUser implements UserStore.
+func (s *RedisStore) CreateUser(ctx context.Context, u User, passwordHash string, anonymous bool) (*PersistedUser, error) {
+	md, err := copyMetadata(u.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	u.Metadata = md
+	p := &PersistedUser{User: u, ID: uuid.NewString(), CreatedAt: time.Now().UTC(), Anonymous: anonymous}
+	fields, err := encodeUser(p, passwordHash)
+	if err != nil {
+		return nil, err
+	}
+	uk, ik := s.userKey(p.ID), s.identKey(u.Identifier)
+
+	// The record first, then the index that makes it reachable.
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.HSet(ctx, uk, fields)
+		if !anonymous {
+			pipe.SAdd(ctx, s.usersKey(), p.ID)
+		}
+		return nil
+	}); err != nil {
+		return nil, wrapRedis("create user", err)
+	}
+	ok, err := s.c.SetNX(ctx, ik, p.ID, 0).Result()
+	if err != nil {
+		return nil, wrapRedis("create user", err)
+	}
+	if !ok {
+		// A retried SETNX reports failure when its first attempt
+		// succeeded: look at what the index holds.
+		owner, err := s.c.Get(ctx, ik).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, wrapRedis("create user", err)
+		}
+		if owner != p.ID {
+			if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.SRem(ctx, s.usersKey(), p.ID)
+				pipe.Del(ctx, uk)
+				return nil
+			}); err != nil {
+				return nil, wrapRedis("create user", err)
+			}
+			return nil, ErrExists
+		}
+	}
+	return p, nil
+}
+
+func encodeUser(p *PersistedUser, passwordHash string) (map[string]any, error) {
+	md, err := jsonMarshal(p.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	anon := "0"
+	if p.Anonymous {
+		anon = "1"
+	}
+	return map[string]any{
+		fID:          p.ID,
+		fIdentifier:  p.Identifier,
+		fDisplayName: p.DisplayName,
+		fMetadata:    md,
+		fCreatedAt:   p.CreatedAt.Format(time.RFC3339Nano),
+		fAnonymous:   anon,
+		fPassword:    passwordHash,
+	}, nil
+}
+
+// decodeUser returns the user in the fields of its hash and its password
+// hash; nil for an empty (missing) hash.
+func decodeUser(f map[string]string) (*PersistedUser, string, error) {
+	if len(f) == 0 || f[fID] == "" {
+		return nil, "", nil
+	}
+	md, err := decodeMetadata([]byte(f[fMetadata]))
+	if err != nil {
+		return nil, "", err
+	}
+	created, err := time.Parse(time.RFC3339Nano, f[fCreatedAt])
+	if err != nil {
+		return nil, "", fmt.Errorf("auth: user %s: created_at: %w", f[fID], err)
+	}
+	return &PersistedUser{
+		User:      User{Identifier: f[fIdentifier], DisplayName: f[fDisplayName], Metadata: md},
+		ID:        f[fID],
+		CreatedAt: created.UTC(),
+		Anonymous: f[fAnonymous] == "1",
+	}, f[fPassword], nil
+}
+
+// GetUser implements UserStore.
+func (s *RedisStore) GetUser(ctx context.Context, id string) (*PersistedUser, error) {
+	f, err := s.c.HGetAll(ctx, s.userKey(id)).Result()
+	if err != nil {
+		return nil, wrapRedis("get user", err)
+	}
+	p, _, err := decodeUser(f)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, ErrNotFound
+	}
+	return p, nil
+}
+
+// GetUserByIdentifier implements UserStore.
+func (s *RedisStore) GetUserByIdentifier(ctx context.Context, identifier string) (*PersistedUser, string, error) {
+	id, err := s.c.Get(ctx, s.identKey(identifier)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, "", ErrNotFound
+	}
+	if err != nil {
+		return nil, "", wrapRedis("get user", err)
+	}
+	f, err := s.c.HGetAll(ctx, s.userKey(id)).Result()
+	if err != nil {
+		return nil, "", wrapRedis("get user", err)
+	}
+	p, hash, err := decodeUser(f)
+	if err != nil {
+		return nil, "", err
+	}
+	if p == nil || p.Identifier != identifier {
+		return nil, "", ErrNotFound
+	}
+	return p, hash, nil
+}
+
+// ListUsers implements UserStore.
+func (s *RedisStore) ListUsers(ctx context.Context) ([]*PersistedUser, error) {
+	ids, err := s.c.SMembers(ctx, s.usersKey()).Result()
+	if err != nil {
+		return nil, wrapRedis("list users", err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.HGetAll(ctx, s.userKey(id))
+		}
+		return nil
+	}); err != nil {
+		return nil, wrapRedis("list users", err)
+	}
+	out := make([]*PersistedUser, 0, len(ids))
+	for _, cmd := range cmds {
+		p, _, err := decodeUser(cmd.Val())
+		if err != nil {
+			return nil, err
+		}
+		if p != nil && !p.Anonymous { // nil: deleted meanwhile
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *PersistedUser) int { return strings.Compare(a.Identifier, b.Identifier) })
+	return out, nil
+}
+
+// DeleteUser implements UserStore. It removes the identifier index first,
+// then the user's tokens, then the record.
+func (s *RedisStore) DeleteUser(ctx context.Context, id string) error {
+	p, err := s.GetUser(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := delIfEquals.Run(ctx, s.c, []string{s.identKey(p.Identifier)}, id).Err(); err != nil {
+		return wrapRedis("delete user", err)
+	}
+	if _, err := s.RevokeUserTokens(ctx, id); err != nil {
+		return err
+	}
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.SRem(ctx, s.usersKey(), id)
+		pipe.Del(ctx, s.userTokensKey(id))
+		pipe.Del(ctx, s.userKey(id))
+		return nil
+	}); err != nil {
+		return wrapRedis("delete user", err)
+	}
+	return nil
+}
+
+// SetPasswordHash implements UserStore.
+func (s *RedisStore) SetPasswordHash(ctx context.Context, id, hash string) error {
+	n, err := setIfExists.Run(ctx, s.c, []string{s.userKey(id)}, fPassword, hash).Int()
+	if err != nil {
+		return wrapRedis("set password", err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// maxWatchAttempts bounds the optimistic retries of UpdateMetadata.
+const maxWatchAttempts = 200
+
+// UpdateMetadata implements UserStore with WATCH/MULTI on the user's hash,
+// retried (with a short random backoff) while another client changes it.
+func (s *RedisStore) UpdateMetadata(ctx context.Context, id string, fn func(md map[string]any) error) (*PersistedUser, error) {
+	key := s.userKey(id)
+	for attempt := 0; attempt < maxWatchAttempts; attempt++ {
+		var out *PersistedUser
+		var own error // an error of ours or of fn, returned as is
+		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
+			f, err := tx.HGetAll(ctx, key).Result()
+			if err != nil {
+				return err
+			}
+			p, _, err := decodeUser(f)
+			if err == nil && p == nil {
+				err = ErrNotFound
+			}
+			if err == nil {
+				err = fn(p.Metadata)
+			}
+			var b []byte
+			if err == nil {
+				b, err = jsonMarshal(p.Metadata)
+			}
+			if err == nil {
+				p.Metadata, err = decodeMetadata(b)
+			}
+			if err != nil {
+				own = err
+				return err
+			}
+			if _, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.HSet(ctx, key, fMetadata, b)
+				return nil
+			}); err != nil {
+				return err
+			}
+			out = p
+			return nil
+		}, key)
+		switch {
+		case own != nil:
+			return nil, own
+		case errors.Is(err, redis.TxFailedErr):
+			if err := backoff(ctx, attempt); err != nil {
+				return nil, err
+			}
+			continue
+		case err != nil:
+			return nil, wrapRedis("update metadata", err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("auth: update metadata of user %s: still contended after %d attempts", id, maxWatchAttempts)
+}
+
+// backoff waits a random time that grows with attempt, up to about 5 ms.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(min(attempt+1, 50))*int64(100*time.Microsecond) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// CreateToken implements TokenStore. The token's TTL is ExpiresAt −
+// CreatedAt, so that a token is dropped at its expiry by the clock that
+// issued it. The cap is enforced after the write by reading the user's set:
+// entries of expired tokens are removed from it, and the oldest live tokens
+// beyond maxPerUser are revoked. Concurrent creations converge: each revokes
+// the same oldest tokens.
+func (s *RedisStore) CreateToken(ctx context.Context, rec TokenRecord, maxPerUser int) ([]string, error) {
+	ttl := max(rec.ExpiresAt.Sub(rec.CreatedAt), time.Millisecond)
+	tk, sk := s.tokenKey(rec.Hash), s.userTokensKey(rec.UserID)
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.HSet(ctx, tk, encodeToken(rec))
+		pipe.PExpire(ctx, tk, ttl)
+		pipe.ZAdd(ctx, sk, redis.Z{Score: float64(rec.CreatedAt.UnixMicro()), Member: rec.Hash})
+		return nil
+	}); err != nil {
+		return nil, wrapRedis("create token", err)
+	}
+	if maxPerUser <= 0 {
+		return nil, nil
+	}
+	n, err := s.c.ZCard(ctx, sk).Result()
+	if err != nil {
+		return nil, wrapRedis("create token", err)
+	}
+	if n <= int64(maxPerUser) {
+		return nil, nil
+	}
+	live, err := s.liveTokens(ctx, rec.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if len(live) <= maxPerUser {
+		return nil, nil
+	}
+	return s.deleteTokens(ctx, rec.UserID, live[:len(live)-maxPerUser])
+}
+
+// liveTokens returns the hashes of the user's tokens that still exist,
+// oldest first, and removes the others from the user's set.
+func (s *RedisStore) liveTokens(ctx context.Context, userID string) ([]string, error) {
+	sk := s.userTokensKey(userID)
+	hashes, err := s.c.ZRange(ctx, sk, 0, -1).Result()
+	if err != nil {
+		return nil, wrapRedis("list tokens", err)
+	}
+	exists := make([]*redis.IntCmd, len(hashes))
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, h := range hashes {
+			exists[i] = pipe.Exists(ctx, s.tokenKey(h))
+		}
+		return nil
+	}); err != nil {
+		return nil, wrapRedis("list tokens", err)
+	}
+	var live, stale []string
+	for i, h := range hashes {
+		if exists[i].Val() == 1 {
+			live = append(live, h)
+		} else {
+			stale = append(stale, h)
+		}
+	}
+	if len(stale) > 0 {
+		if err := s.c.ZRem(ctx, sk, stale).Err(); err != nil {
+			return nil, wrapRedis("list tokens", err)
+		}
+	}
+	return live, nil
+}
+
+// deleteTokens deletes the given tokens of the user and returns the hashes
+// of those that existed.
+func (s *RedisStore) deleteTokens(ctx context.Context, userID string, hashes []string) ([]string, error) {
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	dels := make([]*redis.IntCmd, len(hashes))
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, h := range hashes {
+			dels[i] = pipe.Del(ctx, s.tokenKey(h)) // one key per DEL: cluster-safe
+		}
+		pipe.ZRem(ctx, s.userTokensKey(userID), hashes)
+		return nil
+	}); err != nil {
+		return nil, wrapRedis("revoke tokens", err)
+	}
+	var deleted []string
+	for i, h := range hashes {
+		if dels[i].Val() == 1 {
+			deleted = append(deleted, h)
+		}
+	}
+	return deleted, nil
+}
+
+func encodeToken(r TokenRecord) map[string]any {
+	return map[string]any{
+		fUser:    r.UserID,
+		fCreated: formatNano(r.CreatedAt),
+		fExpires: formatNano(r.ExpiresAt),
+		fIdle:    formatNano(r.IdleUntil),
+		fLast:    formatNano(r.LastUsed),
+	}
+}
+
+func decodeToken(hash string, f map[string]string) (TokenRecord, error) {
+	r := TokenRecord{Hash: hash, UserID: f[fUser]}
+	for _, x := range []struct {
+		field string
+		t     *time.Time
+	}{{fCreated, &r.CreatedAt}, {fExpires, &r.ExpiresAt}, {fIdle, &r.IdleUntil}, {fLast, &r.LastUsed}} {
+		t, err := parseNano(f[x.field])
+		if err != nil {
+			return TokenRecord{}, fmt.Errorf("auth: token field %s: %w", x.field, err)
+		}
+		*x.t = t
+	}
+	return r, nil
+}
+
+// formatNano encodes t as Unix nanoseconds; the zero time as "0".
+func formatNano(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+func parseNano(s string) (time.Time, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, n).UTC(), nil
+}
+
+// GetToken implements TokenStore.
+func (s *RedisStore) GetToken(ctx context.Context, hash string) (TokenRecord, error) {
+	f, err := s.c.HGetAll(ctx, s.tokenKey(hash)).Result()
+	if err != nil {
+		return TokenRecord{}, wrapRedis("get token", err)
+	}
+	if len(f) == 0 {
+		return TokenRecord{}, ErrNotFound
+	}
+	return decodeToken(hash, f)
+}
+
+// TouchToken implements TokenStore. It never recreates a token that expired
+// or was revoked.
+func (s *RedisStore) TouchToken(ctx context.Context, hash string, lastUsed, idleUntil time.Time) error {
+	n, err := setIfExists.Run(ctx, s.c, []string{s.tokenKey(hash)},
+		fLast, formatNano(lastUsed), fIdle, formatNano(idleUntil)).Int()
+	if err != nil {
+		return wrapRedis("touch token", err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RevokeToken implements TokenStore.
+func (s *RedisStore) RevokeToken(ctx context.Context, hash string) (TokenRecord, error) {
+	tk := s.tokenKey(hash)
+	var get *redis.MapStringStringCmd
+	if _, err := s.c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		get = pipe.HGetAll(ctx, tk)
+		pipe.Del(ctx, tk)
+		return nil
+	}); err != nil {
+		return TokenRecord{}, wrapRedis("revoke token", err)
+	}
+	if len(get.Val()) == 0 {
+		return TokenRecord{}, ErrNotFound
+	}
+	r, err := decodeToken(hash, get.Val())
+	if err != nil {
+		return TokenRecord{}, err
+	}
+	if err := s.c.ZRem(ctx, s.userTokensKey(r.UserID), hash).Err(); err != nil {
+		return TokenRecord{}, wrapRedis("revoke token", err)
+	}
+	return r, nil
+}
+
+// RevokeUserTokens implements TokenStore. A token created while it runs may
+// survive it.
+func (s *RedisStore) RevokeUserTokens(ctx context.Context, userID string) ([]string, error) {
+	hashes, err := s.c.ZRange(ctx, s.userTokensKey(userID), 0, -1).Result()
+	if err != nil {
+		return nil, wrapRedis("revoke tokens", err)
+	}
+	deleted, err := s.deleteTokens(ctx, userID, hashes)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(deleted)
+	return deleted, nil
+}
+
+// Hit implements ThrottleStore.
+func (s *RedisStore) Hit(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error) {
+	ms := max(window.Milliseconds(), 1)
+	v, err := hit.Run(ctx, s.c, []string{s.throttleKey(key)}, ms).Int64Slice()
+	if err != nil {
+		return 0, 0, wrapRedis("throttle hit", err)
+	}
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("auth: redis throttle hit: unexpected reply %v", v)
+	}
+	return v[0], time.Duration(v[1]) * time.Millisecond, nil
+}
+
+// Count implements ThrottleStore.
+func (s *RedisStore) Count(ctx context.Context, key string) (int64, time.Duration, error) {
+	k := s.throttleKey(key)
+	var get *redis.StringCmd
+	var ttl *redis.DurationCmd
+	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		get = pipe.Get(ctx, k)
+		ttl = pipe.PTTL(ctx, k)
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, 0, wrapRedis("throttle count", err)
+	}
+	n, err := get.Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, wrapRedis("throttle count", err)
+	}
+	left := ttl.Val()
+	if left <= 0 { // expired between GET and PTTL
+		return 0, 0, nil
+	}
+	return n, left, nil
+}
+
+// Reset implements ThrottleStore.
+func (s *RedisStore) Reset(ctx context.Context, key string) error {
+	if err := s.c.Del(ctx, s.throttleKey(key)).Err(); err != nil {
+		return wrapRedis("throttle reset", err)
+	}
+	return nil
+}

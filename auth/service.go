@@ -1,0 +1,483 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Defaults of Config (PROTOCOL.md §1.1, §1.3).
+const (
+	DefaultTokenTTL         = 24 * time.Hour
+	DefaultTokenIdleTTL     = 2 * time.Hour
+	DefaultMaxTokensPerUser = 50
+	DefaultPairFailures     = 10
+	DefaultPairWindow       = 15 * time.Minute
+	DefaultIdentFailures    = 100
+	DefaultIdentWindow      = time.Hour
+)
+
+// Limits on what CreateUser, SetPassword and EnsureUser accept.
+const (
+	MaxIdentifierBytes = 255
+	MinPasswordBytes   = 8
+	MaxPasswordBytes   = 1024
+)
+
+// touchInterval is how stale a token's LastUsed must be before Authenticate
+// pushes its idle expiry forward: at most one store write a minute per token.
+const touchInterval = time.Minute
+
+// AnonymousPrefix starts the identifier of every user made by
+// CreateAnonymous.
+const AnonymousPrefix = "anon:"
+
+// Config tunes a Service. Zero fields take the defaults given.
+type Config struct {
+	// TokenTTL is a token's absolute lifetime (DefaultTokenTTL, 24 h);
+	// TokenIdleTTL how long it lives unused (DefaultTokenIdleTTL, 2 h).
+	TokenTTL, TokenIdleTTL time.Duration
+	// MaxTokensPerUser is how many live tokens a user may hold; issuing one
+	// more revokes the oldest (DefaultMaxTokensPerUser, 50).
+	MaxTokensPerUser int
+	// PairFailures failed logins are allowed per (identifier, client
+	// address) in a window of PairWindow (10 per 15 min).
+	PairFailures int
+	PairWindow   time.Duration
+	// IdentFailures failed logins are allowed per identifier, from any
+	// address, in a window of IdentWindow (100 per hour).
+	IdentFailures int
+	IdentWindow   time.Duration
+	// Now is the clock (time.Now).
+	Now func() time.Time
+	// Logger receives the errors the Service handles itself (a Notifier
+	// that failed). Nil discards them. Passwords and tokens are never
+	// logged.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	def(&c.TokenTTL, DefaultTokenTTL)
+	def(&c.TokenIdleTTL, DefaultTokenIdleTTL)
+	def(&c.PairWindow, DefaultPairWindow)
+	def(&c.IdentWindow, DefaultIdentWindow)
+	defInt(&c.MaxTokensPerUser, DefaultMaxTokensPerUser)
+	defInt(&c.PairFailures, DefaultPairFailures)
+	defInt(&c.IdentFailures, DefaultIdentFailures)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Service authenticates users: password logins with throttling, tokens with
+// absolute and idle expiry, revocation, and user administration. It is safe
+// for concurrent use; all of its state is in the stores, so any number of
+// instances may share them.
+type Service struct {
+	users    UserStore
+	tokens   TokenStore
+	throttle ThrottleStore
+	hasher   Hasher
+	notifier Notifier // nil: nobody to tell
+	cfg      Config
+
+	dummyMu sync.Mutex
+	dummy   string // guarded by dummyMu; "" until the first Login
+}
+
+// NewService returns a Service on the stores st that hashes with h and tells
+// n (which may be nil) about revoked tokens. Zero fields of cfg take their
+// defaults.
+func NewService(st Stores, h Hasher, n Notifier, cfg Config) *Service {
+	return &Service{
+		users:    st.Users,
+		tokens:   st.Tokens,
+		throttle: st.Throttle,
+		hasher:   h,
+		notifier: n,
+		cfg:      cfg.withDefaults(),
+	}
+}
+
+// HashToken returns the hex SHA-256 of token: the only form in which tokens
+// are stored or sent between instances.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// throttle keys: hashed, so that a key's length is bounded whatever the
+// client sends, and so that the pair key is unambiguous.
+func pairKey(identifier, clientAddr string) string {
+	return "p:" + HashToken(strconv.Itoa(len(identifier))+":"+identifier+clientAddr)
+}
+
+func identKey(identifier string) string { return "i:" + HashToken(identifier) }
+
+// Login checks identifier and password and issues a token.
+//
+// It returns a *ThrottledError, without hashing, when the (identifier,
+// clientAddr) pair or the identifier has used up its failures in the
+// current window. An unknown identifier, a user without a password and a
+// wrong password all cost one Compare and return ErrInvalidCredentials,
+// counting a failure for the pair and for the identifier. A success resets
+// the pair's failures. ErrBusy from the Hasher is returned as is.
+//
+// The limits are checked before and counted after the hashing, not in one
+// step: concurrent failures may go past a limit by the number in flight.
+func (s *Service) Login(ctx context.Context, identifier, password, clientAddr string) (*PersistedUser, Token, error) {
+	pk, ik := pairKey(identifier, clientAddr), identKey(identifier)
+	if err := s.checkThrottle(ctx, pk, ik); err != nil {
+		return nil, Token{}, err
+	}
+	dummy, err := s.dummyHash(ctx)
+	if err != nil {
+		return nil, Token{}, err
+	}
+	u, hash, err := s.users.GetUserByIdentifier(ctx, identifier)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		u, hash = nil, ""
+	case err != nil:
+		return nil, Token{}, err
+	}
+	known := u != nil && hash != ""
+	if !known {
+		hash = dummy // the same work, whatever the answer
+	}
+	ok, err := s.hasher.Compare(ctx, password, hash)
+	if err != nil {
+		return nil, Token{}, err
+	}
+	if !ok || !known {
+		if _, _, err := s.throttle.Hit(ctx, pk, s.cfg.PairWindow); err != nil {
+			return nil, Token{}, err
+		}
+		if _, _, err := s.throttle.Hit(ctx, ik, s.cfg.IdentWindow); err != nil {
+			return nil, Token{}, err
+		}
+		return nil, Token{}, ErrInvalidCredentials
+	}
+	if err := s.throttle.Reset(ctx, pk); err != nil {
+		return nil, Token{}, err
+	}
+	tok, err := s.issue(ctx, u.ID)
+	if err != nil {
+		return nil, Token{}, err
+	}
+	return u, tok, nil
+}
+
+// checkThrottle returns a *ThrottledError when either key has reached its
+// limit, with the longer of the times left, rounded up to a second.
+func (s *Service) checkThrottle(ctx context.Context, pk, ik string) error {
+	var wait time.Duration
+	for _, k := range []struct {
+		key   string
+		limit int
+	}{{pk, s.cfg.PairFailures}, {ik, s.cfg.IdentFailures}} {
+		n, left, err := s.throttle.Count(ctx, k.key)
+		if err != nil {
+			return err
+		}
+		if n >= int64(k.limit) {
+			wait = max(wait, left)
+		}
+	}
+	if wait == 0 {
+		return nil
+	}
+	secs := max((wait+time.Second-1)/time.Second, 1)
+	return &ThrottledError{RetryAfter: secs * time.Second}
+}
+
+// dummyHash returns the hash that unknown identifiers are compared with,
+// made on first use with the Hasher's parameters.
+func (s *Service) dummyHash(ctx context.Context) (string, error) {
+	s.dummyMu.Lock()
+	defer s.dummyMu.Unlock()
+	if s.dummy != "" {
+		return s.dummy, nil
+	}
+	h, err := s.hasher.Hash(ctx, rand.Text())
+	if err != nil {
+		return "", err
+	}
+	s.dummy = h
+	return h, nil
+}
+
+// Issue issues a new token for the user with the given id (ErrNotFound if
+// there is none). When the user then holds more than MaxTokensPerUser
+// tokens, the oldest are revoked and the Notifier is told.
+func (s *Service) Issue(ctx context.Context, userID string) (Token, error) {
+	if _, err := s.users.GetUser(ctx, userID); err != nil {
+		return Token{}, err
+	}
+	return s.issue(ctx, userID)
+}
+
+func (s *Service) issue(ctx context.Context, userID string) (Token, error) {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+	value := base64.RawURLEncoding.EncodeToString(b[:])
+	now := s.cfg.Now().UTC()
+	rec := TokenRecord{
+		Hash:      HashToken(value),
+		UserID:    userID,
+		CreatedAt: now,
+		ExpiresAt: now.Add(s.cfg.TokenTTL),
+		IdleUntil: now.Add(min(s.cfg.TokenIdleTTL, s.cfg.TokenTTL)),
+		LastUsed:  now,
+	}
+	revoked, err := s.tokens.CreateToken(ctx, rec, s.cfg.MaxTokensPerUser)
+	if err != nil {
+		return Token{}, err
+	}
+	s.notify(ctx, userID, revoked)
+	return Token{Value: value, Hash: rec.Hash, ExpiresAt: rec.ExpiresAt}, nil
+}
+
+// notify tells the Notifier about revoked tokens. The revocation is in the
+// store already and instances re-validate their sockets' tokens regularly,
+// so a failure is logged, not returned.
+func (s *Service) notify(ctx context.Context, userID string, hashes []string) {
+	if s.notifier == nil || len(hashes) == 0 {
+		return
+	}
+	if err := s.notifier.Revoked(ctx, userID, hashes); err != nil {
+		s.cfg.Logger.LogAttrs(ctx, slog.LevelError, "auth: notify revoked tokens",
+			slog.String("user_id", userID), slog.Int("tokens", len(hashes)), slog.Any("err", err))
+	}
+}
+
+// Authenticate returns the identity of a token. A token that is unknown,
+// revoked, past its absolute or idle expiry, or whose user is gone gives
+// ErrUnauthorized. A valid token's idle expiry is pushed forward (never
+// beyond its absolute expiry), at most once a minute.
+func (s *Service) Authenticate(ctx context.Context, token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, ErrUnauthorized
+	}
+	hash := HashToken(token)
+	rec, err := s.tokens.GetToken(ctx, hash)
+	if errors.Is(err, ErrNotFound) {
+		return Identity{}, ErrUnauthorized
+	}
+	if err != nil {
+		return Identity{}, err
+	}
+	now := s.cfg.Now()
+	if !now.Before(rec.ExpiresAt) {
+		return Identity{}, ErrUnauthorized
+	}
+	if !now.Before(rec.IdleUntil) {
+		// Nobody uses it: drop it so that it stops counting towards the
+		// user's cap. Best effort; it is refused either way.
+		_, _ = s.tokens.RevokeToken(ctx, hash)
+		return Identity{}, ErrUnauthorized
+	}
+	u, err := s.users.GetUser(ctx, rec.UserID)
+	if errors.Is(err, ErrNotFound) {
+		return Identity{}, ErrUnauthorized
+	}
+	if err != nil {
+		return Identity{}, err
+	}
+	if now.Sub(rec.LastUsed) >= touchInterval {
+		idle := now.Add(s.cfg.TokenIdleTTL)
+		if idle.After(rec.ExpiresAt) {
+			idle = rec.ExpiresAt
+		}
+		err := s.tokens.TouchToken(ctx, hash, now.UTC(), idle.UTC())
+		if errors.Is(err, ErrNotFound) { // revoked meanwhile
+			return Identity{}, ErrUnauthorized
+		}
+		if err != nil {
+			return Identity{}, err
+		}
+	}
+	return Identity{User: u, TokenHash: hash, ExpiresAt: rec.ExpiresAt}, nil
+}
+
+// Revoke revokes a token (logout) and tells the Notifier. An unknown token
+// is not an error.
+func (s *Service) Revoke(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	rec, err := s.tokens.RevokeToken(ctx, HashToken(token))
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.notify(ctx, rec.UserID, []string{rec.Hash})
+	return nil
+}
+
+// ValidateIdentifier returns an error wrapping ErrInvalid unless identifier
+// is valid UTF-8 of 1 to MaxIdentifierBytes bytes without control
+// characters.
+func ValidateIdentifier(identifier string) error {
+	switch {
+	case identifier == "":
+		return fmt.Errorf("%w: identifier is empty", ErrInvalid)
+	case len(identifier) > MaxIdentifierBytes:
+		return fmt.Errorf("%w: identifier is longer than %d bytes", ErrInvalid, MaxIdentifierBytes)
+	case !utf8.ValidString(identifier):
+		return fmt.Errorf("%w: identifier is not valid UTF-8", ErrInvalid)
+	}
+	for _, r := range identifier {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: identifier holds a control character", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// ValidatePassword returns an error wrapping ErrInvalid unless password is
+// MinPasswordBytes to MaxPasswordBytes bytes long.
+func ValidatePassword(password string) error {
+	switch {
+	case len(password) < MinPasswordBytes:
+		return fmt.Errorf("%w: password is shorter than %d bytes", ErrInvalid, MinPasswordBytes)
+	case len(password) > MaxPasswordBytes:
+		return fmt.Errorf("%w: password is longer than %d bytes", ErrInvalid, MaxPasswordBytes)
+	}
+	return nil
+}
+
+// CreateUser creates a user with a password. An invalid identifier or
+// password gives an error wrapping ErrInvalid (see ValidateIdentifier,
+// ValidatePassword); a taken identifier ErrExists.
+func (s *Service) CreateUser(ctx context.Context, u User, password string) (*PersistedUser, error) {
+	if err := ValidateIdentifier(u.Identifier); err != nil {
+		return nil, err
+	}
+	if err := ValidatePassword(password); err != nil {
+		return nil, err
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return nil, err
+	}
+	return s.users.CreateUser(ctx, u, hash, false)
+}
+
+// SetPassword replaces the password of the user with the given identifier
+// (ErrNotFound if none), revokes all of the user's tokens and tells the
+// Notifier.
+func (s *Service) SetPassword(ctx context.Context, identifier, password string) error {
+	if err := ValidatePassword(password); err != nil {
+		return err
+	}
+	u, _, err := s.users.GetUserByIdentifier(ctx, identifier)
+	if err != nil {
+		return err
+	}
+	hash, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	if err := s.users.SetPasswordHash(ctx, u.ID, hash); err != nil {
+		return err
+	}
+	return s.revokeAll(ctx, u.ID)
+}
+
+func (s *Service) revokeAll(ctx context.Context, userID string) error {
+	revoked, err := s.tokens.RevokeUserTokens(ctx, userID)
+	if err != nil {
+		return err
+	}
+	s.notify(ctx, userID, revoked)
+	return nil
+}
+
+// DeleteUser deletes the user with the given identifier (ErrNotFound if
+// none) after revoking all of its tokens and telling the Notifier, and
+// returns what it was.
+func (s *Service) DeleteUser(ctx context.Context, identifier string) (*PersistedUser, error) {
+	u, _, err := s.users.GetUserByIdentifier(ctx, identifier)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.revokeAll(ctx, u.ID); err != nil {
+		return nil, err
+	}
+	if err := s.users.DeleteUser(ctx, u.ID); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// ListUsers returns the users that are not anonymous, sorted by identifier.
+func (s *Service) ListUsers(ctx context.Context) ([]*PersistedUser, error) {
+	return s.users.ListUsers(ctx)
+}
+
+// EnsureUser returns the user with the given identifier, creating it
+// without a password when there is none (header mode). Concurrent calls for
+// one identifier return the same user. An invalid identifier gives an
+// error wrapping ErrInvalid.
+func (s *Service) EnsureUser(ctx context.Context, identifier string) (*PersistedUser, error) {
+	if err := ValidateIdentifier(identifier); err != nil {
+		return nil, err
+	}
+	u, _, err := s.users.GetUserByIdentifier(ctx, identifier)
+	if !errors.Is(err, ErrNotFound) {
+		return u, err
+	}
+	u, err = s.users.CreateUser(ctx, User{Identifier: identifier}, "", false)
+	if !errors.Is(err, ErrExists) {
+		return u, err
+	}
+	u, _, err = s.users.GetUserByIdentifier(ctx, identifier)
+	return u, err
+}
+
+// CreateAnonymous creates an anonymous user, with the identifier
+// AnonymousPrefix followed by a UUID and no password.
+func (s *Service) CreateAnonymous(ctx context.Context) (*PersistedUser, error) {
+	return s.users.CreateUser(ctx, User{Identifier: AnonymousPrefix + uuid.NewString()}, "", true)
+}
+
+// User returns the user with the given id, or ErrNotFound.
+func (s *Service) User(ctx context.Context, id string) (*PersistedUser, error) {
+	return s.users.GetUser(ctx, id)
+}
+
+// UpdateMetadata changes the metadata of the user with the given id
+// atomically (see UserStore.UpdateMetadata: fn may run more than once) and
+// returns the user as stored.
+func (s *Service) UpdateMetadata(ctx context.Context, userID string, fn func(md map[string]any) error) (*PersistedUser, error) {
+	return s.users.UpdateMetadata(ctx, userID, fn)
+}

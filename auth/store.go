@@ -1,0 +1,130 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// UserStore keeps users, their password hashes and an index by identifier.
+type UserStore interface {
+	// CreateUser stores u under a new UUID with CreatedAt set to now, in UTC.
+	// passwordHash is "" for a user without a password. It returns ErrExists
+	// when the identifier is taken.
+	CreateUser(ctx context.Context, u User, passwordHash string, anonymous bool) (*PersistedUser, error)
+	// GetUser returns the user with the given id, or ErrNotFound.
+	GetUser(ctx context.Context, id string) (*PersistedUser, error)
+	// GetUserByIdentifier returns the user with the given identifier and its
+	// password hash ("" for none), or ErrNotFound.
+	GetUserByIdentifier(ctx context.Context, identifier string) (*PersistedUser, string, error)
+	// ListUsers returns the users that are not anonymous, sorted by
+	// identifier.
+	ListUsers(ctx context.Context) ([]*PersistedUser, error)
+	// DeleteUser removes the user, its identifier index and all of its
+	// tokens, or returns ErrNotFound.
+	DeleteUser(ctx context.Context, id string) error
+	// SetPasswordHash replaces the user's password hash, or returns
+	// ErrNotFound.
+	SetPasswordHash(ctx context.Context, id, hash string) error
+	// UpdateMetadata applies fn to a copy of the user's metadata and stores
+	// the result atomically: two concurrent updates never lose one. fn may be
+	// called more than once (each call gets a fresh copy) and must not keep
+	// md. An error from fn aborts the update and is returned as is.
+	// UpdateMetadata returns ErrNotFound for an unknown user.
+	UpdateMetadata(ctx context.Context, id string, fn func(md map[string]any) error) (*PersistedUser, error)
+}
+
+// TokenRecord is what the stores keep about one token. The token itself is
+// never stored, only its hash.
+type TokenRecord struct {
+	// Hash is HashToken of the token: its key in the store.
+	Hash string
+	// UserID is the id of the token's user.
+	UserID string
+	// CreatedAt orders a user's tokens: the oldest are revoked first.
+	CreatedAt time.Time
+	// ExpiresAt is the absolute expiry. The stores drop the record at
+	// ExpiresAt (the Redis store sets a TTL of ExpiresAt − CreatedAt).
+	ExpiresAt time.Time
+	// IdleUntil is the idle expiry, pushed forward on use.
+	IdleUntil time.Time
+	// LastUsed is when IdleUntil was last pushed forward.
+	LastUsed time.Time
+}
+
+// TokenStore keeps token records and, per user, the set of their tokens.
+type TokenStore interface {
+	// CreateToken stores rec. If the user then has more than maxPerUser live
+	// tokens, it revokes the oldest (by CreatedAt) and returns their hashes.
+	// maxPerUser <= 0 means no limit.
+	CreateToken(ctx context.Context, rec TokenRecord, maxPerUser int) (revoked []string, err error)
+	// GetToken returns the record of a live token, or ErrNotFound.
+	GetToken(ctx context.Context, hash string) (TokenRecord, error)
+	// TouchToken sets LastUsed and IdleUntil of a live token, or returns
+	// ErrNotFound.
+	TouchToken(ctx context.Context, hash string, lastUsed, idleUntil time.Time) error
+	// RevokeToken deletes the token and returns its record, or ErrNotFound.
+	RevokeToken(ctx context.Context, hash string) (TokenRecord, error)
+	// RevokeUserTokens deletes all of the user's tokens and returns their
+	// hashes.
+	RevokeUserTokens(ctx context.Context, userID string) ([]string, error)
+}
+
+// ThrottleStore counts failures per key in fixed windows.
+type ThrottleStore interface {
+	// Hit counts one failure under key in a fixed window starting at the
+	// first failure; returns the count and the time left in the window.
+	Hit(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error)
+	// Count returns the current count and time left (0, 0 when none).
+	Count(ctx context.Context, key string) (int64, time.Duration, error)
+	// Reset forgets the failures under key.
+	Reset(ctx context.Context, key string) error
+}
+
+// Stores are the stores a Service works on; one implementation (MemoryStore,
+// RedisStore) usually provides all three.
+type Stores struct {
+	Users    UserStore
+	Tokens   TokenStore
+	Throttle ThrottleStore
+}
+
+// copyMetadata returns a deep copy of md in the form a JSON round trip gives
+// (numbers become float64), so that both stores hand back the same values.
+// A nil md gives an empty map.
+func copyMetadata(md map[string]any) (map[string]any, error) {
+	if md == nil {
+		return map[string]any{}, nil
+	}
+	b, err := json.Marshal(md)
+	if err != nil {
+		return nil, fmt.Errorf("auth: encode metadata: %w", err)
+	}
+	return decodeMetadata(b)
+}
+
+func decodeMetadata(b []byte) (map[string]any, error) {
+	md := map[string]any{}
+	if len(b) == 0 {
+		return md, nil
+	}
+	if err := json.Unmarshal(b, &md); err != nil {
+		return nil, fmt.Errorf("auth: decode metadata: %w", err)
+	}
+	if md == nil { // the JSON was "null"
+		md = map[string]any{}
+	}
+	return md, nil
+}
+
+func jsonMarshal(md map[string]any) ([]byte, error) {
+	if md == nil {
+		return []byte("{}"), nil
+	}
+	b, err := json.Marshal(md)
+	if err != nil {
+		return nil, fmt.Errorf("auth: encode metadata: %w", err)
+	}
+	return b, nil
+}
