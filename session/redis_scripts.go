@@ -1,0 +1,267 @@
+package session
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the Redis store. Each runs atomically in one round trip
+// (EVALSHA, falling back to EVAL once per server). A script that fails with
+// an error reply has already applied the writes it made before the error;
+// every script below checks first and writes after, so that an error means
+// nothing was written (Detach's live mark excepted, which is meant).
+//
+// Errors the Go side maps to sentinels: CHATD_NOTFOUND, CHATD_ENDED,
+// CHATD_TOOMANY.
+
+// scriptSetField sets a field of one of the session's hashes if the session
+// exists, aligning the hash's expiry with the record's.
+//
+// KEYS: 1 record, 2 target hash. ARGV: 1 field, 2 value.
+var scriptSetField = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if KEYS[2] ~= KEYS[1] then
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+end
+return 1
+`)
+
+// scriptTouch sets the expiry of every key of a session, and of its thread's
+// keys while the thread is not persisted. The thread's keys are built from
+// the record's thread id, so this script is not Redis Cluster ready.
+//
+// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim.
+// ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 thread key prefix
+// (namespace .. "t:{t:").
+var scriptTouch = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local ttl = tonumber(ARGV[1])
+local function expire(k, ms)
+  if ttl > 0 then redis.call('PEXPIRE', k, ms) else redis.call('PERSIST', k) end
+end
+for i = 1, 4 do expire(KEYS[i], ttl) end
+expire(KEYS[5], ttl + tonumber(ARGV[2]))
+local tid = redis.call('HGET', KEYS[1], 'thread')
+if tid then
+  local t = ARGV[3] .. tid .. '}'
+  if redis.call('HGET', t, 'persisted') ~= '1' then
+    expire(t, ttl)
+    expire(t .. ':steps', ttl)
+    expire(t .. ':order', ttl)
+  end
+end
+return 1
+`)
+
+// appendLib holds the Lua functions shared by scriptAppend and
+// scriptUserMessage.
+//
+// KEYS of both: 1 record, 2 log, 3 fids, 4 thread, 5 steps, 6 order,
+// 7 the user's threads. ARGV of both start with: 1 now ms, 2 thread id,
+// 3 log max length.
+const appendLib = `
+local function logframe(fid, payload)
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', payload)
+  if fid ~= '' then redis.call('HSET', KEYS[3], 'f:' .. fid, seq) end
+  return seq
+end
+local function writestep(sid, sjson)
+  redis.call('HSET', KEYS[5], sid, sjson)
+  if not redis.call('ZSCORE', KEYS[6], sid) then
+    redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
+  end
+end
+local function touchthread(now)
+  local cur = tonumber(redis.call('HGET', KEYS[4], 'updated_at') or '0')
+  if now > cur then
+    redis.call('HSET', KEYS[4], 'updated_at', now)
+    redis.call('ZADD', KEYS[7], now, ARGV[2])
+  end
+end
+local function expirelog(pttl)
+  if pttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], pttl)
+    redis.call('PEXPIRE', KEYS[3], pttl)
+  end
+end
+`
+
+// scriptAppend appends frames (and writes their steps).
+//
+// ARGV after the common three, four per frame: frame id, payload, step id
+// ("" for none), step JSON. Returns the seqs.
+var scriptAppend = redis.NewScript(appendLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local out = {}
+local wrote, stepped = false, false
+for i = 4, #ARGV, 4 do
+  local fid = ARGV[i]
+  local seq = false
+  if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
+  if seq then
+    out[#out + 1] = tonumber(seq)
+  else
+    out[#out + 1] = logframe(fid, ARGV[i + 1])
+    wrote = true
+    if ARGV[i + 2] ~= '' then
+      writestep(ARGV[i + 2], ARGV[i + 3])
+      stepped = true
+    end
+  end
+end
+if wrote then
+  local pttl = redis.call('PTTL', KEYS[1])
+  expirelog(pttl)
+  if stepped then
+    if redis.call('HGET', KEYS[4], 'persisted') == '1' then
+      touchthread(tonumber(ARGV[1]))
+    elseif pttl > 0 then
+      for k = 4, 6 do redis.call('PEXPIRE', KEYS[k], pttl) end
+    end
+  end
+end
+return out
+`)
+
+// scriptUserMessage stores a user message: dedupe, echo, step, persist.
+//
+// ARGV after the common three: 4 client id, 5 frame id, 6 payload, 7 step
+// id, 8 step JSON, 9 thread name, 10 user id, 11 chat profile.
+// Returns {seq, duplicate (0 or 1), payload (nil if trimmed)}.
+var scriptUserMessage = redis.NewScript(appendLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local seen = {}
+if ARGV[4] ~= '' then seen[#seen + 1] = 'c:' .. ARGV[4] end
+if ARGV[5] ~= '' then seen[#seen + 1] = 'f:' .. ARGV[5] end
+for _, f in ipairs(seen) do
+  local old = redis.call('HGET', KEYS[3], f)
+  if old then
+    local r = redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')
+    local p = false
+    if r[1] then p = r[1][2][2] end
+    return {tonumber(old), 1, p}
+  end
+end
+local now = tonumber(ARGV[1])
+local seq = logframe(ARGV[5], ARGV[6])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'c:' .. ARGV[4], seq) end
+if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
+expirelog(redis.call('PTTL', KEYS[1]))
+if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
+  redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
+    'chat_profile', ARGV[11], 'created_at', now, 'updated_at', now)
+  for k = 4, 6 do redis.call('PERSIST', KEYS[k]) end
+  redis.call('ZADD', KEYS[7], now, ARGV[2])
+else
+  touchthread(now)
+end
+return {seq, 0, ARGV[6]}
+`)
+
+// scriptThread reads a thread's steps in order, and its hash when asked.
+//
+// KEYS: 1 thread, 2 steps, 3 order. ARGV: 1 "1" to return the hash too.
+// Returns the step JSONs, or {hash as a flat list, step JSONs}.
+var scriptThread = redis.NewScript(`
+local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local steps = {}
+for i = 1, #ids, 500 do
+  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 499, #ids)))
+  for j = 1, #vals do
+    if vals[j] then steps[#steps + 1] = vals[j] end
+  end
+end
+if ARGV[1] == '1' then
+  return {redis.call('HGETALL', KEYS[1]), steps}
+end
+return steps
+`)
+
+// scriptAttach attaches a session.
+//
+// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
+// ARGV: 1 session id, 2 user id, 3 instance,
+// 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:").
+// Returns the session's seq.
+var scriptAttach = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('CHATD_ENDED')
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+if redis.call('HGET', KEYS[1], 'user') ~= ARGV[2] then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local max = tonumber(ARGV[4])
+if max > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
+    and redis.call('SCARD', KEYS[3]) >= max then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if redis.call('EXISTS', ARGV[5] .. m .. '}') == 0 then
+      redis.call('SREM', KEYS[3], m)
+    end
+  end
+  if redis.call('SCARD', KEYS[3]) >= max then
+    return redis.error_reply('CHATD_TOOMANY')
+  end
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'instance', ARGV[3])
+return tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+`)
+
+// scriptDetach detaches a session, unconditionally or only from instance.
+//
+// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
+// ARGV: 1 session id, 2 deadline ms, 3 "1" when conditional, 4 instance.
+// Returns 1 when detached, 0 when attached elsewhere.
+var scriptDetach = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'instance') or '') ~= ARGV[4] then
+  return 0
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[1], 'instance')
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+end
+return 1
+`)
+
+// scriptClaimEnd claims the end of a session.
+//
+// KEYS: 1 end claim, 2 record, 3 ending. ARGV: 1 nonce, 2 session id,
+// 3 claim margin ms. Returns 1 for a won claim, 0 for a lost one.
+var scriptClaimEnd = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if cur == ARGV[1] then
+    redis.call('ZREM', KEYS[3], ARGV[2])
+    return 1
+  end
+  return 0
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', pttl + tonumber(ARGV[3]))
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+`)

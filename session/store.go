@@ -1,0 +1,203 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors that callers branch on.
+var (
+	// ErrNotFound: no such session (or it expired), or no such thread.
+	ErrNotFound = errors.New("session: not found")
+	// ErrReadOnly: Set of a built-in key (id, env, chat_settings, user,
+	// chat_profile, client_type).
+	ErrReadOnly = errors.New("session: built-in key is read-only")
+	// ErrTooManySessions: the user has the maximum of sessions with an open
+	// socket already.
+	ErrTooManySessions = errors.New("session: too many live sessions")
+	// ErrEnded: the session has ended; it cannot be attached again.
+	ErrEnded = errors.New("session: ended")
+)
+
+// Record is what the server keeps about one session, besides the
+// application's values, its outbound log and its thread's steps.
+type Record struct {
+	ID          string
+	UserID      string
+	ThreadID    string
+	ChatProfile string // "" when the application has no profiles
+	ClientType  string // webapp, mobile, copilot or api
+	// Epoch names the life of the session's log; it changes when stored
+	// frames were lost, so that clients replaying from it reset.
+	Epoch string
+	// Env holds the values of the keys the application declared. Never
+	// logged, never persisted to a thread.
+	Env map[string]string
+	// Settings are the current chat settings values.
+	Settings  map[string]any
+	CreatedAt time.Time
+}
+
+// Step is one stored entry of a thread: a user, assistant or system message.
+type Step struct {
+	ID        string         `json:"id"`
+	Type      string         `json:"type"` // user_message, assistant_message, system_message
+	Author    string         `json:"author"`
+	Content   string         `json:"content"`
+	CreatedAt time.Time      `json:"created_at"`
+	ParentID  string         `json:"parent_id,omitempty"`
+	Command   string         `json:"command,omitempty"`
+	Metadata  map[string]any `json:"metadata,omitempty"`
+}
+
+// Frame is an outbound sequenced frame to append to a session's log.
+type Frame struct {
+	// ID makes the append idempotent: appending a frame whose ID the log
+	// already holds returns the seq it got then and appends nothing.
+	ID string
+	// Payload is the frame's JSON object without its "seq" field; the seq
+	// is spliced in when the frame is sent (see server's codec).
+	Payload []byte
+	// Step, when not nil, is written to the session's thread in the same
+	// operation, created or replaced by its ID (idempotent).
+	Step *Step
+}
+
+// Logged is a frame read back from a session's log.
+type Logged struct {
+	Seq     int64
+	Payload []byte
+}
+
+// UserMessage is an inbound user message to store, with its echo.
+type UserMessage struct {
+	// ClientID is the client's idempotency key within the session ("" for
+	// none). A repeated ClientID stores nothing and returns the first echo.
+	ClientID string
+	// Echo is the sequenced echo frame; Echo.Step is the user_message step.
+	Echo Frame
+	// ThreadName is the name the thread takes if this message is the one
+	// that persists it (its first user message).
+	ThreadName string
+}
+
+// Thread is a persisted thread: its summary and its steps in the order they
+// were stored.
+type Thread struct {
+	ID     string
+	UserID string
+	// Name is the name the thread took when it was persisted
+	// (UserMessage.ThreadName).
+	Name string
+	// ChatProfile is the profile of the session that persisted the thread.
+	ChatProfile string
+	// CreatedAt is when the thread was persisted; UpdatedAt when a step was
+	// last stored in it. Both in UTC, to the millisecond, by the store's
+	// clock.
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Steps     []Step
+}
+
+// Appended is the result of storing a UserMessage.
+type Appended struct {
+	Seq     int64
+	Payload []byte
+	// Duplicate is true when ClientID had been seen: nothing was stored and
+	// Seq and Payload are those of the first echo.
+	Duplicate bool
+}
+
+// Store keeps sessions, their values, outbound logs and the steps of their
+// threads. Implementations: NewMemoryStore and NewRedisStore, both checked
+// by sessiontest.Run.
+type Store interface {
+	// Create stores a new session record; its keys expire after ttl unless
+	// touched.
+	//
+	// ID, UserID and ThreadID must be set; a zero CreatedAt takes the
+	// store's clock. A ttl <= 0 means no expiry. Creating an existing
+	// session again replaces its record fields and keeps its seq, values
+	// and log (so a retried Create is harmless). Create does not touch the
+	// thread: resuming a persisted thread is creating a session on it.
+	Create(ctx context.Context, rec Record, ttl time.Duration) error
+	// Get returns a session record, or ErrNotFound.
+	Get(ctx context.Context, id string) (Record, error)
+	// Touch extends the expiry of every key of the session to ttl from now
+	// (ttl <= 0: no expiry), and of its thread's keys while the thread is
+	// not persisted. ErrNotFound for a missing session.
+	Touch(ctx context.Context, id string, ttl time.Duration) error
+	// SetSettings replaces the session's chat settings values (ErrNotFound
+	// for a missing session).
+	SetSettings(ctx context.Context, id string, values map[string]any) error
+
+	// Value returns the application's value for key (JSON), and whether it
+	// was set. Value, SetValue and Values fail with ErrNotFound when the
+	// session is missing or expired.
+	Value(ctx context.Context, id, key string) ([]byte, bool, error)
+	// SetValue stores the application's value for key (JSON).
+	SetValue(ctx context.Context, id, key string, value []byte) error
+	// Values returns all the application's values of the session.
+	Values(ctx context.Context, id string) (map[string][]byte, error)
+
+	// Append allocates the next seqs of the session, in order, and appends
+	// the frames to its log (and their steps to its thread) atomically, in
+	// one round trip.
+	//
+	// The store reads rec.ID, rec.UserID and rec.ThreadID only. A new step
+	// takes the thread's next position; a replaced step keeps its own. When
+	// the thread is persisted, a step marks it updated now; until then its
+	// keys expire with the session's. Frames without an ID are not
+	// idempotent: a client library's retry of the call may append them
+	// twice. ErrNotFound for a missing session.
+	Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error)
+	// AppendUserMessage stores a user message in one round trip: dedupe by
+	// ClientID, write the step, mark the thread persisted (listed for its
+	// user, named ThreadName) if it was not, and append the echo.
+	AppendUserMessage(ctx context.Context, rec *Record, m UserMessage) (Appended, error)
+	// Log returns the logged frames with after < seq <= upto, in order.
+	// The log keeps at least the last LogKeep frames; older ones are
+	// trimmed, so a caller replaying from after checks that the first frame
+	// has seq after+1. ErrNotFound for a missing session.
+	Log(ctx context.Context, id string, after, upto int64) ([]Logged, error)
+	// LastSeq is the highest seq assigned in the session (0 for none), or
+	// ErrNotFound.
+	LastSeq(ctx context.Context, id string) (int64, error)
+	// Steps returns the steps of a thread in the order they were stored
+	// (none for an unknown thread), persisted or not.
+	Steps(ctx context.Context, threadID string) ([]Step, error)
+	// ThreadPersisted reports whether the thread has been persisted (its
+	// first user message stored).
+	ThreadPersisted(ctx context.Context, threadID string) (bool, error)
+	// Thread returns a persisted thread with its steps, in one round trip;
+	// ErrNotFound when it is unknown or not persisted yet.
+	Thread(ctx context.Context, threadID string) (Thread, error)
+
+	// Attach marks the session as having an open socket on instance and
+	// takes it out of its grace period. It fails with ErrTooManySessions
+	// when the user has maxLive attached sessions other than this one
+	// (maxLive 0: no limit), and with ErrEnded for an ended session. It
+	// returns the session's last seq at the moment of attaching. A missing
+	// session, or one of another user than userID, is ErrNotFound. instance is recorded as where the session is attached;
+	// it may name the socket as well (see DetachFrom).
+	Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error)
+	// Detach marks the session as having no open socket; its grace period
+	// runs out at deadline. An ended session is not put in grace again.
+	// ErrNotFound for a missing session (its live mark is dropped anyway).
+	Detach(ctx context.Context, id, userID string, deadline time.Time) error
+	// DetachFrom is Detach only while the session is still attached as
+	// instance (the string given to Attach): a socket that closes after
+	// another one took its session over detaches nothing and gets false.
+	DetachFrom(ctx context.Context, id, userID, instance string, deadline time.Time) (bool, error)
+	// Due returns up to limit sessions whose grace period ran out at or
+	// before now (limit <= 0: all), earliest deadline first.
+	Due(ctx context.Context, now time.Time, limit int) ([]string, error)
+	// ClaimEnd claims the right to end the session. The first claim wins
+	// (true); a retry of the same claim (same nonce) wins too; every other
+	// claim loses. A winner's claim is dropped from the due list. The claim
+	// lasts at least as long as the session's keys (Touch extends it).
+	// Claiming a missing session drops it from the due list and fails with
+	// ErrNotFound, unless it is a retry of a won claim.
+	ClaimEnd(ctx context.Context, id, nonce string) (bool, error)
+}

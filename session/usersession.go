@@ -1,0 +1,241 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/chatd-project/chatd/auth"
+)
+
+// The built-in keys of a UserSession. They answer from the session's record
+// and cannot be Set.
+const (
+	KeyID           = "id"
+	KeyEnv          = "env"
+	KeyChatSettings = "chat_settings"
+	KeyUser         = "user"
+	KeyChatProfile  = "chat_profile"
+	KeyClientType   = "client_type"
+)
+
+// IsBuiltin reports whether key is one of the built-in keys.
+func IsBuiltin(key string) bool {
+	switch key {
+	case KeyID, KeyEnv, KeyChatSettings, KeyUser, KeyChatProfile, KeyClientType:
+		return true
+	}
+	return false
+}
+
+// UserSession is the session of one chat as its handlers see it: the
+// built-in fields of its record and the application's values, which live in
+// the Store so that any instance can serve the session. It mirrors the seed's
+// user_session. It is safe for concurrent use.
+type UserSession struct {
+	st   Store
+	user *auth.PersistedUser // nil in anonymous mode; never changed
+
+	mu  sync.Mutex // guards rec
+	rec Record
+}
+
+// New returns the UserSession of rec, stored in st, for user (nil in
+// anonymous mode). It keeps a copy of rec.
+func New(st Store, rec Record, user *auth.PersistedUser) *UserSession {
+	return &UserSession{st: st, user: user, rec: cloneRecord(rec)}
+}
+
+// ID is the session's id.
+func (s *UserSession) ID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.ID
+}
+
+// ThreadID is the id of the session's thread.
+func (s *UserSession) ThreadID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.ThreadID
+}
+
+// Env returns a copy of the values the client gave for the application's
+// declared keys.
+func (s *UserSession) Env() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.rec.Env)
+}
+
+// ChatSettings returns a copy of the current chat settings values.
+func (s *UserSession) ChatSettings() map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cloneSettings(s.rec.Settings)
+}
+
+// User is the user of the session, nil in anonymous mode.
+func (s *UserSession) User() *auth.PersistedUser { return s.user }
+
+// ChatProfile is the session's chat profile ("" when the application has
+// none).
+func (s *UserSession) ChatProfile() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.ChatProfile
+}
+
+// ClientType is the client's type: webapp, mobile, copilot or api.
+func (s *UserSession) ClientType() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.ClientType
+}
+
+// Record returns a copy of the session's record, for the server.
+func (s *UserSession) Record() Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cloneRecord(s.rec)
+}
+
+// SyncSettings replaces the in-memory copy of the chat settings with a copy
+// of values. It is for the server, after it stored new settings with
+// Store.SetSettings; it stores nothing itself.
+func (s *UserSession) SyncSettings(values map[string]any) {
+	v := cloneSettings(values)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rec.Settings = v
+}
+
+// builtin returns the value of a built-in key, and false when it is not
+// built-in or is unset (no user, no chat profile).
+func (s *UserSession) builtin(key string) (any, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch key {
+	case KeyID:
+		return s.rec.ID, true
+	case KeyEnv:
+		return maps.Clone(s.rec.Env), true
+	case KeyChatSettings:
+		return cloneSettings(s.rec.Settings), true
+	case KeyUser:
+		return s.user, s.user != nil
+	case KeyChatProfile:
+		return s.rec.ChatProfile, s.rec.ChatProfile != ""
+	case KeyClientType:
+		return s.rec.ClientType, true
+	}
+	return nil, false
+}
+
+// Get returns the value of key, or def when it is not set.
+//
+// The built-in keys answer from the record: "id" (string), "env"
+// (map[string]string), "chat_settings" (map[string]any), "user"
+// (*auth.PersistedUser; def in anonymous mode), "chat_profile" (string; def
+// when there is none), "client_type" (string). Any other key is an
+// application value, decoded from JSON as encoding/json does into an any:
+// numbers are float64, objects map[string]any, arrays []any. Use Get[T] or
+// an Accessor for typed values.
+func (s *UserSession) Get(ctx context.Context, key string, def any) (any, error) {
+	return Get(ctx, s, key, def)
+}
+
+// Set stores value for key, JSON-encoded. Setting a built-in key fails with
+// an error that wraps ErrReadOnly; a value JSON cannot encode fails, and
+// nothing is stored.
+func (s *UserSession) Set(ctx context.Context, key string, value any) error {
+	if IsBuiltin(key) {
+		return fmt.Errorf("session: set %q: %w", key, ErrReadOnly)
+	}
+	b, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("session: set %q: %w", key, err)
+	}
+	if err := s.st.SetValue(ctx, s.ID(), key, b); err != nil {
+		return fmt.Errorf("session: set %q: %w", key, err)
+	}
+	return nil
+}
+
+// Get returns the value of key in s as a T, or def when it is not set. An
+// application value is decoded from its JSON into a T; a built-in one (see
+// UserSession.Get) is returned as is when it is a T, and converted through
+// JSON otherwise. A value that does not decode into a T is an error.
+func Get[T any](ctx context.Context, s *UserSession, key string, def T) (T, error) {
+	var zero T
+	if IsBuiltin(key) {
+		v, ok := s.builtin(key)
+		if !ok {
+			return def, nil
+		}
+		if t, ok := v.(T); ok {
+			return t, nil
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return zero, fmt.Errorf("session: get %q: %w", key, err)
+		}
+		return decode[T](key, b)
+	}
+	b, ok, err := s.st.Value(ctx, s.ID(), key)
+	if err != nil {
+		return zero, fmt.Errorf("session: get %q: %w", key, err)
+	}
+	if !ok {
+		return def, nil
+	}
+	return decode[T](key, b)
+}
+
+func decode[T any](key string, b []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("session: get %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// Accessor reads and writes one session key as a T: the seed's
+// create_accessor. Its zero value is not usable; see NewAccessor. An Accessor
+// holds no session and may be shared by all sessions and goroutines.
+type Accessor[T any] struct {
+	key   string
+	def   T
+	apply func(T) T
+}
+
+// NewAccessor returns the Accessor of key, reading def when the key is not
+// set. apply, when not nil, is applied to every value read, def included
+// (NewAccessor("user_level", "beginner", strings.ToLower)).
+func NewAccessor[T any](key string, def T, apply func(T) T) Accessor[T] {
+	return Accessor[T]{key: key, def: def, apply: apply}
+}
+
+// Key is the session key of the accessor.
+func (a Accessor[T]) Key() string { return a.key }
+
+// Get returns the value of the accessor's key in s, or its default, passed
+// through its apply function.
+func (a Accessor[T]) Get(ctx context.Context, s *UserSession) (T, error) {
+	v, err := Get(ctx, s, a.key, a.def)
+	if err != nil {
+		return v, err
+	}
+	if a.apply != nil {
+		v = a.apply(v)
+	}
+	return v, nil
+}
+
+// Set stores v for the accessor's key in s (see UserSession.Set).
+func (a Accessor[T]) Set(ctx context.Context, s *UserSession, v T) error {
+	return s.Set(ctx, a.key, v)
+}
