@@ -1,0 +1,194 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatd-project/chatd/server"
+)
+
+// config is chatd's configuration: environment variables, overridden by
+// flags of the same meaning (CHAT_SESSION_GRACE and -session-grace).
+type config struct {
+	Addr            string
+	RedisURL        string
+	Namespace       string
+	Auth            string
+	AuthHeader      string
+	TrustedProxies  string
+	AllowedOrigins  string
+	CookieSecure    bool
+	TokenTTL        time.Duration
+	TokenIdleTTL    time.Duration
+	SessionGrace    time.Duration
+	MaxFrameBytes   int64
+	MaxMessageBytes int
+	MaxSessions     int
+	RatePerS        float64
+	RateBurst       int
+	QueueMax        int
+	HashWorkers     int
+	LeaseTTL        time.Duration
+	ShutdownTimeout time.Duration
+	ShutdownDrain   time.Duration
+	InstanceID      string
+	LogFormat       string
+	DemoStreamDelay time.Duration
+	PrintDemoUsers  bool
+}
+
+// setting binds an environment variable and a flag to a field.
+type setting struct {
+	env, flag, def, help string
+	set                  func(string) error
+}
+
+func (c *config) settings() []setting {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	dur := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("%q is not a duration such as 30s or 5m", v)
+			}
+			*p = d
+			return nil
+		}
+	}
+	num := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a non-negative integer", v)
+			}
+			*p = n
+			return nil
+		}
+	}
+	boolean := func(p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*p = b
+			return nil
+		}
+	}
+	return []setting{
+		{"CHAT_ADDR", "addr", ":8000", "listen address", str(&c.Addr)},
+		{"REDIS_URL", "redis-url", "", "Redis URL; unset: the in-memory store (one instance)", str(&c.RedisURL)},
+		{"CHAT_NAMESPACE", "namespace", "chat:", "prefix of every Redis key", str(&c.Namespace)},
+		{"CHAT_AUTH", "auth", "password", "authentication: password, header or none", str(&c.Auth)},
+		{"CHAT_AUTH_HEADER", "auth-header", "X-Forwarded-User", "header naming the user in header mode", str(&c.AuthHeader)},
+		{"CHAT_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of trusted proxies", str(&c.TrustedProxies)},
+		{"CHAT_ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated exact origins allowed besides the server's own", str(&c.AllowedOrigins)},
+		{"CHAT_COOKIE_SECURE", "cookie-secure", "false", "always set the Secure cookie", boolean(&c.CookieSecure)},
+		{"CHAT_TOKEN_TTL", "token-ttl", "24h", "token absolute lifetime", dur(&c.TokenTTL)},
+		{"CHAT_TOKEN_IDLE_TTL", "token-idle-ttl", "2h", "token idle lifetime", dur(&c.TokenIdleTTL)},
+		{"CHAT_SESSION_GRACE", "session-grace", "5m", "how long a session outlives its last socket", dur(&c.SessionGrace)},
+		{"CHAT_MAX_FRAME_BYTES", "max-frame-bytes", "65536", "largest client frame", func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 1024 {
+				return fmt.Errorf("%q is not an integer of at least 1024", v)
+			}
+			c.MaxFrameBytes = n
+			return nil
+		}},
+		{"CHAT_MAX_MESSAGE_BYTES", "max-message-bytes", "32768", "largest message content", num(&c.MaxMessageBytes)},
+		{"CHAT_MAX_SESSIONS_PER_USER", "max-sessions-per-user", "20", "open chats per user; 0: no limit", num(&c.MaxSessions)},
+		{"CHAT_RATE_PER_S", "rate-per-s", "1", "socket rate (frames per second); 0: no limit", func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 {
+				return fmt.Errorf("%q is not a non-negative number", v)
+			}
+			c.RatePerS = f
+			return nil
+		}},
+		{"CHAT_RATE_BURST", "rate-burst", "30", "socket rate burst; 0: no limit", num(&c.RateBurst)},
+		{"CHAT_QUEUE_MAX", "queue-max", "64", "frames waiting for a session's handler", num(&c.QueueMax)},
+		{"CHAT_HASH_WORKERS", "hash-workers", strconv.Itoa(runtime.NumCPU()), "password hashing workers", num(&c.HashWorkers)},
+		{"CHAT_LEASE_TTL", "lease-ttl", "10s", "an instance's lease", dur(&c.LeaseTTL)},
+		{"CHAT_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long running handlers may finish at shutdown", dur(&c.ShutdownTimeout)},
+		{"CHAT_SHUTDOWN_DRAIN", "shutdown-drain", "0s", "how long /readyz answers 503 before the listener closes", dur(&c.ShutdownDrain)},
+		{"CHAT_INSTANCE_ID", "instance-id", "", "this instance's id (default random)", str(&c.InstanceID)},
+		{"CHAT_LOG_FORMAT", "log-format", "text", "log format: text or json", str(&c.LogFormat)},
+		{"CHAT_DEMO_STREAM_DELAY", "demo-stream-delay", "50ms", "pause between streamed words in the demo", dur(&c.DemoStreamDelay)},
+	}
+}
+
+// loadConfig reads the environment, then the flags.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	ss := c.settings()
+	for _, s := range ss {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		if err := s.set(v); err != nil {
+			return c, fmt.Errorf("%s: %w", s.env, err)
+		}
+	}
+	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, s := range ss {
+		fs.Func(s.flag, s.help+" ($"+s.env+")", s.set)
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return c, fmt.Errorf("CHAT_LOG_FORMAT: %q is neither text nor json", c.LogFormat)
+	}
+	return c, nil
+}
+
+// serverConfig maps chatd's settings onto the server's.
+func (c config) serverConfig() (server.Config, error) {
+	proxies, err := server.ParsePrefixes(c.TrustedProxies)
+	if err != nil {
+		return server.Config{}, fmt.Errorf("CHAT_TRUSTED_PROXIES: %w", err)
+	}
+	var origins []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	sc := server.Config{
+		Name:               "Assistant",
+		Auth:               server.AuthMode(c.Auth),
+		AuthHeader:         c.AuthHeader,
+		TrustedProxies:     proxies,
+		AllowedOrigins:     origins,
+		CookieSecure:       c.CookieSecure,
+		SessionGrace:       c.SessionGrace,
+		MaxFrameBytes:      c.MaxFrameBytes,
+		MaxMessageBytes:    c.MaxMessageBytes,
+		MaxSessionsPerUser: c.MaxSessions,
+		RatePerSecond:      c.RatePerS,
+		RateBurst:          c.RateBurst,
+		QueueMax:           c.QueueMax,
+		ShutdownTimeout:    c.ShutdownTimeout,
+		InstanceID:         c.InstanceID,
+	}
+	// In the environment 0 means "off"; in server.Config 0 means "default".
+	if c.MaxSessions == 0 {
+		sc.MaxSessionsPerUser = -1
+	}
+	if c.RatePerS == 0 || c.RateBurst == 0 {
+		sc.RatePerSecond = -1
+	}
+	return sc, nil
+}

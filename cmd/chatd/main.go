@@ -1,0 +1,192 @@
+// Command chatd serves the chat server with its demo application, and
+// manages users: chatd users add|list|delete|passwd.
+//
+// With no configuration it serves on :8000 on the in-memory store, with
+// demo users whose credentials it prints. Set REDIS_URL to run one or more
+// instances on Redis. Every setting is an environment variable and a flag
+// of the same meaning; chatd -h lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/server"
+	"github.com/chatd-project/chatd/session"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "chatd:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned after a usage message was printed.
+var errUsage = errors.New("usage")
+
+// run is chatd: it serves until ctx is done, or runs a users command.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && args[0] == "users" {
+		return runUsers(ctx, args[1:], stdin, stdout, stderr, getenv)
+	}
+	cfg, err := loadConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	st, err := openStores(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	hasher := auth.NewHashPool(auth.DefaultParams, max(cfg.HashWorkers, 1), 64)
+	defer hasher.Close()
+	notifier := &lateNotifier{}
+	authSvc := auth.NewService(st.auth, hasher, notifier, auth.Config{
+		TokenTTL: cfg.TokenTTL, TokenIdleTTL: cfg.TokenIdleTTL,
+	})
+	scfg, err := cfg.serverConfig()
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(scfg, server.Deps{Auth: authSvc, Sessions: st.sessions, Bus: st.bus,
+		Ready: st.ready, Logger: log})
+	if err != nil {
+		return err
+	}
+	notifier.set(srv)
+	if err := registerDemo(srv, demoConfig{StreamDelay: cfg.DemoStreamDelay}); err != nil {
+		srv.Close()
+		return err
+	}
+	if st.memory {
+		if err := seedDemoUsers(ctx, authSvc, stdout); err != nil {
+			srv.Close()
+			return err
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "chatd listening on http://%s (store: %s, auth: %s)\n", displayAddr(ln.Addr()), st.name, cfg.Auth)
+	log.Info("serving", "addr", ln.Addr().String(), "store", st.name, "auth", cfg.Auth, "instance", srv.Config().InstanceID)
+
+	select {
+	case err := <-serveErr:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// Readiness fails and sockets close with 1001 at once; the listener
+	// stays open for the drain period so that load balancers see the 503.
+	srv.BeginShutdown()
+	if cfg.ShutdownDrain > 0 {
+		time.Sleep(cfg.ShutdownDrain)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := srv.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		_ = hs.Close()
+	}
+	<-serveErr
+	if shutdownErr != nil {
+		log.Warn("handlers cancelled at the shutdown deadline", "err", shutdownErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func displayAddr(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", ta.Port)
+	}
+	return a.String()
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// lateNotifier passes revocations to the server, which is built after the
+// auth service that notifies it.
+type lateNotifier struct{ srv *server.Server }
+
+func (n *lateNotifier) set(s *server.Server) { n.srv = s }
+
+func (n *lateNotifier) Revoked(ctx context.Context, userID string, hashes []string) error {
+	if n.srv == nil {
+		return nil
+	}
+	return n.srv.Revoked(ctx, userID, hashes)
+}
+
+// stores are the configured store implementations.
+type stores struct {
+	name     string
+	memory   bool
+	auth     auth.Stores
+	sessions session.Store
+	bus      server.Bus
+	ready    func(ctx context.Context) error
+	close    func()
+}
+
+func openStores(ctx context.Context, cfg config) (*stores, error) {
+	if cfg.RedisURL == "" {
+		m := auth.NewMemoryStore(nil)
+		return &stores{name: "memory", memory: true,
+			auth:     auth.Stores{Users: m, Tokens: m, Throttle: m},
+			sessions: session.NewMemoryStore(nil), close: func() {}}, nil
+	}
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	c := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+	rs := auth.NewRedisStore(c, cfg.Namespace)
+	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs},
+		sessions: session.NewRedisStore(c, cfg.Namespace), bus: server.NewRedisBus(c, cfg.Namespace),
+		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
+		close: func() { _ = c.Close() }}, nil
+}

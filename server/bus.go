@@ -1,0 +1,30 @@
+package server
+
+import "context"
+
+// Event kinds carried by a Bus.
+const (
+	// EventRevoked: tokens of a user were revoked; their sockets close.
+	EventRevoked = "revoked"
+)
+
+// Event is a notice from one instance to every other.
+type Event struct {
+	Kind        string   `json:"kind"`
+	Origin      string   `json:"origin"`
+	UserID      string   `json:"user_id,omitempty"`
+	TokenHashes []string `json:"token_hashes,omitempty"`
+}
+
+// Bus carries events between the instances that share a store. Delivery is
+// at most once; what must not be lost is re-checked periodically (tokens
+// are re-validated on every heartbeat).
+type Bus interface {
+	// Publish sends ev to every instance.
+	Publish(ctx context.Context, ev Event) error
+	// Run calls fn for each event published by any instance until ctx is
+	// done, and then returns. It calls subscribed each time its
+	// subscription is (re)established: events published while it was not
+	// may have been missed.
+	Run(ctx context.Context, subscribed func(), fn func(Event)) error
+}

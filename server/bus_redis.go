@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisBus is a Bus on Redis pub/sub: one channel shared by the instances
+// of a namespace.
+type RedisBus struct {
+	c       redis.UniversalClient
+	channel string
+}
+
+var _ Bus = (*RedisBus)(nil)
+
+// NewRedisBus returns a bus on the channel "<namespace>events".
+func NewRedisBus(c redis.UniversalClient, namespace string) *RedisBus {
+	return &RedisBus{c: c, channel: namespace + "events"}
+}
+
+// Publish implements Bus.
+func (b *RedisBus) Publish(ctx context.Context, ev Event) error {
+	msg, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := b.c.Publish(ctx, b.channel, msg).Err(); err != nil {
+		return fmt.Errorf("publish event: %w", err)
+	}
+	return nil
+}
+
+// Run implements Bus. go-redis resubscribes after a dropped connection;
+// each confirmed subscription is reported to subscribed.
+func (b *RedisBus) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
+	ps := b.c.Subscribe(ctx, b.channel)
+	defer ps.Close()
+	backoff := 50 * time.Millisecond
+	for {
+		m, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			if backoff < 2*time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				subscribed()
+			}
+		case *redis.Message:
+			var ev Event
+			if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+				fn(ev)
+			}
+		}
+	}
+}

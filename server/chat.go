@@ -1,0 +1,249 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/session"
+)
+
+// Message is a user message as its handler sees it.
+type Message struct {
+	// ID is the id of the stored user_message step.
+	ID string
+	// ClientID is the client's idempotency key ("" when none was sent).
+	ClientID string
+	// Content is the message text (untrusted markdown).
+	Content string
+	// Command is the command the client sent with it, if any.
+	Command   string
+	CreatedAt time.Time
+}
+
+// Chat is what a handler works with: the session of the socket's chat, and
+// ways to send into it. A Chat is valid only during the handler call.
+type Chat struct {
+	ls *liveSession
+}
+
+// Session returns the chat's user session.
+func (c *Chat) Session() *session.UserSession { return c.ls.us }
+
+// OutMessage is a message a handler sends.
+type OutMessage struct {
+	// Content is the text (markdown).
+	Content string
+	// Author defaults to the application's name.
+	Author string
+	// Type is "assistant_message" (default) or "system_message".
+	Type string
+	// ParentID optionally names the step this message answers.
+	ParentID string
+}
+
+// ErrInvalidMessage is returned by SendMessage for a message type other
+// than assistant_message or system_message.
+var ErrInvalidMessage = errors.New("server: invalid message")
+
+// Send sends an assistant message and stores it as a step of the thread.
+func (c *Chat) Send(ctx context.Context, content string) error {
+	_, err := c.SendMessage(ctx, OutMessage{Content: content})
+	return err
+}
+
+// SendMessage sends a message and returns its id.
+func (c *Chat) SendMessage(ctx context.Context, m OutMessage) (string, error) {
+	f, id, err := c.messageFrame(m, false)
+	if err != nil {
+		return "", err
+	}
+	_, err = c.ls.emit(ctx, f)
+	return id, err
+}
+
+func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string, error) {
+	if m.Type == "" {
+		m.Type = "assistant_message"
+	}
+	if m.Type != "assistant_message" && m.Type != "system_message" {
+		return session.Frame{}, "", ErrInvalidMessage
+	}
+	if m.Author == "" {
+		m.Author = c.ls.s.cfg.Name
+	}
+	now := c.ls.s.now()
+	step := session.Step{ID: uuid.NewString(), Type: m.Type, Author: m.Author, Content: m.Content,
+		CreatedAt: now, ParentID: m.ParentID}
+	payload := mustJSON(messageFrame{Type: "message", ID: step.ID, ThreadID: c.ls.us.ThreadID(),
+		StepType: m.Type, Author: m.Author, Content: m.Content, CreatedAt: now,
+		ParentID: strOrNil(m.ParentID), Streaming: streaming})
+	return session.Frame{ID: step.ID, Payload: payload, Step: &step}, step.ID, nil
+}
+
+// UpdateUserMetadata changes the signed-in user's metadata atomically:
+// fn gets the current metadata to change in place, and the change is
+// stored even when other instances change it at the same time. It returns
+// the updated user; in anonymous mode there is no user to update and it
+// returns auth.ErrNotFound.
+func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any) error) (*auth.PersistedUser, error) {
+	u := c.ls.us.User()
+	if u == nil {
+		return nil, auth.ErrNotFound
+	}
+	return c.ls.s.auth.UpdateMetadata(ctx, u.ID, fn)
+}
+
+// Stream is an assistant message whose content is sent as it is produced.
+// Its deltas go to the socket as stream frames; Close stores the final
+// content and sends it as a message_update.
+type Stream struct {
+	chat *Chat
+	id   string
+	step session.Step
+
+	mu      sync.Mutex // guards the fields below
+	content strings.Builder
+	n       int
+	closed  bool
+}
+
+// Stream starts a streamed assistant message.
+func (c *Chat) Stream(ctx context.Context) (*Stream, error) {
+	f, id, err := c.messageFrame(OutMessage{}, true)
+	if err != nil {
+		return nil, err
+	}
+	st := &Stream{chat: c, id: id, step: *f.Step}
+	c.ls.mu.Lock()
+	c.ls.streams[id] = st
+	c.ls.mu.Unlock()
+	if _, err := c.ls.emit(ctx, f); err != nil {
+		c.ls.mu.Lock()
+		delete(c.ls.streams, id)
+		c.ls.mu.Unlock()
+		return nil, err
+	}
+	return st, nil
+}
+
+// ID is the streamed message's id.
+func (st *Stream) ID() string { return st.id }
+
+// Write sends a delta of the message.
+func (st *Stream) Write(ctx context.Context, delta string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return errors.New("server: write to a closed stream")
+	}
+	st.content.WriteString(delta)
+	st.n++
+	n := st.n
+	st.mu.Unlock()
+	if c := st.chat.ls.currentConn(); c != nil {
+		c.send("stream", mustJSON(streamFrame{Type: "stream", ID: st.id, N: n, Delta: delta}))
+	}
+	return nil
+}
+
+func (st *Stream) state() (string, int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.content.String(), st.n
+}
+
+// Close ends the stream: the full content is stored as the message's step
+// and sent as a message_update. It stores what was streamed even when ctx
+// was cancelled (a stopped handler).
+func (st *Stream) Close(ctx context.Context) error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	content := st.content.String()
+	st.mu.Unlock()
+	ls := st.chat.ls
+	ls.mu.Lock()
+	delete(ls.streams, st.id)
+	ls.mu.Unlock()
+	step := st.step
+	step.Content = content
+	f := session.Frame{ID: uuid.NewString(), Step: &step,
+		Payload: mustJSON(messageUpdateFrame{Type: "message_update", ID: st.id, Content: content})}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err := ls.emit(ctx, f)
+	return err
+}
+
+// historyFrame carries a thread for a resume or a replay reset.
+type historyFrame struct {
+	Type   string     `json:"type"`
+	Thread threadJSON `json:"thread"`
+}
+
+// threadJSON is the protocol's Thread object.
+type threadJSON struct {
+	ID             string         `json:"id"`
+	Name           string         `json:"name"`
+	ChatProfile    *string        `json:"chat_profile"`
+	CreatedAt      time.Time      `json:"created_at"`
+	UpdatedAt      time.Time      `json:"updated_at"`
+	UserID         string         `json:"user_id"`
+	UserIdentifier string         `json:"user_identifier"`
+	Metadata       map[string]any `json:"metadata"`
+	Tags           []string       `json:"tags"`
+	Steps          []stepJSON     `json:"steps"`
+}
+
+// stepJSON is the protocol's Step object.
+type stepJSON struct {
+	ID        string         `json:"id"`
+	Type      string         `json:"type"`
+	Author    string         `json:"author"`
+	Content   string         `json:"content"`
+	CreatedAt time.Time      `json:"created_at"`
+	ParentID  *string        `json:"parent_id"`
+	Command   *string        `json:"command"`
+	Metadata  map[string]any `json:"metadata"`
+}
+
+func toStepJSON(st session.Step) stepJSON {
+	md := st.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return stepJSON{ID: st.ID, Type: st.Type, Author: st.Author, Content: st.Content,
+		CreatedAt: st.CreatedAt.UTC(), ParentID: strOrNil(st.ParentID), Command: strOrNil(st.Command), Metadata: md}
+}
+
+// threadJSON builds the Thread of a session from its record and steps.
+func (s *Server) threadJSON(rec session.Record, u *auth.PersistedUser, steps []session.Step) threadJSON {
+	t := threadJSON{ID: rec.ThreadID, ChatProfile: strOrNil(rec.ChatProfile), CreatedAt: rec.CreatedAt.UTC(),
+		UpdatedAt: rec.CreatedAt.UTC(), UserID: rec.UserID, Tags: []string{}, Steps: make([]stepJSON, 0, len(steps)),
+		Metadata: map[string]any{"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings}}
+	if u != nil {
+		t.UserIdentifier = u.Identifier
+	}
+	for _, st := range steps {
+		t.Steps = append(t.Steps, toStepJSON(st))
+		if st.Type == "user_message" && t.Name == "" {
+			t.Name = threadName(st.Content)
+		}
+		if st.CreatedAt.After(t.UpdatedAt) {
+			t.UpdatedAt = st.CreatedAt.UTC()
+		}
+	}
+	return t
+}

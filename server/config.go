@@ -1,0 +1,179 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// AuthMode selects how callers authenticate.
+type AuthMode string
+
+// The authentication modes.
+const (
+	// AuthPassword: identifier and password at POST /auth/login, then a token.
+	AuthPassword AuthMode = "password"
+	// AuthHeader: a trusted proxy names the user in a header on every request.
+	AuthHeader AuthMode = "header"
+	// AuthNone: anonymous users, each bound to a server-issued token.
+	AuthNone AuthMode = "none"
+)
+
+// Config is the server's configuration. The zero value is usable: every zero
+// field takes the default written beside it.
+type Config struct {
+	// Name is the application's name, shown in GET /app and used as the
+	// author of its messages. Default "Assistant".
+	Name string
+	// Auth is the authentication mode. Default AuthPassword.
+	Auth AuthMode
+	// AuthHeader is the header that names the user in AuthHeader mode.
+	// Default "X-Forwarded-User".
+	AuthHeader string
+	// TrustedProxies are the peers whose X-Forwarded-For, X-Forwarded-Proto
+	// and auth header are believed.
+	TrustedProxies []netip.Prefix
+	// AllowedOrigins are exact scheme://host[:port] origins allowed besides
+	// the server's own, for the socket and for state-changing requests.
+	AllowedOrigins []string
+	// CookieSecure forces the Secure cookie (named __Host-chat_token); it is
+	// also on for TLS requests and for https behind a trusted proxy.
+	CookieSecure bool
+
+	// SessionGrace is how long a session outlives its last socket before
+	// its chat ends. Default 5m.
+	SessionGrace time.Duration
+	// MaxFrameBytes is the largest client frame; larger ones close the
+	// socket with 1009. Default 65536.
+	MaxFrameBytes int64
+	// MaxMessageBytes is the largest message content. Default 32768.
+	MaxMessageBytes int
+	// MaxSessionsPerUser caps a user's sessions with an open socket.
+	// Default 20; negative means no limit.
+	MaxSessionsPerUser int
+	// RatePerSecond and RateBurst limit message, settings_update and hello
+	// frames per socket. Defaults 1 and 30; a negative RatePerSecond turns
+	// the limit off.
+	RatePerSecond float64
+	RateBurst     int
+	// QueueMax is how many frames may wait for a session's handler.
+	// Default 64.
+	QueueMax int
+	// OutboundQueueMax is how many frames may wait to be written to one
+	// socket before it is closed with 4429. Default 256.
+	OutboundQueueMax int
+	// PingInterval is the heartbeat period; a socket that has not answered
+	// a ping within it closes. Default 20s.
+	PingInterval time.Duration
+	// HelloTimeout closes a socket with 4408 that has no welcome by then.
+	// Default 10s.
+	HelloTimeout time.Duration
+	// ShutdownTimeout bounds Shutdown when its context has no deadline.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+	// InstanceID names this instance. Default: a random id.
+	InstanceID string
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = "Assistant"
+	}
+	if c.Auth == "" {
+		c.Auth = AuthPassword
+	}
+	if c.AuthHeader == "" {
+		c.AuthHeader = "X-Forwarded-User"
+	}
+	if c.SessionGrace == 0 {
+		c.SessionGrace = 5 * time.Minute
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = 65536
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 32768
+	}
+	if c.MaxSessionsPerUser == 0 {
+		c.MaxSessionsPerUser = 20
+	}
+	if c.RatePerSecond == 0 {
+		c.RatePerSecond = 1
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 30
+	}
+	if c.QueueMax == 0 {
+		c.QueueMax = 64
+	}
+	if c.OutboundQueueMax == 0 {
+		c.OutboundQueueMax = 256
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 10 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch c.Auth {
+	case AuthPassword, AuthHeader, AuthNone:
+	default:
+		return fmt.Errorf("server: unknown auth mode %q (want password, header or none)", c.Auth)
+	}
+	for _, o := range c.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOrigin accepts an exact scheme://host[:port] origin.
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.Contains(o, "*") {
+		return fmt.Errorf("server: allowed origin %q is not an exact scheme://host[:port]", o)
+	}
+	return nil
+}
+
+// ParsePrefixes parses a comma-separated list of CIDRs or addresses.
+func ParsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

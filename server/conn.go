@@ -1,0 +1,412 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+)
+
+// Close codes of the protocol (§2.5).
+const (
+	statusNormal       = websocket.StatusNormalClosure           // 1000: chat ended
+	statusGoingAway    = websocket.StatusGoingAway               // 1001: shutting down
+	statusInvalidUTF8  = websocket.StatusInvalidFramePayloadData // 1007
+	statusPolicy       = websocket.StatusPolicyViolation         // 1008: too many bad frames
+	statusRevoked      = websocket.StatusCode(4401)
+	statusHelloTimeout = websocket.StatusCode(4408)
+	statusTakenOver    = websocket.StatusCode(4409)
+	statusTooSlow      = websocket.StatusCode(4429)
+)
+
+// badFrameLimit bad frames within badFrameWindow close the socket with 1008.
+const (
+	badFrameLimit  = 50
+	badFrameWindow = 60 * time.Second
+)
+
+// conn is one client socket. Its reader runs in the HTTP handler's
+// goroutine (serveWS); a writer goroutine runs only while frames are queued.
+type conn struct {
+	// key names the socket in the store: "<instance>/<socket uuid>".
+	key string
+	s   *Server
+	ws  *websocket.Conn
+	id  identity
+	ctx context.Context // done when the socket is finished with
+	// cancel ends ctx.
+	cancel context.CancelFunc
+
+	// Owned by the reader goroutine.
+	limiter   bucket
+	badFrames []time.Time
+	ls        *liveSession // the session, once welcomed
+	// pendingToken is a new anonymous token for welcome.token ("" else).
+	pendingToken string
+
+	welcomed atomic.Bool
+
+	mu       sync.Mutex // guards the fields below
+	queue    [][]byte
+	writing  bool // a writer goroutine is running
+	closing  bool // a close is requested: nothing more is queued
+	code     websocket.StatusCode
+	reason   string
+	lastSeq  int64 // highest seq queued on this socket
+	finished bool  // the reader has ended; no goroutine may be added
+	wg       sync.WaitGroup
+}
+
+// handleWS upgrades GET /ws after checking the caller and the origin.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if s.isDraining() {
+		writeError(w, errorf(CodeUnavailable, "shutting down"))
+		return
+	}
+	if !s.originAllowed(r) {
+		writeError(w, errorf(CodeForbidden, "origin not allowed"))
+		return
+	}
+	id, e := s.authenticate(r)
+	if e != nil && !(e.Code == CodeUnauthorized && s.cfg.Auth == AuthNone) {
+		writeError(w, e)
+		return
+	}
+	var newToken string
+	if e != nil {
+		// Anonymous mode without a valid token: a new anonymous user,
+		// bound to a new token that the client keeps.
+		var err error
+		id, newToken, err = s.newAnonymous(r.Context())
+		if err != nil {
+			writeError(w, s.storeError(r.Context(), "anonymous user", err))
+			return
+		}
+		s.setTokenCookie(w, r, newToken, id.expiresAt)
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{"chat.v1"},
+		InsecureSkipVerify: true, // the origin was checked above, exactly
+	})
+	if err != nil {
+		return
+	}
+	s.serveConn(ws, id, newToken)
+}
+
+// newAnonymous creates an anonymous user and its token.
+func (s *Server) newAnonymous(ctx context.Context) (identity, string, error) {
+	u, err := s.auth.CreateAnonymous(ctx)
+	if err != nil {
+		return identity{}, "", err
+	}
+	tok, err := s.auth.Issue(ctx, u.ID)
+	if err != nil {
+		return identity{}, "", err
+	}
+	return identity{user: u, token: tok.Value, tokenHash: tok.Hash, expiresAt: tok.ExpiresAt}, tok.Value, nil
+}
+
+// originAllowed accepts requests without Origin (non-browser clients), the
+// server's own origin, and the configured ones; never "null".
+func (s *Server) originAllowed(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	for _, a := range s.cfg.AllowedOrigins {
+		if o == a {
+			return true
+		}
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// serveConn runs a socket until it ends, in the handler's goroutine.
+func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
+	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
+	ws.SetReadLimit(s.cfg.MaxFrameBytes)
+	if !s.track(c) {
+		cancel()
+		_ = ws.Close(statusGoingAway, "server shutting down")
+		return
+	}
+	s.metrics.connections.Inc()
+	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, func() {
+		if !c.welcomed.Load() {
+			c.closeNow(statusHelloTimeout, "no hello")
+		}
+	})
+	var expiryTimer *time.Timer
+	if !id.expiresAt.IsZero() {
+		expiryTimer = time.AfterFunc(id.expiresAt.Sub(s.now()), func() {
+			c.closeNow(statusRevoked, "token expired")
+		})
+	}
+	c.pendingToken = newToken
+
+	c.readLoop()
+
+	helloTimer.Stop()
+	if expiryTimer != nil {
+		expiryTimer.Stop()
+	}
+	c.mu.Lock()
+	c.finished = true
+	c.mu.Unlock()
+	cancel()
+	c.wg.Wait()
+	_ = ws.CloseNow()
+	if c.ls != nil {
+		c.ls.detach(c)
+	}
+	s.untrack(c)
+	s.metrics.connections.Dec()
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// readLoop reads frames until the socket fails or closes.
+func (c *conn) readLoop() {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			c.reject(errorf(CodeBadFrame, "binary frames are not accepted"), "")
+			continue
+		}
+		if !utf8.Valid(data) {
+			c.closeNow(statusInvalidUTF8, "frame is not valid UTF-8")
+			return
+		}
+		c.handleFrame(data)
+	}
+}
+
+// reject answers a client frame with an error; bad frames are counted and
+// too many of them close the socket with 1008.
+func (c *conn) reject(e *Error, ref string) {
+	switch e.Code {
+	case CodeBadFrame, CodeUnknownType, CodeInvalidField, CodeProtocol:
+		now := c.s.now()
+		keep := c.badFrames[:0]
+		for _, t := range c.badFrames {
+			if now.Sub(t) < badFrameWindow {
+				keep = append(keep, t)
+			}
+		}
+		c.badFrames = append(keep, now)
+		if len(c.badFrames) >= badFrameLimit {
+			c.sendError(e, ref)
+			c.closeAfterFlush(statusPolicy, "too many bad frames")
+			return
+		}
+	}
+	c.sendError(e, ref)
+}
+
+// sendError queues an error frame.
+func (c *conn) sendError(e *Error, ref string) {
+	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+	c.send("error", mustJSON(errorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
+}
+
+// send queues an unsequenced frame.
+func (c *conn) send(typ string, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enqueueLocked(typ, b)
+}
+
+// sendSeq queues a sequenced frame unless one with that seq was queued
+// already. It returns false when the frame skips ahead of the last one
+// queued (the caller fills the gap from the log first).
+func (c *conn) sendSeq(typ string, seq int64, payload []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq <= c.lastSeq {
+		return true
+	}
+	if seq > c.lastSeq+1 {
+		return false
+	}
+	c.lastSeq = seq
+	c.enqueueLocked(typ, withSeq(payload, seq))
+	return true
+}
+
+// enqueueLocked queues a frame and starts the writer if none runs. A
+// socket whose queue is full is closed with 4429. c.mu is held.
+func (c *conn) enqueueLocked(typ string, b []byte) {
+	if c.closing {
+		return
+	}
+	if len(c.queue) >= c.s.cfg.OutboundQueueMax {
+		c.queue = nil
+		c.closeNowLocked(statusTooSlow, "client too slow")
+		return
+	}
+	c.s.metrics.framesOut.WithLabelValues(typ).Inc()
+	c.queue = append(c.queue, b)
+	c.startWriterLocked()
+}
+
+func (c *conn) startWriterLocked() {
+	if c.writing || c.finished {
+		return
+	}
+	c.writing = true
+	c.wg.Add(1)
+	go c.writer()
+}
+
+// writer writes queued frames in order; it exits when the queue is empty,
+// closing the socket first when a close was requested after the frames.
+func (c *conn) writer() {
+	defer c.wg.Done()
+	var batch [][]byte
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			closing, code, reason := c.closing, c.code, c.reason
+			c.mu.Unlock()
+			if closing && code != 0 {
+				_ = c.ws.Close(code, reason)
+			}
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.mu.Unlock()
+		for i, b := range batch {
+			if err := c.ws.Write(c.ctx, websocket.MessageText, b); err != nil {
+				c.mu.Lock()
+				c.queue = nil
+				c.writing = false
+				c.mu.Unlock()
+				_ = c.ws.CloseNow()
+				return
+			}
+			batch[i] = nil
+		}
+	}
+}
+
+// closeAfterFlush closes the socket with code once the frames queued so
+// far are written.
+func (c *conn) closeAfterFlush(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.closing, c.code, c.reason = true, code, reason
+	c.startWriterLocked()
+}
+
+// closeNow drops what is queued and closes the socket with code.
+func (c *conn) closeNow(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeNowLocked(code, reason)
+}
+
+func (c *conn) closeNowLocked(code websocket.StatusCode, reason string) {
+	if c.closing && c.code == code {
+		return
+	}
+	c.closing, c.code, c.reason = true, code, reason
+	c.queue = nil
+	if c.finished {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = c.ws.Close(code, reason)
+	}()
+}
+
+// ping checks that the client answers; one that does not is disconnected.
+// It runs in a goroutine of the heartbeat loop, owned by c.wg.
+func (c *conn) ping(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+	if err := c.ws.Ping(ctx); err != nil && c.ctx.Err() == nil {
+		_ = c.ws.CloseNow()
+	}
+}
+
+// goOwned runs f in a goroutine owned by the socket, unless it is finished.
+func (c *conn) goOwned(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// bucket is a token bucket rate limiter; rate < 0 disables it.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+func (b *bucket) allow(now time.Time) bool {
+	if b.rate < 0 {
+		return true
+	}
+	b.tokens += now.Sub(b.last).Seconds() * b.rate
+	if b.tokens > b.burst {
+		b.tokens = b.burst
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

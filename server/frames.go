@@ -1,0 +1,455 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/profiles"
+	"github.com/chatd-project/chatd/session"
+)
+
+var clientTypes = map[string]bool{"webapp": true, "mobile": true, "copilot": true, "api": true}
+
+// handleFrame acts on one client text frame (valid UTF-8).
+func (c *conn) handleFrame(data []byte) {
+	f, e := decodeFrame(data)
+	c.s.metrics.framesIn.WithLabelValues(inTypeLabel(f.typ)).Inc()
+	if e != nil {
+		c.reject(e, f.ref)
+		return
+	}
+	if !c.welcomed.Load() {
+		if f.typ != "hello" {
+			c.reject(errorf(CodeProtocol, "send hello first"), f.ref)
+			return
+		}
+		if e := c.handleHello(f); e != nil {
+			c.reject(e, f.ref)
+		}
+		return
+	}
+	var err *Error
+	switch f.typ {
+	case "hello":
+		err = errorf(CodeProtocol, "this socket has a session already")
+	case "message":
+		err = c.handleMessage(f)
+	case "settings_update":
+		err = c.handleSettings(f)
+	case "ask_response":
+		err = c.handleAskResponse(f)
+	case "stop":
+		c.ls.stop()
+	case "end":
+		c.ls.end(c)
+	default:
+		err = errorf(CodeUnknownType, fmt.Sprintf("unknown frame type %q", truncate(f.typ, 64)))
+	}
+	if err != nil {
+		c.reject(err, f.ref)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// rateLimited reports whether a message, settings_update or hello is over
+// the socket's rate.
+func (c *conn) rateLimited() *Error {
+	if !c.limiter.allow(c.s.now()) {
+		return errorf(CodeRateLimited, "too many frames; slow down")
+	}
+	return nil
+}
+
+// helloRequest is a validated hello.
+type helloRequest struct {
+	clientType string
+	profile    string
+	env        map[string]string
+	sessionID  string
+	threadID   string
+	lastSeq    int64
+	epoch      string
+}
+
+func (c *conn) parseHello(f inFrame) (helloRequest, *Error) {
+	var h helloRequest
+	if isNull(f.raw.Protocol) {
+		return h, errorf(CodeInvalidField, "protocol is required")
+	}
+	p, _, e := optInt(f.raw.Protocol, "protocol")
+	if e != nil {
+		return h, e
+	}
+	if p != 1 {
+		return h, errorf(CodeUnsupportedProtocol, "this server speaks protocol 1")
+	}
+	if h.clientType, e = optString(f.raw.ClientType, "client_type"); e != nil {
+		return h, e
+	}
+	if h.clientType == "" {
+		h.clientType = "webapp"
+	}
+	if !clientTypes[h.clientType] {
+		return h, errorf(CodeInvalidField, "client_type must be one of webapp, mobile, copilot, api")
+	}
+	if h.profile, e = optString(f.raw.ChatProfile, "chat_profile"); e != nil {
+		return h, e
+	}
+	if h.sessionID, e = optString(f.raw.SessionID, "session_id"); e != nil {
+		return h, e
+	}
+	if h.threadID, e = optString(f.raw.ThreadID, "thread_id"); e != nil {
+		return h, e
+	}
+	if h.epoch, e = optString(f.raw.Epoch, "epoch"); e != nil {
+		return h, e
+	}
+	if h.lastSeq, _, e = optInt(f.raw.LastSeq, "last_seq"); e != nil {
+		return h, e
+	}
+	if h.env, e = c.s.parseEnv(f.raw.Env); e != nil {
+		return h, e
+	}
+	return h, nil
+}
+
+// parseEnv keeps the declared env keys, dropping others, and checks the
+// required ones.
+func (s *Server) parseEnv(raw json.RawMessage) (map[string]string, *Error) {
+	env := map[string]string{}
+	if !isNull(raw) {
+		var in map[string]json.RawMessage
+		if raw[0] != '{' || json.Unmarshal(raw, &in) != nil {
+			return nil, errorf(CodeInvalidField, "env must be an object of strings")
+		}
+		for _, k := range s.envKeys {
+			v, ok := in[k.Key]
+			if !ok || isNull(v) {
+				continue
+			}
+			str, ok := rawString(v)
+			if !ok {
+				return nil, errorf(CodeInvalidField, "env."+k.Key+" must be a string")
+			}
+			env[k.Key] = str
+		}
+	}
+	for _, k := range s.envKeys {
+		if k.Required && env[k.Key] == "" {
+			return nil, errorf(CodeInvalidField, "env."+k.Key+" is required")
+		}
+	}
+	return env, nil
+}
+
+// validID reports whether an id is a well-formed UUID, so that junk never
+// reaches the store.
+func validID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(id)
+	return err == nil
+}
+
+func (c *conn) handleHello(f inFrame) *Error {
+	if e := c.rateLimited(); e != nil {
+		return e
+	}
+	h, e := c.parseHello(f)
+	if e != nil {
+		return e
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	switch {
+	case h.sessionID != "":
+		if !validID(h.sessionID) {
+			return errorf(CodeNotFound, "no such session")
+		}
+		return c.reattach(ctx, h)
+	case h.threadID != "":
+		// A thread is listed once persisted; resuming one opens a new
+		// session on it. Threads that were never persisted, or are not
+		// the caller's, answer not_found like unknown ones.
+		return c.resumeThread(ctx, h)
+	default:
+		return c.newChat(ctx, h)
+	}
+}
+
+// sessionTTL is how long a session's keys live without a touch: the
+// grace period plus time for the sweeper to end the chat.
+func (s *Server) sessionTTL() time.Duration {
+	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
+}
+
+func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
+	s := c.s
+	ps, err := s.userProfiles(ctx, c.id.user)
+	if err != nil {
+		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+	}
+	profile, err := profiles.Resolve(ps, h.profile)
+	if err != nil {
+		return errorf(CodeForbidden, "chat profile not available to this user")
+	}
+	schema := s.schemaFor(profile)
+	rec := session.Record{
+		ID:          uuid.NewString(),
+		UserID:      c.id.user.ID,
+		ThreadID:    uuid.NewString(),
+		ChatProfile: profile,
+		ClientType:  h.clientType,
+		Epoch:       uuid.NewString(),
+		Env:         h.env,
+		Settings:    initialValues(schema),
+		CreatedAt:   s.now(),
+	}
+	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
+		return s.storeError(ctx, "create session", err)
+	}
+	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
+		if errors.Is(err, session.ErrTooManySessions) {
+			return errorf(CodeTooManySessions, "too many open chats; close one first")
+		}
+		return s.storeError(ctx, "attach session", err)
+	}
+	ls := s.liveFor(rec, c.id.user)
+	ls.attach(c, func() {
+		c.send("welcome", mustJSON(welcomeFrame{
+			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "none",
+			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(profile),
+			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
+			Token: c.pendingToken,
+		}))
+	}, 0)
+	c.welcome(ls)
+	ls.enqueue(job{kind: jobChatStart})
+	return nil
+}
+
+func nonNilSchema(s []Widget) []Widget {
+	if s == nil {
+		return []Widget{}
+	}
+	return s
+}
+
+func (s *Server) maxLive() int {
+	if s.cfg.MaxSessionsPerUser < 0 {
+		return 0
+	}
+	return s.cfg.MaxSessionsPerUser
+}
+
+// welcome marks the socket as welcomed into ls.
+func (c *conn) welcome(ls *liveSession) {
+	c.ls = ls
+	c.pendingToken = ""
+	c.welcomed.Store(true)
+}
+
+// reattach takes a live session of this user over (PROTOCOL §2.1, way 2).
+func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
+	s := c.s
+	rec, err := s.sessions.Get(ctx, h.sessionID)
+	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != c.id.user.ID {
+		return errorf(CodeNotFound, "no such session")
+	}
+	if err != nil {
+		return s.storeError(ctx, "get session", err)
+	}
+	if h.threadID != "" && h.threadID != rec.ThreadID {
+		return c.resumeThread(ctx, h)
+	}
+	ps, err := s.userProfiles(ctx, c.id.user)
+	if err != nil {
+		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+	}
+	ls := s.liveFor(rec, c.id.user)
+	var (
+		last  int64
+		reset bool
+		fail  *Error
+	)
+	ls.attach(c, func() {
+		var err error
+		last, err = s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive())
+		switch {
+		case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrNotFound):
+			fail = errorf(CodeNotFound, "no such session")
+			return
+		case errors.Is(err, session.ErrTooManySessions):
+			fail = errorf(CodeTooManySessions, "too many open chats; close one first")
+			return
+		case err != nil:
+			fail = s.storeError(ctx, "attach session", err)
+			return
+		}
+		var missed []session.Logged
+		after := h.lastSeq
+		if after > last {
+			after = last
+		}
+		if h.epoch != "" && h.epoch != rec.Epoch {
+			reset = true
+		} else if after < last {
+			missed, err = s.sessions.Log(ctx, rec.ID, after, last)
+			if err != nil {
+				fail = s.storeError(ctx, "read session log", err)
+				return
+			}
+			if len(missed) == 0 || missed[0].Seq != after+1 || int64(len(missed)) != last-after {
+				reset = true
+			}
+		}
+		settings := ls.us.ChatSettings()
+		wf := welcomeFrame{
+			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
+			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),
+			ChatProfile: strOrNil(rec.ChatProfile), Profiles: ps,
+			Settings: welcomeSettings{Schema: nonNilSchema(s.schemaFor(rec.ChatProfile)), Values: settings},
+		}
+		if reset {
+			wf.Replay = "reset"
+		}
+		c.send("welcome", mustJSON(wf))
+		if reset {
+			steps, err := s.sessions.Steps(ctx, rec.ThreadID)
+			if err != nil {
+				s.log.LogAttrs(ctx, levelError, "reattach: read steps", errAttr(err))
+			}
+			c.send("history", mustJSON(historyFrame{Type: "history", Thread: s.threadJSON(rec, c.id.user, steps)}))
+		} else {
+			for _, m := range missed {
+				c.sendSeq(frameType(m.Payload), m.Seq, m.Payload)
+			}
+		}
+		ls.sendStreamStates(c)
+	}, last)
+	if fail != nil {
+		return fail
+	}
+	c.welcome(ls)
+	return nil
+}
+
+// resumeThread answers hello with a thread_id. Resuming persisted threads
+// comes with thread persistence; until then no thread can be resumed and
+// every thread id answers not_found, like an unknown one.
+func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
+	if !validID(h.threadID) {
+		return errorf(CodeNotFound, "no such thread")
+	}
+	return errorf(CodeNotFound, "no such thread")
+}
+
+// frameType reads the "type" of an encoded server frame, for metrics.
+func frameType(payload []byte) string {
+	const key = `{"type":"`
+	if len(payload) > len(key) && string(payload[:len(key)]) == key {
+		rest := payload[len(key):]
+		for i, b := range rest {
+			if b == '"' {
+				return string(rest[:i])
+			}
+		}
+	}
+	return "other"
+}
+
+func (c *conn) handleMessage(f inFrame) *Error {
+	if e := c.rateLimited(); e != nil {
+		return e
+	}
+	content, e := optString(f.raw.Content, "content")
+	if e != nil {
+		return e
+	}
+	if content == "" || strings.TrimSpace(content) == "" {
+		return errorf(CodeInvalidField, "content must not be empty")
+	}
+	if len(content) > c.s.cfg.MaxMessageBytes {
+		return errorf(CodeTooLarge, fmt.Sprintf("content is larger than %d bytes", c.s.cfg.MaxMessageBytes))
+	}
+	clientID, e := optString(f.raw.ID, "id")
+	if e != nil {
+		return e
+	}
+	if len(clientID) > 64 {
+		return errorf(CodeInvalidField, "id must be at most 64 characters")
+	}
+	command, e := optString(f.raw.Command, "command")
+	if e != nil {
+		return e
+	}
+	if len(command) > 64 {
+		return errorf(CodeInvalidField, "command must be at most 64 characters")
+	}
+	return c.ls.userMessage(c, clientID, content, command)
+}
+
+func (c *conn) handleSettings(f inFrame) *Error {
+	if e := c.rateLimited(); e != nil {
+		return e
+	}
+	if isNull(f.raw.Values) {
+		return errorf(CodeInvalidField, "values is required")
+	}
+	return c.ls.settingsUpdate(f.raw.Values)
+}
+
+// handleAskResponse answers ask_response. No ask of this session is
+// pending unless a handler asked; an answer to anything else is not_found.
+func (c *conn) handleAskResponse(f inFrame) *Error {
+	askID, e := reqString(f.raw.AskID, "ask_id")
+	if e != nil {
+		return e
+	}
+	return c.ls.answerAsk(askID, f)
+}
+
+// threadName is a thread's name from its first user message: the first 60
+// code points, whitespace collapsed, cut at a word boundary with "…".
+func threadName(content string) string {
+	name := strings.Join(strings.FieldsFunc(content, unicode.IsSpace), " ")
+	const max = 60
+	if utf8.RuneCountInString(name) <= max {
+		return name
+	}
+	runes := []rune(name)
+	cut := runes[:max]
+	if i := lastSpace(cut); i > 0 && runes[max] != ' ' {
+		cut = cut[:i]
+	}
+	return strings.TrimRight(string(cut), " ") + "…"
+}
+
+func lastSpace(rs []rune) int {
+	for i := len(rs) - 1; i >= 0; i-- {
+		if rs[i] == ' ' {
+			return i
+		}
+	}
+	return -1
+}

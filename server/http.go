@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/web"
+)
+
+// maxJSONBody is the largest JSON request body (PROTOCOL §1.1).
+const maxJSONBody = 16 << 10
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, h) }
+	// Each path also gets a method-less pattern that answers 405 in JSON;
+	// a pattern with a method is more specific and wins where it matches.
+	allow := func(path string, methods string) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", methods)
+			writeError(w, errorf(CodeMethodNotAllowed, r.Method+" is not allowed here"))
+		})
+	}
+	handle("POST /auth/login", s.csrfProtect(s.handleLogin))
+	allow("/auth/login", "POST")
+	handle("POST /auth/logout", s.csrfProtect(s.handleLogout))
+	allow("/auth/logout", "POST")
+	handle("GET /auth/me", s.handleMe)
+	allow("/auth/me", "GET, HEAD")
+	handle("GET /auth/config", s.handleAuthConfig)
+	allow("/auth/config", "GET, HEAD")
+	handle("GET /app", s.handleApp)
+	allow("/app", "GET, HEAD")
+	handle("GET /ws", s.handleWS)
+	allow("/ws", "GET")
+	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	allow("/healthz", "GET, HEAD")
+	handle("GET /readyz", s.handleReady)
+	allow("/readyz", "GET, HEAD")
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	allow("/metrics", "GET, HEAD")
+
+	ui := web.Handler()
+	for _, p := range []string{"/{$}", "/app.js", "/style.css"} {
+		mux.Handle("GET "+p, withUIHeaders(ui))
+		allow(p, "GET, HEAD")
+	}
+	handle("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(CodeNotFound, "no such route"))
+	})
+	s.mux = mux
+}
+
+// withUIHeaders sets the browser UI's security headers.
+func withUIHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' https: data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// csrfProtect refuses cross-origin state-changing requests with a JSON 403.
+func (s *Server) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") == "null" {
+			writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+			return
+		}
+		if err := s.csrf.Check(r); err != nil {
+			writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// decodeJSON reads a JSON request body into v: 415 for another media type,
+// 413 over 16 KiB, 400 for malformed JSON.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *Error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return errorf(CodeUnsupportedMediaType, "the body must be application/json")
+	}
+	if r.ContentLength > maxJSONBody {
+		return errorf(CodeTooLarge, "the body is larger than 16 KiB")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(CodeTooLarge, "the body is larger than 16 KiB")
+		}
+		return errorf(CodeBadRequest, "the body could not be read")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errorf(CodeBadRequest, "the body is not a valid JSON object of the expected shape")
+	}
+	return nil
+}
+
+// userJSON is the protocol's User object.
+type userJSON struct {
+	ID          string         `json:"id"`
+	Identifier  string         `json:"identifier"`
+	DisplayName *string        `json:"display_name"`
+	Metadata    map[string]any `json:"metadata"`
+	CreatedAt   time.Time      `json:"created_at"`
+}
+
+func toUserJSON(u *auth.PersistedUser) *userJSON {
+	if u == nil || u.Anonymous {
+		return nil
+	}
+	md := u.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return &userJSON{ID: u.ID, Identifier: u.Identifier, DisplayName: strOrNil(u.DisplayName),
+		Metadata: md, CreatedAt: u.CreatedAt.UTC()}
+}
+
+// storeError turns a store or service failure into the client's error:
+// unavailable (503) with the detail logged.
+func (s *Server) storeError(ctx context.Context, what string, err error) *Error {
+	if e, ok := asError(err); ok {
+		return e
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return errorf(CodeUnavailable, "request cancelled")
+	}
+	s.log.LogAttrs(ctx, levelError, what+" failed", errAttr(err))
+	return errorf(CodeUnavailable, "the store cannot be reached; nothing was changed")
+}
+
+type loginRequest struct {
+	Identifier *string `json:"identifier"`
+	Password   *string `json:"password"`
+}
+
+type loginResponse struct {
+	User      *userJSON `json:"user"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if s.cfg.Auth != AuthPassword {
+		writeError(w, errorf(CodeNotFound, "password login is not enabled"))
+		return
+	}
+	var req loginRequest
+	if e := decodeJSON(w, r, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	if req.Identifier == nil || req.Password == nil || *req.Identifier == "" || *req.Password == "" {
+		writeError(w, errorf(CodeBadRequest, "identifier and password are required"))
+		return
+	}
+	if len(*req.Identifier) > 255 || len(*req.Password) > 1024 {
+		// Too long to be valid: the same answer as a wrong password, after
+		// the same work, so that lengths reveal nothing.
+		*req.Identifier = ""
+	}
+	u, tok, err := s.auth.Login(ctx, *req.Identifier, *req.Password, s.clientAddr(r))
+	var te *auth.ThrottledError
+	switch {
+	case err == nil:
+	case errors.As(err, &te):
+		s.metrics.logins.WithLabelValues("throttled").Inc()
+		writeError(w, &Error{Code: CodeRateLimited, Message: "too many failed logins; try again later",
+			RetryAfter: ceilSeconds(te.RetryAfter)})
+		return
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		s.metrics.logins.WithLabelValues("failed").Inc()
+		writeError(w, errorf(CodeInvalidCredentials, "identifier or password is wrong"))
+		return
+	case errors.Is(err, auth.ErrBusy):
+		writeError(w, &Error{Code: CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
+		return
+	default:
+		writeError(w, s.storeError(ctx, "login", err))
+		return
+	}
+	s.metrics.logins.WithLabelValues("ok").Inc()
+	// No session fixation: a valid token sent with the login is revoked.
+	if old := requestToken(r); old != "" {
+		if err := s.auth.Revoke(ctx, old); err != nil {
+			s.log.LogAttrs(ctx, levelWarn, "revoke the token sent with a login", errAttr(err))
+		}
+	}
+	s.setTokenCookie(w, r, tok.Value, tok.ExpiresAt)
+	writeJSON(w, http.StatusOK, loginResponse{User: toUserJSON(u), Token: tok.Value, ExpiresAt: tok.ExpiresAt.UTC()})
+}
+
+func ceilSeconds(d time.Duration) int {
+	n := int((d + time.Second - 1) / time.Second)
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if tok := requestToken(r); tok != "" {
+		if err := s.auth.Revoke(ctx, tok); err != nil {
+			s.log.LogAttrs(ctx, levelError, "logout: revoke token", errAttr(err))
+		}
+	}
+	s.clearTokenCookie(w, r)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+	id, e := s.authenticate(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	if id.user.Anonymous {
+		writeJSON(w, http.StatusOK, userJSON{ID: id.user.ID, Identifier: id.user.Identifier,
+			Metadata: map[string]any{}, CreatedAt: id.user.CreatedAt.UTC()})
+		return
+	}
+	writeJSON(w, http.StatusOK, toUserJSON(id.user))
+}
+
+func (s *Server) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"methods":        []string{string(s.cfg.Auth)},
+		"requires_login": s.cfg.Auth == AuthPassword,
+	})
+}
+
+type appResponse struct {
+	Name           string              `json:"name"`
+	Profiles       any                 `json:"profiles"`
+	SettingsSchema map[string][]Widget `json:"settings_schema"`
+	EnvKeys        []EnvKey            `json:"env_keys"`
+}
+
+func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, e := s.authenticate(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	ps, err := s.userProfiles(ctx, id.user)
+	if err != nil {
+		s.log.LogAttrs(ctx, levelError, "GET /app: profiles", errAttr(err))
+		writeError(w, errorf(CodeInternal, "the application's profiles could not be loaded"))
+		return
+	}
+	schemas := map[string][]Widget{}
+	for name, sc := range s.schemas {
+		schemas[name] = sc
+	}
+	keys := s.envKeys
+	if keys == nil {
+		keys = []EnvKey{}
+	}
+	writeJSON(w, http.StatusOK, appResponse{Name: s.cfg.Name, Profiles: ps, SettingsSchema: schemas, EnvKeys: keys})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.isDraining() {
+		writeError(w, errorf(CodeUnavailable, "shutting down"))
+		return
+	}
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			s.log.LogAttrs(ctx, levelWarn, "readiness check failed", errAttr(err))
+			writeError(w, errorf(CodeUnavailable, "the store cannot be reached"))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,541 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/session"
+)
+
+type jobKind int
+
+const (
+	jobChatStart jobKind = iota
+	jobMessage
+	jobSettings
+	jobEnd
+)
+
+// job is one queued handler run of a session.
+type job struct {
+	kind   jobKind
+	msg    Message
+	values map[string]any
+}
+
+// liveSession is a session held by this instance: it has an open socket
+// here or a handler running here. Its handlers run one at a time on a
+// runner goroutine that exists only while jobs are queued.
+type liveSession struct {
+	s  *Server
+	id string
+	us *session.UserSession
+
+	// appendMu serializes appending frames to the session's log with
+	// queueing them on the socket, so that the socket sees seqs in order.
+	appendMu sync.Mutex
+
+	mu        sync.Mutex // guards the fields below
+	conn      *conn      // the attached socket, nil when none
+	jobs      []job
+	running   bool               // a runner goroutine exists
+	runCancel context.CancelFunc // cancels the handler running now
+	stopped   bool               // stop was requested for the running handler
+	ended     bool               // the chat ended (or is ending) here
+	idle      chan struct{}      // closed when the runner exits
+	streams   map[string]*Stream // messages streaming now, by message id
+}
+
+// liveFor returns the live session of rec, loading it on first use.
+func (s *Server) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ls, ok := s.live[rec.ID]; ok {
+		return ls
+	}
+	var user *auth.PersistedUser
+	if u != nil && !u.Anonymous {
+		user = u
+	}
+	ls := &liveSession{s: s, id: rec.ID, us: session.New(s.sessions, rec, user), streams: map[string]*Stream{}}
+	s.live[rec.ID] = ls
+	s.metrics.sessions.Inc()
+	return ls
+}
+
+// releaseIfIdle forgets ls when it has no socket and no runner.
+func (s *Server) releaseIfIdle(ls *liveSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ls.mu.Lock()
+	idle := ls.conn == nil && !ls.running
+	ls.mu.Unlock()
+	if idle && s.live[ls.id] == ls {
+		delete(s.live, ls.id)
+		s.metrics.sessions.Dec()
+	}
+}
+
+// attach makes c the session's socket, closing a previous one with 4409.
+// welcome runs under the append lock, so no sequenced frame can overtake
+// it; lastSeq is the seq the socket has been brought up to.
+func (ls *liveSession) attach(c *conn, welcome func(), lastSeq int64) {
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
+	ls.mu.Lock()
+	old := ls.conn
+	ls.mu.Unlock()
+	if old != nil && old != c {
+		old.closeAfterFlush(statusTakenOver, "chat opened elsewhere")
+	}
+	c.mu.Lock()
+	c.lastSeq = lastSeq
+	c.mu.Unlock()
+	welcome()
+	ls.mu.Lock()
+	ls.conn = c
+	ls.mu.Unlock()
+}
+
+// detach forgets c as the session's socket; the session enters its grace
+// period unless it ended or another socket took it over.
+func (ls *liveSession) detach(c *conn) {
+	ls.mu.Lock()
+	if ls.conn != c {
+		ls.mu.Unlock()
+		return
+	}
+	ls.conn = nil
+	ended := ls.ended
+	ls.mu.Unlock()
+	if !ended {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		deadline := ls.s.now().Add(ls.s.cfg.SessionGrace)
+		// Only while the store still has this socket attached: a socket
+		// on another instance may have taken the session over.
+		if _, err := ls.s.sessions.DetachFrom(ctx, ls.id, ls.us.Record().UserID, c.key, deadline); err != nil {
+			ls.s.log.LogAttrs(ctx, levelError, "detach session", errAttr(err))
+		}
+		cancel()
+	}
+	ls.s.releaseIfIdle(ls)
+}
+
+func (ls *liveSession) currentConn() *conn {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.conn
+}
+
+// emit appends sequenced frames to the session's log and sends them to
+// the attached socket, in order. It fills a gap from the log when the
+// socket is behind.
+func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int64, error) {
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
+	rec := ls.us.Record()
+	seqs, err := ls.s.sessions.Append(ctx, &rec, frames...)
+	if err != nil {
+		return nil, err
+	}
+	if c := ls.currentConn(); c != nil {
+		for i, f := range frames {
+			ls.deliverLocked(ctx, c, seqs[i], f.Payload)
+		}
+	}
+	return seqs, nil
+}
+
+// deliverLocked queues a sequenced frame on c, reading what c missed
+// from the log first. ls.appendMu is held.
+func (ls *liveSession) deliverLocked(ctx context.Context, c *conn, seq int64, payload []byte) {
+	if c.sendSeq(frameType(payload), seq, payload) {
+		return
+	}
+	c.mu.Lock()
+	after := c.lastSeq
+	c.mu.Unlock()
+	missed, err := ls.s.sessions.Log(ctx, ls.id, after, seq-1)
+	if err != nil {
+		ls.s.log.LogAttrs(ctx, levelError, "fill a gap from the session log", errAttr(err))
+		c.closeNow(statusGoingAway, "reconnect to resume")
+		return
+	}
+	for _, m := range missed {
+		c.sendSeq(frameType(m.Payload), m.Seq, m.Payload)
+	}
+	if !c.sendSeq(frameType(payload), seq, payload) {
+		// The log lost frames: the client must reattach and reset.
+		c.closeNow(statusGoingAway, "reconnect to resume")
+	}
+}
+
+// enqueue queues a handler run and starts the runner if none runs.
+func (ls *liveSession) enqueue(j job) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.jobs = append(ls.jobs, j)
+	ls.startRunnerLocked()
+}
+
+func (ls *liveSession) startRunnerLocked() {
+	if ls.running {
+		return
+	}
+	ls.running = true
+	ls.idle = make(chan struct{})
+	ls.s.goOwned(ls.run)
+}
+
+// busy reports whether a handler runs or waits.
+func (ls *liveSession) busy() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.running
+}
+
+// waitIdle waits for the runner to exit.
+func (ls *liveSession) waitIdle() {
+	ls.mu.Lock()
+	ch := ls.idle
+	running := ls.running
+	ls.mu.Unlock()
+	if running && ch != nil {
+		<-ch
+	}
+}
+
+// run executes queued jobs one at a time, then exits.
+func (ls *liveSession) run() {
+	for {
+		ls.mu.Lock()
+		if len(ls.jobs) == 0 {
+			ls.running = false
+			close(ls.idle)
+			ls.mu.Unlock()
+			ls.s.releaseIfIdle(ls)
+			return
+		}
+		j := ls.jobs[0]
+		ls.jobs[0] = job{}
+		ls.jobs = ls.jobs[1:]
+		ctx, cancel := context.WithCancel(ls.s.ctx)
+		ls.runCancel = cancel
+		ls.stopped = false
+		ls.mu.Unlock()
+
+		ls.execute(ctx, j)
+
+		ls.mu.Lock()
+		ls.runCancel = nil
+		ls.mu.Unlock()
+		cancel()
+	}
+}
+
+// execute runs one job: task_start, the handler, then task_end, or the
+// stop handler when the user stopped it.
+func (ls *liveSession) execute(ctx context.Context, j job) {
+	s := ls.s
+	chat := &Chat{ls: ls}
+	if j.kind == jobEnd {
+		ls.runChatEnd(chat)
+		return
+	}
+	var (
+		name string
+		fn   func(ctx context.Context) error
+	)
+	switch j.kind {
+	case jobChatStart:
+		name = "chat_start"
+		if s.h.chatStart != nil {
+			fn = func(ctx context.Context) error { return s.h.chatStart(ctx, chat) }
+		}
+	case jobMessage:
+		name = "message"
+		if s.h.message != nil {
+			fn = func(ctx context.Context) error { return s.h.message(ctx, chat, j.msg) }
+		}
+	case jobSettings:
+		name = "settings_update"
+		if s.h.settingsUpdate != nil {
+			fn = func(ctx context.Context) error { return s.h.settingsUpdate(ctx, chat, j.values) }
+		}
+	}
+	if fn == nil {
+		return
+	}
+	bg := s.ctx
+	if _, err := ls.emit(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
+		s.log.LogAttrs(ctx, levelError, "append task_start", errAttr(err), sessionAttr(ls.id))
+	}
+	err := ls.call(ctx, name, fn)
+	ls.mu.Lock()
+	stopped := ls.stopped
+	ls.mu.Unlock()
+	end := taskFrameFields{}
+	switch {
+	case stopped:
+		end.stopped = true
+		if s.h.stop != nil {
+			stopCtx, cancel := context.WithTimeout(bg, s.cfg.ShutdownTimeout)
+			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.h.stop(ctx, chat) }); err != nil {
+				ls.handlerFailed("stop", err)
+			}
+			cancel()
+		}
+	case err != nil && s.ctx.Err() != nil:
+		end.interrupted = true
+	case err != nil:
+		end.failed = true
+		ls.handlerFailed(name, err)
+	}
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(bg), 5*time.Second)
+	defer cancel()
+	if _, err := ls.emit(endCtx, taskFrame("task_end", end)); err != nil {
+		s.log.LogAttrs(endCtx, levelError, "append task_end", errAttr(err), sessionAttr(ls.id))
+	}
+}
+
+// call runs a handler, turning a panic into an error and timing it.
+func (ls *liveSession) call(ctx context.Context, name string, fn func(ctx context.Context) error) (err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in %s handler: %v\n%s", name, r, debug.Stack())
+		}
+		ls.s.metrics.handlerDur.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	}()
+	return fn(ctx)
+}
+
+// handlerFailed logs a handler's error with its detail and tells the
+// client only that it failed.
+func (ls *liveSession) handlerFailed(name string, err error) {
+	ls.s.log.LogAttrs(context.Background(), levelError, "handler failed",
+		sessionAttr(ls.id), stringAttr("handler", name), errAttr(err))
+	if c := ls.currentConn(); c != nil {
+		c.sendError(errorf(CodeHandlerError, "the application failed to handle this"), "")
+	}
+}
+
+type taskFrameFields struct{ stopped, interrupted, failed bool }
+
+func taskFrame(typ string, f taskFrameFields) session.Frame {
+	tf := taskFrameJSON{Type: typ}
+	if typ == "task_end" {
+		tf.Stopped, tf.Interrupted, tf.Error = ptr(f.stopped), ptr(f.interrupted), ptr(f.failed)
+	}
+	return session.Frame{ID: uuid.NewString(), Payload: mustJSON(tf)}
+}
+
+// userMessage stores a user message with its echo and queues its handler.
+func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *Error {
+	s := ls.s
+	ls.mu.Lock()
+	if ls.ended {
+		ls.mu.Unlock()
+		return errorf(CodeNotFound, "the chat has ended")
+	}
+	if len(ls.jobs) >= s.cfg.QueueMax {
+		ls.mu.Unlock()
+		return errorf(CodeBusy, "too many messages waiting; try again shortly")
+	}
+	ls.mu.Unlock()
+
+	rec := ls.us.Record()
+	now := s.now()
+	author := c.id.user.Identifier
+	if c.id.user.Anonymous {
+		author = "anonymous"
+	}
+	step := session.Step{ID: uuid.NewString(), Type: "user_message", Author: author, Content: content,
+		CreatedAt: now, Command: command}
+	payload := mustJSON(messageFrame{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
+		Author: author, Content: content, CreatedAt: now, Command: strOrNil(command)})
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+
+	ls.appendMu.Lock()
+	res, err := s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
+		ClientID: clientID, ThreadName: threadName(content),
+		Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step},
+	})
+	if err != nil {
+		ls.appendMu.Unlock()
+		return s.storeError(ctx, "store user message", err)
+	}
+	if res.Duplicate {
+		// The original echo again, with its original seq.
+		c.send("message", withSeq(res.Payload, res.Seq))
+		ls.appendMu.Unlock()
+		return nil
+	}
+	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
+	ls.appendMu.Unlock()
+	ls.enqueue(job{kind: jobMessage, msg: Message{ID: step.ID, ClientID: clientID, Content: content,
+		Command: command, CreatedAt: now}})
+	return nil
+}
+
+// settingsUpdate validates and stores new settings values, sends the
+// settings frame and queues the settings handler.
+func (ls *liveSession) settingsUpdate(raw []byte) *Error {
+	s := ls.s
+	ls.mu.Lock()
+	if ls.ended {
+		ls.mu.Unlock()
+		return errorf(CodeNotFound, "the chat has ended")
+	}
+	if len(ls.jobs) >= s.cfg.QueueMax {
+		ls.mu.Unlock()
+		return errorf(CodeBusy, "too many frames waiting; try again shortly")
+	}
+	ls.mu.Unlock()
+	rec := ls.us.Record()
+	schema := s.schemaFor(rec.ChatProfile)
+	values, e := applySettings(schema, rec.Settings, raw)
+	if e != nil {
+		return e
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if err := s.sessions.SetSettings(ctx, ls.id, values); err != nil {
+		return s.storeError(ctx, "store settings", err)
+	}
+	ls.us.SyncSettings(values)
+	if _, err := ls.emit(ctx, session.Frame{ID: uuid.NewString(),
+		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: values})}); err != nil {
+		return s.storeError(ctx, "append settings frame", err)
+	}
+	ls.enqueue(job{kind: jobSettings, values: copyMap(values)})
+	return nil
+}
+
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// stop cancels the running handler and drops the runs queued behind it.
+// With nothing running it does nothing.
+func (ls *liveSession) stop() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.stopLocked()
+}
+
+func (ls *liveSession) stopLocked() {
+	if ls.runCancel == nil {
+		return
+	}
+	ls.jobs = ls.jobs[:0]
+	ls.stopped = true
+	ls.runCancel()
+}
+
+// end ends the chat at the client's request: as stop, then the chat-end
+// handler, then the socket closes with 1000.
+func (ls *liveSession) end(c *conn) {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	won, err := ls.s.sessions.ClaimEnd(ctx, ls.id, uuid.NewString())
+	if err != nil {
+		c.sendError(ls.s.storeError(ctx, "claim chat end", err), "")
+		return
+	}
+	ls.mu.Lock()
+	ls.ended = true
+	ls.stopLocked()
+	if won {
+		ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+		ls.startRunnerLocked()
+		ls.mu.Unlock()
+		return
+	}
+	ls.mu.Unlock()
+	c.closeAfterFlush(statusNormal, "chat ended")
+}
+
+// endByServer ends a chat whose end this instance claimed (grace ran out,
+// logout, deletion): the chat-end handler runs, and a socket still attached
+// closes with 1000.
+func (ls *liveSession) endByServer() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.ended = true
+	ls.stopLocked()
+	ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+	ls.startRunnerLocked()
+}
+
+// runChatEnd runs the chat-end handler once and closes the socket.
+func (ls *liveSession) runChatEnd(chat *Chat) {
+	s := ls.s
+	if s.h.chatEnd != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.ShutdownTimeout)
+		if err := ls.call(ctx, "chat_end", func(ctx context.Context) error { return s.h.chatEnd(ctx, chat) }); err != nil {
+			ls.s.log.LogAttrs(ctx, levelError, "handler failed", sessionAttr(ls.id),
+				stringAttr("handler", "chat_end"), errAttr(err))
+		}
+		cancel()
+	}
+	if c := ls.currentConn(); c != nil {
+		c.closeAfterFlush(statusNormal, "chat ended")
+	}
+}
+
+// answerAsk handles an ask_response. Asks are pending only while a handler
+// waits for one; none is, so every answer is not_found.
+func (ls *liveSession) answerAsk(askID string, f inFrame) *Error {
+	return errorf(CodeNotFound, "no such ask")
+}
+
+// sendStreamStates sends stream_state for each message streaming now.
+func (ls *liveSession) sendStreamStates(c *conn) {
+	ls.mu.Lock()
+	streams := make([]*Stream, 0, len(ls.streams))
+	for _, st := range ls.streams {
+		streams = append(streams, st)
+	}
+	ls.mu.Unlock()
+	for _, st := range streams {
+		content, n := st.state()
+		c.send("stream_state", mustJSON(streamStateFrame{Type: "stream_state", ID: st.id, Content: content, N: n}))
+	}
+}
+
+// endSession ends a session whose grace ran out (or that is ended by the
+// server for another reason) if this instance wins the claim.
+func (s *Server) endSession(ctx context.Context, id string) error {
+	won, err := s.sessions.ClaimEnd(ctx, id, uuid.NewString())
+	if err != nil || !won {
+		return err
+	}
+	rec, err := s.sessions.Get(ctx, id)
+	if errors.Is(err, session.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var u *auth.PersistedUser
+	if got, err := s.auth.User(ctx, rec.UserID); err == nil {
+		u = got
+	} else if !errors.Is(err, auth.ErrNotFound) {
+		return err
+	}
+	s.liveFor(rec, u).endByServer()
+	return nil
+}

@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/chatd-project/chatd/auth"
+)
+
+func sessionAttr(id string) slog.Attr  { return slog.String("session", id) }
+func stringAttr(k, v string) slog.Attr { return slog.String(k, v) }
+func (s *Server) logErr(msg string, err error) {
+	s.log.LogAttrs(context.Background(), levelError, msg, errAttr(err))
+}
+
+// sweepInterval is how often the grace-period sweeper looks for chats to
+// end; PROTOCOL §3 asks for the chat-end handler within 2 s of the deadline.
+const sweepInterval = time.Second
+
+// startLoops starts the server's background goroutines, owned by s.wg and
+// ended by Close.
+func (s *Server) startLoops() {
+	s.goOwned(s.heartbeatLoop)
+	s.goOwned(s.sweepLoop)
+	if s.bus != nil {
+		s.goOwned(func() {
+			err := s.bus.Run(s.ctx, func() {}, func(ev Event) {
+				if ev.Origin != s.cfg.InstanceID {
+					s.applyEvent(ev)
+				}
+			})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				s.logErr("event bus stopped", err)
+			}
+		})
+	}
+}
+
+// heartbeatLoop pings every socket, re-validates its token (revocations
+// missed on the bus are caught here, and socket activity keeps the token's
+// idle expiry fresh) and keeps its session's keys alive.
+func (s *Server) heartbeatLoop() {
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
+			c.goOwned(func() { s.heartbeat(c) })
+		}
+	}
+}
+
+func (s *Server) heartbeat(c *conn) {
+	c.ping(s.cfg.PingInterval)
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
+	defer cancel()
+	if c.id.token != "" {
+		if _, err := s.auth.Authenticate(ctx, c.id.token); errors.Is(err, auth.ErrUnauthorized) {
+			c.closeNow(statusRevoked, "token revoked or expired")
+			return
+		}
+	}
+	if c.welcomed.Load() {
+		if err := s.sessions.Touch(ctx, c.ls.id, s.sessionTTL()); err != nil && ctx.Err() == nil {
+			s.logErr("touch session", err)
+		}
+	}
+}
+
+// sweepLoop ends the chats whose grace period ran out.
+func (s *Server) sweepLoop() {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sweep()
+	}
+}
+
+func (s *Server) sweep() {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	ids, err := s.sessions.Due(ctx, s.now(), 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logErr("list sessions past their grace", err)
+		}
+		return
+	}
+	for _, id := range ids {
+		if err := s.endSession(ctx, id); err != nil && ctx.Err() == nil {
+			s.logErr("end session", err)
+		}
+	}
+}

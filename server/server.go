@@ -1,0 +1,295 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/profiles"
+	"github.com/chatd-project/chatd/session"
+)
+
+// Deps are what a Server is built on: the stores and services that
+// cmd/chatd (or a test) wires together.
+type Deps struct {
+	// Auth authenticates users; required.
+	Auth *auth.Service
+	// Sessions stores sessions; required.
+	Sessions session.Store
+	// Bus carries events between instances. Nil: this instance alone.
+	Bus Bus
+	// Ready reports whether the stores answer, for GET /readyz. Nil: always.
+	Ready func(ctx context.Context) error
+	// Logger is the server's logger. Nil: slog.Default().
+	Logger *slog.Logger
+	// Registry receives the server's metrics and is served at /metrics.
+	// Nil: a registry of the server's own.
+	Registry *prometheus.Registry
+}
+
+// EnvKey is a key of the env map that clients may send in hello.
+type EnvKey struct {
+	Key      string `json:"key"`
+	Label    string `json:"label"`
+	Required bool   `json:"required"`
+}
+
+// Server is a chat server: HTTP routes, the WebSocket hub and the
+// application's handlers. Register handlers before serving; a Server serves
+// until Shutdown or Close.
+type Server struct {
+	cfg      Config
+	auth     *auth.Service
+	sessions session.Store
+	bus      Bus
+	ready    func(ctx context.Context) error
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+	mux      *http.ServeMux
+	csrf     *http.CrossOriginProtection
+
+	// Set before serving, read-only afterwards.
+	h        handlers
+	profiles profiles.Provider
+	schemas  map[string][]Widget
+	envKeys  []EnvKey
+
+	ctx    context.Context // cancelled by Close: ends every goroutine below
+	cancel context.CancelFunc
+
+	mu       sync.Mutex // guards conns, live, draining
+	conns    map[*conn]struct{}
+	live     map[string]*liveSession
+	draining bool
+
+	// wg counts every goroutine the server starts (socket readers included);
+	// Close waits for it.
+	wg sync.WaitGroup
+	// closeOnce guards the stopping of background loops.
+	closeOnce sync.Once
+}
+
+type handlers struct {
+	chatStart      func(ctx context.Context, c *Chat) error
+	message        func(ctx context.Context, c *Chat, m Message) error
+	settingsUpdate func(ctx context.Context, c *Chat, values map[string]any) error
+	chatEnd        func(ctx context.Context, c *Chat) error
+	stop           func(ctx context.Context, c *Chat) error
+}
+
+// New returns a server. It starts its background loops (heartbeats, the
+// grace-period sweeper, the event bus) at once; Close or Shutdown stops them.
+func New(cfg Config, d Deps) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if d.Auth == nil || d.Sessions == nil {
+		return nil, errors.New("server: Deps.Auth and Deps.Sessions are required")
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = uuid.NewString()
+	}
+	s := &Server{
+		cfg:      cfg,
+		auth:     d.Auth,
+		sessions: d.Sessions,
+		bus:      d.Bus,
+		ready:    d.Ready,
+		log:      d.Logger,
+		registry: d.Registry,
+		schemas:  map[string][]Widget{},
+		conns:    map[*conn]struct{}{},
+		live:     map[string]*liveSession{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(s.registry)
+	s.csrf = http.NewCrossOriginProtection()
+	for _, o := range cfg.AllowedOrigins {
+		if err := s.csrf.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("server: allowed origin %q: %w", o, err)
+		}
+	}
+	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+	}))
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.routes()
+	s.startLoops()
+	return s, nil
+}
+
+// OnChatStart registers the handler that runs when a new chat opens.
+func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) { s.h.chatStart = f }
+
+// OnMessage registers the handler for each user message.
+func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) { s.h.message = f }
+
+// OnSettingsUpdate registers the handler that runs after the user changed
+// chat settings; values are the full, validated settings.
+func (s *Server) OnSettingsUpdate(f func(ctx context.Context, c *Chat, values map[string]any) error) {
+	s.h.settingsUpdate = f
+}
+
+// OnChatEnd registers the handler that runs once when a chat ends: on end,
+// logout, or when the grace period runs out after the last socket left.
+func (s *Server) OnChatEnd(f func(ctx context.Context, c *Chat) error) { s.h.chatEnd = f }
+
+// OnStop registers the handler that runs when the user stops a running
+// handler.
+func (s *Server) OnStop(f func(ctx context.Context, c *Chat) error) { s.h.stop = f }
+
+// SetChatProfiles registers the provider of each user's chat profiles.
+func (s *Server) SetChatProfiles(p profiles.Provider) { s.profiles = p }
+
+// SetChatSettings declares the settings schema of a profile, or of every
+// profile without one of its own when profile is "*".
+func (s *Server) SetChatSettings(profile string, schema []Widget) error {
+	if err := checkSchema(schema); err != nil {
+		return fmt.Errorf("server: settings of %q: %w", profile, err)
+	}
+	s.schemas[profile] = schema
+	return nil
+}
+
+// SetEnvKeys declares the env keys clients may send in hello.
+func (s *Server) SetEnvKeys(keys []EnvKey) { s.envKeys = keys }
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Config returns the server's configuration, defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+// schemaFor returns the settings schema of a profile.
+func (s *Server) schemaFor(profile string) []Widget {
+	if sc, ok := s.schemas[profile]; ok {
+		return sc
+	}
+	return s.schemas["*"]
+}
+
+// userProfiles asks the application for a user's profiles and validates
+// them.
+func (s *Server) userProfiles(ctx context.Context, u *auth.PersistedUser) ([]profiles.ChatProfile, error) {
+	if s.profiles == nil {
+		return []profiles.ChatProfile{}, nil
+	}
+	var au *auth.User
+	if u != nil && !u.Anonymous {
+		au = &u.User
+	}
+	ps, err := s.profiles(ctx, au)
+	if err != nil {
+		return nil, fmt.Errorf("chat profile provider: %w", err)
+	}
+	if err := profiles.Validate(ps); err != nil {
+		return nil, err
+	}
+	return profiles.Normalize(ps), nil
+}
+
+// Shutdown stops the server gracefully: /readyz answers 503, new sockets
+// are refused, every socket is closed with 1001 and its session enters its
+// grace period, and running handlers may finish until ctx is done (or
+// ShutdownTimeout when ctx has no deadline); those still running then are
+// cancelled. It returns when every goroutine of the server has ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.BeginShutdown()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	idle := make(chan struct{})
+	go func() {
+		s.waitHandlers()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	<-idle
+	return err
+}
+
+// BeginShutdown starts a graceful shutdown: /readyz answers 503, new
+// sockets are refused and every socket closes with 1001. Shutdown finishes
+// it.
+func (s *Server) BeginShutdown() {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeNow(statusGoingAway, "server shutting down")
+	}
+}
+
+// Close stops the server at once: sockets close with 1001, running
+// handlers are cancelled, background loops end. It waits for every
+// goroutine of the server.
+func (s *Server) Close() {
+	s.BeginShutdown()
+	s.closeOnce.Do(s.cancel)
+	s.wg.Wait()
+}
+
+// waitHandlers returns when no session of this instance has a handler
+// running or queued.
+func (s *Server) waitHandlers() {
+	for {
+		s.mu.Lock()
+		var busy *liveSession
+		for _, ls := range s.live {
+			if ls.busy() {
+				busy = ls
+				break
+			}
+		}
+		s.mu.Unlock()
+		if busy == nil {
+			return
+		}
+		busy.waitIdle()
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// now is the server's clock, in UTC.
+func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
+
+// go runs f in a goroutine owned by the server.
+func (s *Server) goOwned(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}

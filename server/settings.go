@@ -1,0 +1,516 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+)
+
+// Widget is one chat setting the user can change: Select, MultiSelect,
+// Switch, Slider, NumberInput, TextInput or Tags. The server validates every
+// value a client sends against its widget; nothing else reaches a handler.
+type Widget interface {
+	// WidgetID is the settings key the widget controls.
+	WidgetID() string
+	// Initial is the widget's initial value.
+	Initial() any
+	// decode checks a client's JSON value and returns it as stored.
+	decode(raw json.RawMessage) (any, error)
+	// check validates the widget's own declaration.
+	check() error
+}
+
+// Select is a choice of one string among Values.
+type Select struct {
+	ID, Label, Description string
+	Values                 []string
+	InitialValue           string
+}
+
+// MultiSelect is a choice of up to MaxItems strings among Values.
+type MultiSelect struct {
+	ID, Label, Description string
+	Values                 []string
+	InitialValue           []string
+	MaxItems               int // 0: len(Values)
+}
+
+// Switch is an on/off setting.
+type Switch struct {
+	ID, Label, Description string
+	InitialValue           bool
+}
+
+// Slider is a number in [Min, Max] on steps of Step from Min.
+type Slider struct {
+	ID, Label, Description string
+	Min, Max, Step         float64
+	InitialValue           float64
+}
+
+// NumberInput is a number, bounded where Min or Max is set.
+type NumberInput struct {
+	ID, Label, Description string
+	Min, Max               *float64
+	InitialValue           float64
+}
+
+// TextInput is a text of at most MaxLength code points.
+type TextInput struct {
+	ID, Label, Description string
+	InitialValue           string
+	MaxLength              int // 0: 1000
+	Multiline              bool
+}
+
+// Tags is a list of at most MaxItems strings of at most MaxLength code
+// points each.
+type Tags struct {
+	ID, Label, Description string
+	InitialValue           []string
+	MaxItems               int // 0: 20
+	MaxLength              int // 0: 100
+}
+
+// WidgetID implements Widget.
+func (w Select) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w MultiSelect) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w Switch) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w Slider) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w NumberInput) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w TextInput) WidgetID() string { return w.ID }
+
+// WidgetID implements Widget.
+func (w Tags) WidgetID() string { return w.ID }
+
+// Initial implements Widget.
+func (w Select) Initial() any { return w.InitialValue }
+
+// Initial implements Widget.
+func (w MultiSelect) Initial() any { return nonNil(w.InitialValue) }
+
+// Initial implements Widget.
+func (w Switch) Initial() any { return w.InitialValue }
+
+// Initial implements Widget.
+func (w Slider) Initial() any { return w.InitialValue }
+
+// Initial implements Widget.
+func (w NumberInput) Initial() any { return w.InitialValue }
+
+// Initial implements Widget.
+func (w TextInput) Initial() any { return w.InitialValue }
+
+// Initial implements Widget.
+func (w Tags) Initial() any { return nonNil(w.InitialValue) }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (w MultiSelect) maxItems() int {
+	if w.MaxItems > 0 {
+		return w.MaxItems
+	}
+	return len(w.Values)
+}
+
+func (w TextInput) maxLength() int {
+	if w.MaxLength > 0 {
+		return w.MaxLength
+	}
+	return 1000
+}
+
+func (w Tags) limits() (items, length int) {
+	items, length = w.MaxItems, w.MaxLength
+	if items <= 0 {
+		items = 20
+	}
+	if length <= 0 {
+		length = 100
+	}
+	return items, length
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w Select) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string   `json:"type"`
+		ID          string   `json:"id"`
+		Label       string   `json:"label"`
+		Description string   `json:"description,omitempty"`
+		Values      []string `json:"values"`
+		Initial     string   `json:"initial"`
+	}{"select", w.ID, w.Label, w.Description, nonNil(w.Values), w.InitialValue})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w MultiSelect) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string   `json:"type"`
+		ID          string   `json:"id"`
+		Label       string   `json:"label"`
+		Description string   `json:"description,omitempty"`
+		Values      []string `json:"values"`
+		Initial     []string `json:"initial"`
+		MaxItems    int      `json:"max_items"`
+	}{"multiselect", w.ID, w.Label, w.Description, nonNil(w.Values), nonNil(w.InitialValue), w.maxItems()})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w Switch) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string `json:"type"`
+		ID          string `json:"id"`
+		Label       string `json:"label"`
+		Description string `json:"description,omitempty"`
+		Initial     bool   `json:"initial"`
+	}{"switch", w.ID, w.Label, w.Description, w.InitialValue})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w Slider) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string  `json:"type"`
+		ID          string  `json:"id"`
+		Label       string  `json:"label"`
+		Description string  `json:"description,omitempty"`
+		Min         float64 `json:"min"`
+		Max         float64 `json:"max"`
+		Step        float64 `json:"step"`
+		Initial     float64 `json:"initial"`
+	}{"slider", w.ID, w.Label, w.Description, w.Min, w.Max, w.Step, w.InitialValue})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w NumberInput) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string   `json:"type"`
+		ID          string   `json:"id"`
+		Label       string   `json:"label"`
+		Description string   `json:"description,omitempty"`
+		Min         *float64 `json:"min"`
+		Max         *float64 `json:"max"`
+		Initial     float64  `json:"initial"`
+	}{"number", w.ID, w.Label, w.Description, w.Min, w.Max, w.InitialValue})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w TextInput) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type        string `json:"type"`
+		ID          string `json:"id"`
+		Label       string `json:"label"`
+		Description string `json:"description,omitempty"`
+		Initial     string `json:"initial"`
+		MaxLength   int    `json:"max_length"`
+		Multiline   bool   `json:"multiline"`
+	}{"text", w.ID, w.Label, w.Description, w.InitialValue, w.maxLength(), w.Multiline})
+}
+
+// MarshalJSON encodes the widget as the protocol's Widget object.
+func (w Tags) MarshalJSON() ([]byte, error) {
+	items, length := w.limits()
+	return json.Marshal(struct {
+		Type        string   `json:"type"`
+		ID          string   `json:"id"`
+		Label       string   `json:"label"`
+		Description string   `json:"description,omitempty"`
+		Initial     []string `json:"initial"`
+		MaxItems    int      `json:"max_items"`
+		MaxLength   int      `json:"max_length"`
+	}{"tags", w.ID, w.Label, w.Description, nonNil(w.InitialValue), items, length})
+}
+
+func decodeString(raw json.RawMessage) (string, error) {
+	s, ok := rawString(raw)
+	if !ok {
+		return "", fmt.Errorf("must be a string")
+	}
+	return s, nil
+}
+
+func decodeStrings(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, fmt.Errorf("must be a list of strings")
+	}
+	var ss []string
+	if err := json.Unmarshal(raw, &ss); err != nil {
+		return nil, fmt.Errorf("must be a list of strings")
+	}
+	return nonNil(ss), nil
+}
+
+func decodeNumber(raw json.RawMessage) (float64, error) {
+	if len(raw) == 0 || !(raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
+		return 0, fmt.Errorf("must be a number")
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, fmt.Errorf("must be a number")
+	}
+	return f, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (w Select) decode(raw json.RawMessage) (any, error) {
+	s, err := decodeString(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !contains(w.Values, s) {
+		return nil, fmt.Errorf("%q is not one of the options", s)
+	}
+	return s, nil
+}
+
+func (w MultiSelect) decode(raw json.RawMessage) (any, error) {
+	ss, err := decodeStrings(raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(ss) > w.maxItems() {
+		return nil, fmt.Errorf("has %d items, at most %d allowed", len(ss), w.maxItems())
+	}
+	seen := map[string]bool{}
+	for _, s := range ss {
+		if !contains(w.Values, s) {
+			return nil, fmt.Errorf("%q is not one of the options", s)
+		}
+		if seen[s] {
+			return nil, fmt.Errorf("%q is chosen twice", s)
+		}
+		seen[s] = true
+	}
+	return ss, nil
+}
+
+func (w Switch) decode(raw json.RawMessage) (any, error) {
+	switch string(raw) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return nil, fmt.Errorf("must be true or false")
+}
+
+func (w Slider) decode(raw json.RawMessage) (any, error) {
+	f, err := decodeNumber(raw)
+	if err != nil {
+		return nil, err
+	}
+	if f < w.Min || f > w.Max {
+		return nil, fmt.Errorf("must be within [%v, %v]", w.Min, w.Max)
+	}
+	if w.Step > 0 {
+		k := (f - w.Min) / w.Step
+		if math.Abs(k-math.Round(k)) > 1e-9 {
+			return nil, fmt.Errorf("must be %v plus a multiple of %v", w.Min, w.Step)
+		}
+	}
+	return f, nil
+}
+
+func (w NumberInput) decode(raw json.RawMessage) (any, error) {
+	f, err := decodeNumber(raw)
+	if err != nil {
+		return nil, err
+	}
+	if w.Min != nil && f < *w.Min {
+		return nil, fmt.Errorf("must be at least %v", *w.Min)
+	}
+	if w.Max != nil && f > *w.Max {
+		return nil, fmt.Errorf("must be at most %v", *w.Max)
+	}
+	return f, nil
+}
+
+func (w TextInput) decode(raw json.RawMessage) (any, error) {
+	s, err := decodeString(raw)
+	if err != nil {
+		return nil, err
+	}
+	if n := utf8.RuneCountInString(s); n > w.maxLength() {
+		return nil, fmt.Errorf("is %d characters long, at most %d allowed", n, w.maxLength())
+	}
+	if !w.Multiline && strings.ContainsAny(s, "\r\n") {
+		return nil, fmt.Errorf("must be a single line")
+	}
+	return s, nil
+}
+
+func (w Tags) decode(raw json.RawMessage) (any, error) {
+	ss, err := decodeStrings(raw)
+	if err != nil {
+		return nil, err
+	}
+	items, length := w.limits()
+	if len(ss) > items {
+		return nil, fmt.Errorf("has %d items, at most %d allowed", len(ss), items)
+	}
+	for _, s := range ss {
+		if s == "" || utf8.RuneCountInString(s) > length {
+			return nil, fmt.Errorf("each tag must be 1 to %d characters long", length)
+		}
+	}
+	return ss, nil
+}
+
+func checkCommon(id, label string) error {
+	if id == "" {
+		return fmt.Errorf("a widget has no id")
+	}
+	if label == "" {
+		return fmt.Errorf("widget %q has no label", id)
+	}
+	return nil
+}
+
+func (w Select) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	if !contains(w.Values, w.InitialValue) {
+		return fmt.Errorf("select %q: initial %q is not among its values", w.ID, w.InitialValue)
+	}
+	return nil
+}
+
+func (w MultiSelect) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	_, err := w.decode(mustJSON(nonNil(w.InitialValue)))
+	if err != nil {
+		return fmt.Errorf("multiselect %q: initial %v", w.ID, err)
+	}
+	return nil
+}
+
+func (w Switch) check() error { return checkCommon(w.ID, w.Label) }
+
+func (w Slider) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	if w.Min > w.Max || w.Step < 0 {
+		return fmt.Errorf("slider %q: needs min <= max and step >= 0", w.ID)
+	}
+	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
+		return fmt.Errorf("slider %q: initial %v", w.ID, err)
+	}
+	return nil
+}
+
+func (w NumberInput) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
+		return fmt.Errorf("number %q: initial %v", w.ID, err)
+	}
+	return nil
+}
+
+func (w TextInput) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
+		return fmt.Errorf("text %q: initial %v", w.ID, err)
+	}
+	return nil
+}
+
+func (w Tags) check() error {
+	if err := checkCommon(w.ID, w.Label); err != nil {
+		return err
+	}
+	if _, err := w.decode(mustJSON(nonNil(w.InitialValue))); err != nil {
+		return fmt.Errorf("tags %q: initial %v", w.ID, err)
+	}
+	return nil
+}
+
+// checkSchema validates a settings schema: valid widgets with unique ids.
+func checkSchema(schema []Widget) error {
+	seen := map[string]bool{}
+	for _, w := range schema {
+		if err := w.check(); err != nil {
+			return err
+		}
+		if seen[w.WidgetID()] {
+			return fmt.Errorf("duplicate widget id %q", w.WidgetID())
+		}
+		seen[w.WidgetID()] = true
+	}
+	return nil
+}
+
+// initialValues returns the schema's initial values by widget id.
+func initialValues(schema []Widget) map[string]any {
+	out := make(map[string]any, len(schema))
+	for _, w := range schema {
+		out[w.WidgetID()] = w.Initial()
+	}
+	return out
+}
+
+// applySettings validates a client's settings_update values against the
+// schema and merges them into current, returning the new full values. On
+// any invalid key it returns an invalid_settings error naming the field,
+// and current is left as it was.
+func applySettings(schema []Widget, current map[string]any, raw json.RawMessage) (map[string]any, *Error) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, errorf(CodeInvalidField, "values must be an object")
+	}
+	var in map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return nil, errorf(CodeInvalidField, "values must be an object")
+	}
+	byID := make(map[string]Widget, len(schema))
+	for _, w := range schema {
+		byID[w.WidgetID()] = w
+	}
+	out := make(map[string]any, len(current)+len(in))
+	for k, v := range current {
+		out[k] = v
+	}
+	for _, k := range sortedKeys(in) {
+		w, ok := byID[k]
+		if !ok {
+			return nil, errorf(CodeInvalidSettings, fmt.Sprintf("%s: no such setting", k))
+		}
+		v, err := w.decode(in[k])
+		if err != nil {
+			return nil, errorf(CodeInvalidSettings, fmt.Sprintf("%s: %v", k, err))
+		}
+		out[k] = v
+	}
+	return out, nil
+}
