@@ -61,8 +61,10 @@ func (e *env) openChat(tok string, extra map[string]any) (*client, map[string]an
 	return c, w
 }
 
-func TestHelloWelcome(t *testing.T) {
-	e, tok := chatEnv(t)
+func TestHelloWelcome(t *testing.T) { testHelloWelcome(t) }
+
+func testHelloWelcome(t *testing.T, opts ...envOption) {
+	e, tok := chatEnv(t, opts...)
 	c := e.dial(bearer(tok))
 	w := c.hello(nil)
 	if w["resumed"] != "none" || w["last_seq"] != 0.0 || w["chat_profile"] != "assistant" {
@@ -120,8 +122,10 @@ func TestProfiles(t *testing.T) {
 	}
 }
 
-func TestMessageEchoAndReply(t *testing.T) {
-	e, tok := chatEnv(t)
+func TestMessageEchoAndReply(t *testing.T) { testMessageEchoAndReply(t) }
+
+func testMessageEchoAndReply(t *testing.T, opts ...envOption) {
+	e, tok := chatEnv(t, opts...)
 	c, _ := e.openChat(tok, nil)
 	c.send(map[string]any{"type": "message", "content": "hi there", "id": "c-1"})
 	frames := c.untilTaskEnd()
@@ -140,8 +144,10 @@ func TestMessageEchoAndReply(t *testing.T) {
 	}
 }
 
-func TestGaplessSeq(t *testing.T) {
-	e, tok := chatEnv(t)
+func TestGaplessSeq(t *testing.T) { testGaplessSeq(t) }
+
+func testGaplessSeq(t *testing.T, opts ...envOption) {
+	e, tok := chatEnv(t, opts...)
 	c := e.dial(bearer(tok))
 	c.hello(nil)
 	for i := 0; i < 20; i++ {
@@ -173,8 +179,10 @@ func TestGaplessSeq(t *testing.T) {
 	}
 }
 
-func TestMessageIDIdempotent(t *testing.T) {
-	e, tok := chatEnv(t)
+func TestMessageIDIdempotent(t *testing.T) { testMessageIDIdempotent(t) }
+
+func testMessageIDIdempotent(t *testing.T, opts ...envOption) {
+	e, tok := chatEnv(t, opts...)
 	c, w := e.openChat(tok, nil)
 	msg := map[string]any{"type": "message", "content": "once", "id": "11111111-2222-3333-4444-555555555555"}
 	c.send(msg)
