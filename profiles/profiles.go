@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -32,6 +33,36 @@ type ChatProfile struct {
 	// Default marks the profile picked when the client names none.
 	Default  bool      `json:"default"`
 	Starters []Starter `json:"starters"`
+}
+
+// MarshalJSON encodes the starter as the protocol's Starter object: an
+// empty Command or Icon is null.
+func (s Starter) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Label   string  `json:"label"`
+		Message string  `json:"message"`
+		Command *string `json:"command"`
+		Icon    *string `json:"icon"`
+	}{s.Label, s.Message, nullable(s.Command), nullable(s.Icon)})
+}
+
+// MarshalJSON encodes the profile as the protocol's ChatProfile object: an
+// empty Icon is null.
+func (p ChatProfile) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Name                string    `json:"name"`
+		MarkdownDescription string    `json:"markdown_description"`
+		Icon                *string   `json:"icon"`
+		Default             bool      `json:"default"`
+		Starters            []Starter `json:"starters"`
+	}{p.Name, p.MarkdownDescription, nullable(p.Icon), p.Default, p.Starters})
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // Provider returns the profiles a user may use. The user is nil for an

@@ -234,13 +234,14 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 		return s.storeError(ctx, "attach session", err)
 	}
 	ls := s.liveFor(rec, c.id.user)
-	ls.attach(c, func() {
+	ls.attach(c, func() bool {
 		c.send("welcome", mustJSON(welcomeFrame{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "none",
 			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(profile),
 			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
 			Token: c.pendingToken,
 		}))
+		return true
 	}, 0)
 	c.welcome(ls)
 	ls.enqueue(job{kind: jobChatStart})
@@ -292,19 +293,19 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 		reset bool
 		fail  *Error
 	)
-	ls.attach(c, func() {
+	ls.attach(c, func() bool {
 		var err error
 		last, err = s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive())
 		switch {
 		case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrNotFound):
 			fail = errorf(CodeNotFound, "no such session")
-			return
+			return false
 		case errors.Is(err, session.ErrTooManySessions):
 			fail = errorf(CodeTooManySessions, "too many open chats; close one first")
-			return
+			return false
 		case err != nil:
 			fail = s.storeError(ctx, "attach session", err)
-			return
+			return false
 		}
 		var missed []session.Logged
 		after := h.lastSeq
@@ -317,7 +318,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 			missed, err = s.sessions.Log(ctx, rec.ID, after, last)
 			if err != nil {
 				fail = s.storeError(ctx, "read session log", err)
-				return
+				return false
 			}
 			if len(missed) == 0 || missed[0].Seq != after+1 || int64(len(missed)) != last-after {
 				reset = true
@@ -333,6 +334,14 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 		if reset {
 			wf.Replay = "reset"
 		}
+		// The socket is brought up to after, or to last when the history
+		// stands for the frames it missed.
+		c.mu.Lock()
+		c.lastSeq = after
+		if reset {
+			c.lastSeq = last
+		}
+		c.mu.Unlock()
 		c.send("welcome", mustJSON(wf))
 		if reset {
 			steps, err := s.sessions.Steps(ctx, rec.ThreadID)
@@ -346,8 +355,10 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 			}
 		}
 		ls.sendStreamStates(c)
+		return true
 	}, last)
 	if fail != nil {
+		s.releaseIfIdle(ls)
 		return fail
 	}
 	c.welcome(ls)

@@ -11,9 +11,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alexedwards/argon2id"
 	"github.com/coder/websocket"
 
 	"github.com/chatd-project/chatd/auth"
@@ -367,4 +369,123 @@ func discardLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// close closes the socket from the client side and waits for its reader.
+func (c *client) close() {
+	c.t.Helper()
+	_ = c.ws.Close(websocket.StatusNormalClosure, "bye")
+	select {
+	case <-c.done:
+	case <-time.After(testTimeout):
+		c.t.Fatalf("socket not closed within %v", testTimeout)
+	}
+}
+
+// countingHasher is an auth.Hasher that counts the Compare calls of the
+// Hasher it wraps.
+type countingHasher struct {
+	auth.Hasher
+	compares atomic.Int64
+}
+
+func (h *countingHasher) Compare(ctx context.Context, password, hash string) (bool, error) {
+	h.compares.Add(1)
+	return h.Hasher.Compare(ctx, password, hash)
+}
+
+// newCheapHasher returns a counting hasher on a real HashPool with cheap
+// argon2id parameters, for tests that log in many times; the pool is closed
+// when the test ends (after the server, whose cleanup is registered later).
+func newCheapHasher(t *testing.T) *countingHasher {
+	t.Helper()
+	pool := auth.NewHashPool(argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}, 2, 64)
+	t.Cleanup(pool.Close)
+	return &countingHasher{Hasher: pool}
+}
+
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// detachStore is a session store that reports each session id it detached
+// (DetachFrom that took effect), so that tests wait for the detach itself.
+type detachStore struct {
+	session.Store
+	detached chan string
+}
+
+func newDetachStore() *detachStore {
+	return &detachStore{Store: session.NewMemoryStore(nil), detached: make(chan string, 64)}
+}
+
+func (s *detachStore) DetachFrom(ctx context.Context, id, userID, instance string, deadline time.Time) (bool, error) {
+	ok, err := s.Store.DetachFrom(ctx, id, userID, instance, deadline)
+	if ok && err == nil {
+		select {
+		case s.detached <- id:
+		default:
+		}
+	}
+	return ok, err
+}
+
+// waitDetached waits until the session id is detached in the store.
+func (s *detachStore) waitDetached(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	for {
+		select {
+		case got := <-s.detached:
+			if got == id {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("session %s not detached within %v", id, testTimeout)
+		}
+	}
+}
+
+// recv takes one value from ch, failing the test after testTimeout.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testTimeout):
+		t.Fatalf("no %s within %v", what, testTimeout)
+		var zero T
+		return zero
+	}
+}
+
+// errorCode decodes the protocol's JSON error body and returns its code.
+func errorCode(t *testing.T, body []byte) Code {
+	t.Helper()
+	var eb struct {
+		Error struct {
+			Code    Code   `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+		t.Fatalf("not a JSON error body: %q (%v)", body, err)
+	}
+	return eb.Error.Code
 }

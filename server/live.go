@@ -83,25 +83,26 @@ func (s *Server) releaseIfIdle(ls *liveSession) {
 	}
 }
 
-// attach makes c the session's socket, closing a previous one with 4409.
+// attach makes c the session's socket, closing a previous one with 4409,
+// if welcome succeeds (returns true); a refused socket takes nothing over.
 // welcome runs under the append lock, so no sequenced frame can overtake
 // it; lastSeq is the seq the socket has been brought up to.
-func (ls *liveSession) attach(c *conn, welcome func(), lastSeq int64) {
+func (ls *liveSession) attach(c *conn, welcome func() bool, lastSeq int64) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
+	c.mu.Lock()
+	c.lastSeq = lastSeq
+	c.mu.Unlock()
+	if !welcome() {
+		return
+	}
 	ls.mu.Lock()
 	old := ls.conn
+	ls.conn = c
 	ls.mu.Unlock()
 	if old != nil && old != c {
 		old.closeAfterFlush(statusTakenOver, "chat opened elsewhere")
 	}
-	c.mu.Lock()
-	c.lastSeq = lastSeq
-	c.mu.Unlock()
-	welcome()
-	ls.mu.Lock()
-	ls.conn = c
-	ls.mu.Unlock()
 }
 
 // detach forgets c as the session's socket; the session enters its grace
@@ -113,18 +114,17 @@ func (ls *liveSession) detach(c *conn) {
 		return
 	}
 	ls.conn = nil
-	ended := ls.ended
 	ls.mu.Unlock()
-	if !ended {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		deadline := ls.s.now().Add(ls.s.cfg.SessionGrace)
-		// Only while the store still has this socket attached: a socket
-		// on another instance may have taken the session over.
-		if _, err := ls.s.sessions.DetachFrom(ctx, ls.id, ls.us.Record().UserID, c.key, deadline); err != nil {
-			ls.s.log.LogAttrs(ctx, levelError, "detach session", errAttr(err))
-		}
-		cancel()
+	// An ended session is detached too, so that it stops counting towards
+	// the user's open sessions; the store does not put it in grace again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	deadline := ls.s.now().Add(ls.s.cfg.SessionGrace)
+	// Only while the store still has this socket attached: a socket
+	// on another instance may have taken the session over.
+	if _, err := ls.s.sessions.DetachFrom(ctx, ls.id, ls.us.Record().UserID, c.key, deadline); err != nil {
+		ls.s.log.LogAttrs(ctx, levelError, "detach session", errAttr(err))
 	}
+	cancel()
 	ls.s.releaseIfIdle(ls)
 }
 
