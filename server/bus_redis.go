@@ -40,6 +40,9 @@ func (b *RedisBus) Publish(ctx context.Context, ev Event) error {
 func (b *RedisBus) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
 	ps := b.c.Subscribe(ctx, b.channel)
 	defer ps.Close()
+	// Receive does not return when ctx is cancelled (go-redis reads with
+	// the context's deadline only); closing the subscription unblocks it.
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	backoff := 50 * time.Millisecond
 	for {
 		m, err := ps.Receive(ctx)

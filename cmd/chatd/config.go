@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -151,6 +152,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	default:
 		return c, fmt.Errorf("CHAT_LOG_FORMAT: %q is neither text nor json", c.LogFormat)
 	}
+	switch server.AuthMode(c.Auth) {
+	case server.AuthPassword, server.AuthHeader, server.AuthNone:
+	default:
+		return c, fmt.Errorf("CHAT_AUTH: %q is not password, header or none", c.Auth)
+	}
 	return c, nil
 }
 
@@ -163,6 +169,10 @@ func (c config) serverConfig() (server.Config, error) {
 	var origins []string
 	for _, o := range strings.Split(c.AllowedOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
+			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+				u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.Contains(o, "*") {
+				return server.Config{}, fmt.Errorf("CHAT_ALLOWED_ORIGINS: %q is not an exact scheme://host[:port]", o)
+			}
 			origins = append(origins, o)
 		}
 	}

@@ -46,7 +46,8 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments: %s\n%s", strings.Join(fs.Args(), " "), usersUsage)
+		// Not echoed: a stray argument may well be a password.
+		fmt.Fprintf(stderr, "unexpected arguments (%d) after the flags; a password is read from standard input only\n%s", fs.NArg(), usersUsage)
 		return errUsage
 	}
 	needID := cmd == "add" || cmd == "delete" || cmd == "passwd"
