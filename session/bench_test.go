@@ -2,8 +2,11 @@ package session_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
@@ -58,5 +61,63 @@ func BenchmarkAppend(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// BenchmarkListThreads measures listing a page of 20 threads on Redis, for
+// users with 100 and 10,000 threads: the first page, a page from a cursor
+// in the middle of the list, and a search by name (Q), which scans.
+func BenchmarkListThreads(b *testing.B) {
+	srv := redistest.Start(b)
+	st := session.NewRedisStore(srv.Client(), srv.Namespace())
+	name := func(i int) string {
+		if i%50 == 0 {
+			return "Needle in thread " + strconv.Itoa(i)
+		}
+		return "Thread " + strconv.Itoa(i) + " about the weather"
+	}
+	users := make(map[int]string)
+	for _, n := range []int{100, 10_000} {
+		users[n] = uuid.NewString()
+		persistMany(b, st, users[n], n, name)
+	}
+	ctx := context.Background()
+	list := func(b *testing.B, user string, q session.ThreadQuery, want int) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p, err := st.ListThreads(ctx, user, q)
+			if err != nil || len(p.Threads) != want {
+				b.Fatal(len(p.Threads), err)
+			}
+		}
+	}
+	middle := func(user string, n int) string { // the cursor after the first n/2 threads
+		b.Helper()
+		p, err := st.ListThreads(ctx, user, session.ThreadQuery{Limit: 100})
+		for i := 100; err == nil && i < n/2; i += 100 {
+			p, err = st.ListThreads(ctx, user, session.ThreadQuery{Limit: 100, Cursor: p.Next})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p.Next
+	}
+	for _, n := range []int{100, 10_000} {
+		user := users[n]
+		b.Run(fmt.Sprintf("threads=%d", n), func(b *testing.B) {
+			list(b, user, session.ThreadQuery{Limit: 20}, 20)
+		})
+		cursor := middle(user, n)
+		b.Run(fmt.Sprintf("threads=%d/cursor", n), func(b *testing.B) {
+			list(b, user, session.ThreadQuery{Limit: 20, Cursor: cursor}, 20)
+		})
+	}
+	// One thread in 50 matches: a page of 20 scans about 1,000 threads.
+	b.Run("threads=10000/q", func(b *testing.B) {
+		list(b, users[10_000], session.ThreadQuery{Limit: 20, Q: "NEEDLE"}, 20)
+	})
+	// No thread matches: every one is scanned.
+	b.Run("threads=10000/q-nomatch", func(b *testing.B) {
+		list(b, users[10_000], session.ThreadQuery{Limit: 20, Q: "haystack"}, 0)
 	})
 }

@@ -21,7 +21,14 @@
 // the first seq and stores nothing. Steps are written by their ID (a replaced
 // step keeps its position) and ordered by a per-thread counter, never by
 // clocks. A thread is persisted by its first user message; until then its
-// keys expire with its session's, afterwards never.
+// keys expire with its session's, afterwards never. Creating a session on a
+// thread records it as the thread's latest session and keeps the thread.
+//
+// A user's persisted threads are listed most recently updated first, by
+// (updated_at descending, id descending), with a keyset cursor on that pair
+// (base64url of "<updated_ms>:<id>", the same in both stores). On Redis a
+// page reads only keys of the user's hash tag, in one script, in O(log N +
+// page); a search by name (ThreadQuery.Q) scans the list from the cursor.
 //
 // # Concurrency
 //
@@ -47,25 +54,41 @@
 //	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq
 //	s:{s:<id>}:end       string  the end claim's nonce
 //	t:{t:<id>}           hash    n (step counter), persisted ("1"), name, user_id,
-//	                             chat_profile, created_at, updated_at (Unix ms)
+//	                             chat_profile, created_at, updated_at (Unix ms),
+//	                             session (the latest session created on it)
 //	t:{t:<id>}:steps     hash    step id → step JSON
 //	t:{t:<id>}:order     zset    step id scored by its position (from n)
+//	t:{t:<id>}:meta      hash    metadata key → JSON value (SetThreadMetadata)
+//	t:{t:<id>}:values    hash    saved application values, raw JSON (SaveThreadValues)
 //	u:{u:<id>}:threads   zset    persisted thread ids scored by updated_at (ms)
+//	u:{u:<id>}:summaries hash    persisted thread id → {"name", "chat_profile",
+//	                             "created_at" (ms)} JSON, for listing
+//	u:{u:<id>}:lnames    hash    persisted thread id → its name lower-cased (for Q)
+//	u:{u:<id>}:sessions  set     ids of the user's sessions (for DeleteUserData);
+//	                             lives as long as their longest end claim
 //	u:{u:<id>}:live      set     ids of the user's attached sessions
 //	ending               zset    detached session ids scored by grace deadline (ms)
 //
 // Session keys expire together: Create and Touch set their TTL, and a write
 // that creates one of them gives it the record's remaining TTL. The end claim
 // lives a minute longer than the record. The keys of a thread expire with its
-// session until the thread is persisted. Live marks of sessions that expired
-// while attached are dropped by Attach when they would count against the
-// limit.
+// sessions (no sooner than the one created last) until the thread is
+// persisted. Live marks of sessions that expired while attached are dropped
+// by Attach when they would count against the limit; ids of sessions that are
+// gone are dropped from their user's sessions by Create, two at a time.
+//
+// The user's threads, summaries and lnames are written together with the
+// thread: by the user message that persists it, the steps that update it
+// (updated_at), RenameThread and DeleteThread. Only the owner's sessions
+// update a thread.
 //
 // Times written by the stores (thread creation and update) come from the
 // store's clock in Go (NewMemoryStore's now, RedisStore.WithClock), never
 // from Redis, so that both stores agree; updated_at never goes backwards.
 //
-// Append, AppendUserMessage, Attach and Touch each run as one script over
-// keys of more than one hash tag (session, thread, user, ending): they need a
-// single Redis server (standalone or sentinel), not Redis Cluster.
+// Create, Append, AppendUserMessage, Attach, Touch and DeleteUserData each
+// run as one script over keys of more than one hash tag (session, thread,
+// user, ending), some built inside the script: they need a single Redis
+// server (standalone or sentinel), not Redis Cluster. ListThreads reads keys
+// of the user's hash tag only.
 package session

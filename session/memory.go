@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -26,7 +27,7 @@ type MemoryStore struct {
 	sessions    map[string]*memSession         // by session id
 	claims      map[string]memClaim            // end claims, by session id
 	threads     map[string]*memThread          // by thread id
-	userThreads map[string]map[string]int64    // user id → thread id → updated_at ms
+	userThreads map[string]map[string]int64    // user id → persisted thread id → updated_at ms
 	live        map[string]map[string]struct{} // user id → attached session ids
 	ending      map[string]int64               // session id → grace deadline ms
 	creates     int                            // Creates since the last sweep
@@ -53,12 +54,19 @@ type memClaim struct {
 
 type memThread struct {
 	userID, name, profile string
-	created, updated      int64 // ms
+	session               string // the latest session created on it
+	created, updated      int64  // ms
 	persisted             bool
 	n                     int64
 	steps                 map[string][]byte
-	order                 []string  // step ids by position
-	expires               time.Time // zero: never; only while not persisted
+	order                 []string          // step ids by position
+	meta                  map[string][]byte // metadata, JSON by key
+	values                map[string][]byte // saved application values
+	expires               time.Time         // zero: never; only while not persisted
+}
+
+func newMemThread() *memThread {
+	return &memThread{steps: make(map[string][]byte), meta: make(map[string][]byte), values: make(map[string][]byte)}
 }
 
 // NewMemoryStore returns an empty MemoryStore that tells time by now
@@ -174,6 +182,16 @@ func (m *MemoryStore) Create(ctx context.Context, rec Record, ttl time.Duration)
 	}
 	s.rec, s.env, s.settings = rec, env, settings
 	s.expires = deadline(now, ttl)
+
+	t := m.threadLocked(rec.ThreadID, now)
+	if t == nil {
+		t = newMemThread()
+		t.expires = s.expires
+		m.threads[rec.ThreadID] = t
+	} else if !t.persisted && !t.expires.IsZero() && (s.expires.IsZero() || s.expires.After(t.expires)) {
+		t.expires = s.expires // no sooner than the new session's keys
+	}
+	t.session = rec.ID
 	return nil
 }
 
@@ -295,7 +313,7 @@ func (m *MemoryStore) appendLocked(s *memSession, f Frame) int64 {
 func (m *MemoryStore) writeStepLocked(tid string, step *Step, b []byte, now time.Time) *memThread {
 	t := m.threadLocked(tid, now)
 	if t == nil {
-		t = &memThread{steps: make(map[string][]byte)}
+		t = newMemThread()
 		m.threads[tid] = t
 	}
 	if _, ok := t.steps[step.ID]; !ok {
@@ -306,18 +324,16 @@ func (m *MemoryStore) writeStepLocked(tid string, step *Step, b []byte, now time
 	return t
 }
 
-// touchThreadLocked marks a persisted thread updated at ms (never backwards).
+// touchThreadLocked marks a persisted thread of userID updated at ms (never
+// backwards); a step stored by a session of another user does not.
 func (m *MemoryStore) touchThreadLocked(t *memThread, tid, userID string, ms int64) {
-	if ms <= t.updated {
+	if ms <= t.updated || t.userID != userID {
 		return
 	}
 	t.updated = ms
-	ut := m.userThreads[userID]
-	if ut == nil {
-		ut = make(map[string]int64)
-		m.userThreads[userID] = ut
+	if ut := m.userThreads[userID]; ut != nil {
+		ut[tid] = ms
 	}
-	ut[tid] = ms
 }
 
 // Append implements Store.
@@ -388,17 +404,23 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	if um.Echo.Step != nil {
 		t = m.writeStepLocked(rec.ThreadID, um.Echo.Step, steps[0], now)
 	} else if t = m.threadLocked(rec.ThreadID, now); t == nil {
-		t = &memThread{steps: make(map[string][]byte)}
+		t = newMemThread()
 		m.threads[rec.ThreadID] = t
 	}
 	if !t.persisted {
 		t.persisted = true
 		t.expires = time.Time{}
 		t.userID, t.name, t.profile = rec.UserID, um.ThreadName, rec.ChatProfile
-		t.created = ms
-		t.updated = 0
+		t.created, t.updated = ms, ms
+		ut := m.userThreads[rec.UserID]
+		if ut == nil {
+			ut = make(map[string]int64)
+			m.userThreads[rec.UserID] = ut
+		}
+		ut[rec.ThreadID] = ms
+	} else {
+		m.touchThreadLocked(t, rec.ThreadID, rec.UserID, ms)
 	}
-	m.touchThreadLocked(t, rec.ThreadID, rec.UserID, ms)
 	return Appended{Seq: seq, Payload: bytes.Clone(um.Echo.Payload)}, nil
 }
 
@@ -492,14 +514,19 @@ func (m *MemoryStore) Thread(ctx context.Context, threadID string) (Thread, erro
 	th := Thread{
 		ID: threadID, UserID: t.userID, Name: t.name, ChatProfile: t.profile,
 		CreatedAt: msTime(t.created), UpdatedAt: msTime(t.updated),
+		Tags: []string{}, SessionID: t.session,
 	}
 	raw := make([][]byte, len(t.order))
 	for i, id := range t.order {
 		raw[i] = t.steps[id]
 	}
+	meta := maps.Clone(t.meta) // values are never modified in place
 	m.mu.Unlock()
 	var err error
-	th.Steps, err = decodeSteps(raw)
+	if th.Steps, err = decodeSteps(raw); err != nil {
+		return Thread{}, err
+	}
+	th.Metadata, err = decodeMetadata(meta)
 	return th, err
 }
 

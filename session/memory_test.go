@@ -11,6 +11,9 @@ import (
 
 func TestMemoryStore(t *testing.T) {
 	sessiontest.Run(t, func(t *testing.T) session.Store { return session.NewMemoryStore(nil) })
+	sessiontest.RunClocked(t, func(t *testing.T, now func() time.Time) session.Store {
+		return session.NewMemoryStore(now)
+	})
 }
 
 func TestMemoryExpiry(t *testing.T) {
@@ -185,5 +188,43 @@ func TestMemoryClaimOutlivesSession(t *testing.T) {
 	clock.Advance(time.Hour)
 	if ok, err := st.ClaimEnd(ctx, rec.ID, "n"); ok || !errors.Is(err, session.ErrNotFound) {
 		t.Errorf("ClaimEnd long after expiry = %v, %v; want ErrNotFound", ok, err)
+	}
+}
+
+func TestMemoryThreadExpiresWithItsSessions(t *testing.T) {
+	ctx := t.Context()
+	clock := newFakeClock()
+	st := session.NewMemoryStore(clock.Now)
+	rec := sessiontest.NewRecord()
+	if err := st.Create(ctx, rec, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"a": 1}); err != nil {
+		t.Fatalf("SetThreadMetadata of a new session's thread: %v", err)
+	}
+	longer := sessiontest.NewRecord()
+	longer.UserID, longer.ThreadID = rec.UserID, rec.ThreadID
+	if err := st.Create(ctx, longer, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Minute) // rec expired, longer not
+	if err := st.SaveThreadValues(ctx, rec.ThreadID, map[string][]byte{"k": []byte(`1`)}); err != nil {
+		t.Fatalf("SaveThreadValues while a session lives: %v", err)
+	}
+	clock.Advance(time.Hour)
+	if err := st.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"a": 2}); !errors.Is(err, session.ErrNotFound) {
+		t.Errorf("SetThreadMetadata of an expired thread = %v, want ErrNotFound", err)
+	}
+
+	// A persisted thread never expires, whatever session is created on it.
+	p := sessiontest.Persist(t, st, rec.UserID, "kept")
+	resume := sessiontest.NewRecord()
+	resume.UserID, resume.ThreadID = rec.UserID, p.ThreadID
+	if err := st.Create(ctx, resume, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(24 * time.Hour)
+	if th, err := st.Thread(ctx, p.ThreadID); err != nil || th.SessionID != resume.ID {
+		t.Errorf("Thread a day later = %+v, %v", th, err)
 	}
 }

@@ -58,11 +58,11 @@ func (s *RedisStore) sessionKeys(id string) sessionKeys {
 	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end"}
 }
 
-type threadKeys struct{ hash, steps, order string }
+type threadKeys struct{ hash, steps, order, meta, values string }
 
 func (s *RedisStore) threadKeys(id string) threadKeys {
 	h := s.ns + "t:{t:" + id + "}"
-	return threadKeys{hash: h, steps: h + ":steps", order: h + ":order"}
+	return threadKeys{hash: h, steps: h + ":steps", order: h + ":order", meta: h + ":meta", values: h + ":values"}
 }
 
 func (s *RedisStore) userKey(userID, suffix string) string {
@@ -113,20 +113,17 @@ func (s *RedisStore) Create(ctx context.Context, rec Record, ttl time.Duration) 
 		created = s.now()
 	}
 	k := s.sessionKeys(rec.ID)
-	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, k.rec,
-			fUser, rec.UserID, fThread, rec.ThreadID, fProfile, rec.ChatProfile,
-			fClient, rec.ClientType, fEpoch, rec.Epoch, fEnv, env, fSettings, settings,
-			fCreated, normTime(created).Format(time.RFC3339Nano))
-		for _, key := range []string{k.rec, k.kv, k.log, k.fids} {
-			if ttl > 0 {
-				p.PExpire(ctx, key, ttl)
-			} else {
-				p.Persist(ctx, key)
-			}
-		}
-		return nil
-	})
+	t := s.threadKeys(rec.ThreadID)
+	ms := ttl.Milliseconds()
+	if ttl > 0 && ms == 0 {
+		ms = 1
+	}
+	err = scriptCreate.Run(ctx, s.c,
+		[]string{k.rec, k.kv, k.log, k.fids, t.hash, t.steps, t.order, t.meta, t.values, s.userKey(rec.UserID, "sessions")},
+		ms, rec.ID, claimMargin.Milliseconds(), s.ns+"s:{s:",
+		fUser, rec.UserID, fThread, rec.ThreadID, fProfile, rec.ChatProfile,
+		fClient, rec.ClientType, fEpoch, rec.Epoch, fEnv, env, fSettings, settings,
+		fCreated, normTime(created).Format(time.RFC3339Nano)).Err()
 	return wrap("create", rec.ID, err)
 }
 
@@ -172,7 +169,7 @@ func (s *RedisStore) Touch(ctx context.Context, id string, ttl time.Duration) er
 		ms = 1
 	}
 	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end},
-		ms, claimMargin.Milliseconds(), s.ns+"t:{t:").Err()
+		ms, claimMargin.Milliseconds(), s.ns, id).Err()
 	return scriptErr("touch", id, err)
 }
 
@@ -255,7 +252,8 @@ func (s *RedisStore) appendKeys(rec *Record) []string {
 		uid = rec.ID
 	}
 	t := s.threadKeys(tid)
-	return []string{k.rec, k.log, k.fids, t.hash, t.steps, t.order, s.userKey(uid, "threads")}
+	return []string{k.rec, k.log, k.fids, t.hash, t.steps, t.order, s.userKey(uid, "threads"),
+		t.meta, t.values, s.userKey(uid, "summaries"), s.userKey(uid, "lnames")}
 }
 
 // Append implements Store.
@@ -270,8 +268,8 @@ func (s *RedisStore) Append(ctx context.Context, rec *Record, frames ...Frame) (
 		}
 		return []int64{}, nil
 	}
-	args := make([]any, 0, 3+4*len(frames))
-	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax)
+	args := make([]any, 0, 4+4*len(frames))
+	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID)
 	for i, f := range frames {
 		sid := ""
 		if f.Step != nil {
@@ -302,10 +300,15 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	if m.Echo.Step != nil {
 		sid = m.Echo.Step.ID
 	}
+	now := s.now().UnixMilli()
+	summary, err := encodeSummary(m.ThreadName, rec.ChatProfile, now)
+	if err != nil {
+		return Appended{}, err
+	}
 	res, err := scriptUserMessage.Run(ctx, s.c, s.appendKeys(rec),
-		s.now().UnixMilli(), rec.ThreadID, logMax,
+		now, rec.ThreadID, logMax,
 		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
-		m.ThreadName, rec.UserID, rec.ChatProfile).Slice()
+		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName)).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}
@@ -377,29 +380,24 @@ func (s *RedisStore) LastSeq(ctx context.Context, id string) (int64, error) {
 	return seq, wrap("last seq", id, err)
 }
 
-func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash bool) (map[string]string, []Step, error) {
+// readThread reads a thread's steps, and when withHash its hash and
+// metadata (JSON by key) too.
+func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash bool) (hash, meta map[string]string, _ []Step, _ error) {
 	t := s.threadKeys(threadID)
 	flag := "0"
 	if withHash {
 		flag = "1"
 	}
-	res, err := scriptThread.Run(ctx, s.c, []string{t.hash, t.steps, t.order}, flag).Slice()
+	res, err := scriptThread.Run(ctx, s.c, []string{t.hash, t.steps, t.order, t.meta}, flag).Slice()
 	if err != nil {
-		return nil, nil, wrap("read thread", threadID, err)
+		return nil, nil, nil, wrap("read thread", threadID, err)
 	}
 	rawSteps := res
-	var hash map[string]string
 	if withHash {
-		if len(res) != 2 {
-			return nil, nil, fmt.Errorf("session: read thread %s: bad reply", threadID)
+		if len(res) != 3 {
+			return nil, nil, nil, fmt.Errorf("session: read thread %s: bad reply", threadID)
 		}
-		flat, _ := res[0].([]any)
-		hash = make(map[string]string, len(flat)/2)
-		for i := 0; i+1 < len(flat); i += 2 {
-			k, _ := flat[i].(string)
-			v, _ := flat[i+1].(string)
-			hash[k] = v
-		}
+		hash, meta = flatMap(res[0]), flatMap(res[2])
 		rawSteps, _ = res[1].([]any)
 	}
 	raw := make([][]byte, 0, len(rawSteps))
@@ -409,7 +407,19 @@ func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash b
 		}
 	}
 	steps, err := decodeSteps(raw)
-	return hash, steps, wrap("read thread", threadID, err)
+	return hash, meta, steps, wrap("read thread", threadID, err)
+}
+
+// flatMap reads a script's HGETALL reply (a flat list of fields and values).
+func flatMap(v any) map[string]string {
+	flat, _ := v.([]any)
+	m := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		m[k] = v
+	}
+	return m
 }
 
 // Steps implements Store.
@@ -417,7 +427,7 @@ func (s *RedisStore) Steps(ctx context.Context, threadID string) ([]Step, error)
 	if !validID(threadID) {
 		return nil, nil
 	}
-	_, steps, err := s.readThread(ctx, threadID, false)
+	_, _, steps, err := s.readThread(ctx, threadID, false)
 	return steps, err
 }
 
@@ -438,18 +448,23 @@ func (s *RedisStore) Thread(ctx context.Context, threadID string) (Thread, error
 	if !validID(threadID) {
 		return Thread{}, ErrNotFound
 	}
-	h, steps, err := s.readThread(ctx, threadID, true)
+	h, meta, steps, err := s.readThread(ctx, threadID, true)
 	if err != nil {
 		return Thread{}, err
 	}
 	if h["persisted"] != "1" {
 		return Thread{}, ErrNotFound
 	}
+	md, err := decodeMetadata(meta)
+	if err != nil {
+		return Thread{}, wrap("thread", threadID, err)
+	}
 	created, _ := strconv.ParseInt(h["created_at"], 10, 64)
 	updated, _ := strconv.ParseInt(h["updated_at"], 10, 64)
 	return Thread{
 		ID: threadID, UserID: h["user_id"], Name: h["name"], ChatProfile: h["chat_profile"],
 		CreatedAt: msTime(created), UpdatedAt: msTime(updated), Steps: steps,
+		Metadata: md, Tags: []string{}, SessionID: h["session"],
 	}, nil
 }
 

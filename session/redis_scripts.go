@@ -11,6 +11,51 @@ import "github.com/redis/go-redis/v9"
 // Errors the Go side maps to sentinels: CHATD_NOTFOUND, CHATD_ENDED,
 // CHATD_TOOMANY.
 
+// scriptCreate writes a session record and sets the expiry of the session's
+// keys; records the session on its thread, whose keys, while it is not
+// persisted, expire no sooner than the session's; and adds the session to
+// its user's sessions (dropping up to two ids of sessions that are gone, so
+// that the set stays about as large as the user's live sessions). The
+// user's sessions expire no sooner than any of their end claims.
+//
+// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 thread, 6 steps, 7 order, 8 thread
+// metadata, 9 thread values, 10 the user's sessions.
+// ARGV: 1 ttl ms (<= 0: no expiry), 2 session id, 3 claim margin ms,
+// 4 session key prefix (namespace .. "s:{s:"), 5... record field, value.
+var scriptCreate = redis.NewScript(`
+local ttl = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+for i = 1, 4 do
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+end
+local tpttl = redis.call('PTTL', KEYS[5])
+redis.call('HSET', KEYS[5], 'session', ARGV[2])
+if redis.call('HGET', KEYS[5], 'persisted') ~= '1' then
+  for k = 5, 9 do
+    if ttl <= 0 or tpttl == -1 then
+      redis.call('PERSIST', KEYS[k])
+    else
+      redis.call('PEXPIRE', KEYS[k], math.max(ttl, tpttl))
+    end
+  end
+end
+for _, m in ipairs(redis.call('SRANDMEMBER', KEYS[10], 2)) do
+  local k = ARGV[4] .. m .. '}'
+  if m ~= ARGV[2] and redis.call('EXISTS', k, k .. ':end') == 0 then
+    redis.call('SREM', KEYS[10], m)
+  end
+end
+local upttl = redis.call('PTTL', KEYS[10])
+redis.call('SADD', KEYS[10], ARGV[2])
+if ttl <= 0 then
+  redis.call('PERSIST', KEYS[10])
+else
+  local want = ttl + tonumber(ARGV[3])
+  if upttl == -2 or (upttl >= 0 and upttl < want) then redis.call('PEXPIRE', KEYS[10], want) end
+end
+return 1
+`)
+
 // scriptSetField sets a field of one of the session's hashes if the session
 // exists, aligning the hash's expiry with the record's.
 //
@@ -28,12 +73,13 @@ return 1
 `)
 
 // scriptTouch sets the expiry of every key of a session, and of its thread's
-// keys while the thread is not persisted. The thread's keys are built from
-// the record's thread id, so this script is not Redis Cluster ready.
+// keys while the thread is not persisted, and makes the user's sessions live
+// no shorter than the session's end claim. The thread's and user's keys are
+// built from the record, so this script is not Redis Cluster ready.
 //
 // KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim.
-// ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 thread key prefix
-// (namespace .. "t:{t:").
+// ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 namespace,
+// 4 session id.
 var scriptTouch = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -43,14 +89,25 @@ local function expire(k, ms)
   if ttl > 0 then redis.call('PEXPIRE', k, ms) else redis.call('PERSIST', k) end
 end
 for i = 1, 4 do expire(KEYS[i], ttl) end
-expire(KEYS[5], ttl + tonumber(ARGV[2]))
-local tid = redis.call('HGET', KEYS[1], 'thread')
-if tid then
-  local t = ARGV[3] .. tid .. '}'
+local claimttl = ttl + tonumber(ARGV[2])
+expire(KEYS[5], claimttl)
+local rec = redis.call('HMGET', KEYS[1], 'thread', 'user')
+if rec[1] then
+  local t = ARGV[3] .. 't:{t:' .. rec[1] .. '}'
   if redis.call('HGET', t, 'persisted') ~= '1' then
-    expire(t, ttl)
-    expire(t .. ':steps', ttl)
-    expire(t .. ':order', ttl)
+    for _, k in ipairs({t, t .. ':steps', t .. ':order', t .. ':meta', t .. ':values'}) do
+      expire(k, ttl)
+    end
+  end
+end
+if rec[2] then
+  local u = ARGV[3] .. 'u:{u:' .. rec[2] .. '}:sessions'
+  local p = redis.call('PTTL', u)
+  redis.call('SADD', u, ARGV[4])
+  if ttl <= 0 then
+    redis.call('PERSIST', u)
+  elseif p == -2 or (p >= 0 and p < claimttl) then
+    redis.call('PEXPIRE', u, claimttl)
   end
 end
 return 1
@@ -60,8 +117,12 @@ return 1
 // scriptUserMessage.
 //
 // KEYS of both: 1 record, 2 log, 3 fids, 4 thread, 5 steps, 6 order,
-// 7 the user's threads. ARGV of both start with: 1 now ms, 2 thread id,
-// 3 log max length.
+// 7 the user's threads, 8 thread metadata, 9 thread values, 10 the user's
+// thread summaries, 11 the user's folded thread names. ARGV of both start with: 1 now ms, 2 thread id, 3 log
+// max length.
+//
+// A step in a persisted thread marks it updated (and moves it in its user's
+// list) only when the record's user owns it: KEYS[7] is that user's list.
 const appendLib = `
 local function logframe(fid, payload)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -75,13 +136,15 @@ local function writestep(sid, sjson)
     redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
   end
 end
-local function touchthread(now)
+local function touchthread(now, user)
+  if redis.call('HGET', KEYS[4], 'user_id') ~= user then return end
   local cur = tonumber(redis.call('HGET', KEYS[4], 'updated_at') or '0')
   if now > cur then
     redis.call('HSET', KEYS[4], 'updated_at', now)
     redis.call('ZADD', KEYS[7], now, ARGV[2])
   end
 end
+local threadkeys = {4, 5, 6, 8, 9}
 local function expirelog(pttl)
   if pttl > 0 then
     redis.call('PEXPIRE', KEYS[2], pttl)
@@ -92,7 +155,8 @@ end
 
 // scriptAppend appends frames (and writes their steps).
 //
-// ARGV after the common three, four per frame: frame id, payload, step id
+// ARGV after the common three: 4 user id, then four per frame: frame id,
+// payload, step id
 // ("" for none), step JSON. Returns the seqs.
 var scriptAppend = redis.NewScript(appendLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -100,7 +164,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local out = {}
 local wrote, stepped = false, false
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local fid = ARGV[i]
   local seq = false
   if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
@@ -120,9 +184,9 @@ if wrote then
   expirelog(pttl)
   if stepped then
     if redis.call('HGET', KEYS[4], 'persisted') == '1' then
-      touchthread(tonumber(ARGV[1]))
+      touchthread(tonumber(ARGV[1]), ARGV[4])
     elseif pttl > 0 then
-      for k = 4, 6 do redis.call('PEXPIRE', KEYS[k], pttl) end
+      for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl) end
     end
   end
 end
@@ -132,7 +196,9 @@ return out
 // scriptUserMessage stores a user message: dedupe, echo, step, persist.
 //
 // ARGV after the common three: 4 client id, 5 frame id, 6 payload, 7 step
-// id, 8 step JSON, 9 thread name, 10 user id, 11 chat profile.
+// id, 8 step JSON, 9 thread name, 10 user id, 11 chat profile, 12 the
+// thread's summary JSON and 13 its folded name (written when this message
+// persists it).
 // Returns {seq, duplicate (0 or 1), payload (nil if trimmed)}.
 var scriptUserMessage = redis.NewScript(appendLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -158,18 +224,22 @@ expirelog(redis.call('PTTL', KEYS[1]))
 if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
   redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
     'chat_profile', ARGV[11], 'created_at', now, 'updated_at', now)
-  for k = 4, 6 do redis.call('PERSIST', KEYS[k]) end
+  for _, k in ipairs(threadkeys) do redis.call('PERSIST', KEYS[k]) end
   redis.call('ZADD', KEYS[7], now, ARGV[2])
+  redis.call('HSET', KEYS[10], ARGV[2], ARGV[12])
+  redis.call('HSET', KEYS[11], ARGV[2], ARGV[13])
 else
-  touchthread(now)
+  touchthread(now, ARGV[10])
 end
 return {seq, 0, ARGV[6]}
 `)
 
-// scriptThread reads a thread's steps in order, and its hash when asked.
+// scriptThread reads a thread's steps in order, and its hash and metadata
+// when asked.
 //
-// KEYS: 1 thread, 2 steps, 3 order. ARGV: 1 "1" to return the hash too.
-// Returns the step JSONs, or {hash as a flat list, step JSONs}.
+// KEYS: 1 thread, 2 steps, 3 order, 4 metadata. ARGV: 1 "1" to return the
+// hash and metadata too. Returns the step JSONs, or {hash as a flat list,
+// step JSONs, metadata as a flat list}.
 var scriptThread = redis.NewScript(`
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
 local steps = {}
@@ -180,7 +250,7 @@ for i = 1, #ids, 500 do
   end
 end
 if ARGV[1] == '1' then
-  return {redis.call('HGETALL', KEYS[1]), steps}
+  return {redis.call('HGETALL', KEYS[1]), steps, redis.call('HGETALL', KEYS[4])}
 end
 return steps
 `)

@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -20,6 +21,9 @@ func TestRedisStore(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client()
 	sessiontest.Run(t, func(t *testing.T) session.Store { return session.NewRedisStore(c, srv.Namespace()) })
+	sessiontest.RunClocked(t, func(t *testing.T, now func() time.Time) session.Store {
+		return session.NewRedisStore(c, srv.Namespace()).WithClock(now)
+	})
 }
 
 // newRedis returns a store on a fresh server, its client and namespace.
@@ -252,6 +256,33 @@ func TestRedisRoundTrips(t *testing.T) {
 	if _, err := st.Thread(ctx, rec.ThreadID); err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := st.Value(ctx, rec.ID, "k"); err != nil { // go-redis dials a connection for the first pipeline
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		sessiontest.Persist(t, st, rec.UserID, fmt.Sprint("été ", i))
+	}
+	other := sessiontest.Persist(t, st, "u2", "other")
+	first := session.ThreadQuery{Limit: 2}
+	p, err := st.ListThreads(ctx, rec.UserID, first)
+	if err != nil || p.Next == "" {
+		t.Fatal(p, err)
+	}
+	next := session.ThreadQuery{Limit: 2, Cursor: p.Next}
+	// Load the thread scripts.
+	warm := sessiontest.Persist(t, st, "u3", "warm")
+	if _, err := st.RenameThread(ctx, warm.UserID, warm.ThreadID, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetThreadMetadata(ctx, warm.ThreadID, map[string]any{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteThread(ctx, warm.UserID, warm.ThreadID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DeleteUserData(ctx, warm.UserID); err != nil {
+		t.Fatal(err)
+	}
 	frames := make([]session.Frame, 10)
 	for i := range frames {
 		frames[i] = sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "x"))
@@ -269,6 +300,23 @@ func TestRedisRoundTrips(t *testing.T) {
 		{"SetValue", func() error { return st.SetValue(ctx, rec.ID, "k", []byte(`2`)) }},
 		{"Log", func() error { _, err := st.Log(ctx, rec.ID, 0, 100); return err }},
 		{"Thread", func() error { _, err := st.Thread(ctx, rec.ThreadID); return err }},
+		{"Create", func() error { return st.Create(ctx, sessiontest.NewRecord(), time.Hour) }},
+		{"ListThreads", func() error { _, err := st.ListThreads(ctx, rec.UserID, first); return err }},
+		{"ListThreads with a cursor", func() error { _, err := st.ListThreads(ctx, rec.UserID, next); return err }},
+		{"ListThreads with Q", func() error {
+			_, err := st.ListThreads(ctx, rec.UserID, session.ThreadQuery{Limit: 2, Q: "É", Cursor: next.Cursor})
+			return err
+		}},
+		{"RenameThread", func() error { _, err := st.RenameThread(ctx, rec.UserID, rec.ThreadID, "n"); return err }},
+		{"SetThreadMetadata", func() error {
+			return st.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"a": 1, "b": 2})
+		}},
+		{"SaveThreadValues", func() error {
+			return st.SaveThreadValues(ctx, rec.ThreadID, map[string][]byte{"a": []byte(`1`)})
+		}},
+		{"ThreadValues", func() error { _, err := st.ThreadValues(ctx, rec.ThreadID); return err }},
+		{"DeleteThread", func() error { return st.DeleteThread(ctx, other.UserID, other.ThreadID) }},
+		{"DeleteUserData", func() error { _, err := st.DeleteUserData(ctx, rec.UserID); return err }},
 	} {
 		before := hook.n.Load()
 		if err := tc.do(); err != nil {

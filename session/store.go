@@ -18,6 +18,8 @@ var (
 	ErrTooManySessions = errors.New("session: too many live sessions")
 	// ErrEnded: the session has ended; it cannot be attached again.
 	ErrEnded = errors.New("session: ended")
+	// ErrBadCursor: a ThreadQuery.Cursor that is not a ThreadPage.Next.
+	ErrBadCursor = errors.New("session: malformed cursor")
 )
 
 // Record is what the server keeps about one session, besides the
@@ -88,7 +90,7 @@ type Thread struct {
 	ID     string
 	UserID string
 	// Name is the name the thread took when it was persisted
-	// (UserMessage.ThreadName).
+	// (UserMessage.ThreadName), or the one RenameThread gave it.
 	Name string
 	// ChatProfile is the profile of the session that persisted the thread.
 	ChatProfile string
@@ -98,6 +100,20 @@ type Thread struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	Steps     []Step
+	// Metadata is what SetThreadMetadata merged into the thread; never nil.
+	Metadata map[string]any
+	// Tags are the thread's tags; never nil (no operation sets them yet).
+	Tags []string
+	// SessionID is the session most recently created on the thread.
+	SessionID string
+}
+
+// Summary is the thread without its steps, metadata and tags.
+func (t Thread) Summary() ThreadSummary {
+	return ThreadSummary{
+		ID: t.ID, UserID: t.UserID, Name: t.Name, ChatProfile: t.ChatProfile,
+		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
+	}
 }
 
 // Appended is the result of storing a UserMessage.
@@ -119,8 +135,14 @@ type Store interface {
 	// ID, UserID and ThreadID must be set; a zero CreatedAt takes the
 	// store's clock. A ttl <= 0 means no expiry. Creating an existing
 	// session again replaces its record fields and keeps its seq, values
-	// and log (so a retried Create is harmless). Create does not touch the
-	// thread: resuming a persisted thread is creating a session on it.
+	// and log (so a retried Create is harmless).
+	//
+	// Create records rec.ID as the thread's latest session
+	// (Thread.SessionID) and otherwise keeps the thread as it is: resuming
+	// a persisted thread is creating a session on it, whose steps continue
+	// the thread's order. The keys of a thread not persisted yet expire no
+	// sooner than the new session's. The session is added to its user's
+	// sessions, for DeleteUserData.
 	Create(ctx context.Context, rec Record, ttl time.Duration) error
 	// Get returns a session record, or ErrNotFound.
 	Get(ctx context.Context, id string) (Record, error)
@@ -147,8 +169,8 @@ type Store interface {
 	//
 	// The store reads rec.ID, rec.UserID and rec.ThreadID only. A new step
 	// takes the thread's next position; a replaced step keeps its own. When
-	// the thread is persisted, a step marks it updated now; until then its
-	// keys expire with the session's. Frames without an ID are not
+	// the thread is persisted, a step marks it updated now (if rec.UserID
+	// owns it); until then its keys expire with the session's. Frames without an ID are not
 	// idempotent: a client library's retry of the call may append them
 	// twice. ErrNotFound for a missing session.
 	Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error)
@@ -170,9 +192,50 @@ type Store interface {
 	// ThreadPersisted reports whether the thread has been persisted (its
 	// first user message stored).
 	ThreadPersisted(ctx context.Context, threadID string) (bool, error)
-	// Thread returns a persisted thread with its steps, in one round trip;
-	// ErrNotFound when it is unknown or not persisted yet.
+	// Thread returns a persisted thread with its steps and metadata, in one
+	// round trip; ErrNotFound when it is unknown or not persisted yet.
 	Thread(ctx context.Context, threadID string) (Thread, error)
+
+	// ListThreads returns a page of the user's persisted threads, ordered
+	// by (UpdatedAt descending, ID descending), in one round trip. The
+	// cursor is a keyset on that pair: no thread appears twice while
+	// paging, and a thread created or updated after the first page was
+	// read sorts before the cursor (it appears on a later first page).
+	// A cursor that does not decode is ErrBadCursor. Without q.Q a page
+	// costs O(log N + Limit) for a user with N threads; with it the threads
+	// after the cursor are scanned until Limit+1 match.
+	ListThreads(ctx context.Context, userID string, q ThreadQuery) (ThreadPage, error)
+	// RenameThread sets the name of a persisted thread of userID (the
+	// caller validates it) and returns its summary; UpdatedAt does not
+	// change. ErrNotFound unless the thread is persisted and userID's.
+	RenameThread(ctx context.Context, userID, threadID, name string) (ThreadSummary, error)
+	// DeleteThread deletes a persisted thread of userID: its record,
+	// steps, metadata and saved values, and its place in the user's list.
+	// Sessions on it are not touched. ErrNotFound unless the thread is
+	// persisted and userID's.
+	DeleteThread(ctx context.Context, userID, threadID string) error
+	// SetThreadMetadata merges md's top-level keys into the thread's
+	// metadata (Thread.Metadata). It works before the thread is persisted:
+	// the metadata then expires with the thread's other keys, and stops
+	// expiring when the thread is persisted. ErrNotFound for a thread no
+	// session was created on (or whose keys expired).
+	SetThreadMetadata(ctx context.Context, threadID string, md map[string]any) error
+	// SaveThreadValues replaces the application values saved with the
+	// thread (raw JSON by key); they stay on the server, never in Thread.
+	// Like SetThreadMetadata, it works before the thread is persisted, and
+	// fails with ErrNotFound for an unknown thread.
+	SaveThreadValues(ctx context.Context, threadID string, values map[string][]byte) error
+	// ThreadValues returns the values saved with the thread (an empty map
+	// when there are none or the thread is unknown).
+	ThreadValues(ctx context.Context, threadID string) (map[string][]byte, error)
+	// DeleteUserData deletes everything the store keeps about the user:
+	// every thread of theirs (as DeleteThread does), every session of
+	// theirs (record, values, log, frame ids, end claim, grace deadline,
+	// live mark) with its thread when that is not persisted, and the
+	// user's own indexes. It returns the ids of the sessions it deleted
+	// that still existed, sorted, so that the caller can close their
+	// sockets. A user without data is no error.
+	DeleteUserData(ctx context.Context, userID string) ([]string, error)
 
 	// Attach marks the session as having an open socket on instance and
 	// takes it out of its grace period. It fails with ErrTooManySessions

@@ -22,7 +22,8 @@ import (
 const TTL = time.Hour
 
 // Run runs the suite, each case on a store of its own from newStore, in
-// parallel.
+// parallel. RunClocked runs the cases that need to control the store's
+// clock; every implementation runs both.
 func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	t.Helper()
 	cases := []struct {
@@ -55,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"ClaimEndConcurrent", testClaimEndConcurrent},
 		{"ClaimEndMissing", testClaimEndMissing},
 	}
+	cases = append(cases, threadCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
