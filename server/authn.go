@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/session"
 )
 
 const (
@@ -191,6 +192,17 @@ func (s *Server) applyEvent(ev Event) {
 			return c.id.user.ID == ev.UserID
 		}) {
 			c.closeNow(statusRevoked, "token revoked")
+			// Logout and user deletion end the socket's chat.
+			if c.welcomed.Load() {
+				id := c.ls.id
+				s.goOwned(func() {
+					ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+					defer cancel()
+					if err := s.endSession(ctx, id); err != nil && !errors.Is(err, session.ErrNotFound) && ctx.Err() == nil {
+						s.logErr("end a revoked socket's session", err)
+					}
+				})
+			}
 		}
 	}
 }

@@ -173,8 +173,8 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	if c.ls != nil {
 		c.ls.detach(c)
 	}
-	s.untrack(c)
 	s.metrics.connections.Dec()
+	s.untrack(c)
 }
 
 func (s *Server) track(c *conn) bool {

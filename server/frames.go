@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/session"
 )
@@ -181,14 +182,17 @@ func (c *conn) handleHello(f inFrame) *Error {
 	defer cancel()
 	switch {
 	case h.sessionID != "":
-		if !validID(h.sessionID) {
-			return errorf(CodeNotFound, "no such session")
+		e := errorf(CodeNotFound, "no such session")
+		if validID(h.sessionID) {
+			e = c.reattach(ctx, h)
 		}
-		return c.reattach(ctx, h)
+		// With thread_id as well: resume the thread when the session is
+		// gone.
+		if e != nil && e.Code == CodeNotFound && h.threadID != "" {
+			return c.resumeThread(ctx, h)
+		}
+		return e
 	case h.threadID != "":
-		// A thread is listed once persisted; resuming one opens a new
-		// session on it. Threads that were never persisted, or are not
-		// the caller's, answer not_found like unknown ones.
 		return c.resumeThread(ctx, h)
 	default:
 		return c.newChat(ctx, h)
@@ -226,6 +230,10 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 	}
 	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
 		return s.storeError(ctx, "create session", err)
+	}
+	if err := s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
+		"chat_profile": strOrNil(profile), "chat_settings": rec.Settings}); err != nil {
+		return s.storeError(ctx, "create thread", err)
 	}
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
@@ -344,11 +352,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 		c.mu.Unlock()
 		c.send("welcome", mustJSON(wf))
 		if reset {
-			steps, err := s.sessions.Steps(ctx, rec.ThreadID)
-			if err != nil {
-				s.log.LogAttrs(ctx, levelError, "reattach: read steps", errAttr(err))
-			}
-			c.send("history", mustJSON(historyFrame{Type: "history", Thread: s.threadJSON(rec, c.id.user, steps)}))
+			c.send("history", mustJSON(historyFrame{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
 		} else {
 			for _, m := range missed {
 				c.sendSeq(frameType(m.Payload), m.Seq, m.Payload)
@@ -365,14 +369,114 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 	return nil
 }
 
-// resumeThread answers hello with a thread_id. Resuming persisted threads
-// comes with thread persistence; until then no thread can be resumed and
-// every thread id answers not_found, like an unknown one.
+// resumeThread opens a new session on a persisted thread of the caller
+// (PROTOCOL §2.1, way 3), or takes over the thread's session while it is
+// live.
 func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
-	if !validID(h.threadID) {
-		return errorf(CodeNotFound, "no such thread")
+	s := c.s
+	t, e := s.ownThread(ctx, c.id.user.ID, h.threadID)
+	if e != nil {
+		return e
 	}
-	return errorf(CodeNotFound, "no such thread")
+	ps, err := s.userProfiles(ctx, c.id.user)
+	if err != nil {
+		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+	}
+	profile := t.ChatProfile
+	if profile != "" {
+		if _, err := profiles.Resolve(ps, profile); err != nil {
+			return errorf(CodeForbidden, "the thread's chat profile is no longer available to this user")
+		}
+	}
+	if t.SessionID != "" {
+		// A thread has at most one live session: take it over, with a
+		// reset (the client has no seq of that session).
+		takeover := h
+		takeover.sessionID, takeover.threadID, takeover.epoch, takeover.lastSeq = t.SessionID, "", "resume", 0
+		if e := c.reattach(ctx, takeover); e == nil || e.Code != CodeNotFound {
+			return e
+		}
+	}
+	schema := s.schemaFor(profile)
+	saved, _ := t.Metadata["chat_settings"].(map[string]any)
+	rec := session.Record{
+		ID:          uuid.NewString(),
+		UserID:      c.id.user.ID,
+		ThreadID:    t.ID,
+		ChatProfile: profile,
+		ClientType:  h.clientType,
+		Epoch:       uuid.NewString(),
+		Env:         h.env,
+		Settings:    restoreSettings(schema, saved),
+		CreatedAt:   s.now(),
+	}
+	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
+		return s.storeError(ctx, "create session", err)
+	}
+	values, err := s.sessions.ThreadValues(ctx, t.ID)
+	if err != nil {
+		return s.storeError(ctx, "read the thread's values", err)
+	}
+	for _, k := range sortedKeys(values) {
+		if err := s.sessions.SetValue(ctx, rec.ID, k, values[k]); err != nil {
+			return s.storeError(ctx, "restore session values", err)
+		}
+	}
+	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
+		if errors.Is(err, session.ErrTooManySessions) {
+			return errorf(CodeTooManySessions, "too many open chats; close one first")
+		}
+		return s.storeError(ctx, "attach session", err)
+	}
+	ls := s.liveFor(rec, c.id.user)
+	ls.attach(c, func() bool {
+		c.send("welcome", mustJSON(welcomeFrame{
+			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "thread",
+			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(profile),
+			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
+			Token: c.pendingToken,
+		}))
+		c.send("history", mustJSON(historyFrame{Type: "history", Thread: toThreadJSON(t, c.id.user)}))
+		return true
+	}, 0)
+	c.welcome(ls)
+	ls.enqueue(job{kind: jobResume, thread: t})
+	return nil
+}
+
+// historyOf is the thread of a session for a history frame: the persisted
+// thread, or, before it is persisted, one made of its steps so far.
+func (s *Server) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) threadJSON {
+	t, err := s.sessions.Thread(ctx, rec.ThreadID)
+	if err == nil {
+		return toThreadJSON(t, u)
+	}
+	steps, err := s.sessions.Steps(ctx, rec.ThreadID)
+	if err != nil {
+		s.log.LogAttrs(ctx, levelError, "history: read steps", errAttr(err))
+	}
+	return s.threadJSON(rec, u, steps)
+}
+
+// restoreSettings takes the saved values that are still valid for the
+// schema, and the initial value for every other widget.
+func restoreSettings(schema []Widget, saved map[string]any) map[string]any {
+	out := initialValues(schema)
+	for _, w := range schema {
+		v, ok := saved[w.WidgetID()]
+		if !ok {
+			continue
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			continue
+		}
+		if dv, err := w.decode(raw); err == nil {
+			out[w.WidgetID()] = dv
+		}
+	}
+	return out
 }
 
 // frameType reads the "type" of an encoded server frame, for metrics.

@@ -41,6 +41,12 @@ func (s *Server) routes() {
 	allow("/app", "GET, HEAD")
 	handle("GET /ws", s.handleWS)
 	allow("/ws", "GET")
+	handle("GET /threads", s.handleListThreads)
+	allow("/threads", "GET, HEAD")
+	handle("GET /threads/{id}", s.handleGetThread)
+	handle("PATCH /threads/{id}", s.csrfProtect(s.handleRenameThread))
+	handle("DELETE /threads/{id}", s.csrfProtect(s.handleDeleteThread))
+	allow("/threads/{id}", "GET, HEAD, PATCH, DELETE")
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

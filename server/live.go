@@ -20,6 +20,7 @@ const (
 	jobChatStart jobKind = iota
 	jobMessage
 	jobSettings
+	jobResume
 	jobEnd
 )
 
@@ -28,6 +29,7 @@ type job struct {
 	kind   jobKind
 	msg    Message
 	values map[string]any
+	thread session.Thread
 }
 
 // liveSession is a session held by this instance: it has an open socket
@@ -269,6 +271,11 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		if s.h.settingsUpdate != nil {
 			fn = func(ctx context.Context) error { return s.h.settingsUpdate(ctx, chat, j.values) }
 		}
+	case jobResume:
+		name = "chat_resume"
+		if s.h.chatResume != nil {
+			fn = func(ctx context.Context) error { return s.h.chatResume(ctx, chat, j.thread) }
+		}
 	}
 	if fn == nil {
 		return
@@ -278,8 +285,10 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		s.log.LogAttrs(ctx, levelError, "append task_start", errAttr(err), sessionAttr(ls.id))
 	}
 	err := ls.call(ctx, name, fn)
+	// The handler has returned: a stop from now on finds nothing running.
 	ls.mu.Lock()
 	stopped := ls.stopped
+	ls.runCancel = nil
 	ls.mu.Unlock()
 	end := taskFrameFields{}
 	switch {
@@ -412,6 +421,9 @@ func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 		return s.storeError(ctx, "store settings", err)
 	}
 	ls.us.SyncSettings(values)
+	if err := s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"chat_settings": values}); err != nil {
+		return s.storeError(ctx, "store settings with the thread", err)
+	}
 	if _, err := ls.emit(ctx, session.Frame{ID: uuid.NewString(),
 		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: values})}); err != nil {
 		return s.storeError(ctx, "append settings frame", err)
@@ -480,20 +492,40 @@ func (ls *liveSession) endByServer() {
 	ls.startRunnerLocked()
 }
 
-// runChatEnd runs the chat-end handler once and closes the socket.
+// runChatEnd runs the chat-end handler once, saves the session's values
+// with its thread (so that a resumed chat gets them back) and closes the
+// socket.
 func (ls *liveSession) runChatEnd(chat *Chat) {
 	s := ls.s
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
 	if s.h.chatEnd != nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.ShutdownTimeout)
 		if err := ls.call(ctx, "chat_end", func(ctx context.Context) error { return s.h.chatEnd(ctx, chat) }); err != nil {
 			ls.s.log.LogAttrs(ctx, levelError, "handler failed", sessionAttr(ls.id),
 				stringAttr("handler", "chat_end"), errAttr(err))
 		}
-		cancel()
+	}
+	if err := ls.saveToThread(ctx); err != nil && !errors.Is(err, session.ErrNotFound) {
+		s.log.LogAttrs(ctx, levelError, "save session values with the thread", sessionAttr(ls.id), errAttr(err))
 	}
 	if c := ls.currentConn(); c != nil {
 		c.closeAfterFlush(statusNormal, "chat ended")
 	}
+}
+
+// saveToThread keeps the session's values (never env, which is not among
+// them) and settings with its thread.
+func (ls *liveSession) saveToThread(ctx context.Context) error {
+	rec := ls.us.Record()
+	values, err := ls.s.sessions.Values(ctx, ls.id)
+	if err != nil {
+		return err
+	}
+	if err := ls.s.sessions.SaveThreadValues(ctx, rec.ThreadID, values); err != nil {
+		return err
+	}
+	return ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
+		"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings})
 }
 
 // answerAsk handles an ask_response. Asks are pending only while a handler
@@ -519,23 +551,31 @@ func (ls *liveSession) sendStreamStates(c *conn) {
 // endSession ends a session whose grace ran out (or that is ended by the
 // server for another reason) if this instance wins the claim.
 func (s *Server) endSession(ctx context.Context, id string) error {
+	_, err := s.claimEnd(ctx, id)
+	return err
+}
+
+// claimEnd claims the end of a session and, when this instance wins,
+// queues its chat-end run and returns the live session running it.
+func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) {
 	won, err := s.sessions.ClaimEnd(ctx, id, uuid.NewString())
 	if err != nil || !won {
-		return err
+		return nil, err
 	}
 	rec, err := s.sessions.Get(ctx, id)
 	if errors.Is(err, session.ErrNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var u *auth.PersistedUser
 	if got, err := s.auth.User(ctx, rec.UserID); err == nil {
 		u = got
 	} else if !errors.Is(err, auth.ErrNotFound) {
-		return err
+		return nil, err
 	}
-	s.liveFor(rec, u).endByServer()
-	return nil
+	ls := s.liveFor(rec, u)
+	ls.endByServer()
+	return ls, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
@@ -25,8 +26,13 @@ func (s *Server) startLoops() {
 	s.goOwned(s.heartbeatLoop)
 	s.goOwned(s.sweepLoop)
 	if s.bus != nil {
+		// New returns once the bus is subscribed (or after a bounded
+		// wait), so that a revocation published right after start-up is
+		// not missed; later gaps are covered by the heartbeat's checks.
+		subscribed := make(chan struct{})
+		var once sync.Once
 		s.goOwned(func() {
-			err := s.bus.Run(s.ctx, func() {}, func(ev Event) {
+			err := s.bus.Run(s.ctx, func() { once.Do(func() { close(subscribed) }) }, func(ev Event) {
 				if ev.Origin != s.cfg.InstanceID {
 					s.applyEvent(ev)
 				}
@@ -35,6 +41,11 @@ func (s *Server) startLoops() {
 				s.logErr("event bus stopped", err)
 			}
 		})
+		select {
+		case <-subscribed:
+		case <-time.After(5 * time.Second):
+			s.logErr("event bus", errors.New("not subscribed after 5s; revocations rely on heartbeats until it is"))
+		}
 	}
 }
 

@@ -82,6 +82,7 @@ type handlers struct {
 	chatStart      func(ctx context.Context, c *Chat) error
 	message        func(ctx context.Context, c *Chat, m Message) error
 	settingsUpdate func(ctx context.Context, c *Chat, values map[string]any) error
+	chatResume     func(ctx context.Context, c *Chat, t session.Thread) error
 	chatEnd        func(ctx context.Context, c *Chat) error
 	stop           func(ctx context.Context, c *Chat) error
 }
@@ -143,6 +144,13 @@ func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error
 // chat settings; values are the full, validated settings.
 func (s *Server) OnSettingsUpdate(f func(ctx context.Context, c *Chat, values map[string]any) error) {
 	s.h.settingsUpdate = f
+}
+
+// OnChatResume registers the handler that runs when a user resumes a
+// persisted thread, after the history was sent; t is the thread with its
+// steps (the seed's ThreadDict).
+func (s *Server) OnChatResume(f func(ctx context.Context, c *Chat, t session.Thread) error) {
+	s.h.chatResume = f
 }
 
 // OnChatEnd registers the handler that runs once when a chat ends: on end,

@@ -95,6 +95,7 @@ func registerDemo(srv *server.Server, cfg demoConfig) error {
 		return demoMessage(ctx, c, m, cfg)
 	})
 	srv.OnSettingsUpdate(demoSettingsUpdate)
+	srv.OnChatResume(demoChatResume)
 	srv.OnChatEnd(demoChatEnd)
 	return nil
 }
@@ -245,6 +246,31 @@ func demoSettingsUpdate(ctx context.Context, c *server.Chat, values map[string]a
 		}
 	}
 	return c.Send(ctx, "Settings updated successfully!")
+}
+
+// demoChatResume is the seed's resume_chat: it restores the thread id and
+// the user's preferences from the user's metadata.
+func demoChatResume(ctx context.Context, c *server.Chat, t session.Thread) error {
+	s := c.Session()
+	if err := s.Set(ctx, "thread_id", t.ID); err != nil {
+		return err
+	}
+	u := s.User()
+	if u == nil {
+		return nil
+	}
+	prefs, ok := u.Metadata["preferences"].(map[string]any)
+	if !ok {
+		prefs = map[string]any{}
+	}
+	if err := s.Set(ctx, "user_preferences", prefs); err != nil {
+		return err
+	}
+	name := u.DisplayName
+	if name == "" {
+		name = u.Identifier
+	}
+	return c.Send(ctx, "Resuming conversation, "+name)
 }
 
 // demoChatEnd is the seed's cleanup_session: it saves the score and the

@@ -109,11 +109,18 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			fmt.Fprintf(stdout, "%s\t%s\t%q\t%s\n", u.ID, u.Identifier, u.DisplayName, md)
 		}
 	case "delete":
+		// The user goes first (its tokens are revoked and the running
+		// instances close its sockets and end its chats), then its
+		// sessions and threads.
 		u, err := svc.DeleteUser(ctx, *identifier)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "deleted %s (id %s)\n", u.Identifier, u.ID)
+		sessions, err := st.sessions.DeleteUserData(ctx, u.ID)
+		if err != nil {
+			return fmt.Errorf("user %s deleted, but not all of its chats: %w", u.Identifier, err)
+		}
+		fmt.Fprintf(stdout, "deleted %s (id %s) with its threads and %d sessions\n", u.Identifier, u.ID, len(sessions))
 	case "passwd":
 		pw, err := readPassword(stdin)
 		if err != nil {
