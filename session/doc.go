@@ -2,7 +2,8 @@
 // UserSession that handlers use (Get, Set, typed accessors and the built-in
 // fields id, env, chat_settings, user, chat_profile and client_type), the
 // session records, the application's session values, the outbound frame log
-// that reattaching clients replay, and the persisted threads and their steps.
+// that reattaching clients replay, the persisted threads and their steps, and
+// the pending asks of sessions with the files uploaded for them.
 //
 // # Stores
 //
@@ -32,6 +33,14 @@
 //
 // # Concurrency
 //
+// An ask's answer and its end are claims: one atomic check-and-set that
+// exactly one caller wins, idempotent under a retry of the same call (the
+// Redis store keeps the winner's nonce). A file upload takes its ask's slot
+// atomically before reading, writes one chunk (at most ChunkSize bytes) at
+// a time, each checked against the upload's nonce, and commits only while
+// the ask is pending; any failure deletes what it wrote and gives the slot
+// back.
+//
 // Stores and UserSessions are safe for concurrent use. The stores'
 // operations are each atomic (one Lua script, a MULTI, or one mutex hold),
 // so several instances may act on one session at once; ordering the
@@ -53,6 +62,16 @@
 //	                             trimmed to about 2,000 entries (at least LogKeep kept)
 //	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq
 //	s:{s:<id>}:end       string  the end claim's nonce
+//	s:{s:<id>}:ask       hash    the session's latest ask: id, kind, state (pending,
+//	                             answered, ended), exp (ExpiresAt, Unix ms; 0: none),
+//	                             ask (JSON), max_size, max_files, nfiles (slots taken),
+//	                             claim (nonce of the answer or end), answer (JSON)
+//	s:{s:<id>}:files     zset    ids of the session's files, scored by upload order
+//	                             (the record's fseq counter)
+//	f:{s:<id>}:<fid>     hash    a file's meta: ask, name, mime, size, created
+//	                             (RFC 3339), state (uploading, ok), n (chunks written),
+//	                             nonce (of its upload), thread (once kept with one)
+//	f:{s:<id>}:<fid>:<n> string  chunk n (from 0) of the file, at most ChunkSize bytes
 //	t:{t:<id>}           hash    n (step counter), persisted ("1"), name, user_id,
 //	                             chat_profile, created_at, updated_at (Unix ms),
 //	                             session (the latest session created on it)
@@ -60,6 +79,7 @@
 //	t:{t:<id>}:order     zset    step id scored by its position (from n)
 //	t:{t:<id>}:meta      hash    metadata key → JSON value (SetThreadMetadata)
 //	t:{t:<id>}:values    hash    saved application values, raw JSON (SaveThreadValues)
+//	t:{t:<id>}:files     set     <session id>:<file id> of the files kept with the thread
 //	u:{u:<id>}:threads   zset    persisted thread ids scored by updated_at (ms)
 //	u:{u:<id>}:summaries hash    persisted thread id → {"name", "chat_profile",
 //	                             "created_at" (ms)} JSON, for listing
@@ -71,7 +91,10 @@
 //
 // Session keys expire together: Create and Touch set their TTL, and a write
 // that creates one of them gives it the record's remaining TTL. The end claim
-// lives a minute longer than the record. The keys of a thread expire with its
+// lives a minute longer than the record. A file's keys are session keys until
+// KeepFilesWithThread persists them (Touch extends them, skipping kept ones;
+// a retried Create does not); the ask lives as long as the record and at
+// least a minute past its ExpiresAt (Touch never shortens it). The keys of a thread expire with its
 // sessions (no sooner than the one created last) until the thread is
 // persisted. Live marks of sessions that expired while attached are dropped
 // by Attach when they would count against the limit; ids of sessions that are
@@ -86,9 +109,10 @@
 // store's clock in Go (NewMemoryStore's now, RedisStore.WithClock), never
 // from Redis, so that both stores agree; updated_at never goes backwards.
 //
-// Create, Append, AppendUserMessage, Attach, Touch and DeleteUserData each
-// run as one script over keys of more than one hash tag (session, thread,
-// user, ending), some built inside the script: they need a single Redis
-// server (standalone or sentinel), not Redis Cluster. ListThreads reads keys
-// of the user's hash tag only.
+// Create, Append, AppendUserMessage, Attach, Touch, DeleteThread,
+// KeepFilesWithThread and DeleteUserData each run as one script over keys of
+// more than one hash tag (session, thread, user, ending), some built inside
+// the script: they need a single Redis server (standalone or sentinel), not
+// Redis Cluster. ListThreads reads keys of the user's hash tag only; the
+// other ask and file scripts keys of the session's.
 package session

@@ -31,6 +31,7 @@ type MemoryStore struct {
 	live        map[string]map[string]struct{} // user id → attached session ids
 	ending      map[string]int64               // session id → grace deadline ms
 	creates     int                            // Creates since the last sweep
+	af          memAskFiles                    // asks and files (memory_asks.go)
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -83,6 +84,7 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 		userThreads: make(map[string]map[string]int64),
 		live:        make(map[string]map[string]struct{}),
 		ending:      make(map[string]int64),
+		af:          newMemAskFiles(),
 	}
 }
 
@@ -129,7 +131,7 @@ func (m *MemoryStore) threadLocked(id string, now time.Time) *memThread {
 	return t
 }
 
-// sweepLocked drops every expired session, claim and thread. Create calls it
+// sweepLocked drops every expired session, claim, thread, ask and file. Create calls it
 // now and then, so that its cost is amortised over the creates.
 func (m *MemoryStore) sweepLocked(now time.Time) {
 	for id, s := range m.sessions {
@@ -147,6 +149,7 @@ func (m *MemoryStore) sweepLocked(now time.Time) {
 			delete(m.threads, id)
 		}
 	}
+	m.sweepAskFilesLocked(now)
 }
 
 // Create implements Store.

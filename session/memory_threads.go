@@ -82,6 +82,7 @@ func (m *MemoryStore) DeleteThread(ctx context.Context, userID, threadID string)
 
 func (m *MemoryStore) deleteThreadLocked(userID, tid string) {
 	delete(m.threads, tid)
+	m.deleteThreadFilesLocked(tid)
 	if ut := m.userThreads[userID]; ut != nil {
 		delete(ut, tid)
 		if len(ut) == 0 {
@@ -155,9 +156,11 @@ func (m *MemoryStore) DeleteUserData(ctx context.Context, userID string) ([]stri
 		delete(m.sessions, id)
 		delete(m.claims, id)
 		delete(m.ending, id)
+		m.deleteSessionAskFilesLocked(id)
 	}
 	for tid := range m.userThreads[userID] {
 		delete(m.threads, tid)
+		m.deleteThreadFilesLocked(tid)
 	}
 	delete(m.userThreads, userID)
 	delete(m.live, userID)

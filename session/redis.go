@@ -51,18 +51,20 @@ const (
 	fInstance = "instance"
 )
 
-type sessionKeys struct{ rec, kv, log, fids, end string }
+type sessionKeys struct{ rec, kv, log, fids, end, ask, files string }
 
 func (s *RedisStore) sessionKeys(id string) sessionKeys {
 	rec := s.ns + "s:{s:" + id + "}"
-	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end"}
+	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end",
+		ask: rec + ":ask", files: rec + ":files"}
 }
 
-type threadKeys struct{ hash, steps, order, meta, values string }
+type threadKeys struct{ hash, steps, order, meta, values, files string }
 
 func (s *RedisStore) threadKeys(id string) threadKeys {
 	h := s.ns + "t:{t:" + id + "}"
-	return threadKeys{hash: h, steps: h + ":steps", order: h + ":order", meta: h + ":meta", values: h + ":values"}
+	return threadKeys{hash: h, steps: h + ":steps", order: h + ":order", meta: h + ":meta", values: h + ":values",
+		files: h + ":files"}
 }
 
 func (s *RedisStore) userKey(userID, suffix string) string {
@@ -82,6 +84,10 @@ func scriptErr(op, id string, err error) error {
 		return ErrNotFound
 	case strings.Contains(msg, "CHATD_ENDED"):
 		return ErrEnded
+	case strings.Contains(msg, "CHATD_TOOMANYFILES"):
+		return ErrTooManyFiles
+	case strings.Contains(msg, "CHATD_FILEEXISTS"):
+		return fmt.Errorf("session: %s %s: %w", op, id, errFileIDTaken)
 	case strings.Contains(msg, "CHATD_TOOMANY"):
 		return ErrTooManySessions
 	}
@@ -168,8 +174,8 @@ func (s *RedisStore) Touch(ctx context.Context, id string, ttl time.Duration) er
 	if ttl > 0 && ms == 0 {
 		ms = 1
 	}
-	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end},
-		ms, claimMargin.Milliseconds(), s.ns, id).Err()
+	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files},
+		ms, claimMargin.Milliseconds(), s.ns, id, s.now().UnixMilli(), askMargin.Milliseconds()).Err()
 	return scriptErr("touch", id, err)
 }
 

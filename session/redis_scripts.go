@@ -72,15 +72,18 @@ end
 return 1
 `)
 
-// scriptTouch sets the expiry of every key of a session, and of its thread's
-// keys while the thread is not persisted, and makes the user's sessions live
-// no shorter than the session's end claim. The thread's and user's keys are
-// built from the record, so this script is not Redis Cluster ready.
+// scriptTouch sets the expiry of every key of a session, its files not kept
+// with a thread included, and of its thread's keys while the thread is not
+// persisted, and makes the user's sessions live no shorter than the
+// session's end claim. The ask lives at least as long as the session and
+// its own margin past its expiry; Touch never shortens it. The thread's and
+// user's keys and the files' keys are built from the record and the
+// session's files, so this script is not Redis Cluster ready.
 //
-// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim.
+// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim, 6 ask, 7 files.
 // ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 namespace,
-// 4 session id.
-var scriptTouch = redis.NewScript(`
+// 4 session id, 5 now ms, 6 ask margin ms.
+var scriptTouch = redis.NewScript(fileLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -91,6 +94,20 @@ end
 for i = 1, 4 do expire(KEYS[i], ttl) end
 local claimttl = ttl + tonumber(ARGV[2])
 expire(KEYS[5], claimttl)
+local askttl = redis.call('PTTL', KEYS[6])
+if ttl <= 0 then
+  redis.call('PERSIST', KEYS[6])
+elseif askttl ~= -2 then
+  local want = ttl
+  local exp = tonumber(redis.call('HGET', KEYS[6], 'exp') or '0')
+  if exp > 0 then want = math.max(want, exp + tonumber(ARGV[6]) - tonumber(ARGV[5])) end
+  if askttl == -1 or askttl < want then redis.call('PEXPIRE', KEYS[6], want) end
+end
+expire(KEYS[7], ttl)
+for _, fid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+  local meta = filemeta(ARGV[3], ARGV[4], fid)
+  if not redis.call('HGET', meta, 'thread') then expirefile(meta, ttl) end
+end
 local rec = redis.call('HMGET', KEYS[1], 'thread', 'user')
 if rec[1] then
   local t = ARGV[3] .. 't:{t:' .. rec[1] .. '}'

@@ -120,16 +120,20 @@ redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
 return {t[1], t[2] or '', t[3] or '0', t[4] or '0'}
 `)
 
-// scriptDeleteThread deletes a persisted thread of a user.
+// scriptDeleteThread deletes a persisted thread of a user, with the files
+// kept with it. The files' keys are built from the thread's list of them,
+// so this script is not Redis Cluster ready.
 //
 // KEYS: 1 thread, 2 steps, 3 order, 4 metadata, 5 values, 6 the user's
-// threads, 7 the user's summaries, 8 the user's folded thread names.
-// ARGV: 1 user id, 2 thread id.
-var scriptDeleteThread = redis.NewScript(`
+// threads, 7 the user's summaries, 8 the user's folded thread names, 9 the
+// thread's files.
+// ARGV: 1 user id, 2 thread id, 3 namespace.
+var scriptDeleteThread = redis.NewScript(fileLib + `
 local h = redis.call('HMGET', KEYS[1], 'persisted', 'user_id')
 if h[1] ~= '1' or h[2] ~= ARGV[1] then
   return redis.error_reply('CHATD_NOTFOUND')
 end
+delthreadfiles(ARGV[3], KEYS[1])
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[6], ARGV[2])
 redis.call('HDEL', KEYS[7], ARGV[2])
@@ -158,7 +162,8 @@ return 1
 `)
 
 // scriptDeleteUserData deletes a user's threads and sessions (with their
-// unpersisted threads) and the user's indexes. Session and thread keys are
+// unpersisted threads, asks and files, kept with a thread or not) and the
+// user's indexes. Session, thread and file keys are
 // built from the ids in the indexes, so this script is not Redis Cluster
 // ready. A session id whose record is of another user is left alone.
 //
@@ -166,12 +171,13 @@ return 1
 // 4 the user's live sessions, 5 ending, 6 the user's folded thread names.
 // ARGV: 1 namespace, 2 user id.
 // Returns the ids of the sessions whose record existed.
-var scriptDeleteUserData = redis.NewScript(`
+var scriptDeleteUserData = redis.NewScript(fileLib + `
 local ns, uid = ARGV[1], ARGV[2]
 local function delthread(tid)
   local t = ns .. 't:{t:' .. tid .. '}'
   local h = redis.call('HMGET', t, 'persisted', 'user_id')
   if h[1] ~= '1' or h[2] == uid then
+    delthreadfiles(ns, t)
     redis.call('UNLINK', t, t .. ':steps', t .. ':order', t .. ':meta', t .. ':values')
   end
 end
@@ -183,6 +189,7 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if not rec[1] or rec[1] == uid then
     if rec[1] then deleted[#deleted + 1] = sid end
     if rec[2] then delthread(rec[2]) end
+    delsessionfiles(ns, sid)
     redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':end')
     redis.call('ZREM', KEYS[5], sid)
   end

@@ -91,8 +91,8 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 	t := s.threadKeys(threadID)
 	err := scriptDeleteThread.Run(ctx, s.c,
 		[]string{t.hash, t.steps, t.order, t.meta, t.values,
-			s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames")},
-		userID, threadID).Err()
+			s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.files},
+		userID, threadID, s.ns).Err()
 	return scriptErr("delete thread", threadID, err)
 }
 

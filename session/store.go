@@ -8,7 +8,7 @@ import (
 
 // Errors that callers branch on.
 var (
-	// ErrNotFound: no such session (or it expired), or no such thread.
+	// ErrNotFound: no such session (or it expired), thread, ask or file.
 	ErrNotFound = errors.New("session: not found")
 	// ErrReadOnly: Set of a built-in key (id, env, chat_settings, user,
 	// chat_profile, client_type).
@@ -126,9 +126,11 @@ type Appended struct {
 }
 
 // Store keeps sessions, their values, outbound logs and the steps of their
-// threads. Implementations: NewMemoryStore and NewRedisStore, both checked
-// by sessiontest.Run.
+// threads, and (AskStore) their asks and uploaded files. Implementations:
+// NewMemoryStore and NewRedisStore, both checked by sessiontest.Run.
 type Store interface {
+	AskStore
+
 	// Create stores a new session record; its keys expire after ttl unless
 	// touched.
 	//

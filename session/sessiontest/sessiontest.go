@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"ClaimEndMissing", testClaimEndMissing},
 	}
 	cases = append(cases, threadCases...)
+	cases = append(cases, askCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

@@ -33,6 +33,7 @@ func RunClocked(t *testing.T, newStore func(t *testing.T, now func() time.Time) 
 		{"ListThreadsNewDuringPaging", testListNewDuringPaging},
 		{"ListThreadsOwnerOnly", testListOwnerOnly},
 	}
+	cases = append(cases, clockedAskCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -613,13 +614,17 @@ type UserData struct {
 	// saved values), one with a step but not persisted, one without steps.
 	Threads []string
 	InGrace string // the session detached in grace (in the due list)
+	// Files are, in order: two kept with the second thread, one left to its
+	// session, one of a pending ask on the unpersisted thread.
+	Files []session.FileMeta
+	Asks  []session.Ask // a pending text ask, the pending file ask
 }
 
 // NewUserData stores a user's sessions and threads of every kind: a
 // persisted thread resumed by a second session (attached, then detached in
-// grace), one with metadata and saved values, a session ended by a claim,
-// an unpersisted thread with steps and metadata, and a session without
-// steps.
+// grace), one with metadata, saved values and files kept with it, a session
+// ended by a claim, an unpersisted thread with steps, metadata and a pending
+// file ask with a file, and a session without steps.
 func NewUserData(t testing.TB, st session.Store) UserData {
 	t.Helper()
 	ctx := t.Context()
@@ -652,10 +657,18 @@ func NewUserData(t testing.TB, st session.Store) UserData {
 	d.InGrace = r1.ID
 	must(st.SetValue(ctx, r1.ID, "k", []byte(`1`)))
 
+	d.Asks = append(d.Asks, PutAsk(t, st, NewTextAsk(r1.ID)))
+
 	r3 := Persist(t, st, d.UserID, "with values")
 	add(r3)
 	must(st.SetThreadMetadata(ctx, r3.ThreadID, map[string]any{"a": 1}))
 	must(st.SaveThreadValues(ctx, r3.ThreadID, map[string][]byte{"v": []byte(`1`)}))
+	fa := PutAsk(t, st, NewFileAsk(r3.ID, 3<<20, 3))
+	d.Files = append(d.Files, Upload(t, st, fa, Pattern(2<<20+1)), Upload(t, st, fa, []byte("b")),
+		Upload(t, st, fa, []byte("not kept")))
+	_, err = st.AnswerAsk(ctx, r3.ID, fa.ID, session.AskAnswer{Files: []string{d.Files[0].ID, d.Files[1].ID}})
+	must(err)
+	must(st.KeepFilesWithThread(ctx, r3.ThreadID, r3.ID, []string{d.Files[0].ID, d.Files[1].ID}))
 	ok, err := st.ClaimEnd(ctx, r3.ID, "n")
 	must(err)
 	if !ok {
@@ -670,6 +683,9 @@ func NewUserData(t testing.TB, st session.Store) UserData {
 	must(err)
 	must(st.SetThreadMetadata(ctx, r4.ThreadID, map[string]any{"b": 2}))
 	must(st.SaveThreadValues(ctx, r4.ThreadID, map[string][]byte{"v": []byte(`2`)}))
+	fa4 := PutAsk(t, st, NewFileAsk(r4.ID, 3<<20, 3))
+	d.Asks = append(d.Asks, fa4)
+	d.Files = append(d.Files, Upload(t, st, fa4, Pattern(1<<20+3)))
 
 	r5 := NewRecord()
 	r5.UserID = d.UserID
@@ -715,6 +731,14 @@ func testDeleteUserData(t *testing.T, st session.Store) {
 	if p := mustList(t, st, d.UserID, session.ThreadQuery{Limit: 100}); len(p.Threads) != 0 {
 		t.Errorf("threads after DeleteUserData: %+v", p.Threads)
 	}
+	for _, f := range d.Files {
+		_, err := st.FileInfo(ctx, f.SessionID, f.ID)
+		wantErr(t, "FileInfo of a deleted user's file", err, session.ErrNotFound)
+	}
+	for _, a := range d.Asks {
+		_, err := st.PendingAsk(ctx, a.SessionID, a.ID)
+		wantErr(t, "PendingAsk of a deleted user", err, session.ErrNotFound)
+	}
 	if due, _ := st.Due(ctx, time.Now().Add(time.Hour), 0); slices.ContainsFunc(due, func(id string) bool {
 		return slices.Contains(d.Sessions, id)
 	}) {
@@ -743,6 +767,16 @@ func testDeleteUserData(t *testing.T, st session.Store) {
 	}
 	if v, _ := st.ThreadValues(ctx, other.Threads[1]); len(v) != 1 {
 		t.Errorf("another user's thread values = %q", v)
+	}
+	for _, f := range other.Files {
+		if got, err := st.FileInfo(ctx, f.SessionID, f.ID); err != nil || got.Size != f.Size {
+			t.Errorf("FileInfo of another user's file = %+v, %v", got, err)
+		}
+	}
+	for _, a := range other.Asks {
+		if _, err := st.PendingAsk(ctx, a.SessionID, a.ID); err != nil {
+			t.Errorf("PendingAsk of another user's ask: %v", err)
+		}
 	}
 	if steps := mustSteps(t, st, other.Threads[2]); len(steps) != 1 {
 		t.Errorf("another user's unpersisted steps = %v", stepIDs(steps))
