@@ -534,14 +534,14 @@ func (c *conn) handleSettings(f inFrame) *Error {
 	return c.ls.settingsUpdate(f.raw.Values)
 }
 
-// handleAskResponse answers ask_response. No ask of this session is
-// pending unless a handler asked; an answer to anything else is not_found.
+// handleAskResponse answers ask_response: the answer to the session's
+// pending ask; anything else is not_found.
 func (c *conn) handleAskResponse(f inFrame) *Error {
 	askID, e := reqString(f.raw.AskID, "ask_id")
 	if e != nil {
 		return e
 	}
-	return c.ls.answerAsk(askID, f)
+	return c.ls.answerAsk(c, askID, f)
 }
 
 // threadName is a thread's name from its first user message: the first 60

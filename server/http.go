@@ -47,6 +47,8 @@ func (s *Server) routes() {
 	handle("PATCH /threads/{id}", s.csrfProtect(s.handleRenameThread))
 	handle("DELETE /threads/{id}", s.csrfProtect(s.handleDeleteThread))
 	allow("/threads/{id}", "GET, HEAD, PATCH, DELETE")
+	handle("POST /files", s.csrfProtect(s.handleUpload))
+	allow("/files", "POST")
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

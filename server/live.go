@@ -528,12 +528,6 @@ func (ls *liveSession) saveToThread(ctx context.Context) error {
 		"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings})
 }
 
-// answerAsk handles an ask_response. Asks are pending only while a handler
-// waits for one; none is, so every answer is not_found.
-func (ls *liveSession) answerAsk(askID string, f inFrame) *Error {
-	return errorf(CodeNotFound, "no such ask")
-}
-
 // sendStreamStates sends stream_state for each message streaming now.
 func (ls *liveSession) sendStreamStates(c *conn) {
 	ls.mu.Lock()

@@ -63,6 +63,9 @@ type Server struct {
 	schemas  map[string][]Widget
 	envKeys  []EnvKey
 
+	// asks hands answers to the handlers waiting for them here.
+	asks askWaiters
+
 	ctx    context.Context // cancelled by Close: ends every goroutine below
 	cancel context.CancelFunc
 

@@ -176,6 +176,10 @@ func demoMessage(ctx context.Context, c *server.Chat, m server.Message, cfg demo
 	if profile == "" {
 		profile = "assistant"
 	}
+	handled, err := demoAsk(ctx, c, m, profile)
+	if handled || err != nil {
+		return err
+	}
 	switch profile {
 	case "admin":
 		if strings.HasPrefix(strings.ToLower(m.Content), "/status") {

@@ -210,8 +210,39 @@
       box.append(b);
     }
     if (f.kind === 'text') state.ask = f;
-    if (f.kind === 'file') box.append(h('p', { class: 'muted', text: 'File uploads are not supported here.' }));
+    if (f.kind === 'file') box.append(fileAsk(f));
     node.append(box);
+  }
+
+  // A file ask: pick files, upload them to POST /files, then answer with their ids.
+  function fileAsk(f) {
+    const input = h('input', { type: 'file', 'data-testid': 'ask-file', accept: (f.accept || []).join(',') });
+    if ((f.max_files || 1) > 1) input.multiple = true;
+    const status = h('span', { class: 'muted' });
+    const b = h('button', { type: 'button', 'data-testid': 'ask-upload', text: 'Upload' });
+    b.addEventListener('click', async () => {
+      if (!input.files.length || !state.session) return;
+      const form = new FormData();
+      for (const file of input.files) form.append('file', file, file.name);
+      const q = new URLSearchParams({ session_id: state.session.session_id, ask_id: f.ask_id });
+      b.disabled = true;
+      status.textContent = 'uploading…';
+      try {
+        const res = await fetch(`/files?${q}`, { method: 'POST', body: form, credentials: 'same-origin' });
+        const body = await res.json().catch(() => ({}));
+        if (!res.ok) {
+          status.textContent = (body.error && body.error.message) || `upload failed (${res.status})`;
+          b.disabled = false;
+          return;
+        }
+        status.textContent = '';
+        send({ type: 'ask_response', ask_id: f.ask_id, files: body.files.map((x) => x.id) });
+      } catch (e) {
+        status.textContent = 'upload failed';
+        b.disabled = false;
+      }
+    });
+    return h('span', {}, input, b, status);
   }
 
   // ---- settings ----

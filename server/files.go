@@ -1,0 +1,275 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/session"
+)
+
+// fileRefJSON is the protocol's FileRef object.
+type fileRefJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	MIME string `json:"mime"`
+}
+
+// extTypes maps the extensions of common uploads to their types; it does
+// not depend on the machine's mime.types, so every instance agrees.
+var extTypes = map[string]string{
+	".csv": "text/csv", ".tsv": "text/tab-separated-values", ".txt": "text/plain", ".text": "text/plain",
+	".md": "text/markdown", ".json": "application/json", ".xml": "application/xml",
+	".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
+	".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
+	".zip": "application/zip", ".gz": "application/gzip",
+}
+
+func typeOfExt(ext string) string {
+	ext = strings.ToLower(ext)
+	if t, ok := extTypes[ext]; ok {
+		return t
+	}
+	if t := mime.TypeByExtension(ext); t != "" {
+		mt, _, err := mime.ParseMediaType(t)
+		if err == nil {
+			return mt
+		}
+	}
+	return ""
+}
+
+// textual reports whether content of type t sniffs as text/plain.
+func textual(t string) bool {
+	return strings.HasPrefix(t, "text/") && t != "text/html" || t == "application/json" || t == "application/xml"
+}
+
+// acceptedTypes turns an ask's accept list (types, wildcards, extensions)
+// into types.
+func acceptedTypes(accept []string) []string {
+	out := make([]string, 0, len(accept))
+	for _, a := range accept {
+		a = strings.ToLower(strings.TrimSpace(a))
+		if strings.HasPrefix(a, ".") {
+			if t := typeOfExt(a); t != "" {
+				out = append(out, t)
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func typeMatches(pattern, t string) bool {
+	if strings.HasSuffix(pattern, "/*") {
+		return strings.HasPrefix(t, strings.TrimSuffix(pattern, "*"))
+	}
+	return pattern == t
+}
+
+// matchUpload applies the upload rule of the protocol: the sniffed type
+// must be an accepted type, or text/plain where the accepted type is
+// textual, never text/html; and the extension must map to an accepted type
+// too. It returns the accepted type matched.
+func matchUpload(accept []string, name string, head []byte) (string, bool) {
+	sniffed, _, _ := mime.ParseMediaType(http.DetectContentType(head))
+	if sniffed == "text/html" {
+		return "", false
+	}
+	extType := typeOfExt(path.Ext(name))
+	if extType == "" || extType == "text/html" {
+		return "", false
+	}
+	for _, a := range acceptedTypes(accept) {
+		if !typeMatches(a, extType) {
+			continue
+		}
+		if typeMatches(a, sniffed) || sniffed == "text/plain" && textual(extType) {
+			return extType, true
+		}
+	}
+	return "", false
+}
+
+// cleanFileName keeps the base name of an upload's name, without control
+// or bidirectional formatting characters, in at most 255 bytes.
+func cleanFileName(name string) string {
+	name = strings.ReplaceAll(name, "\\", "/")
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	var b strings.Builder
+	for _, r := range name {
+		if r == utf8.RuneError || unicode.IsControl(r) || isBidiControl(r) {
+			continue
+		}
+		b.WriteRune(r)
+	}
+	name = strings.TrimSpace(b.String())
+	if name == "." || name == ".." {
+		name = ""
+	}
+	if len(name) > 255 {
+		ext := path.Ext(name)
+		if len(ext) > 16 {
+			ext = ""
+		}
+		name = truncate(name, 255-len(ext)) + ext
+	}
+	return name
+}
+
+// handleUpload is POST /files: uploads for a pending file ask of one of the
+// caller's sessions.
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id, e := s.authenticate(r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	q := r.URL.Query()
+	sid, askID := q.Get("session_id"), q.Get("ask_id")
+	notFound := errorf(CodeNotFound, "no pending file ask of yours with these ids")
+	if !validID(sid) || !validID(askID) {
+		writeError(w, notFound)
+		return
+	}
+	rec, err := s.sessions.Get(ctx, sid)
+	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != id.user.ID {
+		writeError(w, notFound)
+		return
+	}
+	if err != nil {
+		writeError(w, s.storeError(ctx, "read session", err))
+		return
+	}
+	a, err := s.sessions.PendingAsk(ctx, sid, askID)
+	if errors.Is(err, session.ErrNotFound) || err == nil && a.Kind != "file" {
+		writeError(w, notFound)
+		return
+	}
+	if err != nil {
+		writeError(w, s.storeError(ctx, "read ask", err))
+		return
+	}
+	limit := int64(a.MaxFiles)*a.MaxSize + 64<<10
+	if r.ContentLength > limit {
+		writeError(w, errorf(CodeTooLarge, "the upload is larger than the ask allows"))
+		return
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" {
+		writeError(w, errorf(CodeUnsupportedMediaType, "the body must be multipart/form-data"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		writeError(w, errorf(CodeBadRequest, "the body is not a valid multipart form"))
+		return
+	}
+	var stored []session.FileMeta
+	fail := func(e *Error) {
+		if len(stored) > 0 {
+			ids := make([]string, len(stored))
+			for i, m := range stored {
+				ids[i] = m.ID
+			}
+			if err := s.sessions.DeleteFiles(context.WithoutCancel(ctx), sid, ids); err != nil {
+				s.logErr("delete a refused upload's files", err)
+			}
+		}
+		writeError(w, e)
+	}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail(uploadReadError(err))
+			return
+		}
+		if part.FormName() != "file" {
+			_ = part.Close()
+			continue
+		}
+		meta, e := s.storePart(ctx, a, part)
+		_ = part.Close()
+		if e != nil {
+			fail(e)
+			return
+		}
+		stored = append(stored, meta)
+	}
+	if len(stored) == 0 {
+		writeError(w, errorf(CodeBadRequest, "no part named file"))
+		return
+	}
+	out := struct {
+		Files []fileRefJSON `json:"files"`
+	}{Files: make([]fileRefJSON, len(stored))}
+	for i, m := range stored {
+		out.Files[i] = fileRefJSON{ID: m.ID, Name: m.Name, Size: m.Size, MIME: m.MIME}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func uploadReadError(err error) *Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errorf(CodeTooLarge, "the upload is larger than the ask allows")
+	}
+	return errorf(CodeBadRequest, "the upload could not be read")
+}
+
+// storePart checks one file part against the ask and streams it into the
+// store.
+func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.Part) (session.FileMeta, *Error) {
+	name := cleanFileName(part.FileName())
+	if name == "" {
+		return session.FileMeta{}, errorf(CodeBadRequest, "a file part has no usable name")
+	}
+	head := make([]byte, 512)
+	n, err := io.ReadFull(part, head)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return session.FileMeta{}, uploadReadError(err)
+	}
+	head = head[:n]
+	mimeType, ok := matchUpload(a.Accept, name, head)
+	if !ok {
+		return session.FileMeta{}, errorf(CodeUnsupportedType, "the file's type is not accepted by the ask")
+	}
+	meta := session.FileMeta{ID: uuid.NewString(), SessionID: a.SessionID, AskID: a.ID, Name: name,
+		MIME: mimeType, CreatedAt: s.now()}
+	meta, err = s.sessions.PutFile(ctx, meta, io.MultiReader(bytes.NewReader(head), part), a.MaxFiles)
+	switch {
+	case err == nil:
+		return meta, nil
+	case errors.Is(err, session.ErrTooLarge):
+		return meta, errorf(CodeTooLarge, "a file is larger than the ask allows")
+	case errors.Is(err, session.ErrTooManyFiles):
+		return meta, errorf(CodeTooManyFiles, "more files than the ask allows")
+	case errors.Is(err, session.ErrNotFound):
+		return meta, errorf(CodeNotFound, "no pending file ask of yours with these ids")
+	default:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return meta, errorf(CodeTooLarge, "the upload is larger than the ask allows")
+		}
+		return meta, s.storeError(ctx, "store file", err)
+	}
+}
