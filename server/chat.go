@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -246,4 +248,36 @@ func (s *Server) threadJSON(rec session.Record, u *auth.PersistedUser, steps []s
 		}
 	}
 	return t
+}
+
+// ErrInvalidSettings is returned by UpdateSettings for a value that is not
+// valid for its widget, or a key that is not a widget of the schema.
+var ErrInvalidSettings = errors.New("server: invalid settings")
+
+// UpdateSettings sets chat settings values from the application: each
+// key must be a widget of the session's schema and each value valid for it.
+// The values are stored, merged into the current ones, and sent to the
+// client in a settings frame. The settings handler does not run.
+func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
+	ls := c.ls
+	rec := ls.us.Record()
+	schema := ls.s.schemaFor(rec.ChatProfile)
+	raw, err := json.Marshal(values)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
+	}
+	merged, e := applySettings(schema, rec.Settings, raw)
+	if e != nil {
+		return fmt.Errorf("%w: %s", ErrInvalidSettings, e.Message)
+	}
+	if err := ls.s.sessions.SetSettings(ctx, ls.id, merged); err != nil {
+		return err
+	}
+	ls.us.SyncSettings(merged)
+	if err := ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"chat_settings": merged}); err != nil {
+		return err
+	}
+	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
+		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: merged})})
+	return err
 }
