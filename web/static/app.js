@@ -10,7 +10,7 @@
     loading: $('loading'), loginView: $('login-view'), loginForm: $('login-form'),
     loginId: $('login-identifier'), loginPassword: $('login-password'), loginSubmit: $('login-submit'),
     chatView: $('chat-view'), profileField: $('profile-field'), profile: $('profile-select'),
-    profileDescription: $('profile-description'), newChat: $('new-chat'),
+    profileDescription: $('profile-description'), newChat: $('new-chat'), threadList: $('thread-list'),
     settingsForm: $('settings-form'), settingsFields: $('settings-fields'),
     chatTitle: $('chat-title'), status: $('status'), working: $('working'), stop: $('stop'),
     endChat: $('end-chat'), messages: $('messages'), starters: $('starters'),
@@ -122,7 +122,32 @@
     }
     setStatus('Start a new chat, or just type a message.');
     updateControls();
+    loadThreads();
     el.input.focus();
+  }
+
+  // ---- history ----
+
+  // loadThreads lists the user's persisted chats, most recent first; a
+  // click resumes one.
+  async function loadThreads() {
+    const r = await api('GET', '/threads?limit=30');
+    if (!r.ok) return;
+    el.threadList.replaceChildren(...r.data.threads.map((t) => {
+      const b = h('button', { type: 'button', class: 'thread', 'data-testid': 'thread', 'data-id': t.id,
+        text: t.name || '(untitled)', title: new Date(t.updated_at).toLocaleString() });
+      if (state.session && state.session.thread_id === t.id) b.classList.add('current');
+      b.addEventListener('click', () => resumeThread(t.id));
+      return h('li', {}, b);
+    }));
+  }
+
+  function resumeThread(id) {
+    state.session = { thread_id: id };
+    state.attempts = 0;
+    state.lastSeq = 0;
+    clearMessages();
+    connect('thread');
   }
 
   function setProfiles(profiles, selected) {
@@ -432,6 +457,7 @@
     task_start() { setRunning(true); },
     task_end(f) {
       setRunning(false);
+      loadThreads();
       if (f.interrupted) notice('interrupted', 'the reply was interrupted');
       else if (f.error) notice('handler_error', 'the reply failed');
     },
