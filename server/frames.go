@@ -389,12 +389,15 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 			return errorf(CodeForbidden, "the thread's chat profile is no longer available to this user")
 		}
 	}
+	// A thread has at most one live session: take it over, with a reset
+	// (the client has no seq of that session).
+	takeover := func(sessionID string) *Error {
+		h := h
+		h.sessionID, h.threadID, h.epoch, h.lastSeq = sessionID, "", "resume", 0
+		return c.reattach(ctx, h)
+	}
 	if t.SessionID != "" {
-		// A thread has at most one live session: take it over, with a
-		// reset (the client has no seq of that session).
-		takeover := h
-		takeover.sessionID, takeover.threadID, takeover.epoch, takeover.lastSeq = t.SessionID, "", "resume", 0
-		if e := c.reattach(ctx, takeover); e == nil || e.Code != CodeNotFound {
+		if e := takeover(t.SessionID); e == nil || e.Code != CodeNotFound {
 			return e
 		}
 	}
@@ -410,6 +413,33 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 		Env:         h.env,
 		Settings:    restoreSettings(schema, saved),
 		CreatedAt:   s.now(),
+	}
+	// Of two resumes racing to start a session on the thread, one wins;
+	// the other takes the winner's session over.
+	won, err := s.sessions.ClaimThread(ctx, t.ID, t.SessionID, rec.ID)
+	if errors.Is(err, session.ErrNotFound) {
+		return errorf(CodeNotFound, "no such thread")
+	}
+	if err != nil {
+		return s.storeError(ctx, "claim thread", err)
+	}
+	if !won {
+		// The winner creates its session right after its claim: wait for
+		// it briefly.
+		for wait := 10 * time.Millisecond; ; wait *= 2 {
+			now, e := s.ownThread(ctx, c.id.user.ID, t.ID)
+			if e != nil {
+				return e
+			}
+			if e := takeover(now.SessionID); e == nil || e.Code != CodeNotFound || wait > time.Second {
+				return e
+			}
+			select {
+			case <-ctx.Done():
+				return errorf(CodeUnavailable, "the thread is being resumed elsewhere; try again")
+			case <-time.After(wait):
+			}
+		}
 	}
 	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
 		return s.storeError(ctx, "create session", err)

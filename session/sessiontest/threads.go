@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -57,6 +58,7 @@ var threadCases = []struct {
 	{"RenameThread", testRenameThread},
 	{"DeleteThread", testDeleteThread},
 	{"ThreadResumedBySecondSession", testThreadResumed},
+	{"ClaimThread", testClaimThread},
 	{"ThreadMetadata", testThreadMetadata},
 	{"ThreadValues", testThreadValues},
 	{"DeleteUserData", testDeleteUserData},
@@ -1037,5 +1039,47 @@ func testListOwnerOnly(t *testing.T, st session.Store, c *Clock) {
 	}
 	if !p.Threads[0].UpdatedAt.Equal(before.UpdatedAt) {
 		t.Errorf("listed as updated at %v, want %v", p.Threads[0].UpdatedAt, before.UpdatedAt)
+	}
+}
+
+// testClaimThread: ClaimThread is a compare and set of the thread's latest
+// session; of two concurrent claims from the same previous session, one
+// wins.
+func testClaimThread(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	if ok, err := st.ClaimThread(ctx, rec.ThreadID, "not-the-session", "x"); ok || err != nil {
+		t.Fatalf("claim with a stale previous session = %v, %v; want false", ok, err)
+	}
+	next := [2]string{NewRecord().ID, NewRecord().ID}
+	var wins [2]bool
+	var wg sync.WaitGroup
+	for i := range next {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := st.ClaimThread(ctx, rec.ThreadID, rec.ID, next[i])
+			if err != nil {
+				t.Errorf("ClaimThread: %v", err)
+			}
+			wins[i] = ok
+		}()
+	}
+	wg.Wait()
+	if wins[0] == wins[1] {
+		t.Fatalf("wins = %v, want exactly one", wins)
+	}
+	winner := next[0]
+	if wins[1] {
+		winner = next[1]
+	}
+	m := NewUserMessage("persist")
+	m.ThreadName = "persist"
+	mustUserMessage(t, st, &rec, m)
+	if th, err := st.Thread(ctx, rec.ThreadID); err != nil || th.SessionID != winner {
+		t.Fatalf("Thread().SessionID = %q, %v; want the winner %q", th.SessionID, err, winner)
+	}
+	if _, err := st.ClaimThread(ctx, NewRecord().ThreadID, "", "x"); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("claim of an unknown thread: %v, want ErrNotFound", err)
 	}
 }
