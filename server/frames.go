@@ -414,35 +414,18 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 		Settings:    restoreSettings(schema, saved),
 		CreatedAt:   s.now(),
 	}
-	// Of two resumes racing to start a session on the thread, one wins;
-	// the other takes the winner's session over.
-	won, err := s.sessions.ClaimThread(ctx, t.ID, t.SessionID, rec.ID)
-	if errors.Is(err, session.ErrNotFound) {
-		return errorf(CodeNotFound, "no such thread")
-	}
+	// Of two resumes racing to start a session on the thread, one creates
+	// it; the other takes the winner's session over.
+	created, err := s.sessions.CreateOnThread(ctx, rec, s.sessionTTL(), t.SessionID)
 	if err != nil {
-		return s.storeError(ctx, "claim thread", err)
-	}
-	if !won {
-		// The winner creates its session right after its claim: wait for
-		// it briefly.
-		for wait := 10 * time.Millisecond; ; wait *= 2 {
-			now, e := s.ownThread(ctx, c.id.user.ID, t.ID)
-			if e != nil {
-				return e
-			}
-			if e := takeover(now.SessionID); e == nil || e.Code != CodeNotFound || wait > time.Second {
-				return e
-			}
-			select {
-			case <-ctx.Done():
-				return errorf(CodeUnavailable, "the thread is being resumed elsewhere; try again")
-			case <-time.After(wait):
-			}
-		}
-	}
-	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
 		return s.storeError(ctx, "create session", err)
+	}
+	if !created {
+		now, e := s.ownThread(ctx, c.id.user.ID, t.ID)
+		if e != nil {
+			return e
+		}
+		return takeover(now.SessionID)
 	}
 	values, err := s.sessions.ThreadValues(ctx, t.ID)
 	if err != nil {

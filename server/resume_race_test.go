@@ -3,13 +3,15 @@ package server
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
 
 // TestConcurrentResume: two sockets resuming the same thread at once end
-// with one live session on it: both are welcomed into the same session and
-// the earlier socket is closed with 4409 by the later one's takeover.
+// with one live session on it: both are welcomed into the same session, one
+// starting it and one taking it over, and whichever attached first is
+// closed with 4409.
 func TestConcurrentResume(t *testing.T) {
 	for _, store := range []struct {
 		name string
@@ -47,11 +49,21 @@ func TestConcurrentResume(t *testing.T) {
 			if !(resumed[0] == "thread" && resumed[1] == "session" || resumed[0] == "session" && resumed[1] == "thread") {
 				t.Fatalf("resumed = %v, want one thread and one session", resumed)
 			}
-			loser := a
-			if resumed[0] == "session" {
-				loser = b
+			// Whichever attached first is taken over by the other.
+			var loser, winner *client
+			select {
+			case <-a.done:
+				loser, winner = a, b
+			case <-b.done:
+				loser, winner = b, a
+			case <-time.After(testTimeout):
+				t.Fatal("neither socket was taken over")
 			}
 			loser.expectClose(statusTakenOver)
+			winner.send(map[string]any{"type": "message", "content": "still mine"})
+			if f, _ := winner.expect("message"); f["content"] != "still mine" {
+				t.Fatalf("winner's echo = %v", f)
+			}
 		})
 	}
 }

@@ -2,50 +2,31 @@ package session
 
 import (
 	"context"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// scriptClaimThread sets the thread's latest session to ARGV[2] if it is
-// ARGV[1] ("" for none). KEYS: 1 thread hash. Returns 1, 0, or -1 when
-// the thread does not exist.
-var scriptClaimThread = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local cur = redis.call('HGET', KEYS[1], 'session') or ''
-if cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'session', ARGV[2])
-return 1
-`)
+// scriptCreateOnThread is scriptCreate behind a check: nothing is written
+// unless the thread exists and its latest session is ARGV[5] (the record's
+// fields then start at ARGV[6]). Returns 1 when created, 0 when not.
+var scriptCreateOnThread = redis.NewScript(`
+if redis.call('EXISTS', KEYS[5]) == 0 or (redis.call('HGET', KEYS[5], 'session') or '') ~= ARGV[5] then
+  return 0
+end
+` + strings.Replace(createBody, "unpack(ARGV, 5)", "unpack(ARGV, 6)", 1))
 
-// ClaimThread implements Store.
-func (s *RedisStore) ClaimThread(ctx context.Context, threadID, prev, next string) (bool, error) {
-	if !validID(threadID) {
-		return false, ErrNotFound
-	}
-	n, err := scriptClaimThread.Run(ctx, s.c, []string{s.threadKeys(threadID).hash}, prev, next).Int()
+// CreateOnThread implements Store.
+func (s *RedisStore) CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error) {
+	keys, args, err := s.createArgs(rec, ttl)
 	if err != nil {
-		return false, wrap("claim thread", threadID, err)
-	}
-	if n < 0 {
-		return false, ErrNotFound
-	}
-	return n == 1, nil
-}
-
-// ClaimThread implements Store.
-func (s *MemoryStore) ClaimThread(ctx context.Context, threadID, prev, next string) (bool, error) {
-	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.threadLocked(threadID, s.now())
-	if t == nil {
-		return false, ErrNotFound
+	args = append(args[:4:4], append([]any{prev}, args[4:]...)...)
+	n, err := scriptCreateOnThread.Run(ctx, s.c, keys, args...).Int()
+	if err != nil {
+		return false, wrap("create", rec.ID, err)
 	}
-	if t.session != prev {
-		return false, nil
-	}
-	t.session = next
-	return true, nil
+	return n == 1, nil
 }

@@ -154,16 +154,31 @@ func (m *MemoryStore) sweepLocked(now time.Time) {
 
 // Create implements Store.
 func (m *MemoryStore) Create(ctx context.Context, rec Record, ttl time.Duration) error {
+	_, err := m.create(rec, ttl, false, "")
+	return err
+}
+
+// CreateOnThread implements Store.
+func (m *MemoryStore) CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return m.create(rec, ttl, true, prev)
+}
+
+// create is Create, and CreateOnThread when cond is set: then nothing is
+// written unless the thread exists and its latest session is prev.
+func (m *MemoryStore) create(rec Record, ttl time.Duration, cond bool, prev string) (bool, error) {
 	if err := checkRecord(rec); err != nil {
-		return err
+		return false, err
 	}
 	env, err := encodeMap(rec.Env)
 	if err != nil {
-		return err
+		return false, err
 	}
 	settings, err := encodeMap(rec.Settings)
 	if err != nil {
-		return err
+		return false, err
 	}
 	now := m.now()
 	if rec.CreatedAt.IsZero() {
@@ -174,6 +189,11 @@ func (m *MemoryStore) Create(ctx context.Context, rec Record, ttl time.Duration)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cond {
+		if t := m.threadLocked(rec.ThreadID, now); t == nil || t.session != prev {
+			return false, nil
+		}
+	}
 	if m.creates++; m.creates > 64 && m.creates > len(m.sessions)/2 {
 		m.sweepLocked(now)
 		m.creates = 0
@@ -195,7 +215,7 @@ func (m *MemoryStore) Create(ctx context.Context, rec Record, ttl time.Duration)
 		t.expires = s.expires // no sooner than the new session's keys
 	}
 	t.session = rec.ID
-	return nil
+	return true, nil
 }
 
 // Get implements Store.

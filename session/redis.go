@@ -103,16 +103,25 @@ func wrap(op, id string, err error) error {
 
 // Create implements Store.
 func (s *RedisStore) Create(ctx context.Context, rec Record, ttl time.Duration) error {
-	if err := checkRecord(rec); err != nil {
+	keys, args, err := s.createArgs(rec, ttl)
+	if err != nil {
 		return err
+	}
+	return wrap("create", rec.ID, scriptCreate.Run(ctx, s.c, keys, args...).Err())
+}
+
+// createArgs are the keys and arguments of scriptCreate for rec.
+func (s *RedisStore) createArgs(rec Record, ttl time.Duration) ([]string, []any, error) {
+	if err := checkRecord(rec); err != nil {
+		return nil, nil, err
 	}
 	env, err := encodeMap(rec.Env)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	settings, err := encodeMap(rec.Settings)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	created := rec.CreatedAt
 	if created.IsZero() {
@@ -124,13 +133,12 @@ func (s *RedisStore) Create(ctx context.Context, rec Record, ttl time.Duration) 
 	if ttl > 0 && ms == 0 {
 		ms = 1
 	}
-	err = scriptCreate.Run(ctx, s.c,
-		[]string{k.rec, k.kv, k.log, k.fids, t.hash, t.steps, t.order, t.meta, t.values, s.userKey(rec.UserID, "sessions")},
-		ms, rec.ID, claimMargin.Milliseconds(), s.ns+"s:{s:",
+	keys := []string{k.rec, k.kv, k.log, k.fids, t.hash, t.steps, t.order, t.meta, t.values, s.userKey(rec.UserID, "sessions")}
+	args := []any{ms, rec.ID, claimMargin.Milliseconds(), s.ns + "s:{s:",
 		fUser, rec.UserID, fThread, rec.ThreadID, fProfile, rec.ChatProfile,
 		fClient, rec.ClientType, fEpoch, rec.Epoch, fEnv, env, fSettings, settings,
-		fCreated, normTime(created).Format(time.RFC3339Nano)).Err()
-	return wrap("create", rec.ID, err)
+		fCreated, normTime(created).Format(time.RFC3339Nano)}
+	return keys, args, nil
 }
 
 // Get implements Store.

@@ -22,7 +22,11 @@ import "github.com/redis/go-redis/v9"
 // metadata, 9 thread values, 10 the user's sessions.
 // ARGV: 1 ttl ms (<= 0: no expiry), 2 session id, 3 claim margin ms,
 // 4 session key prefix (namespace .. "s:{s:"), 5... record field, value.
-var scriptCreate = redis.NewScript(`
+var scriptCreate = redis.NewScript(createBody)
+
+// createBody is the source of scriptCreate, shared with
+// scriptCreateOnThread.
+const createBody = `
 local ttl = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 for i = 1, 4 do
@@ -54,7 +58,7 @@ else
   if upttl == -2 or (upttl >= 0 and upttl < want) then redis.call('PEXPIRE', KEYS[10], want) end
 end
 return 1
-`)
+`
 
 // scriptSetField sets a field of one of the session's hashes if the session
 // exists, aligning the hash's expiry with the record's.

@@ -194,11 +194,11 @@ type Store interface {
 	// ThreadPersisted reports whether the thread has been persisted (its
 	// first user message stored).
 	ThreadPersisted(ctx context.Context, threadID string) (bool, error)
-	// ClaimThread makes next the thread's latest session if prev still is
-	// (compare and set), so that two resumes of one thread cannot both
-	// start a session on it: the loser gets false and takes the winner's
-	// session over instead. ErrNotFound for an unknown (or expired) thread.
-	ClaimThread(ctx context.Context, threadID, prev, next string) (bool, error)
+	// CreateOnThread is Create on the condition that the record's thread
+	// exists and its latest session is prev (compare and create): of two
+	// resumes racing to start a session on a thread, one creates it and the
+	// other gets false, writes nothing, and takes the winner's session over.
+	CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error)
 	// Thread returns a persisted thread with its steps and metadata, in one
 	// round trip; ErrNotFound when it is unknown or not persisted yet.
 	Thread(ctx context.Context, threadID string) (Thread, error)

@@ -58,7 +58,7 @@ var threadCases = []struct {
 	{"RenameThread", testRenameThread},
 	{"DeleteThread", testDeleteThread},
 	{"ThreadResumedBySecondSession", testThreadResumed},
-	{"ClaimThread", testClaimThread},
+	{"CreateOnThread", testCreateOnThread},
 	{"ThreadMetadata", testThreadMetadata},
 	{"ThreadValues", testThreadValues},
 	{"DeleteUserData", testDeleteUserData},
@@ -1042,25 +1042,32 @@ func testListOwnerOnly(t *testing.T, st session.Store, c *Clock) {
 	}
 }
 
-// testClaimThread: ClaimThread is a compare and set of the thread's latest
-// session; of two concurrent claims from the same previous session, one
-// wins.
-func testClaimThread(t *testing.T, st session.Store) {
+// testCreateOnThread: CreateOnThread creates the session only while the
+// thread's latest session is the one given; of two concurrent creates from
+// the same previous session, one wins, and the loser writes nothing.
+func testCreateOnThread(t *testing.T, st session.Store) {
 	ctx := t.Context()
 	rec := Create(t, st)
-	if ok, err := st.ClaimThread(ctx, rec.ThreadID, "not-the-session", "x"); ok || err != nil {
-		t.Fatalf("claim with a stale previous session = %v, %v; want false", ok, err)
+	stale := NewRecord()
+	stale.UserID, stale.ThreadID = rec.UserID, rec.ThreadID
+	if ok, err := st.CreateOnThread(ctx, stale, TTL, "not-the-session"); ok || err != nil {
+		t.Fatalf("create with a stale previous session = %v, %v; want false", ok, err)
 	}
-	next := [2]string{NewRecord().ID, NewRecord().ID}
+	if _, err := st.Get(ctx, stale.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("a refused create wrote its record: %v", err)
+	}
+	var next [2]session.Record
 	var wins [2]bool
 	var wg sync.WaitGroup
 	for i := range next {
+		next[i] = NewRecord()
+		next[i].UserID, next[i].ThreadID = rec.UserID, rec.ThreadID
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ok, err := st.ClaimThread(ctx, rec.ThreadID, rec.ID, next[i])
+			ok, err := st.CreateOnThread(ctx, next[i], TTL, rec.ID)
 			if err != nil {
-				t.Errorf("ClaimThread: %v", err)
+				t.Errorf("CreateOnThread: %v", err)
 			}
 			wins[i] = ok
 		}()
@@ -1069,17 +1076,24 @@ func testClaimThread(t *testing.T, st session.Store) {
 	if wins[0] == wins[1] {
 		t.Fatalf("wins = %v, want exactly one", wins)
 	}
-	winner := next[0]
+	winner, loser := next[0], next[1]
 	if wins[1] {
-		winner = next[1]
+		winner, loser = next[1], next[0]
+	}
+	if _, err := st.Get(ctx, loser.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("the loser's record exists: %v", err)
+	}
+	if _, err := st.Get(ctx, winner.ID); err != nil {
+		t.Fatalf("the winner's record: %v", err)
 	}
 	m := NewUserMessage("persist")
 	m.ThreadName = "persist"
-	mustUserMessage(t, st, &rec, m)
-	if th, err := st.Thread(ctx, rec.ThreadID); err != nil || th.SessionID != winner {
-		t.Fatalf("Thread().SessionID = %q, %v; want the winner %q", th.SessionID, err, winner)
+	mustUserMessage(t, st, &winner, m)
+	if th, err := st.Thread(ctx, rec.ThreadID); err != nil || th.SessionID != winner.ID {
+		t.Fatalf("Thread().SessionID = %q, %v; want the winner %q", th.SessionID, err, winner.ID)
 	}
-	if _, err := st.ClaimThread(ctx, NewRecord().ThreadID, "", "x"); !errors.Is(err, session.ErrNotFound) {
-		t.Fatalf("claim of an unknown thread: %v, want ErrNotFound", err)
+	unknown := NewRecord()
+	if ok, err := st.CreateOnThread(ctx, unknown, TTL, ""); ok || err != nil {
+		t.Fatalf("create on an unknown thread = %v, %v; want false", ok, err)
 	}
 }
