@@ -142,6 +142,11 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Under the append lock, as a reattach is: a delta is either in the
+	// stream_state a reattaching socket gets, or sent to that socket.
+	ls := st.chat.ls
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -151,7 +156,7 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	st.n++
 	n := st.n
 	st.mu.Unlock()
-	if c := st.chat.ls.currentConn(); c != nil {
+	if c := ls.currentConn(); c != nil {
 		c.send("stream", mustJSON(streamFrame{Type: "stream", ID: st.id, N: n, Delta: delta}))
 	}
 	return nil

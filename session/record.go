@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -149,7 +150,8 @@ func cloneValue(v any) any {
 		}
 		return out
 	case []string:
-		return append([]string(nil), v...)
+		// slices.Clone keeps an empty list empty, not nil (JSON null).
+		return slices.Clone(v)
 	default:
 		return v
 	}
