@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -160,6 +161,25 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 		c.send("stream", mustJSON(streamFrame{Type: "stream", ID: st.id, N: n, Delta: delta}))
 	}
 	return nil
+}
+
+// Writer returns an io.Writer whose writes are deltas of the stream, for
+// io.Copy from a model's response or fmt.Fprintf.
+func (st *Stream) Writer(ctx context.Context) io.Writer { return streamWriter{st, ctx} }
+
+type streamWriter struct {
+	st  *Stream
+	ctx context.Context
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := w.st.Write(w.ctx, string(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (st *Stream) state() (string, int) {
