@@ -346,20 +346,26 @@ func taskFrame(typ string, f taskFrameFields) session.Frame {
 	return session.Frame{ID: uuid.NewString(), Payload: mustJSON(tf)}
 }
 
+// admit refuses a frame that would queue a handler run when the chat has
+// ended or its queue is full.
+func (ls *liveSession) admit() *Error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.ended {
+		return errorf(CodeNotFound, "the chat has ended")
+	}
+	if len(ls.jobs) >= ls.s.cfg.QueueMax {
+		return errorf(CodeBusy, "too many frames waiting for the handler; try again shortly")
+	}
+	return nil
+}
+
 // userMessage stores a user message with its echo and queues its handler.
 func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *Error {
 	s := ls.s
-	ls.mu.Lock()
-	if ls.ended {
-		ls.mu.Unlock()
-		return errorf(CodeNotFound, "the chat has ended")
+	if e := ls.admit(); e != nil {
+		return e
 	}
-	if len(ls.jobs) >= s.cfg.QueueMax {
-		ls.mu.Unlock()
-		return errorf(CodeBusy, "too many messages waiting; try again shortly")
-	}
-	ls.mu.Unlock()
-
 	rec := ls.us.Record()
 	now := s.now()
 	author := c.id.user.Identifier
@@ -399,16 +405,9 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 // settings frame and queues the settings handler.
 func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 	s := ls.s
-	ls.mu.Lock()
-	if ls.ended {
-		ls.mu.Unlock()
-		return errorf(CodeNotFound, "the chat has ended")
+	if e := ls.admit(); e != nil {
+		return e
 	}
-	if len(ls.jobs) >= s.cfg.QueueMax {
-		ls.mu.Unlock()
-		return errorf(CodeBusy, "too many frames waiting; try again shortly")
-	}
-	ls.mu.Unlock()
 	rec := ls.us.Record()
 	schema := s.schemaFor(rec.ChatProfile)
 	values, e := applySettings(schema, rec.Settings, raw)

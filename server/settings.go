@@ -391,70 +391,30 @@ func checkCommon(id, label string) error {
 	return nil
 }
 
-func (w Select) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
+// checkWidget checks what every widget needs: an id, a label, and an
+// initial value that its own validation accepts.
+func checkWidget(kind, id, label string, w Widget) error {
+	if err := checkCommon(id, label); err != nil {
 		return err
 	}
-	if !contains(w.Values, w.InitialValue) {
-		return fmt.Errorf("select %q: initial %q is not among its values", w.ID, w.InitialValue)
+	if _, err := w.decode(mustJSON(w.Initial())); err != nil {
+		return fmt.Errorf("%s %q: initial %v", kind, id, err)
 	}
 	return nil
 }
 
-func (w MultiSelect) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
-		return err
-	}
-	_, err := w.decode(mustJSON(nonNil(w.InitialValue)))
-	if err != nil {
-		return fmt.Errorf("multiselect %q: initial %v", w.ID, err)
-	}
-	return nil
-}
-
-func (w Switch) check() error { return checkCommon(w.ID, w.Label) }
+func (w Select) check() error      { return checkWidget("select", w.ID, w.Label, w) }
+func (w MultiSelect) check() error { return checkWidget("multiselect", w.ID, w.Label, w) }
+func (w Switch) check() error      { return checkWidget("switch", w.ID, w.Label, w) }
+func (w NumberInput) check() error { return checkWidget("number", w.ID, w.Label, w) }
+func (w TextInput) check() error   { return checkWidget("text", w.ID, w.Label, w) }
+func (w Tags) check() error        { return checkWidget("tags", w.ID, w.Label, w) }
 
 func (w Slider) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
-		return err
-	}
 	if w.Min > w.Max || w.Step < 0 {
 		return fmt.Errorf("slider %q: needs min <= max and step >= 0", w.ID)
 	}
-	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
-		return fmt.Errorf("slider %q: initial %v", w.ID, err)
-	}
-	return nil
-}
-
-func (w NumberInput) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
-		return err
-	}
-	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
-		return fmt.Errorf("number %q: initial %v", w.ID, err)
-	}
-	return nil
-}
-
-func (w TextInput) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
-		return err
-	}
-	if _, err := w.decode(mustJSON(w.InitialValue)); err != nil {
-		return fmt.Errorf("text %q: initial %v", w.ID, err)
-	}
-	return nil
-}
-
-func (w Tags) check() error {
-	if err := checkCommon(w.ID, w.Label); err != nil {
-		return err
-	}
-	if _, err := w.decode(mustJSON(nonNil(w.InitialValue))); err != nil {
-		return fmt.Errorf("tags %q: initial %v", w.ID, err)
-	}
-	return nil
+	return checkWidget("slider", w.ID, w.Label, w)
 }
 
 // checkSchema validates a settings schema: valid widgets with unique ids.
