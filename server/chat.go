@@ -102,6 +102,46 @@ func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any
 	return c.ls.s.auth.UpdateMetadata(ctx, u.ID, fn)
 }
 
+// SetSettingsSchema gives the session a settings schema of its own, in
+// place of its chat profile's, and sends it with the values in a settings
+// frame. Each widget keeps the value given in values, else its current
+// value when that is still valid for it, else its initial value; a key of
+// values that is not a widget of the schema, or a value not valid for its
+// widget, is refused with ErrInvalidSettings and nothing changes.
+func (c *Chat) SetSettingsSchema(ctx context.Context, schema []Widget, values map[string]any) error {
+	if err := checkSchema(schema); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
+	}
+	ls := c.ls
+	rec := ls.us.Record()
+	merged := restoreSettings(schema, rec.Settings)
+	if values == nil {
+		values = map[string]any{}
+	}
+	raw, err := json.Marshal(values)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
+	}
+	merged, e := applySettings(schema, merged, raw)
+	if e != nil {
+		return fmt.Errorf("%w: %s", ErrInvalidSettings, e.Message)
+	}
+	encoded, err := json.Marshal(nonNilSchema(schema))
+	if err != nil {
+		return err
+	}
+	if err := ls.s.sessions.SetSettingsSchema(ctx, ls.id, encoded, merged); err != nil {
+		return err
+	}
+	ls.us.SyncSettingsSchema(encoded, merged)
+	if err := ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"chat_settings": merged}); err != nil {
+		return err
+	}
+	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
+		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: merged})})
+	return err
+}
+
 // Stream is an assistant message whose content is sent as it is produced.
 // Its deltas go to the socket as stream frames; Close stores the final
 // content and sends it as a message_update.
@@ -286,7 +326,7 @@ var ErrInvalidSettings = errors.New("server: invalid settings")
 func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
 	ls := c.ls
 	rec := ls.us.Record()
-	schema := ls.s.schemaFor(rec.ChatProfile)
+	schema := ls.schema()
 	raw, err := json.Marshal(values)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)

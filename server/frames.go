@@ -337,7 +337,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
 			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),
 			ChatProfile: strOrNil(rec.ChatProfile), Profiles: ps,
-			Settings: welcomeSettings{Schema: nonNilSchema(s.schemaFor(rec.ChatProfile)), Values: settings},
+			Settings: welcomeSettings{Schema: nonNilSchema(ls.schema()), Values: settings},
 		}
 		if reset {
 			wf.Replay = "reset"

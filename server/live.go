@@ -346,6 +346,20 @@ func taskFrame(typ string, f taskFrameFields) session.Frame {
 	return session.Frame{ID: uuid.NewString(), Payload: mustJSON(tf)}
 }
 
+// schema is the session's settings schema: its own when the application
+// pushed one, else its chat profile's.
+func (ls *liveSession) schema() []Widget {
+	rec := ls.us.Record()
+	if len(rec.Schema) > 0 {
+		sc, err := decodeSchema(rec.Schema)
+		if err == nil {
+			return sc
+		}
+		ls.s.logErr("read the session's settings schema", err)
+	}
+	return ls.s.schemaFor(rec.ChatProfile)
+}
+
 // admit refuses a frame that would queue a handler run when the chat has
 // ended or its queue is full.
 func (ls *liveSession) admit() *Error {
@@ -409,7 +423,7 @@ func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 		return e
 	}
 	rec := ls.us.Record()
-	schema := s.schemaFor(rec.ChatProfile)
+	schema := ls.schema()
 	values, e := applySettings(schema, rec.Settings, raw)
 	if e != nil {
 		return e

@@ -474,3 +474,76 @@ func applySettings(schema []Widget, current map[string]any, raw json.RawMessage)
 	}
 	return out, nil
 }
+
+// widgetJSON is any Widget in its protocol form, for reading a stored
+// schema back.
+type widgetJSON struct {
+	Type        string          `json:"type"`
+	ID          string          `json:"id"`
+	Label       string          `json:"label"`
+	Description string          `json:"description"`
+	Values      []string        `json:"values"`
+	Initial     json.RawMessage `json:"initial"`
+	Min         *float64        `json:"min"`
+	Max         *float64        `json:"max"`
+	Step        float64         `json:"step"`
+	MaxItems    int             `json:"max_items"`
+	MaxLength   int             `json:"max_length"`
+	Multiline   bool            `json:"multiline"`
+}
+
+// decodeSchema reads a schema stored in its JSON form.
+func decodeSchema(raw []byte) ([]Widget, error) {
+	var ws []widgetJSON
+	if err := json.Unmarshal(raw, &ws); err != nil {
+		return nil, fmt.Errorf("decode settings schema: %w", err)
+	}
+	out := make([]Widget, 0, len(ws))
+	for _, w := range ws {
+		var err error
+		var widget Widget
+		switch w.Type {
+		case "select":
+			x := Select{ID: w.ID, Label: w.Label, Description: w.Description, Values: w.Values}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "multiselect":
+			x := MultiSelect{ID: w.ID, Label: w.Label, Description: w.Description, Values: w.Values, MaxItems: w.MaxItems}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "switch":
+			x := Switch{ID: w.ID, Label: w.Label, Description: w.Description}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "slider":
+			x := Slider{ID: w.ID, Label: w.Label, Description: w.Description, Step: w.Step}
+			if w.Min != nil {
+				x.Min = *w.Min
+			}
+			if w.Max != nil {
+				x.Max = *w.Max
+			}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "number":
+			x := NumberInput{ID: w.ID, Label: w.Label, Description: w.Description, Min: w.Min, Max: w.Max}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "text":
+			x := TextInput{ID: w.ID, Label: w.Label, Description: w.Description, MaxLength: w.MaxLength, Multiline: w.Multiline}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		case "tags":
+			x := Tags{ID: w.ID, Label: w.Label, Description: w.Description, MaxItems: w.MaxItems, MaxLength: w.MaxLength}
+			err = json.Unmarshal(w.Initial, &x.InitialValue)
+			widget = x
+		default:
+			return nil, fmt.Errorf("decode settings schema: unknown widget type %q", w.Type)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decode settings schema: widget %q: %w", w.ID, err)
+		}
+		out = append(out, widget)
+	}
+	return out, nil
+}

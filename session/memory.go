@@ -203,6 +203,7 @@ func (m *MemoryStore) create(rec Record, ttl time.Duration, cond bool, prev stri
 		s = &memSession{kv: make(map[string][]byte), fids: make(map[string]int64)}
 		m.sessions[rec.ID] = s
 	}
+	rec.Schema = slices.Clone(rec.Schema)
 	s.rec, s.env, s.settings = rec, env, settings
 	s.expires = deadline(now, ttl)
 
@@ -227,6 +228,7 @@ func (m *MemoryStore) Get(ctx context.Context, id string) (Record, error) {
 		return Record{}, ErrNotFound
 	}
 	rec, env, settings := s.rec, s.env, s.settings
+	rec.Schema = slices.Clone(rec.Schema)
 	m.mu.Unlock()
 	var err error
 	if rec.Env, err = decodeEnv(env); err != nil {
@@ -274,6 +276,23 @@ func (m *MemoryStore) SetSettings(ctx context.Context, id string, values map[str
 		return ErrNotFound
 	}
 	s.settings = b
+	return nil
+}
+
+// SetSettingsSchema implements Store.
+func (m *MemoryStore) SetSettingsSchema(ctx context.Context, id string, schema []byte, values map[string]any) error {
+	b, err := encodeMap(values)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(id, m.now())
+	if s == nil {
+		return ErrNotFound
+	}
+	s.settings = b
+	s.rec.Schema = slices.Clone(schema)
 	return nil
 }
 

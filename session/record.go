@@ -123,6 +123,7 @@ func msTime(ms int64) time.Time {
 func cloneRecord(rec Record) Record {
 	rec.Env = maps.Clone(rec.Env)
 	rec.Settings = cloneSettings(rec.Settings)
+	rec.Schema = slices.Clone(rec.Schema)
 	return rec
 }
 

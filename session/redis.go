@@ -46,6 +46,7 @@ const (
 	fEpoch    = "epoch"
 	fEnv      = "env"
 	fSettings = "settings"
+	fSchema   = "schema"
 	fCreated  = "created_at"
 	fSeq      = "seq"
 	fInstance = "instance"
@@ -138,6 +139,9 @@ func (s *RedisStore) createArgs(rec Record, ttl time.Duration) ([]string, []any,
 		fUser, rec.UserID, fThread, rec.ThreadID, fProfile, rec.ChatProfile,
 		fClient, rec.ClientType, fEpoch, rec.Epoch, fEnv, env, fSettings, settings,
 		fCreated, normTime(created).Format(time.RFC3339Nano)}
+	if len(rec.Schema) > 0 {
+		args = append(args, fSchema, string(rec.Schema))
+	}
 	return keys, args, nil
 }
 
@@ -162,6 +166,9 @@ func (s *RedisStore) Get(ctx context.Context, id string) (Record, error) {
 	}
 	if rec.Settings, err = decodeSettings([]byte(h[fSettings])); err != nil {
 		return Record{}, wrap("get", id, err)
+	}
+	if sc := h[fSchema]; sc != "" {
+		rec.Schema = []byte(sc)
 	}
 	if c := h[fCreated]; c != "" {
 		if rec.CreatedAt, err = time.Parse(time.RFC3339Nano, c); err != nil {
@@ -199,6 +206,20 @@ func (s *RedisStore) SetSettings(ctx context.Context, id string, values map[stri
 	k := s.sessionKeys(id)
 	err = scriptSetField.Run(ctx, s.c, []string{k.rec, k.rec}, fSettings, b).Err()
 	return scriptErr("set settings", id, err)
+}
+
+// SetSettingsSchema implements Store.
+func (s *RedisStore) SetSettingsSchema(ctx context.Context, id string, schema []byte, values map[string]any) error {
+	b, err := encodeMap(values)
+	if err != nil {
+		return err
+	}
+	if !validID(id) {
+		return ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	err = scriptSetField.Run(ctx, s.c, []string{k.rec, k.rec}, fSettings, b, fSchema, string(schema)).Err()
+	return scriptErr("set settings schema", id, err)
 }
 
 // Value implements Store.

@@ -63,12 +63,12 @@ return 1
 // scriptSetField sets a field of one of the session's hashes if the session
 // exists, aligning the hash's expiry with the record's.
 //
-// KEYS: 1 record, 2 target hash. ARGV: 1 field, 2 value.
+// KEYS: 1 record, 2 target hash. ARGV: field, value, [field, value ...].
 var scriptSetField = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV))
 if KEYS[2] ~= KEYS[1] then
   local pttl = redis.call('PTTL', KEYS[1])
   if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end

@@ -37,7 +37,10 @@ type Record struct {
 	// logged, never persisted to a thread.
 	Env map[string]string
 	// Settings are the current chat settings values.
-	Settings  map[string]any
+	Settings map[string]any
+	// Schema is the session's own settings schema (a JSON list of widgets)
+	// when the application pushed one; nil: its chat profile's.
+	Schema    []byte
 	CreatedAt time.Time
 }
 
@@ -152,6 +155,9 @@ type Store interface {
 	// (ttl <= 0: no expiry), and of its thread's keys while the thread is
 	// not persisted. ErrNotFound for a missing session.
 	Touch(ctx context.Context, id string, ttl time.Duration) error
+	// SetSettingsSchema replaces the session's settings schema and values
+	// together (ErrNotFound for a missing session).
+	SetSettingsSchema(ctx context.Context, id string, schema []byte, values map[string]any) error
 	// SetSettings replaces the session's chat settings values (ErrNotFound
 	// for a missing session).
 	SetSettings(ctx context.Context, id string, values map[string]any) error

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/chatd-project/chatd/auth"
@@ -110,6 +111,16 @@ func (s *UserSession) SyncSettings(values map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rec.Settings = v
+}
+
+// SyncSettingsSchema is SyncSettings for a new schema and its values,
+// after the server stored them with Store.SetSettingsSchema.
+func (s *UserSession) SyncSettingsSchema(schema []byte, values map[string]any) {
+	v := cloneSettings(values)
+	sc := slices.Clone(schema)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rec.Settings, s.rec.Schema = v, sc
 }
 
 // builtin returns the value of a built-in key, and false when it is not

@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"CreateAgainKeepsState", testCreateAgain},
 		{"Touch", testTouch},
 		{"SetSettings", testSetSettings},
+		{"SettingsSchema", testSettingsSchema},
 		{"Values", testValues},
 		{"MissingSession", testMissingSession},
 		{"GaplessSeqs", testGaplessSeqs},
@@ -976,4 +977,34 @@ func testClaimEndMissing(t *testing.T, st session.Store) {
 	wantErr(t, "ClaimEnd of a missing session", err, session.ErrNotFound)
 	_, err = st.ClaimEnd(ctx, "a{b}", "n")
 	wantErr(t, "ClaimEnd of a malformed id", err, session.ErrNotFound)
+}
+
+// testSettingsSchema: a session's own schema is stored with its values,
+// by Create and by SetSettingsSchema, and read back by Get.
+func testSettingsSchema(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := NewRecord()
+	rec.Schema = []byte(`[{"type":"switch","id":"a","label":"A","initial":false}]`)
+	if err := st.Create(ctx, rec, TTL); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Get(ctx, rec.ID)
+	if err != nil || string(got.Schema) != string(rec.Schema) {
+		t.Fatalf("Get after Create: schema %s, %v", got.Schema, err)
+	}
+	schema := []byte(`[{"type":"switch","id":"b","label":"B","initial":true}]`)
+	if err := st.SetSettingsSchema(ctx, rec.ID, schema, map[string]any{"b": true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = st.Get(ctx, rec.ID)
+	if err != nil || string(got.Schema) != string(schema) || got.Settings["b"] != true || len(got.Settings) != 1 {
+		t.Fatalf("Get after SetSettingsSchema: %s %v, %v", got.Schema, got.Settings, err)
+	}
+	plain := Create(t, st)
+	if got, _ := st.Get(ctx, plain.ID); got.Schema != nil {
+		t.Fatalf("a session without its own schema has %s", got.Schema)
+	}
+	if err := st.SetSettingsSchema(ctx, NewRecord().ID, schema, nil); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("SetSettingsSchema of a missing session: %v", err)
+	}
 }
