@@ -113,6 +113,8 @@ func (c *Chat) SetSettingsSchema(ctx context.Context, schema []Widget, values ma
 		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
 	}
 	ls := c.ls
+	ls.settingsMu.Lock()
+	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()
 	merged := restoreSettings(schema, rec.Settings)
 	if values == nil {
@@ -231,7 +233,12 @@ func (st *Stream) state() (string, int) {
 // Close ends the stream: the full content is stored as the message's step
 // and sent as a message_update. It stores what was streamed even when ctx
 // was cancelled (a stopped handler).
-func (st *Stream) Close(ctx context.Context) error {
+func (st *Stream) Close(ctx context.Context) error { return st.close(ctx, false) }
+
+// close ends the stream; an interrupted one (its handler failed, was
+// stopped or returned without closing it) is stored with what it had and
+// metadata.interrupted.
+func (st *Stream) close(ctx context.Context, interrupted bool) error {
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -246,6 +253,9 @@ func (st *Stream) Close(ctx context.Context) error {
 	ls.mu.Unlock()
 	step := st.step
 	step.Content = content
+	if interrupted {
+		step.Metadata = map[string]any{"interrupted": true}
+	}
 	f := session.Frame{ID: uuid.NewString(), Step: &step,
 		Payload: mustJSON(messageUpdateFrame{Type: "message_update", ID: st.id, Content: content})}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -325,6 +335,8 @@ var ErrInvalidSettings = errors.New("server: invalid settings")
 // client in a settings frame. The settings handler does not run.
 func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
 	ls := c.ls
+	ls.settingsMu.Lock()
+	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()
 	schema := ls.schema()
 	raw, err := json.Marshal(values)

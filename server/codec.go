@@ -206,6 +206,9 @@ func mustJSON(v any) []byte {
 
 // withSeq returns the sequenced frame payload with "seq" as its first field.
 func withSeq(payload []byte, seq int64) []byte {
+	if len(payload) < 2 {
+		payload = []byte("{}")
+	}
 	out := make([]byte, 0, len(payload)+24)
 	out = append(out, `{"seq":`...)
 	out = strconv.AppendInt(out, seq, 10)

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,10 @@ const (
 	statusTakenOver    = websocket.StatusCode(4409)
 	statusTooSlow      = websocket.StatusCode(4429)
 )
+
+// closeWait bounds how long a closing socket's writes and close handshake
+// may take once its reader has ended.
+const closeWait = 5 * time.Second
 
 // badFrameLimit bad frames within badFrameWindow close the socket with 1008.
 const (
@@ -80,6 +86,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var newToken string
+	if e != nil && !isUpgrade(r) {
+		writeError(w, errorf(CodeBadRequest, "a WebSocket upgrade is expected here"))
+		return
+	}
 	if e != nil {
 		// Anonymous mode without a valid token: a new anonymous user,
 		// bound to a new token that the client keeps.
@@ -99,6 +109,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveConn(ws, id, newToken)
+}
+
+// isUpgrade reports whether r asks for a WebSocket upgrade, so that a plain
+// request never creates an anonymous user.
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		headerHasToken(r.Header, "Connection", "upgrade") &&
+		r.Header.Get("Sec-WebSocket-Key") != "" && r.Header.Get("Sec-WebSocket-Version") == "13"
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // newAnonymous creates an anonymous user and its token.
@@ -167,8 +196,21 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	c.mu.Lock()
 	c.finished = true
 	c.mu.Unlock()
+	// Let a close in flight finish its handshake before the socket's
+	// context ends: cancelling it aborts a write under way, close frame
+	// included. A peer that stalls is cut off after a bound.
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		cancel()
+		<-done
+	}
 	cancel()
-	c.wg.Wait()
 	_ = ws.CloseNow()
 	if c.ls != nil {
 		c.ls.detach(c)
@@ -195,8 +237,17 @@ func (s *Server) untrack(c *conn) {
 	s.wg.Done()
 }
 
-// readLoop reads frames until the socket fails or closes.
+// readLoop reads frames until the socket fails or closes. A panic while
+// handling a frame closes the socket (1011) instead of skipping the
+// socket's cleanup.
 func (c *conn) readLoop() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.log.LogAttrs(c.ctx, levelError, "panic while handling a frame",
+				stringAttr("panic", fmt.Sprint(r)), stringAttr("stack", string(debug.Stack())))
+			c.closeNow(websocket.StatusInternalError, "internal error")
+		}
+	}()
 	for {
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {

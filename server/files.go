@@ -38,16 +38,7 @@ var extTypes = map[string]string{
 
 func typeOfExt(ext string) string {
 	ext = strings.ToLower(ext)
-	if t, ok := extTypes[ext]; ok {
-		return t
-	}
-	if t := mime.TypeByExtension(ext); t != "" {
-		mt, _, err := mime.ParseMediaType(t)
-		if err == nil {
-			return mt
-		}
-	}
-	return ""
+	return extTypes[ext]
 }
 
 // textual reports whether content of type t sniffs as text/plain.

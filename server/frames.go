@@ -242,6 +242,7 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 		return s.storeError(ctx, "attach session", err)
 	}
 	ls := s.liveFor(rec, c.id.user)
+	defer s.unpin(ls)
 	ls.attach(c, func() bool {
 		c.send("welcome", mustJSON(welcomeFrame{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "none",
@@ -296,6 +297,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 		return errorf(CodeHandlerError, "the application failed to list chat profiles")
 	}
 	ls := s.liveFor(rec, c.id.user)
+	defer s.unpin(ls)
 	var (
 		last  int64
 		reset bool
@@ -362,7 +364,6 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 		return true
 	}, last)
 	if fail != nil {
-		s.releaseIfIdle(ls)
 		return fail
 	}
 	c.welcome(ls)
@@ -443,6 +444,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 		return s.storeError(ctx, "attach session", err)
 	}
 	ls := s.liveFor(rec, c.id.user)
+	defer s.unpin(ls)
 	ls.attach(c, func() bool {
 		c.send("welcome", mustJSON(welcomeFrame{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "thread",

@@ -272,12 +272,18 @@ func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.userProfiles(ctx, id.user)
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "GET /app: profiles", errAttr(err))
-		writeError(w, errorf(CodeInternal, "the application's profiles could not be loaded"))
+		writeError(w, errorf(CodeHandlerError, "the application's profiles could not be loaded"))
 		return
 	}
+	// The schemas of the caller's profiles, and the shared one.
 	schemas := map[string][]Widget{}
-	for name, sc := range s.schemas {
-		schemas[name] = sc
+	if sc, ok := s.schemas["*"]; ok {
+		schemas["*"] = sc
+	}
+	for _, p := range ps {
+		if sc, ok := s.schemas[p.Name]; ok {
+			schemas[p.Name] = sc
+		}
 	}
 	keys := s.envKeys
 	if keys == nil {

@@ -53,31 +53,50 @@ type liveSession struct {
 	ended     bool               // the chat ended (or is ending) here
 	idle      chan struct{}      // closed when the runner exits
 	streams   map[string]*Stream // messages streaming now, by message id
+
+	// settingsMu serializes changes of the settings (a client's update, a
+	// handler's push), each a read, a merge and a write.
+	settingsMu sync.Mutex
+
+	// pins counts the callers of liveFor still setting the session up;
+	// guarded by s.mu.
+	pins int
 }
 
-// liveFor returns the live session of rec, loading it on first use.
+// liveFor returns the live session of rec, loading it on first use,
+// pinned: it stays held until the caller, once it attached a socket or
+// queued work, calls unpin.
 func (s *Server) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls, ok := s.live[rec.ID]; ok {
+		ls.pins++
 		return ls
 	}
 	var user *auth.PersistedUser
 	if u != nil && !u.Anonymous {
 		user = u
 	}
-	ls := &liveSession{s: s, id: rec.ID, us: session.New(s.sessions, rec, user), streams: map[string]*Stream{}}
+	ls := &liveSession{s: s, id: rec.ID, us: session.New(s.sessions, rec, user), streams: map[string]*Stream{}, pins: 1}
 	s.live[rec.ID] = ls
 	s.metrics.sessions.Inc()
 	return ls
 }
 
-// releaseIfIdle forgets ls when it has no socket and no runner.
+// unpin releases a pin taken by liveFor.
+func (s *Server) unpin(ls *liveSession) {
+	s.mu.Lock()
+	ls.pins--
+	s.mu.Unlock()
+	s.releaseIfIdle(ls)
+}
+
+// releaseIfIdle forgets ls when it has no socket, no runner and no pin.
 func (s *Server) releaseIfIdle(ls *liveSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ls.mu.Lock()
-	idle := ls.conn == nil && !ls.running
+	idle := ls.conn == nil && !ls.running && ls.pins == 0
 	ls.mu.Unlock()
 	if idle && s.live[ls.id] == ls {
 		delete(s.live, ls.id)
@@ -193,7 +212,12 @@ func (ls *liveSession) startRunnerLocked() {
 	}
 	ls.running = true
 	ls.idle = make(chan struct{})
-	ls.s.goOwned(ls.run)
+	if !ls.s.goOwned(ls.run) {
+		// The server is closed: nothing runs any more.
+		ls.running = false
+		ls.jobs = ls.jobs[:0]
+		close(ls.idle)
+	}
 }
 
 // busy reports whether a handler runs or waits.
@@ -211,6 +235,23 @@ func (ls *liveSession) waitIdle() {
 	ls.mu.Unlock()
 	if running && ch != nil {
 		<-ch
+	}
+}
+
+// waitIdleContext is waitIdle bounded by ctx.
+func (ls *liveSession) waitIdleContext(ctx context.Context) error {
+	ls.mu.Lock()
+	ch := ls.idle
+	running := ls.running
+	ls.mu.Unlock()
+	if !running || ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -285,11 +326,21 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		s.log.LogAttrs(ctx, levelError, "append task_start", errAttr(err), sessionAttr(ls.id))
 	}
 	err := ls.call(ctx, name, fn)
-	// The handler has returned: a stop from now on finds nothing running.
+	// The handler has returned: a stop from now on finds nothing running,
+	// and a stream it left open is closed as interrupted.
 	ls.mu.Lock()
 	stopped := ls.stopped
 	ls.runCancel = nil
+	open := make([]*Stream, 0, len(ls.streams))
+	for _, st := range ls.streams {
+		open = append(open, st)
+	}
 	ls.mu.Unlock()
+	for _, st := range open {
+		if err := st.close(context.WithoutCancel(bg), true); err != nil {
+			s.log.LogAttrs(ctx, levelError, "close a stream left open", errAttr(err), sessionAttr(ls.id))
+		}
+	}
 	end := taskFrameFields{}
 	switch {
 	case stopped:
@@ -393,26 +444,41 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
 
-	ls.appendMu.Lock()
-	res, err := s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
-		ClientID: clientID, ThreadName: threadName(content),
-		Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step},
-	})
-	if err != nil {
-		ls.appendMu.Unlock()
-		return s.storeError(ctx, "store user message", err)
+	res, e := ls.storeUserMessage(ctx, c, rec, clientID, content, payload, &step)
+	if e != nil || res.Duplicate {
+		return e
 	}
-	if res.Duplicate {
-		// The original echo again, with its original seq.
-		c.send("message", withSeq(res.Payload, res.Seq))
-		ls.appendMu.Unlock()
-		return nil
-	}
-	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
-	ls.appendMu.Unlock()
 	ls.enqueue(job{kind: jobMessage, msg: Message{ID: step.ID, ClientID: clientID, Content: content,
 		Command: command, CreatedAt: now}})
 	return nil
+}
+
+// storeUserMessage stores a user message with its echo and sends the echo
+// (for a repeated client id, the first echo again with its seq).
+func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, clientID, content string,
+	payload []byte, step *session.Step) (session.Appended, *Error) {
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
+	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
+		ClientID: clientID, ThreadName: threadName(content),
+		Echo: session.Frame{ID: step.ID, Payload: payload, Step: step},
+	})
+	if err != nil {
+		return res, ls.s.storeError(ctx, "store user message", err)
+	}
+	if res.Duplicate {
+		// The original echo again, with its original seq. When the log no
+		// longer holds it, this message's echo stands in for it: the
+		// client has processed that seq already and drops it either way.
+		p := res.Payload
+		if len(p) < 2 {
+			p = payload
+		}
+		c.send("message", withSeq(p, res.Seq))
+		return res, nil
+	}
+	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
+	return res, nil
 }
 
 // settingsUpdate validates and stores new settings values, sends the
@@ -422,6 +488,8 @@ func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 	if e := ls.admit(); e != nil {
 		return e
 	}
+	ls.settingsMu.Lock()
+	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()
 	schema := ls.schema()
 	values, e := applySettings(schema, rec.Settings, raw)
@@ -583,6 +651,7 @@ func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) 
 		return nil, err
 	}
 	ls := s.liveFor(rec, u)
+	defer s.unpin(ls)
 	ls.endByServer()
 	return ls, nil
 }

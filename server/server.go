@@ -79,6 +79,10 @@ type Server struct {
 	wg sync.WaitGroup
 	// closeOnce guards the stopping of background loops.
 	closeOnce sync.Once
+	// wgMu guards closed, set when Close starts waiting for wg: from then
+	// on goOwned starts nothing.
+	wgMu   sync.Mutex
+	closed bool
 }
 
 type handlers struct {
@@ -264,6 +268,9 @@ func (s *Server) BeginShutdown() {
 func (s *Server) Close() {
 	s.BeginShutdown()
 	s.closeOnce.Do(s.cancel)
+	s.wgMu.Lock()
+	s.closed = true
+	s.wgMu.Unlock()
 	s.wg.Wait()
 }
 
@@ -297,10 +304,18 @@ func (s *Server) isDraining() bool {
 func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
 
 // go runs f in a goroutine owned by the server.
-func (s *Server) goOwned(f func()) {
+// It refuses (false) once Close has begun waiting, so that no goroutine
+// starts after the wait.
+func (s *Server) goOwned(f func()) bool {
+	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
+	if s.closed {
+		return false
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		f()
 	}()
+	return true
 }

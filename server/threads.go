@@ -228,6 +228,5 @@ func (s *Server) endSessionAndWait(ctx context.Context, id string) error {
 	if err != nil || ls == nil {
 		return err
 	}
-	ls.waitIdle()
-	return nil
+	return ls.waitIdleContext(ctx)
 }

@@ -175,7 +175,8 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		// The parser's error quotes the URL, password included: not shown.
+		return nil, errors.New("REDIS_URL is not a valid redis:// or rediss:// URL")
 	}
 	c := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
