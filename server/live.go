@@ -630,6 +630,17 @@ func (s *Server) endSession(ctx context.Context, id string) error {
 	return err
 }
 
+// endDue ends a session whose grace ran out by now, unless it was
+// reattached since the sweeper listed it.
+func (s *Server) endDue(ctx context.Context, id string, now time.Time) error {
+	won, err := s.sessions.ClaimDue(ctx, id, uuid.NewString(), now)
+	if err != nil || !won {
+		return err
+	}
+	_, err = s.queueEnd(ctx, id)
+	return err
+}
+
 // claimEnd claims the end of a session and, when this instance wins,
 // queues its chat-end run and returns the live session running it.
 func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) {
@@ -637,6 +648,12 @@ func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) 
 	if err != nil || !won {
 		return nil, err
 	}
+	return s.queueEnd(ctx, id)
+}
+
+// queueEnd queues the chat-end run of a session whose end this instance
+// claimed, and returns the live session running it.
+func (s *Server) queueEnd(ctx context.Context, id string) (*liveSession, error) {
 	rec, err := s.sessions.Get(ctx, id)
 	if errors.Is(err, session.ErrNotFound) {
 		return nil, nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/session"
 )
 
 func sessionAttr(id string) slog.Attr  { return slog.String("session", id) }
@@ -108,8 +109,9 @@ func (s *Server) sweep() {
 		}
 		return
 	}
+	now := s.now()
 	for _, id := range ids {
-		if err := s.endSession(ctx, id); err != nil && ctx.Err() == nil {
+		if err := s.endDue(ctx, id, now); err != nil && ctx.Err() == nil && !errors.Is(err, session.ErrNotFound) {
 			s.logErr("end session", err)
 		}
 	}

@@ -675,6 +675,16 @@ func (m *MemoryStore) Due(ctx context.Context, now time.Time, limit int) ([]stri
 
 // ClaimEnd implements Store.
 func (m *MemoryStore) ClaimEnd(ctx context.Context, id, nonce string) (bool, error) {
+	return m.claimEnd(id, nonce, time.Time{})
+}
+
+// ClaimDue implements Store.
+func (m *MemoryStore) ClaimDue(ctx context.Context, id, nonce string, due time.Time) (bool, error) {
+	return m.claimEnd(id, nonce, due)
+}
+
+// claimEnd is ClaimEnd, and ClaimDue when due is not zero.
+func (m *MemoryStore) claimEnd(id, nonce string, due time.Time) (bool, error) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -684,6 +694,12 @@ func (m *MemoryStore) ClaimEnd(ctx context.Context, id, nonce string) (bool, err
 		}
 		delete(m.ending, id)
 		return true, nil
+	}
+	if !due.IsZero() {
+		deadline, ok := m.ending[id]
+		if !ok || deadline > due.UnixMilli() {
+			return false, nil
+		}
 	}
 	s := m.sessionLocked(id, now)
 	delete(m.ending, id)

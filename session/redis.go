@@ -561,6 +561,20 @@ func (s *RedisStore) Due(ctx context.Context, now time.Time, limit int) ([]strin
 	return ids, nil
 }
 
+// ClaimDue implements Store.
+func (s *RedisStore) ClaimDue(ctx context.Context, id, nonce string, now time.Time) (bool, error) {
+	if !validID(id) {
+		return false, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	n, err := scriptClaimDue.Run(ctx, s.c, []string{k.end, k.rec, s.endingKey()},
+		nonce, id, claimMargin.Milliseconds(), now.UnixMilli()).Int64()
+	if err != nil {
+		return false, scriptErr("claim due", id, err)
+	}
+	return n == 1, nil
+}
+
 // ClaimEnd implements Store.
 func (s *RedisStore) ClaimEnd(ctx context.Context, id, nonce string) (bool, error) {
 	if !validID(id) {

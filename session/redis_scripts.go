@@ -335,7 +335,18 @@ return 1
 //
 // KEYS: 1 end claim, 2 record, 3 ending. ARGV: 1 nonce, 2 session id,
 // 3 claim margin ms. Returns 1 for a won claim, 0 for a lost one.
-var scriptClaimEnd = redis.NewScript(`
+var scriptClaimEnd = redis.NewScript(claimEndHead + claimEndTail)
+
+// scriptClaimDue is scriptClaimEnd for a session still due: in ending
+// with a deadline at or before ARGV[4] (ms).
+var scriptClaimDue = redis.NewScript(claimEndHead + `
+local due = redis.call('ZSCORE', KEYS[3], ARGV[2])
+if (not due) or tonumber(due) > tonumber(ARGV[4]) then return 0 end
+` + claimEndTail)
+
+// claimEndHead wins again for a retry of a won claim, and loses to
+// another claim.
+const claimEndHead = `
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if cur == ARGV[1] then
@@ -344,6 +355,10 @@ if cur then
   end
   return 0
 end
+`
+
+// claimEndTail takes the claim.
+const claimEndTail = `
 redis.call('ZREM', KEYS[3], ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -355,4 +370,4 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
 end
 return 1
-`)
+`

@@ -276,4 +276,9 @@ type Store interface {
 	// Claiming a missing session drops it from the due list and fails with
 	// ErrNotFound, unless it is a retry of a won claim.
 	ClaimEnd(ctx context.Context, id, nonce string) (bool, error)
+	// ClaimDue is ClaimEnd for the grace-period sweeper: it claims only a
+	// session that is still due (detached, with a deadline at or before
+	// now), so that a session reattached since Due listed it is left
+	// alone (false). A retry of a won claim still wins.
+	ClaimDue(ctx context.Context, id, nonce string, now time.Time) (bool, error)
 }

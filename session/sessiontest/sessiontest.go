@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"TooManySessions", testTooManySessions},
 		{"DetachFrom", testDetachFrom},
 		{"ClaimEnd", testClaimEnd},
+		{"ClaimDue", testClaimDue},
 		{"ClaimEndConcurrent", testClaimEndConcurrent},
 		{"ClaimEndMissing", testClaimEndMissing},
 	}
@@ -1007,4 +1008,46 @@ func testSettingsSchema(t *testing.T, st session.Store) {
 	if err := st.SetSettingsSchema(ctx, NewRecord().ID, schema, nil); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("SetSettingsSchema of a missing session: %v", err)
 	}
+}
+
+// testClaimDue: the sweeper's claim takes only a session still due; a
+// session reattached meanwhile, or not yet past its deadline, is left
+// alone.
+func testClaimDue(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	deadline := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	attach := func() {
+		t.Helper()
+		if _, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	detach := func() {
+		t.Helper()
+		if err := st.Detach(ctx, rec.ID, rec.UserID, deadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim := func(nonce string, now time.Time, want bool) {
+		t.Helper()
+		ok, err := st.ClaimDue(ctx, rec.ID, nonce, now)
+		if err != nil || ok != want {
+			t.Fatalf("ClaimDue(%s, %v) = %v, %v; want %v", nonce, now.Sub(deadline), ok, err, want)
+		}
+	}
+	attach()
+	detach()
+	claim("early", deadline.Add(-time.Millisecond), false)
+	attach() // reattached after Due listed it: no longer due
+	claim("late", deadline.Add(time.Second), false)
+	detach()
+	claim("n1", deadline, true)
+	claim("n1", deadline.Add(time.Hour), true) // a retry
+	claim("n2", deadline.Add(time.Hour), false)
+	if ok, err := st.ClaimEnd(ctx, rec.ID, "n3"); ok || err != nil {
+		t.Fatalf("ClaimEnd after ClaimDue = %v, %v; want false", ok, err)
+	}
+	_, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 0)
+	wantErr(t, "Attach of an ended session", err, session.ErrEnded)
 }
