@@ -235,6 +235,15 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 		"chat_profile": strOrNil(profile), "chat_settings": rec.Settings}); err != nil {
 		return s.storeError(ctx, "create thread", err)
 	}
+	return c.startSession(ctx, rec, ps, schema, "none", nil, job{kind: jobChatStart})
+}
+
+// startSession attaches a socket to a session it just created, welcomes
+// it (with a history frame after the welcome when history is set) and
+// queues the session's first handler run.
+func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []Widget,
+	resumed string, history *threadJSON, first job) *Error {
+	s := c.s
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
 			return errorf(CodeTooManySessions, "too many open chats; close one first")
@@ -245,15 +254,18 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 	defer s.unpin(ls)
 	ls.attach(c, func() bool {
 		c.send("welcome", mustJSON(welcomeFrame{
-			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "none",
-			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(profile),
+			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: resumed,
+			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(rec.ChatProfile),
 			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
 			Token: c.pendingToken,
 		}))
+		if history != nil {
+			c.send("history", mustJSON(historyFrame{Type: "history", Thread: *history}))
+		}
 		return true
 	}, 0)
 	c.welcome(ls)
-	ls.enqueue(job{kind: jobChatStart})
+	ls.enqueue(first)
 	return nil
 }
 
@@ -437,27 +449,8 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 			return s.storeError(ctx, "restore session values", err)
 		}
 	}
-	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
-		if errors.Is(err, session.ErrTooManySessions) {
-			return errorf(CodeTooManySessions, "too many open chats; close one first")
-		}
-		return s.storeError(ctx, "attach session", err)
-	}
-	ls := s.liveFor(rec, c.id.user)
-	defer s.unpin(ls)
-	ls.attach(c, func() bool {
-		c.send("welcome", mustJSON(welcomeFrame{
-			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "thread",
-			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(profile),
-			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
-			Token: c.pendingToken,
-		}))
-		c.send("history", mustJSON(historyFrame{Type: "history", Thread: toThreadJSON(t, c.id.user)}))
-		return true
-	}, 0)
-	c.welcome(ls)
-	ls.enqueue(job{kind: jobResume, thread: t})
-	return nil
+	history := toThreadJSON(t, c.id.user)
+	return c.startSession(ctx, rec, ps, schema, "thread", &history, job{kind: jobResume, thread: t})
 }
 
 // historyOf is the thread of a session for a history frame: the persisted
