@@ -41,8 +41,14 @@ type identity struct {
 func (s *Server) authenticate(r *http.Request) (identity, *Error) {
 	ctx := r.Context()
 	if s.cfg.Auth == AuthHeader {
+		if !s.trustedPeer(r) {
+			return identity{}, errorf(CodeUnauthorized, "authentication required")
+		}
 		name := r.Header.Get(s.cfg.AuthHeader)
-		if name == "" || !s.trustedPeer(r) {
+		if s.headerAuth != nil {
+			name = s.headerAuth(r.Header)
+		}
+		if name == "" {
 			return identity{}, errorf(CodeUnauthorized, "authentication required")
 		}
 		u, err := s.auth.EnsureUser(ctx, name)

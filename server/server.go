@@ -62,6 +62,8 @@ type Server struct {
 	profiles profiles.Provider
 	schemas  map[string][]Widget
 	envKeys  []EnvKey
+	// headerAuth, when set, names the user from a trusted proxy's headers.
+	headerAuth func(h http.Header) string
 
 	// asks hands answers to the handlers waiting for them here.
 	asks askWaiters
@@ -180,6 +182,12 @@ func (s *Server) SetChatSettings(profile string, schema []Widget) error {
 	s.schemas[profile] = schema
 	return nil
 }
+
+// SetHeaderAuth replaces, in header mode, the reading of Config.AuthHeader
+// with the application's own: f returns the identifier of the user the
+// trusted proxy's headers name, or "" for none (401). It is called only
+// for requests from trusted proxies.
+func (s *Server) SetHeaderAuth(f func(h http.Header) string) { s.headerAuth = f }
 
 // SetEnvKeys declares the env keys clients may send in hello.
 func (s *Server) SetEnvKeys(keys []EnvKey) { s.envKeys = keys }
