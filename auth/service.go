@@ -27,6 +27,9 @@ const (
 	DefaultPairWindow       = 15 * time.Minute
 	DefaultIdentFailures    = 100
 	DefaultIdentWindow      = time.Hour
+	// DefaultAnonymousPerHour anonymous users may be created per client
+	// address and hour.
+	DefaultAnonymousPerHour = 100
 )
 
 // Limits on what CreateUser, SetPassword and EnsureUser accept.
@@ -60,6 +63,9 @@ type Config struct {
 	// address, in a window of IdentWindow (100 per hour).
 	IdentFailures int
 	IdentWindow   time.Duration
+	// AnonymousPerHour anonymous users may be created per client address
+	// in an hour (DefaultAnonymousPerHour, 100).
+	AnonymousPerHour int
 	// Now is the clock (time.Now).
 	Now func() time.Time
 	// Logger receives the errors the Service handles itself (a Notifier
@@ -86,6 +92,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MaxTokensPerUser, DefaultMaxTokensPerUser)
 	defInt(&c.PairFailures, DefaultPairFailures)
 	defInt(&c.IdentFailures, DefaultIdentFailures)
+	defInt(&c.AnonymousPerHour, DefaultAnonymousPerHour)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -466,7 +473,18 @@ func (s *Service) EnsureUser(ctx context.Context, identifier string) (*Persisted
 
 // CreateAnonymous creates an anonymous user, with the identifier
 // AnonymousPrefix followed by a UUID and no password.
-func (s *Service) CreateAnonymous(ctx context.Context) (*PersistedUser, error) {
+//
+// At most Config.AnonymousPerHour are created per client address in an
+// hour; past that it returns a *ThrottledError, so that a flood of
+// token-less upgrades cannot fill the store.
+func (s *Service) CreateAnonymous(ctx context.Context, clientAddr string) (*PersistedUser, error) {
+	n, left, err := s.throttle.Hit(ctx, "a:"+HashToken(clientAddr), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(s.cfg.AnonymousPerHour) {
+		return nil, &ThrottledError{RetryAfter: max(left, time.Second)}
+	}
 	return s.users.CreateUser(ctx, User{Identifier: AnonymousPrefix + uuid.NewString()}, "", true)
 }
 

@@ -199,7 +199,7 @@ func TestLogin(t *testing.T) {
 		if _, err := e.svc.EnsureUser(ctx, "header-user"); err != nil {
 			t.Fatalf("EnsureUser: %v", err)
 		}
-		anon, err := e.svc.CreateAnonymous(ctx)
+		anon, err := e.svc.CreateAnonymous(ctx, "192.0.2.1")
 		if err != nil {
 			t.Fatalf("CreateAnonymous: %v", err)
 		}
@@ -731,11 +731,11 @@ func TestEnsureUser(t *testing.T) {
 func TestCreateAnonymous(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, memoryBackend, auth.Config{})
-	a, err := e.svc.CreateAnonymous(ctx)
+	a, err := e.svc.CreateAnonymous(ctx, "192.0.2.1")
 	if err != nil {
 		t.Fatalf("CreateAnonymous: %v", err)
 	}
-	b, err := e.svc.CreateAnonymous(ctx)
+	b, err := e.svc.CreateAnonymous(ctx, "192.0.2.1")
 	if err != nil {
 		t.Fatalf("CreateAnonymous: %v", err)
 	}
@@ -754,6 +754,31 @@ func TestCreateAnonymous(t *testing.T) {
 	}
 	if _, err := e.svc.Issue(ctx, "no-such-user"); !errors.Is(err, auth.ErrNotFound) {
 		t.Fatalf("Issue for an unknown user: err = %v, want ErrNotFound", err)
+	}
+}
+
+// TestCreateAnonymousThrottled: one client address creates at most
+// AnonymousPerHour anonymous users an hour; another address is not held
+// back, and the window ends.
+func TestCreateAnonymousThrottled(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, memoryBackend, auth.Config{AnonymousPerHour: 3})
+	for i := 0; i < 3; i++ {
+		if _, err := e.svc.CreateAnonymous(ctx, "192.0.2.1"); err != nil {
+			t.Fatalf("anonymous user %d: %v", i+1, err)
+		}
+	}
+	_, err := e.svc.CreateAnonymous(ctx, "192.0.2.1")
+	var te *auth.ThrottledError
+	if !errors.As(err, &te) || te.RetryAfter < time.Second {
+		t.Fatalf("4th anonymous user: %v, want a ThrottledError", err)
+	}
+	if _, err := e.svc.CreateAnonymous(ctx, "192.0.2.2"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	e.clock.Advance(time.Hour + time.Second)
+	if _, err := e.svc.CreateAnonymous(ctx, "192.0.2.1"); err != nil {
+		t.Fatalf("after the window: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/auth"
 )
 
 // Close codes of the protocol (§2.5).
@@ -94,7 +97,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		// Anonymous mode without a valid token: a new anonymous user,
 		// bound to a new token that the client keeps.
 		var err error
-		id, newToken, err = s.newAnonymous(r.Context())
+		id, newToken, err = s.newAnonymous(r.Context(), s.clientAddr(r))
+		var te *auth.ThrottledError
+		if errors.As(err, &te) {
+			writeError(w, &Error{Code: CodeRateLimited, Message: "too many new anonymous users from this address",
+				RetryAfter: ceilSeconds(te.RetryAfter)})
+			return
+		}
 		if err != nil {
 			writeError(w, s.storeError(r.Context(), "anonymous user", err))
 			return
@@ -131,8 +140,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // newAnonymous creates an anonymous user and its token.
-func (s *Server) newAnonymous(ctx context.Context) (identity, string, error) {
-	u, err := s.auth.CreateAnonymous(ctx)
+func (s *Server) newAnonymous(ctx context.Context, clientAddr string) (identity, string, error) {
+	u, err := s.auth.CreateAnonymous(ctx, clientAddr)
 	if err != nil {
 		return identity{}, "", err
 	}

@@ -156,3 +156,17 @@ func TestUploadTypeTable(t *testing.T) {
 		}
 	}
 }
+
+// TestAnonymousFlood: one address gets at most AnonymousPerHour new
+// anonymous users; the next token-less upgrade is refused with 429.
+func TestAnonymousFlood(t *testing.T) {
+	e := newEnv(t, withSetup(echoApp), withConfig(func(c *Config) { c.Auth = AuthNone }),
+		withAuthConfig(func(c *auth.Config) { c.AnonymousPerHour = 2 }))
+	for i := 0; i < 2; i++ {
+		e.dial(nil).hello(nil)
+	}
+	_, res, err := e.tryDial(nil)
+	if err == nil || statusOf(res) != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("third anonymous upgrade: err %v, status %d", err, statusOf(res))
+	}
+}
