@@ -46,6 +46,7 @@ type memSession struct {
 	kv       map[string][]byte
 	log      []Logged // contiguous seqs, oldest first
 	fids     map[string]int64
+	idsBySeq map[int64][]string // the keys of fids by seq, to forget old ones
 }
 
 type memClaim struct {
@@ -346,9 +347,27 @@ func (m *MemoryStore) appendLocked(s *memSession, f Frame) int64 {
 		s.log = slices.Clone(s.log[len(s.log)-logMax:])
 	}
 	if f.ID != "" {
-		s.fids["f:"+f.ID] = s.seq
+		s.rememberLocked("f:"+f.ID, s.seq)
+	}
+	if old := s.seq - IDKeep; old > 0 {
+		for _, k := range s.idsBySeq[old] {
+			if s.fids[k] == old {
+				delete(s.fids, k)
+			}
+		}
+		delete(s.idsBySeq, old)
 	}
 	return s.seq
+}
+
+// rememberLocked records an idempotency key for seq, to be forgotten
+// IDKeep frames later.
+func (s *memSession) rememberLocked(key string, seq int64) {
+	s.fids[key] = seq
+	if s.idsBySeq == nil {
+		s.idsBySeq = make(map[int64][]string)
+	}
+	s.idsBySeq[seq] = append(s.idsBySeq[seq], key)
 }
 
 // writeStepLocked creates or replaces a step of the thread tid.
@@ -440,7 +459,7 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	}
 	seq := m.appendLocked(s, um.Echo)
 	if um.ClientID != "" {
-		s.fids["c:"+um.ClientID] = seq
+		s.rememberLocked("c:"+um.ClientID, seq)
 	}
 	var t *memThread
 	if um.Echo.Step != nil {

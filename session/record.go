@@ -18,6 +18,11 @@ const LogKeep = 1000
 // below it).
 const logMax = 2 * LogKeep
 
+// IDKeep is how many frames back frame ids and client message ids are
+// remembered for idempotency: a retry comes within seconds, and a session
+// open for days must not grow its id table without bound.
+const IDKeep = 10 * LogKeep
+
 // maxIDLen bounds the ids the stores accept.
 const maxIDLen = 128
 

@@ -1,6 +1,11 @@
 package session
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The Lua scripts of the Redis store. Each runs atomically in one round trip
 // (EVALSHA, falling back to EVAL once per server). A script that fails with
@@ -144,11 +149,33 @@ return 1
 //
 // A step in a persisted thread marks it updated (and moves it in its user's
 // list) only when the record's user owns it: KEYS[7] is that user's list.
+// withIDKeep writes IDKeep into a script's source.
+func withIDKeep(src string) string { return strings.ReplaceAll(src, "IDKEEP", strconv.Itoa(IDKeep)) }
+
 const appendLib = `
+-- remember records an idempotency key for seq; forget drops the keys of
+-- an old seq (fields 's:<seq>' list them, newline-separated).
+local function remember(key, seq)
+  redis.call('HSET', KEYS[3], key, seq)
+  local idx = 's:' .. seq
+  local cur = redis.call('HGET', KEYS[3], idx)
+  if cur then redis.call('HSET', KEYS[3], idx, cur .. '\n' .. key) else redis.call('HSET', KEYS[3], idx, key) end
+end
+local function forget(old)
+  if old <= 0 then return end
+  local idx = 's:' .. old
+  local keys = redis.call('HGET', KEYS[3], idx)
+  if not keys then return end
+  for k in string.gmatch(keys, '[^\n]+') do
+    if redis.call('HGET', KEYS[3], k) == tostring(old) then redis.call('HDEL', KEYS[3], k) end
+  end
+  redis.call('HDEL', KEYS[3], idx)
+end
 local function logframe(fid, payload)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', payload)
-  if fid ~= '' then redis.call('HSET', KEYS[3], 'f:' .. fid, seq) end
+  if fid ~= '' then remember('f:' .. fid, seq) end
+  forget(seq - IDKEEP)
   return seq
 end
 local function writestep(sid, sjson)
@@ -179,7 +206,7 @@ end
 // ARGV after the common three: 4 user id, then four per frame: frame id,
 // payload, step id
 // ("" for none), step JSON. Returns the seqs.
-var scriptAppend = redis.NewScript(appendLib + `
+var scriptAppend = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -221,7 +248,7 @@ return out
 // thread's summary JSON and 13 its folded name (written when this message
 // persists it).
 // Returns {seq, duplicate (0 or 1), payload (nil if trimmed)}.
-var scriptUserMessage = redis.NewScript(appendLib + `
+var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -239,7 +266,7 @@ for _, f in ipairs(seen) do
 end
 local now = tonumber(ARGV[1])
 local seq = logframe(ARGV[5], ARGV[6])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'c:' .. ARGV[4], seq) end
+if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
 expirelog(redis.call('PTTL', KEYS[1]))
 if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then

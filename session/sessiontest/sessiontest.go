@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"MissingSession", testMissingSession},
 		{"GaplessSeqs", testGaplessSeqs},
 		{"AppendIdempotentByFrameID", testAppendIdempotent},
+		{"IDsForgotten", testIDsForgotten},
 		{"AppendUserMessageDuplicate", testUserMessageDuplicate},
 		{"AppendUserMessageDuplicateFrameID", testUserMessageDuplicateFrameID},
 		{"ConcurrentAppends", testConcurrentAppends},
@@ -1050,4 +1051,38 @@ func testClaimDue(t *testing.T, st session.Store) {
 	}
 	_, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 0)
 	wantErr(t, "Attach of an ended session", err, session.ErrEnded)
+}
+
+// testIDsForgotten: frame ids and client message ids are remembered for
+// IDKeep frames, then forgotten, so that a long session's id table stays
+// bounded; recent ones still dedupe.
+func testIDsForgotten(t *testing.T, st session.Store) {
+	rec := Create(t, st)
+	m := NewUserMessage("first")
+	first := mustUserMessage(t, st, &rec, m)
+	early := NewFrame(nil)
+	mustAppend(t, st, &rec, early)
+	var last session.Frame
+	for n := 0; n < session.IDKeep; {
+		batch := make([]session.Frame, 0, 1000)
+		for len(batch) < cap(batch) && n < session.IDKeep {
+			last = NewFrame(nil)
+			batch = append(batch, last)
+			n++
+		}
+		mustAppend(t, st, &rec, batch...)
+	}
+	top := first.Seq + 1 + int64(session.IDKeep)
+	// A recent id still dedupes.
+	if seqs := mustAppend(t, st, &rec, last); seqs[0] != top {
+		t.Fatalf("re-append of a recent frame id = seq %d, want %d", seqs[0], top)
+	}
+	// Old ones are forgotten: appended anew.
+	if seqs := mustAppend(t, st, &rec, early); seqs[0] != top+1 {
+		t.Fatalf("re-append of a frame id %d frames back = seq %d, want a new seq %d", session.IDKeep, seqs[0], top+1)
+	}
+	again := mustUserMessage(t, st, &rec, m)
+	if again.Duplicate || again.Seq != top+2 {
+		t.Fatalf("a client id %d frames back = %+v, want stored anew at %d", session.IDKeep, again, top+2)
+	}
 }
