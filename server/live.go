@@ -30,6 +30,9 @@ type job struct {
 	msg    Message
 	values map[string]any
 	thread session.Thread
+	// started is set when the run's task_start was sent already (with the
+	// user message's echo).
+	started bool
 }
 
 // liveSession is a session held by this instance: it has an open socket
@@ -322,8 +325,10 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		return
 	}
 	bg := s.ctx
-	if _, err := ls.emit(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
-		s.log.LogAttrs(ctx, levelError, "append task_start", errAttr(err), sessionAttr(ls.id))
+	if !j.started {
+		if _, err := ls.emit(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
+			s.log.LogAttrs(ctx, levelError, "append task_start", errAttr(err), sessionAttr(ls.id))
+		}
 	}
 	err := ls.call(ctx, name, fn)
 	// The handler has returned: a stop from now on finds nothing running,
@@ -444,24 +449,37 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
 
-	res, e := ls.storeUserMessage(ctx, c, rec, clientID, content, payload, &step)
+	// When no handler runs or waits, the run of this message starts at
+	// once: its task_start goes in the echo's round trip.
+	var then []session.Frame
+	if s.h.message != nil && ls.quiet() {
+		then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
+	}
+	res, e := ls.storeUserMessage(ctx, c, rec, clientID, content, payload, &step, then)
 	if e != nil || res.Duplicate {
 		return e
 	}
-	ls.enqueue(job{kind: jobMessage, msg: Message{ID: step.ID, ClientID: clientID, Content: content,
-		Command: command, CreatedAt: now}})
+	ls.enqueue(job{kind: jobMessage, started: len(res.ThenSeqs) > 0, msg: Message{ID: step.ID,
+		ClientID: clientID, Content: content, Command: command, CreatedAt: now}})
 	return nil
+}
+
+// quiet reports whether no handler runs or waits.
+func (ls *liveSession) quiet() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return !ls.running && len(ls.jobs) == 0
 }
 
 // storeUserMessage stores a user message with its echo and sends the echo
 // (for a repeated client id, the first echo again with its seq).
 func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, clientID, content string,
-	payload []byte, step *session.Step) (session.Appended, *Error) {
+	payload []byte, step *session.Step, then []session.Frame) (session.Appended, *Error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
 		ClientID: clientID, ThreadName: threadName(content),
-		Echo: session.Frame{ID: step.ID, Payload: payload, Step: step},
+		Echo: session.Frame{ID: step.ID, Payload: payload, Step: step}, Then: then,
 	})
 	if err != nil {
 		return res, ls.s.storeError(ctx, "store user message", err)
@@ -478,6 +496,9 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		return res, nil
 	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
+	for i, seq := range res.ThenSeqs {
+		ls.deliverLocked(ctx, c, seq, then[i].Payload)
+	}
 	return res, nil
 }
 

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
@@ -29,5 +33,50 @@ func TestOnRedis(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, redisSessions(t)) })
+	}
+}
+
+// countingHook counts the round trips a Redis client makes for scripts
+// and pipelines (the sweeper's once-a-second ZRANGEBYSCORE is left out, so
+// that its tick cannot fall into a count).
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name != "zrangebyscore" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestRoundTripsPerMessage counts the Redis round trips of one user
+// message whose handler sends one reply: the echo with the run's
+// task_start, the reply, and task_end. (A script's first run on a server
+// may add one for its EVAL after a NOSCRIPT: the count is taken after a
+// warm-up message.)
+func TestRoundTripsPerMessage(t *testing.T) {
+	r := redistest.Start(t)
+	c := r.Client()
+	hook := &countingHook{}
+	c.AddHook(hook)
+	e, tok := chatEnv(t, withSessions(session.NewRedisStore(c, r.Namespace())))
+	cl, _ := e.openChat(tok, nil)
+	cl.send(map[string]any{"type": "message", "content": "warm up"})
+	cl.untilTaskEnd()
+	before := hook.n.Load()
+	cl.send(map[string]any{"type": "message", "content": "count me"})
+	frames := cl.untilTaskEnd()
+	if got := hook.n.Load() - before; got != 3 {
+		t.Fatalf("%d Redis round trips for one message (frames %v), want 3", got, frames)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -441,6 +442,11 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	if !validID(rec.ThreadID) || !validID(rec.UserID) {
 		return Appended{}, errNoThread(rec.ID)
 	}
+	for _, f := range um.Then {
+		if f.Step != nil {
+			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
+		}
+	}
 	now := m.now()
 	ms := now.UnixMilli()
 	m.mu.Lock()
@@ -482,7 +488,11 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	} else {
 		m.touchThreadLocked(t, rec.ThreadID, rec.UserID, ms)
 	}
-	return Appended{Seq: seq, Payload: bytes.Clone(um.Echo.Payload)}, nil
+	a := Appended{Seq: seq, Payload: bytes.Clone(um.Echo.Payload)}
+	for _, f := range um.Then {
+		a.ThenSeqs = append(a.ThenSeqs, m.appendLocked(s, f))
+	}
+	return a, nil
 }
 
 // loggedLocked is the payload of the logged frame seq, nil if trimmed.

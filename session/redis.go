@@ -340,10 +340,16 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	if err != nil {
 		return Appended{}, err
 	}
-	res, err := scriptUserMessage.Run(ctx, s.c, s.appendKeys(rec),
-		now, rec.ThreadID, logMax,
+	args := []any{now, rec.ThreadID, logMax,
 		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
-		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName)).Slice()
+		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName)}
+	for _, f := range m.Then {
+		if f.Step != nil {
+			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
+		}
+		args = append(args, f.ID, f.Payload)
+	}
+	res, err := scriptUserMessage.Run(ctx, s.c, s.appendKeys(rec), args...).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}
@@ -357,6 +363,10 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 		if p, ok := res[2].(string); ok {
 			a.Payload = []byte(p)
 		}
+	}
+	for _, v := range res[min(len(res), 3):] {
+		n, _ := v.(int64)
+		a.ThenSeqs = append(a.ThenSeqs, n)
 	}
 	return a, nil
 }

@@ -246,8 +246,10 @@ return out
 // ARGV after the common three: 4 client id, 5 frame id, 6 payload, 7 step
 // id, 8 step JSON, 9 thread name, 10 user id, 11 chat profile, 12 the
 // thread's summary JSON and 13 its folded name (written when this message
-// persists it).
-// Returns {seq, duplicate (0 or 1), payload (nil if trimmed)}.
+// persists it), then frame id, payload pairs of frames appended after the
+// echo.
+// Returns {seq, duplicate (0 or 1), payload (nil if trimmed), the seqs of
+// the frames after the echo...}.
 var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -279,7 +281,9 @@ if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
 else
   touchthread(now, ARGV[10])
 end
-return {seq, 0, ARGV[6]}
+local res = {seq, 0, ARGV[6]}
+for i = 14, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
+return res
 `)
 
 // scriptThread reads a thread's steps in order, and its hash and metadata

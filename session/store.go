@@ -85,6 +85,10 @@ type UserMessage struct {
 	// ThreadName is the name the thread takes if this message is the one
 	// that persists it (its first user message).
 	ThreadName string
+	// Then are frames appended right after the echo in the same operation
+	// (a task_start, say), only when the message is not a duplicate. They
+	// carry no step.
+	Then []Frame
 }
 
 // Thread is a persisted thread: its summary and its steps in the order they
@@ -126,6 +130,9 @@ type Appended struct {
 	// Duplicate is true when ClientID had been seen: nothing was stored and
 	// Seq and Payload are those of the first echo.
 	Duplicate bool
+	// ThenSeqs are the seqs of UserMessage.Then, in order (none for a
+	// duplicate).
+	ThenSeqs []int64
 }
 
 // Store keeps sessions, their values, outbound logs and the steps of their

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"GaplessSeqs", testGaplessSeqs},
 		{"AppendIdempotentByFrameID", testAppendIdempotent},
 		{"IDsForgotten", testIDsForgotten},
+		{"UserMessageThen", testUserMessageThen},
 		{"AppendUserMessageDuplicate", testUserMessageDuplicate},
 		{"AppendUserMessageDuplicateFrameID", testUserMessageDuplicateFrameID},
 		{"ConcurrentAppends", testConcurrentAppends},
@@ -1084,5 +1085,35 @@ func testIDsForgotten(t *testing.T, st session.Store) {
 	again := mustUserMessage(t, st, &rec, m)
 	if again.Duplicate || again.Seq != top+2 {
 		t.Fatalf("a client id %d frames back = %+v, want stored anew at %d", session.IDKeep, again, top+2)
+	}
+}
+
+// testUserMessageThen: frames given with a user message are appended right
+// after its echo in the same operation, and not again for a duplicate.
+func testUserMessageThen(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	m := NewUserMessage("hello")
+	a, b := NewFrame(nil), NewFrame(nil)
+	m.Then = []session.Frame{a, b}
+	got := mustUserMessage(t, st, &rec, m)
+	if !slices.Equal(got.ThenSeqs, []int64{got.Seq + 1, got.Seq + 2}) {
+		t.Fatalf("ThenSeqs = %v after echo %d", got.ThenSeqs, got.Seq)
+	}
+	logged, err := st.Log(ctx, rec.ID, got.Seq, got.Seq+2)
+	if err != nil || len(logged) != 2 || string(logged[0].Payload) != string(a.Payload) || string(logged[1].Payload) != string(b.Payload) {
+		t.Fatalf("Log after the echo = %v, %v", logged, err)
+	}
+	dup := mustUserMessage(t, st, &rec, m)
+	if !dup.Duplicate || len(dup.ThenSeqs) != 0 {
+		t.Fatalf("duplicate = %+v, want no frames appended", dup)
+	}
+	if last, _ := st.LastSeq(ctx, rec.ID); last != got.Seq+2 {
+		t.Fatalf("LastSeq = %d, want %d", last, got.Seq+2)
+	}
+	bad := NewUserMessage("x")
+	bad.Then = []session.Frame{NewFrame(NewStep("assistant_message", "no"))}
+	if _, err := st.AppendUserMessage(ctx, &rec, bad); err == nil {
+		t.Fatal("a frame with a step after the echo was accepted")
 	}
 }
