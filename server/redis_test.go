@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -33,6 +34,27 @@ func TestOnRedis(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, redisSessions(t)) })
+	}
+}
+
+// waitRunnersIdle waits until no session of the server has a runner.
+func (e *env) waitRunnersIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		busy := false
+		e.srv.mu.Lock()
+		for _, ls := range e.srv.live {
+			busy = busy || ls.busy()
+		}
+		e.srv.mu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a runner is still busy")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -73,6 +95,9 @@ func TestRoundTripsPerMessage(t *testing.T) {
 	cl, _ := e.openChat(tok, nil)
 	cl.send(map[string]any{"type": "message", "content": "warm up"})
 	cl.untilTaskEnd()
+	// The runner exits just after sending task_end: wait for that, so that
+	// the next message finds no run going and folds its task_start.
+	e.waitRunnersIdle(t)
 	before := hook.n.Load()
 	cl.send(map[string]any{"type": "message", "content": "count me"})
 	frames := cl.untilTaskEnd()
