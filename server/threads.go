@@ -116,16 +116,25 @@ func (s *Server) handleListThreads(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) handleGetThread(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+// callerThread authenticates the request and loads the caller's thread
+// named by the path; on failure it has written the error.
+func (s *Server) callerThread(w http.ResponseWriter, r *http.Request) (identity, session.Thread, bool) {
 	id, e := s.authenticate(r)
 	if e != nil {
 		writeError(w, e)
-		return
+		return id, session.Thread{}, false
 	}
-	t, e := s.ownThread(ctx, id.user.ID, r.PathValue("id"))
+	t, e := s.ownThread(r.Context(), id.user.ID, r.PathValue("id"))
 	if e != nil {
 		writeError(w, e)
+		return id, t, false
+	}
+	return id, t, true
+}
+
+func (s *Server) handleGetThread(w http.ResponseWriter, r *http.Request) {
+	id, t, ok := s.callerThread(w, r)
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, toThreadJSON(t, id.user))
@@ -196,14 +205,8 @@ func (s *Server) handleRenameThread(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	id, e := s.authenticate(r)
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	t, e := s.ownThread(ctx, id.user.ID, r.PathValue("id"))
-	if e != nil {
-		writeError(w, e)
+	id, t, ok := s.callerThread(w, r)
+	if !ok {
 		return
 	}
 	// A live session on the thread ends first: its chat-end handler runs

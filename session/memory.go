@@ -267,22 +267,16 @@ func (m *MemoryStore) Touch(ctx context.Context, id string, ttl time.Duration) e
 
 // SetSettings implements Store.
 func (m *MemoryStore) SetSettings(ctx context.Context, id string, values map[string]any) error {
-	b, err := encodeMap(values)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.sessionLocked(id, m.now())
-	if s == nil {
-		return ErrNotFound
-	}
-	s.settings = b
-	return nil
+	return m.setSettings(id, values, false, nil)
 }
 
 // SetSettingsSchema implements Store.
 func (m *MemoryStore) SetSettingsSchema(ctx context.Context, id string, schema []byte, values map[string]any) error {
+	return m.setSettings(id, values, true, schema)
+}
+
+// setSettings stores the settings values, and the schema when withSchema.
+func (m *MemoryStore) setSettings(id string, values map[string]any, withSchema bool, schema []byte) error {
 	b, err := encodeMap(values)
 	if err != nil {
 		return err
@@ -294,7 +288,9 @@ func (m *MemoryStore) SetSettingsSchema(ctx context.Context, id string, schema [
 		return ErrNotFound
 	}
 	s.settings = b
-	s.rec.Schema = slices.Clone(schema)
+	if withSchema {
+		s.rec.Schema = slices.Clone(schema)
+	}
 	return nil
 }
 
