@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/session"
@@ -78,26 +80,6 @@ type File struct {
 // Open returns the file's content; the caller closes it.
 func (f File) Open() (io.ReadCloser, error) { return f.open() }
 
-// askFrameJSON is the protocol's ask frame.
-type askFrameJSON struct {
-	Type      string    `json:"type"`
-	AskID     string    `json:"ask_id"`
-	Kind      string    `json:"kind"`
-	Content   string    `json:"content"`
-	TimeoutS  int       `json:"timeout_s"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Accept    []string  `json:"accept,omitempty"`
-	MaxSizeMB int       `json:"max_size_mb,omitempty"`
-	MaxFiles  int       `json:"max_files,omitempty"`
-	Actions   []Action  `json:"actions,omitempty"`
-}
-
-type askEndJSON struct {
-	Type   string `json:"type"`
-	AskID  string `json:"ask_id"`
-	Reason string `json:"reason"`
-}
-
 // askWaiters hands answers to the handlers waiting for them on this
 // instance.
 type askWaiters struct {
@@ -145,7 +127,7 @@ func (c *Chat) AskUser(ctx context.Context, q AskUser) (string, error) {
 		q.Timeout = DefaultTextTimeout
 	}
 	a := session.Ask{Kind: "text"}
-	f := askFrameJSON{Kind: "text", Content: q.Content}
+	f := wire.Ask{Kind: "text", Content: q.Content}
 	ans, err := c.ask(ctx, a, f, q.Timeout)
 	if err != nil {
 		return "", err
@@ -168,7 +150,7 @@ func (c *Chat) AskFile(ctx context.Context, q AskFile) ([]File, error) {
 		return nil, errors.New("server: AskFile needs at least one accepted type")
 	}
 	a := session.Ask{Kind: "file", Accept: q.Accept, MaxSize: int64(q.MaxSizeMB) << 20, MaxFiles: q.MaxFiles}
-	f := askFrameJSON{Kind: "file", Content: q.Content, Accept: q.Accept, MaxSizeMB: q.MaxSizeMB, MaxFiles: q.MaxFiles}
+	f := wire.Ask{Kind: "file", Content: q.Content, Accept: q.Accept, MaxSizeMB: q.MaxSizeMB, MaxFiles: q.MaxFiles}
 	ans, err := c.ask(ctx, a, f, q.Timeout)
 	if err != nil {
 		return nil, err
@@ -216,7 +198,11 @@ func (c *Chat) AskAction(ctx context.Context, q AskAction) (Action, error) {
 		actions[i] = act
 	}
 	a := session.Ask{Kind: "action", Actions: names}
-	f := askFrameJSON{Kind: "action", Content: q.Content, Actions: actions}
+	offered := make([]wire.Action, len(actions))
+	for i, act := range actions {
+		offered[i] = wire.Action(act)
+	}
+	f := wire.Ask{Kind: "action", Content: q.Content, Actions: offered}
 	ans, err := c.ask(ctx, a, f, q.Timeout)
 	if err != nil {
 		return Action{}, err
@@ -232,7 +218,7 @@ func (c *Chat) AskAction(ctx context.Context, q AskAction) (Action, error) {
 // ask records the ask, sends it, and waits for its answer, its timeout or
 // the handler's cancellation. The answer is stored as a user_message step
 // whose parent is the ask's step.
-func (c *Chat) ask(ctx context.Context, a session.Ask, f askFrameJSON, timeout time.Duration) (session.AskAnswer, error) {
+func (c *Chat) ask(ctx context.Context, a session.Ask, f wire.Ask, timeout time.Duration) (session.AskAnswer, error) {
 	ls := c.ls
 	s := ls.s
 	now := s.now()
@@ -241,7 +227,7 @@ func (c *Chat) ask(ctx context.Context, a session.Ask, f askFrameJSON, timeout t
 	a.ExpiresAt = now.Add(timeout)
 	a.StepID = uuid.NewString()
 	f.Type, f.AskID, f.TimeoutS, f.ExpiresAt = "ask", a.ID, int((timeout+time.Second-1)/time.Second), a.ExpiresAt
-	payload := mustJSON(f)
+	payload := wire.Encode(f)
 	var md map[string]any
 	_ = json.Unmarshal(payload, &md)
 	delete(md, "type")
@@ -256,20 +242,20 @@ func (c *Chat) ask(ctx context.Context, a session.Ask, f askFrameJSON, timeout t
 	if _, err := ls.emit(ctx, session.Frame{ID: a.StepID, Payload: payload, Step: &step}); err != nil {
 		return session.AskAnswer{}, err
 	}
-	timer := time.NewTimer(timeout)
+	timer := s.clock.NewTimer(timeout)
 	defer timer.Stop()
-	poll := time.NewTicker(askPollInterval)
+	poll := s.clock.NewTicker(askPollInterval)
 	defer poll.Stop()
 	for {
 		select {
 		case ans := <-ch:
 			return ans, c.answered(ctx, a, ans)
-		case <-poll.C:
+		case <-poll.C():
 			ans, ok, err := s.sessions.AskAnswer(ctx, ls.id, a.ID)
 			if err == nil && ok {
 				return ans, c.answered(ctx, a, ans)
 			}
-		case <-timer.C:
+		case <-timer.C():
 			if ans, ok := c.endAsk(a, "timeout"); ok {
 				return ans, c.answered(ctx, a, ans)
 			}
@@ -291,7 +277,7 @@ func (c *Chat) ask(ctx context.Context, a session.Ask, f askFrameJSON, timeout t
 // ask was answered meanwhile it returns that answer instead.
 func (c *Chat) endAsk(a session.Ask, reason string) (session.AskAnswer, bool) {
 	s := c.ls.s
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.StoreTimeout)
 	defer cancel()
 	ended, err := s.sessions.EndAsk(ctx, a.SessionID, a.ID)
 	if err == nil && !ended {
@@ -303,7 +289,7 @@ func (c *Chat) endAsk(a session.Ask, reason string) (session.AskAnswer, bool) {
 		s.logErr("end ask", err)
 	}
 	if _, err := c.ls.emit(ctx, session.Frame{ID: a.ID + ":end",
-		Payload: mustJSON(askEndJSON{Type: "ask_end", AskID: a.ID, Reason: reason})}); err != nil {
+		Payload: wire.Encode(wire.AskEnd{Type: "ask_end", AskID: a.ID, Reason: reason})}); err != nil {
 		s.logErr("append ask_end", err)
 	}
 	return session.AskAnswer{}, false
@@ -314,10 +300,10 @@ func (c *Chat) endAsk(a session.Ask, reason string) (session.AskAnswer, bool) {
 func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswer) error {
 	ls := c.ls
 	s := ls.s
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
 	if _, err := ls.emit(ctx, session.Frame{ID: a.ID + ":end",
-		Payload: mustJSON(askEndJSON{Type: "ask_end", AskID: a.ID, Reason: "answered"})}); err != nil {
+		Payload: wire.Encode(wire.AskEnd{Type: "ask_end", AskID: a.ID, Reason: "answered"})}); err != nil {
 		return err
 	}
 	rec := ls.us.Record()
@@ -348,7 +334,7 @@ func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswe
 	}
 	step := session.Step{ID: uuid.NewString(), Type: "user_message", Author: author, Content: content,
 		CreatedAt: s.now(), ParentID: a.StepID, Metadata: md}
-	payload := mustJSON(messageFrame{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
+	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
 		Author: author, Content: content, CreatedAt: step.CreatedAt, ParentID: strOrNil(a.StepID)})
 	ls.appendMu.Lock()
 	res, err := s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{ClientID: "ask:" + a.ID,
@@ -370,54 +356,54 @@ func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswe
 
 // answerAsk handles an ask_response: the first valid answer to the
 // session's pending ask wins.
-func (ls *liveSession) answerAsk(c *conn, askID string, f inFrame) *Error {
+func (ls *liveSession) answerAsk(c *conn, askID string, f wire.InFrame) *wire.Error {
 	s := ls.s
 	if !validID(askID) {
-		return errorf(CodeNotFound, "no such ask")
+		return wire.Errorf(wire.CodeNotFound, "no such ask")
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	a, err := s.sessions.PendingAsk(ctx, ls.id, askID)
 	if errors.Is(err, session.ErrNotFound) {
-		return errorf(CodeNotFound, "no such ask")
+		return wire.Errorf(wire.CodeNotFound, "no such ask")
 	}
 	if err != nil {
 		return s.storeError(ctx, "read ask", err)
 	}
 	ans := session.AskAnswer{At: s.now()}
-	hasContent, hasFiles, hasAction := !isNull(f.raw.Content), !isNull(f.raw.Files), !isNull(f.raw.Action)
+	hasContent, hasFiles, hasAction := !wire.IsNull(f.Raw.Content), !wire.IsNull(f.Raw.Files), !wire.IsNull(f.Raw.Action)
 	switch a.Kind {
 	case "text":
 		if hasFiles || hasAction {
-			return errorf(CodeInvalidField, "a text ask is answered with content")
+			return wire.Errorf(wire.CodeInvalidField, "a text ask is answered with content")
 		}
-		content, ok := rawString(f.raw.Content)
+		content, ok := wire.RawString(f.Raw.Content)
 		if !ok {
-			return errorf(CodeInvalidField, "content must be a string")
+			return wire.Errorf(wire.CodeInvalidField, "content must be a string")
 		}
 		if len(content) > s.cfg.MaxMessageBytes {
-			return errorf(CodeTooLarge, fmt.Sprintf("content is larger than %d bytes", s.cfg.MaxMessageBytes))
+			return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("content is larger than %d bytes", s.cfg.MaxMessageBytes))
 		}
 		ans.Content = content
 	case "action":
 		if hasFiles || hasContent {
-			return errorf(CodeInvalidField, "an action ask is answered with action")
+			return wire.Errorf(wire.CodeInvalidField, "an action ask is answered with action")
 		}
-		name, ok := rawString(f.raw.Action)
+		name, ok := wire.RawString(f.Raw.Action)
 		if !ok || !contains(a.Actions, name) {
-			return errorf(CodeInvalidField, "action must be one of the ask's actions")
+			return wire.Errorf(wire.CodeInvalidField, "action must be one of the ask's actions")
 		}
 		ans.Action = name
 	case "file":
 		if hasContent || hasAction {
-			return errorf(CodeInvalidField, "a file ask is answered with files")
+			return wire.Errorf(wire.CodeInvalidField, "a file ask is answered with files")
 		}
 		var ids []string
-		if len(f.raw.Files) == 0 || f.raw.Files[0] != '[' || json.Unmarshal(f.raw.Files, &ids) != nil || len(ids) == 0 {
-			return errorf(CodeInvalidField, "files must be a non-empty list of file ids")
+		if len(f.Raw.Files) == 0 || f.Raw.Files[0] != '[' || json.Unmarshal(f.Raw.Files, &ids) != nil || len(ids) == 0 {
+			return wire.Errorf(wire.CodeInvalidField, "files must be a non-empty list of file ids")
 		}
 		if len(ids) > a.MaxFiles {
-			return errorf(CodeInvalidField, fmt.Sprintf("at most %d files", a.MaxFiles))
+			return wire.Errorf(wire.CodeInvalidField, fmt.Sprintf("at most %d files", a.MaxFiles))
 		}
 		uploaded, err := s.sessions.AskFiles(ctx, ls.id, askID)
 		if err != nil {
@@ -430,7 +416,7 @@ func (ls *liveSession) answerAsk(c *conn, askID string, f inFrame) *Error {
 		seen := map[string]bool{}
 		for _, id := range ids {
 			if !have[id] || seen[id] {
-				return errorf(CodeNotFound, "no such file for this ask")
+				return wire.Errorf(wire.CodeNotFound, "no such file for this ask")
 			}
 			seen[id] = true
 		}
@@ -438,7 +424,7 @@ func (ls *liveSession) answerAsk(c *conn, askID string, f inFrame) *Error {
 	}
 	won, err := s.sessions.AnswerAsk(ctx, ls.id, askID, ans)
 	if errors.Is(err, session.ErrNotFound) || err == nil && !won {
-		return errorf(CodeNotFound, "no such ask")
+		return wire.Errorf(wire.CodeNotFound, "no such ask")
 	}
 	if err != nil {
 		return s.storeError(ctx, "answer ask", err)

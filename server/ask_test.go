@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
 )
@@ -449,7 +451,7 @@ func testAskAnswered(t *testing.T, st session.Store, kind string) {
 
 	// The first answer won: another is not_found.
 	c.send(withRef(askResponse(askID, answer), "again"))
-	if f := c.expectError(CodeNotFound); f["ref"] != "again" {
+	if f := c.expectError(wire.CodeNotFound); f["ref"] != "again" {
 		t.Fatalf("error = %v", f)
 	}
 	askTurn(t, c, "after the answer")
@@ -487,7 +489,7 @@ func testAskTimedOut(t *testing.T, st session.Store, kind string) {
 		t.Fatalf("the ask returned %v, want ErrAskTimeout", res.err)
 	}
 	c.send(askResponse(askID, lateAnswer(kind)))
-	c.expectError(CodeNotFound)
+	c.expectError(wire.CodeNotFound)
 	askTurn(t, c, "after the timeout")
 }
 
@@ -510,7 +512,7 @@ func testAskStopped(t *testing.T, st session.Store, kind string) {
 		t.Fatalf("the ask returned %v, want context.Canceled", res.err)
 	}
 	c.send(askResponse(askID, lateAnswer(kind)))
-	c.expectError(CodeNotFound)
+	c.expectError(wire.CodeNotFound)
 	askTurn(t, c, "after the stop")
 }
 
@@ -563,25 +565,25 @@ func testAskResponseErrors(t *testing.T, st session.Store) {
 		kind   string
 		name   string
 		fields map[string]any
-		code   Code
+		code   wire.Code
 	}{
-		{"text", "action on a text ask", map[string]any{"action": "yes"}, CodeInvalidField},
-		{"text", "files on a text ask", map[string]any{"files": []string{earlier.ID}}, CodeInvalidField},
-		{"text", "content and action", map[string]any{"content": "x", "action": "yes"}, CodeInvalidField},
-		{"text", "no content", map[string]any{}, CodeInvalidField},
-		{"text", "content not a string", map[string]any{"content": 5}, CodeInvalidField},
-		{"action", "content on an action ask", map[string]any{"content": "yes"}, CodeInvalidField},
-		{"action", "files on an action ask", map[string]any{"files": []string{earlier.ID}}, CodeInvalidField},
-		{"action", "an action not among the ask's", map[string]any{"action": "maybe"}, CodeInvalidField},
-		{"action", "action not a string", map[string]any{"action": true}, CodeInvalidField},
-		{"file", "content on a file ask", map[string]any{"content": "x.csv"}, CodeInvalidField},
-		{"file", "action on a file ask", map[string]any{"action": "yes"}, CodeInvalidField},
-		{"file", "files not a list", map[string]any{"files": earlier.ID}, CodeInvalidField},
-		{"file", "no files", map[string]any{"files": []string{}}, CodeInvalidField},
-		{"file", "a file of an earlier ask", map[string]any{"files": []string{earlier.ID}}, CodeNotFound},
-		{"file", "a file of another chat's ask", map[string]any{"files": []string{bobOtherFile}}, CodeNotFound},
-		{"file", "a file of another user's ask", map[string]any{"files": []string{carolFile}}, CodeNotFound},
-		{"file", "an unknown file", map[string]any{"files": []string{"00000000-0000-4000-8000-000000000000"}}, CodeNotFound},
+		{"text", "action on a text ask", map[string]any{"action": "yes"}, wire.CodeInvalidField},
+		{"text", "files on a text ask", map[string]any{"files": []string{earlier.ID}}, wire.CodeInvalidField},
+		{"text", "content and action", map[string]any{"content": "x", "action": "yes"}, wire.CodeInvalidField},
+		{"text", "no content", map[string]any{}, wire.CodeInvalidField},
+		{"text", "content not a string", map[string]any{"content": 5}, wire.CodeInvalidField},
+		{"action", "content on an action ask", map[string]any{"content": "yes"}, wire.CodeInvalidField},
+		{"action", "files on an action ask", map[string]any{"files": []string{earlier.ID}}, wire.CodeInvalidField},
+		{"action", "an action not among the ask's", map[string]any{"action": "maybe"}, wire.CodeInvalidField},
+		{"action", "action not a string", map[string]any{"action": true}, wire.CodeInvalidField},
+		{"file", "content on a file ask", map[string]any{"content": "x.csv"}, wire.CodeInvalidField},
+		{"file", "action on a file ask", map[string]any{"action": "yes"}, wire.CodeInvalidField},
+		{"file", "files not a list", map[string]any{"files": earlier.ID}, wire.CodeInvalidField},
+		{"file", "no files", map[string]any{"files": []string{}}, wire.CodeInvalidField},
+		{"file", "a file of an earlier ask", map[string]any{"files": []string{earlier.ID}}, wire.CodeNotFound},
+		{"file", "a file of another chat's ask", map[string]any{"files": []string{bobOtherFile}}, wire.CodeNotFound},
+		{"file", "a file of another user's ask", map[string]any{"files": []string{carolFile}}, wire.CodeNotFound},
+		{"file", "an unknown file", map[string]any{"files": []string{"00000000-0000-4000-8000-000000000000"}}, wire.CodeNotFound},
 	}
 	rights := map[string]struct {
 		answer map[string]any
@@ -614,11 +616,11 @@ func testAskResponseErrors(t *testing.T, st session.Store) {
 			// not_found here, and does not take this ask.
 			for _, id := range []string{bobOtherAsk, carolAsk, "00000000-0000-4000-8000-000000000000", "not-a-uuid"} {
 				c.send(askResponse(id, lateAnswer(kind)))
-				c.expectError(CodeNotFound)
+				c.expectError(wire.CodeNotFound)
 			}
 			// The other chat cannot answer this ask either.
 			bobOther.send(askResponse(askID, lateAnswer(kind)))
-			bobOther.expectError(CodeNotFound)
+			bobOther.expectError(wire.CodeNotFound)
 
 			right, ok := rights[kind]
 			if !ok {
@@ -634,7 +636,7 @@ func testAskResponseErrors(t *testing.T, st session.Store) {
 				t.Fatalf("the ask returned %v", res.err)
 			}
 			c.send(askResponse(askID, right.answer))
-			c.expectError(CodeNotFound)
+			c.expectError(wire.CodeNotFound)
 		})
 	}
 	c.t = t

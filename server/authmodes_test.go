@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/auth"
 )
 
@@ -21,7 +23,7 @@ func TestHeaderMode(t *testing.T) {
 		}))
 		for _, path := range []string{"/auth/me", "/app"} {
 			res, body := e.do("GET", path, nil, header("mallory"))
-			expectHTTPError(t, res, body, 401, CodeUnauthorized)
+			expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 		}
 		_, res, err := e.tryDial(header("mallory"))
 		if err == nil || statusOf(res) != 401 {
@@ -53,10 +55,10 @@ func TestHeaderMode(t *testing.T) {
 		// no one.
 		for _, hdr := range []http.Header{nil, header(strings.Repeat("a", 256))} {
 			res, body = e.do("GET", "/auth/me", nil, hdr)
-			expectHTTPError(t, res, body, 401, CodeUnauthorized)
+			expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 		}
 		res, body = e.loginAs("alice", "password-alice", header("alice"))
-		expectHTTPError(t, res, body, 404, CodeNotFound)
+		expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 
 		c := e.dial(header("alice"))
 		w := c.hello(nil)
@@ -100,7 +102,7 @@ func TestAnonymousMode(t *testing.T) {
 		t.Fatal("two anonymous sockets got one token")
 	}
 	other.send(map[string]any{"type": "hello", "protocol": 1, "session_id": sid})
-	other.expectError(CodeNotFound)
+	other.expectError(wire.CodeNotFound)
 
 	// The same token is the same anonymous user: the session is its own.
 	again := e.dial(bearer(tok))
@@ -142,7 +144,7 @@ func TestLogout(t *testing.T) {
 	a1.expectClose(statusRevoked)
 	a2.expectClose(statusRevoked)
 	res, body = e.do("GET", "/auth/me", nil, bearer(tokA))
-	expectHTTPError(t, res, body, 401, CodeUnauthorized)
+	expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 	_, res, err := e.tryDial(bearer(tokA))
 	if err == nil || statusOf(res) != 401 {
 		t.Fatalf("upgrade with a revoked token: err %v, status %d", err, statusOf(res))
@@ -176,7 +178,7 @@ func TestLogoutByCookie(t *testing.T) {
 	}
 	c.expectClose(statusRevoked)
 	res, body = e.do("GET", "/auth/me", nil, bearer(tok))
-	expectHTTPError(t, res, body, 401, CodeUnauthorized)
+	expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 }
 
 // TestTokenAbsoluteExpiry waits for a real expiry: the socket closes by
@@ -187,7 +189,7 @@ func TestTokenAbsoluteExpiry(t *testing.T) {
 	c.hello(nil)
 	c.expectClose(statusRevoked)
 	res, body := e.do("GET", "/auth/me", nil, bearer(tok))
-	expectHTTPError(t, res, body, 401, CodeUnauthorized)
+	expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 }
 
 // TestTokenIdleExpiry moves the auth clock past the idle expiry: HTTP
@@ -209,5 +211,5 @@ func TestTokenIdleExpiry(t *testing.T) {
 	clock.Advance(time.Hour + time.Second)
 	c.expectClose(statusRevoked)
 	res, body := e.do("GET", "/auth/me", nil, bearer(tok))
-	expectHTTPError(t, res, body, 401, CodeUnauthorized)
+	expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 }

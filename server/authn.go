@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/session"
 )
@@ -38,23 +41,23 @@ type identity struct {
 
 // authenticate resolves the caller of a request: the trusted header in
 // header mode, else the bearer token or the cookie.
-func (s *Server) authenticate(r *http.Request) (identity, *Error) {
+func (s *Server) authenticate(r *http.Request) (identity, *wire.Error) {
 	ctx := r.Context()
 	if s.cfg.Auth == AuthHeader {
 		if !s.trustedPeer(r) {
-			return identity{}, errorf(CodeUnauthorized, "authentication required")
+			return identity{}, wire.Errorf(wire.CodeUnauthorized, "authentication required")
 		}
 		name := r.Header.Get(s.cfg.AuthHeader)
 		if s.headerAuth != nil {
 			name = s.headerAuth(r.Header)
 		}
 		if name == "" {
-			return identity{}, errorf(CodeUnauthorized, "authentication required")
+			return identity{}, wire.Errorf(wire.CodeUnauthorized, "authentication required")
 		}
 		u, err := s.auth.EnsureUser(ctx, name)
 		if err != nil {
 			if errors.Is(err, auth.ErrInvalid) {
-				return identity{}, errorf(CodeUnauthorized, "the identity header is not a valid identifier")
+				return identity{}, wire.Errorf(wire.CodeUnauthorized, "the identity header is not a valid identifier")
 			}
 			return identity{}, s.storeError(ctx, "header auth", err)
 		}
@@ -62,12 +65,12 @@ func (s *Server) authenticate(r *http.Request) (identity, *Error) {
 	}
 	tok := requestToken(r)
 	if tok == "" {
-		return identity{}, errorf(CodeUnauthorized, "authentication required")
+		return identity{}, wire.Errorf(wire.CodeUnauthorized, "authentication required")
 	}
 	id, err := s.auth.Authenticate(ctx, tok)
 	if err != nil {
 		if errors.Is(err, auth.ErrUnauthorized) {
-			return identity{}, errorf(CodeUnauthorized, "the token is invalid or expired")
+			return identity{}, wire.Errorf(wire.CodeUnauthorized, "the token is invalid or expired")
 		}
 		return identity{}, s.storeError(ctx, "authenticate", err)
 	}
@@ -171,22 +174,10 @@ func (s *Server) clearTokenCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.tokenCookie(r, "", time.Time{}))
 }
 
-// Revoked implements auth.Notifier: it closes this instance's sockets opened
-// with the revoked tokens (or, for token-less header-mode sockets, the
-// user's) and tells the other instances through the bus.
-func (s *Server) Revoked(ctx context.Context, userID string, hashes []string) error {
-	ev := Event{Kind: EventRevoked, Origin: s.cfg.InstanceID, UserID: userID, TokenHashes: hashes}
-	s.applyEvent(ev)
-	if s.bus != nil {
-		return s.bus.Publish(ctx, ev)
-	}
-	return nil
-}
-
 // applyEvent acts on an event from this or another instance.
-func (s *Server) applyEvent(ev Event) {
+func (s *Server) applyEvent(ev bus.Event) {
 	switch ev.Kind {
-	case EventRevoked:
+	case bus.KindRevoked:
 		set := make(map[string]bool, len(ev.TokenHashes))
 		for _, h := range ev.TokenHashes {
 			set[h] = true
@@ -202,7 +193,7 @@ func (s *Server) applyEvent(ev Event) {
 			if c.welcomed.Load() {
 				id := c.ls.id
 				s.goOwned(func() {
-					ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+					ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 					defer cancel()
 					if err := s.endSession(ctx, id); err != nil && !errors.Is(err, session.ErrNotFound) && ctx.Err() == nil {
 						s.logErr("end a revoked socket's session", err)

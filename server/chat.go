@@ -10,6 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
@@ -83,7 +87,7 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 	now := c.ls.s.now()
 	step := session.Step{ID: uuid.NewString(), Type: m.Type, Author: m.Author, Content: m.Content,
 		CreatedAt: now, ParentID: m.ParentID}
-	payload := mustJSON(messageFrame{Type: "message", ID: step.ID, ThreadID: c.ls.us.ThreadID(),
+	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: c.ls.us.ThreadID(),
 		StepType: m.Type, Author: m.Author, Content: m.Content, CreatedAt: now,
 		ParentID: strOrNil(m.ParentID), Streaming: streaming})
 	return session.Frame{ID: step.ID, Payload: payload, Step: &step}, step.ID, nil
@@ -108,15 +112,15 @@ func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any
 // value when that is still valid for it, else its initial value; a key of
 // values that is not a widget of the schema, or a value not valid for its
 // widget, is refused with ErrInvalidSettings and nothing changes.
-func (c *Chat) SetSettingsSchema(ctx context.Context, schema []Widget, values map[string]any) error {
-	if err := checkSchema(schema); err != nil {
+func (c *Chat) SetSettingsSchema(ctx context.Context, schema []settings.Widget, values map[string]any) error {
+	if err := settings.Check(schema); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
 	}
 	ls := c.ls
 	ls.settingsMu.Lock()
 	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()
-	merged := restoreSettings(schema, rec.Settings)
+	merged := settings.Restore(schema, rec.Settings)
 	if values == nil {
 		values = map[string]any{}
 	}
@@ -128,7 +132,7 @@ func (c *Chat) SetSettingsSchema(ctx context.Context, schema []Widget, values ma
 	if e != nil {
 		return fmt.Errorf("%w: %s", ErrInvalidSettings, e.Message)
 	}
-	encoded, err := json.Marshal(nonNilSchema(schema))
+	encoded, err := json.Marshal(settings.NonNil(schema))
 	if err != nil {
 		return err
 	}
@@ -140,7 +144,7 @@ func (c *Chat) SetSettingsSchema(ctx context.Context, schema []Widget, values ma
 		return err
 	}
 	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
-		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: merged})})
+		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: merged})})
 	return err
 }
 
@@ -200,7 +204,7 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	n := st.n
 	st.mu.Unlock()
 	if c := ls.currentConn(); c != nil {
-		c.send("stream", mustJSON(streamFrame{Type: "stream", ID: st.id, N: n, Delta: delta}))
+		c.send("stream", wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta}))
 	}
 	return nil
 }
@@ -257,58 +261,26 @@ func (st *Stream) close(ctx context.Context, interrupted bool) error {
 		step.Metadata = map[string]any{"interrupted": true}
 	}
 	f := session.Frame{ID: uuid.NewString(), Step: &step,
-		Payload: mustJSON(messageUpdateFrame{Type: "message_update", ID: st.id, Content: content})}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		Payload: wire.Encode(wire.MessageUpdate{Type: "message_update", ID: st.id, Content: content})}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.s.cfg.StoreTimeout)
 	defer cancel()
 	_, err := ls.emit(ctx, f)
 	return err
 }
 
-// historyFrame carries a thread for a resume or a replay reset.
-type historyFrame struct {
-	Type   string     `json:"type"`
-	Thread threadJSON `json:"thread"`
-}
-
-// threadJSON is the protocol's Thread object.
-type threadJSON struct {
-	ID             string         `json:"id"`
-	Name           string         `json:"name"`
-	ChatProfile    *string        `json:"chat_profile"`
-	CreatedAt      time.Time      `json:"created_at"`
-	UpdatedAt      time.Time      `json:"updated_at"`
-	UserID         string         `json:"user_id"`
-	UserIdentifier string         `json:"user_identifier"`
-	Metadata       map[string]any `json:"metadata"`
-	Tags           []string       `json:"tags"`
-	Steps          []stepJSON     `json:"steps"`
-}
-
-// stepJSON is the protocol's Step object.
-type stepJSON struct {
-	ID        string         `json:"id"`
-	Type      string         `json:"type"`
-	Author    string         `json:"author"`
-	Content   string         `json:"content"`
-	CreatedAt time.Time      `json:"created_at"`
-	ParentID  *string        `json:"parent_id"`
-	Command   *string        `json:"command"`
-	Metadata  map[string]any `json:"metadata"`
-}
-
-func toStepJSON(st session.Step) stepJSON {
+func toStepJSON(st session.Step) wire.Step {
 	md := st.Metadata
 	if md == nil {
 		md = map[string]any{}
 	}
-	return stepJSON{ID: st.ID, Type: st.Type, Author: st.Author, Content: st.Content,
+	return wire.Step{ID: st.ID, Type: st.Type, Author: st.Author, Content: st.Content,
 		CreatedAt: st.CreatedAt.UTC(), ParentID: strOrNil(st.ParentID), Command: strOrNil(st.Command), Metadata: md}
 }
 
-// threadJSON builds the Thread of a session from its record and steps.
-func (s *Server) threadJSON(rec session.Record, u *auth.PersistedUser, steps []session.Step) threadJSON {
-	t := threadJSON{ID: rec.ThreadID, ChatProfile: strOrNil(rec.ChatProfile), CreatedAt: rec.CreatedAt.UTC(),
-		UpdatedAt: rec.CreatedAt.UTC(), UserID: rec.UserID, Tags: []string{}, Steps: make([]stepJSON, 0, len(steps)),
+// wire.Thread builds the Thread of a session from its record and steps.
+func (s *Server) sessionThread(rec session.Record, u *auth.PersistedUser, steps []session.Step) wire.Thread {
+	t := wire.Thread{ID: rec.ThreadID, ChatProfile: strOrNil(rec.ChatProfile), CreatedAt: rec.CreatedAt.UTC(),
+		UpdatedAt: rec.CreatedAt.UTC(), UserID: rec.UserID, Tags: []string{}, Steps: make([]wire.Step, 0, len(steps)),
 		Metadata: map[string]any{"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings}}
 	if u != nil {
 		t.UserIdentifier = u.Identifier
@@ -355,6 +327,6 @@ func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error 
 		return err
 	}
 	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
-		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: merged})})
+		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: merged})})
 	return err
 }

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/clock"
 )
 
 // AuthMode selects how callers authenticate.
@@ -73,11 +77,26 @@ type Config struct {
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Default 30s.
 	ShutdownTimeout time.Duration
+	// ShutdownDrain keeps Serve's listener open that long after a shutdown
+	// began, with /readyz answering 503, so that load balancers notice.
+	// Default 0.
+	ShutdownDrain time.Duration
 	// InstanceID names this instance. Default: a random id.
 	InstanceID string
 
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
+	// StoreTimeout bounds each call to the stores made on the server's own
+	// behalf (a hello, a user message, a detach, a sweep). Default 10s.
+	StoreTimeout time.Duration
+	// HashWorkers is how many password hashes are computed at once when the
+	// server makes its own hashing pool. Default: the number of CPUs.
+	HashWorkers int
+	// Login configures tokens, login throttling and anonymous users; its
+	// zero value takes the auth package's defaults.
+	Login auth.Config
+
+	// Clock is the time source of the server and of its default stores.
+	// Default: the wall clock.
+	Clock clock.Clock
 }
 
 func (c Config) withDefaults() Config {
@@ -123,8 +142,14 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 10 * time.Second
+	}
+	if c.HashWorkers <= 0 {
+		c.HashWorkers = runtime.NumCPU()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	return c
 }
@@ -151,29 +176,4 @@ func checkOrigin(o string) error {
 		return fmt.Errorf("server: allowed origin %q is not an exact scheme://host[:port]", o)
 	}
 	return nil
-}
-
-// ParsePrefixes parses a comma-separated list of CIDRs or addresses.
-func ParsePrefixes(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if !strings.Contains(f, "/") {
-			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
-			}
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }

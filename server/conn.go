@@ -13,22 +13,25 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
 )
 
-// Close codes of the protocol (§2.5).
+// Close codes of the protocol (§2.5), as the WebSocket library takes them.
 const (
-	statusNormal       = websocket.StatusNormalClosure           // 1000: chat ended
-	statusGoingAway    = websocket.StatusGoingAway               // 1001: shutting down
-	statusInvalidUTF8  = websocket.StatusInvalidFramePayloadData // 1007
-	statusPolicy       = websocket.StatusPolicyViolation         // 1008: too many bad frames
-	statusRevoked      = websocket.StatusCode(4401)
-	statusHelloTimeout = websocket.StatusCode(4408)
-	statusTakenOver    = websocket.StatusCode(4409)
-	statusTooSlow      = websocket.StatusCode(4429)
+	statusNormal       = websocket.StatusCode(wire.CloseNormal)
+	statusGoingAway    = websocket.StatusCode(wire.CloseGoingAway)
+	statusInvalidUTF8  = websocket.StatusCode(wire.CloseInvalidUTF8)
+	statusPolicy       = websocket.StatusCode(wire.ClosePolicy)
+	statusRevoked      = websocket.StatusCode(wire.CloseRevoked)
+	statusHelloTimeout = websocket.StatusCode(wire.CloseHelloTimeout)
+	statusTakenOver    = websocket.StatusCode(wire.CloseTakenOver)
+	statusTooSlow      = websocket.StatusCode(wire.CloseTooSlow)
 )
 
 // closeWait bounds how long a closing socket's writes and close handshake
@@ -76,21 +79,21 @@ type conn struct {
 // handleWS upgrades GET /ws after checking the caller and the origin.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
-		writeError(w, errorf(CodeUnavailable, "shutting down"))
+		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return
 	}
 	if !s.originAllowed(r) {
-		writeError(w, errorf(CodeForbidden, "origin not allowed"))
+		writeError(w, wire.Errorf(wire.CodeForbidden, "origin not allowed"))
 		return
 	}
 	id, e := s.authenticate(r)
-	if e != nil && !(e.Code == CodeUnauthorized && s.cfg.Auth == AuthNone) {
+	if e != nil && !(e.Code == wire.CodeUnauthorized && s.cfg.Auth == AuthNone) {
 		writeError(w, e)
 		return
 	}
 	var newToken string
 	if e != nil && !isUpgrade(r) {
-		writeError(w, errorf(CodeBadRequest, "a WebSocket upgrade is expected here"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "a WebSocket upgrade is expected here"))
 		return
 	}
 	if e != nil {
@@ -100,7 +103,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		id, newToken, err = s.newAnonymous(r.Context(), s.clientAddr(r))
 		var te *auth.ThrottledError
 		if errors.As(err, &te) {
-			writeError(w, &Error{Code: CodeRateLimited, Message: "too many new anonymous users from this address",
+			writeError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many new anonymous users from this address",
 				RetryAfter: ceilSeconds(te.RetryAfter)})
 			return
 		}
@@ -183,14 +186,14 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 		return
 	}
 	s.metrics.connections.Inc()
-	helloTimer := time.AfterFunc(s.cfg.HelloTimeout, func() {
+	helloTimer := s.clock.AfterFunc(s.cfg.HelloTimeout, func() {
 		if !c.welcomed.Load() {
 			c.closeNow(statusHelloTimeout, "no hello")
 		}
 	})
-	var expiryTimer *time.Timer
+	var expiryTimer clock.Timer
 	if !id.expiresAt.IsZero() {
-		expiryTimer = time.AfterFunc(id.expiresAt.Sub(s.now()), func() {
+		expiryTimer = s.clock.AfterFunc(id.expiresAt.Sub(s.now()), func() {
 			c.closeNow(statusRevoked, "token expired")
 		})
 	}
@@ -263,7 +266,7 @@ func (c *conn) readLoop() {
 			return
 		}
 		if typ != websocket.MessageText {
-			c.reject(errorf(CodeBadFrame, "binary frames are not accepted"), "")
+			c.reject(wire.Errorf(wire.CodeBadFrame, "binary frames are not accepted"), "")
 			continue
 		}
 		if !utf8.Valid(data) {
@@ -276,9 +279,9 @@ func (c *conn) readLoop() {
 
 // reject answers a client frame with an error; bad frames are counted and
 // too many of them close the socket with 1008.
-func (c *conn) reject(e *Error, ref string) {
+func (c *conn) reject(e *wire.Error, ref string) {
 	switch e.Code {
-	case CodeBadFrame, CodeUnknownType, CodeInvalidField, CodeProtocol:
+	case wire.CodeBadFrame, wire.CodeUnknownType, wire.CodeInvalidField, wire.CodeProtocol:
 		now := c.s.now()
 		keep := c.badFrames[:0]
 		for _, t := range c.badFrames {
@@ -297,9 +300,9 @@ func (c *conn) reject(e *Error, ref string) {
 }
 
 // sendError queues an error frame.
-func (c *conn) sendError(e *Error, ref string) {
+func (c *conn) sendError(e *wire.Error, ref string) {
 	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
-	c.send("error", mustJSON(errorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
+	c.send("error", wire.Encode(wire.ErrorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
 }
 
 // send queues an unsequenced frame.
@@ -322,7 +325,7 @@ func (c *conn) sendSeq(typ string, seq int64, payload []byte) bool {
 		return false
 	}
 	c.lastSeq = seq
-	c.enqueueLocked(typ, withSeq(payload, seq))
+	c.enqueueLocked(typ, wire.WithSeq(payload, seq))
 	return true
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
 )
@@ -48,7 +50,7 @@ func TestHandlerError(t *testing.T) {
 					end = f
 				}
 			}
-			if errFrame["code"] != string(CodeHandlerError) || strings.Contains(errFrame["message"].(string), "secret") {
+			if errFrame["code"] != string(wire.CodeHandlerError) || strings.Contains(errFrame["message"].(string), "secret") {
 				t.Fatalf("error frame = %v", errFrame)
 			}
 			if end["error"] != true || end["stopped"] != false || end["interrupted"] != false {
@@ -77,12 +79,12 @@ func TestStoreUnavailable(t *testing.T) {
 
 	r.Stop()
 	c.send(map[string]any{"type": "message", "content": "lost?", "ref": "m1"})
-	f := c.expectError(CodeUnavailable)
+	f := c.expectError(wire.CodeUnavailable)
 	if f["ref"] != "m1" {
 		t.Fatalf("ref = %v", f["ref"])
 	}
 	// The socket carries on: a frame that needs no store is answered.
 	c.send(`{"type":"dance","ref":"d1"}`)
-	c.expectError(CodeUnknownType)
+	c.expectError(wire.CodeUnknownType)
 
 }

@@ -8,6 +8,8 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/signal"
 	"strings"
 
 	"github.com/chatd-project/chatd/auth"
@@ -16,16 +18,27 @@ import (
 	"github.com/chatd-project/chatd/session"
 )
 
-// An application: profiles per user, a greeting, and an answer to every
-// message, served on the in-memory stores.
+// A complete application: anyone may chat, and every message is answered.
+// It keeps everything in memory; WithRedisURL runs it on Redis instead.
 func Example() {
-	users := auth.NewMemoryStore(nil)
-	hasher := auth.NewHashPool(auth.DefaultParams, 2, 64)
-	defer hasher.Close()
-	authSvc := auth.NewService(users.Stores(), hasher, nil, auth.Config{})
-	srv, err := server.New(server.Config{Name: "Assistant"}, server.Deps{
-		Auth: authSvc, Sessions: session.NewMemoryStore(nil),
+	srv, err := server.New(server.Config{Auth: server.AuthNone})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv.OnMessage(func(ctx context.Context, c *server.Chat, m server.Message) error {
+		return c.Send(ctx, "You said: "+m.Content)
 	})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := srv.ListenAndServe(ctx, "localhost:8000"); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Profiles per user, a greeting, and an answer to every message. Handlers
+// are registered before the server starts.
+func Example_profiles() {
+	srv, err := server.New(server.Config{Name: "Assistant"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +64,10 @@ func Example() {
 	srv.OnMessage(func(ctx context.Context, c *server.Chat, m server.Message) error {
 		return c.Send(ctx, fmt.Sprintf("[%s] Processing: %s", c.Session().ChatProfile(), m.Content))
 	})
-	hs := httptest.NewServer(srv.Handler()) // or http.ListenAndServe(":8000", srv.Handler())
+	if err := srv.Start(); err != nil { // ListenAndServe starts it too
+		log.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	res, err := http.Get(hs.URL + "/auth/config")
 	if err != nil {

@@ -13,18 +13,12 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/session"
 )
-
-// fileRefJSON is the protocol's FileRef object.
-type fileRefJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Size int64  `json:"size"`
-	MIME string `json:"mime"`
-}
 
 // extTypes maps the extensions of common uploads to their types; it does
 // not depend on the machine's mime.types, so every instance agrees.
@@ -133,7 +127,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	sid, askID := q.Get("session_id"), q.Get("ask_id")
-	notFound := errorf(CodeNotFound, "no pending file ask of yours with these ids")
+	notFound := wire.Errorf(wire.CodeNotFound, "no pending file ask of yours with these ids")
 	if !validID(sid) || !validID(askID) {
 		writeError(w, notFound)
 		return
@@ -158,22 +152,22 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	limit := int64(a.MaxFiles)*a.MaxSize + 64<<10
 	if r.ContentLength > limit {
-		writeError(w, errorf(CodeTooLarge, "the upload is larger than the ask allows"))
+		writeError(w, wire.Errorf(wire.CodeTooLarge, "the upload is larger than the ask allows"))
 		return
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
-		writeError(w, errorf(CodeUnsupportedMediaType, "the body must be multipart/form-data"))
+		writeError(w, wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be multipart/form-data"))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeError(w, errorf(CodeBadRequest, "the body is not a valid multipart form"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "the body is not a valid multipart form"))
 		return
 	}
 	var stored []session.FileMeta
-	fail := func(e *Error) {
+	fail := func(e *wire.Error) {
 		if len(stored) > 0 {
 			ids := make([]string, len(stored))
 			for i, m := range stored {
@@ -207,32 +201,32 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		stored = append(stored, meta)
 	}
 	if len(stored) == 0 {
-		writeError(w, errorf(CodeBadRequest, "no part named file"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "no part named file"))
 		return
 	}
 	out := struct {
-		Files []fileRefJSON `json:"files"`
-	}{Files: make([]fileRefJSON, len(stored))}
+		Files []wire.FileRef `json:"files"`
+	}{Files: make([]wire.FileRef, len(stored))}
 	for i, m := range stored {
-		out.Files[i] = fileRefJSON{ID: m.ID, Name: m.Name, Size: m.Size, MIME: m.MIME}
+		out.Files[i] = wire.FileRef{ID: m.ID, Name: m.Name, Size: m.Size, MIME: m.MIME}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func uploadReadError(err error) *Error {
+func uploadReadError(err error) *wire.Error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return errorf(CodeTooLarge, "the upload is larger than the ask allows")
+		return wire.Errorf(wire.CodeTooLarge, "the upload is larger than the ask allows")
 	}
-	return errorf(CodeBadRequest, "the upload could not be read")
+	return wire.Errorf(wire.CodeBadRequest, "the upload could not be read")
 }
 
 // storePart checks one file part against the ask and streams it into the
 // store.
-func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.Part) (session.FileMeta, *Error) {
+func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.Part) (session.FileMeta, *wire.Error) {
 	name := cleanFileName(part.FileName())
 	if name == "" {
-		return session.FileMeta{}, errorf(CodeBadRequest, "a file part has no usable name")
+		return session.FileMeta{}, wire.Errorf(wire.CodeBadRequest, "a file part has no usable name")
 	}
 	head := make([]byte, 512)
 	n, err := io.ReadFull(part, head)
@@ -242,7 +236,7 @@ func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.P
 	head = head[:n]
 	mimeType, ok := matchUpload(a.Accept, name, head)
 	if !ok {
-		return session.FileMeta{}, errorf(CodeUnsupportedType, "the file's type is not accepted by the ask")
+		return session.FileMeta{}, wire.Errorf(wire.CodeUnsupportedType, "the file's type is not accepted by the ask")
 	}
 	meta := session.FileMeta{ID: uuid.NewString(), SessionID: a.SessionID, AskID: a.ID, Name: name,
 		MIME: mimeType, CreatedAt: s.now()}
@@ -251,15 +245,15 @@ func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.P
 	case err == nil:
 		return meta, nil
 	case errors.Is(err, session.ErrTooLarge):
-		return meta, errorf(CodeTooLarge, "a file is larger than the ask allows")
+		return meta, wire.Errorf(wire.CodeTooLarge, "a file is larger than the ask allows")
 	case errors.Is(err, session.ErrTooManyFiles):
-		return meta, errorf(CodeTooManyFiles, "more files than the ask allows")
+		return meta, wire.Errorf(wire.CodeTooManyFiles, "more files than the ask allows")
 	case errors.Is(err, session.ErrNotFound):
-		return meta, errorf(CodeNotFound, "no pending file ask of yours with these ids")
+		return meta, wire.Errorf(wire.CodeNotFound, "no pending file ask of yours with these ids")
 	default:
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return meta, errorf(CodeTooLarge, "the upload is larger than the ask allows")
+			return meta, wire.Errorf(wire.CodeTooLarge, "the upload is larger than the ask allows")
 		}
 		return meta, s.storeError(ctx, "store file", err)
 	}

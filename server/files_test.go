@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -223,32 +225,32 @@ func testUploadRules(t *testing.T, st session.Store) {
 		name   string
 		post   func(t *testing.T) (*http.Response, []byte)
 		status int
-		code   Code
+		code   wire.Code
 	}{
 		{"a PNG", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"chart.png", pngData(t)})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"a PNG renamed .csv", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"data.csv", pngData(t)})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"HTML named .txt", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"notes.txt", html})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"HTML named .csv", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"data.csv", html})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"JSON, a type the ask does not accept", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"data.json", []byte(`{"a": 1}`)})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"CSV without an extension", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"data", csvData})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"a good file beside a refused one", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"good.csv", csvData}, upFile{"bad.csv", pngData(t)})
-		}, 415, CodeUnsupportedType},
+		}, 415, wire.CodeUnsupportedType},
 		{"1 MiB + 1 byte", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, askID, upFile{"big.csv", csvOfSize(1<<20 + 1)})
-		}, 413, CodeTooLarge},
+		}, 413, wire.CodeTooLarge},
 		{"Content-Length over the limit, refused before the body is read", func(t *testing.T) (*http.Response, []byte) {
 			// The body never comes: a server that read it would not answer.
 			pr, pw := io.Pipe()
@@ -272,10 +274,10 @@ func testUploadRules(t *testing.T, st session.Store) {
 			defer res.Body.Close()
 			b, _ := io.ReadAll(res.Body)
 			return res, b
-		}, 413, CodeTooLarge},
+		}, 413, wire.CodeTooLarge},
 		{"a body that is not multipart", func(t *testing.T) (*http.Response, []byte) {
 			return postUpload(t, e, bob, uploadPath(sid, askID), strings.NewReader(`{"file":"x"}`), "application/json", nil)
-		}, 415, CodeUnsupportedMediaType},
+		}, 415, wire.CodeUnsupportedMediaType},
 		{"no part named file", func(t *testing.T) (*http.Response, []byte) {
 			var b bytes.Buffer
 			mw := multipart.NewWriter(&b)
@@ -283,33 +285,33 @@ func testUploadRules(t *testing.T, st session.Store) {
 			_, _ = fw.Write(csvData)
 			_ = mw.Close()
 			return postUpload(t, e, bob, uploadPath(sid, askID), bytes.NewReader(b.Bytes()), mw.FormDataContentType(), nil)
-		}, 400, CodeBadRequest},
+		}, 400, wire.CodeBadRequest},
 		{"a cross-site POST", func(t *testing.T) (*http.Response, []byte) {
 			body, ctype := multipartBody(t, upFile{"data.csv", csvData})
 			return postUpload(t, e, bob, uploadPath(sid, askID), bytes.NewReader(body), ctype,
 				http.Header{"Sec-Fetch-Site": {"cross-site"}})
-		}, 403, CodeForbidden},
+		}, 403, wire.CodeForbidden},
 		{"a foreign origin", func(t *testing.T) (*http.Response, []byte) {
 			body, ctype := multipartBody(t, upFile{"data.csv", csvData})
 			return postUpload(t, e, bob, uploadPath(sid, askID), bytes.NewReader(body), ctype,
 				http.Header{"Origin": {"https://evil.example"}})
-		}, 403, CodeForbidden},
+		}, 403, wire.CodeForbidden},
 		{"no token", func(t *testing.T) (*http.Response, []byte) {
 			body, ctype := multipartBody(t, upFile{"data.csv", csvData})
 			return postUpload(t, e, "", uploadPath(sid, askID), bytes.NewReader(body), ctype, nil)
-		}, 401, CodeUnauthorized},
+		}, 401, wire.CodeUnauthorized},
 		{"another user's session", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, carol, sid, askID, upFile{"data.csv", csvData})
-		}, 404, CodeNotFound},
+		}, 404, wire.CodeNotFound},
 		{"an unknown ask", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, sid, "00000000-0000-4000-8000-000000000000", upFile{"data.csv", csvData})
-		}, 404, CodeNotFound},
+		}, 404, wire.CodeNotFound},
 		{"an unknown session", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, "00000000-0000-4000-8000-000000000000", askID, upFile{"data.csv", csvData})
-		}, 404, CodeNotFound},
+		}, 404, wire.CodeNotFound},
 		{"a malformed session id", func(t *testing.T) (*http.Response, []byte) {
 			return upload(t, e, bob, "../"+sid, askID, upFile{"data.csv", csvData})
-		}, 404, CodeNotFound},
+		}, 404, wire.CodeNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -338,7 +340,7 @@ func testUploadRules(t *testing.T, st session.Store) {
 
 	// Two files when one slot is left: refused whole.
 	res, body := upload(t, e, bob, sid, askID, upFile{"one.txt", []byte("one\n")}, upFile{"two.txt", []byte("two\n")})
-	expectHTTPError(t, res, body, 400, CodeTooManyFiles)
+	expectHTTPError(t, res, body, 400, wire.CodeTooManyFiles)
 	if got := askFiles(t, e.sessions, sid, askID); !slices.Equal(got, []string{"x.csv", "abcd.csv"}) {
 		t.Fatalf("after a refused upload the ask has %v", got)
 	}
@@ -349,7 +351,7 @@ func testUploadRules(t *testing.T, st session.Store) {
 	}
 	refs = append(refs, r...)
 	res, body = upload(t, e, bob, sid, askID, upFile{"four.csv", csvData})
-	expectHTTPError(t, res, body, 400, CodeTooManyFiles)
+	expectHTTPError(t, res, body, 400, wire.CodeTooManyFiles)
 
 	ids := []string{refs[0].ID, refs[1].ID, refs[2].ID}
 	c.send(askResponse(askID, map[string]any{"files": ids}))
@@ -374,11 +376,11 @@ func testUploadRules(t *testing.T, st session.Store) {
 
 	// The ask is answered: not pending any more.
 	res, body = upload(t, e, bob, sid, askID, upFile{"late.csv", csvData})
-	expectHTTPError(t, res, body, 404, CodeNotFound)
+	expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 	// A text ask is no file ask.
 	text := startAsk(t, c, "text", false)
 	res, body = upload(t, e, bob, sid, text["ask_id"].(string), upFile{"data.csv", csvData})
-	expectHTTPError(t, res, body, 404, CodeNotFound)
+	expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 	if got := askFiles(t, e.sessions, sid, text["ask_id"].(string)); len(got) != 0 {
 		t.Fatalf("an upload to a text ask stored %v", got)
 	}
@@ -435,7 +437,7 @@ func testUploadStreamed(t *testing.T, st session.Store) {
 	runtime.ReadMemStats(&before)
 	res, b := postUpload(t, e, bob, uploadPath(sid, askID), body, "multipart/form-data; boundary="+boundary, nil)
 	runtime.ReadMemStats(&after)
-	expectHTTPError(t, res, b, 413, CodeTooLarge)
+	expectHTTPError(t, res, b, 413, wire.CodeTooLarge)
 	t.Logf("the request allocated %d bytes; %d of the %d bytes of the body were read", after.TotalAlloc-before.TotalAlloc, body.n.Load(), total)
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc >= 8<<20 {
 		t.Fatalf("the request allocated %d bytes, want less than 8 MiB", alloc)

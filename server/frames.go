@@ -10,6 +10,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
@@ -21,26 +25,26 @@ var clientTypes = map[string]bool{"webapp": true, "mobile": true, "copilot": tru
 
 // handleFrame acts on one client text frame (valid UTF-8).
 func (c *conn) handleFrame(data []byte) {
-	f, e := decodeFrame(data)
-	c.s.metrics.framesIn.WithLabelValues(inTypeLabel(f.typ)).Inc()
+	f, e := wire.Decode(data)
+	c.s.metrics.framesIn.WithLabelValues(inTypeLabel(f.Type)).Inc()
 	if e != nil {
-		c.reject(e, f.ref)
+		c.reject(e, f.Ref)
 		return
 	}
 	if !c.welcomed.Load() {
-		if f.typ != "hello" {
-			c.reject(errorf(CodeProtocol, "send hello first"), f.ref)
+		if f.Type != "hello" {
+			c.reject(wire.Errorf(wire.CodeProtocol, "send hello first"), f.Ref)
 			return
 		}
 		if e := c.handleHello(f); e != nil {
-			c.reject(e, f.ref)
+			c.reject(e, f.Ref)
 		}
 		return
 	}
-	var err *Error
-	switch f.typ {
+	var err *wire.Error
+	switch f.Type {
 	case "hello":
-		err = errorf(CodeProtocol, "this socket has a session already")
+		err = wire.Errorf(wire.CodeProtocol, "this socket has a session already")
 	case "message":
 		err = c.handleMessage(f)
 	case "settings_update":
@@ -52,10 +56,10 @@ func (c *conn) handleFrame(data []byte) {
 	case "end":
 		c.ls.end(c)
 	default:
-		err = errorf(CodeUnknownType, fmt.Sprintf("unknown frame type %q", truncate(f.typ, 64)))
+		err = wire.Errorf(wire.CodeUnknownType, fmt.Sprintf("unknown frame type %q", truncate(f.Type, 64)))
 	}
 	if err != nil {
-		c.reject(err, f.ref)
+		c.reject(err, f.Ref)
 	}
 }
 
@@ -71,9 +75,9 @@ func truncate(s string, n int) string {
 
 // rateLimited reports whether a message, settings_update or hello is over
 // the socket's rate.
-func (c *conn) rateLimited() *Error {
+func (c *conn) rateLimited() *wire.Error {
 	if !c.limiter.allow(c.s.now()) {
-		return errorf(CodeRateLimited, "too many frames; slow down")
+		return wire.Errorf(wire.CodeRateLimited, "too many frames; slow down")
 	}
 	return nil
 }
@@ -89,43 +93,43 @@ type helloRequest struct {
 	epoch      string
 }
 
-func (c *conn) parseHello(f inFrame) (helloRequest, *Error) {
+func (c *conn) parseHello(f wire.InFrame) (helloRequest, *wire.Error) {
 	var h helloRequest
-	if isNull(f.raw.Protocol) {
-		return h, errorf(CodeInvalidField, "protocol is required")
+	if wire.IsNull(f.Raw.Protocol) {
+		return h, wire.Errorf(wire.CodeInvalidField, "protocol is required")
 	}
-	p, _, e := optInt(f.raw.Protocol, "protocol")
+	p, _, e := wire.OptInt(f.Raw.Protocol, "protocol")
 	if e != nil {
 		return h, e
 	}
 	if p != 1 {
-		return h, errorf(CodeUnsupportedProtocol, "this server speaks protocol 1")
+		return h, wire.Errorf(wire.CodeUnsupportedProtocol, "this server speaks protocol 1")
 	}
-	if h.clientType, e = optString(f.raw.ClientType, "client_type"); e != nil {
+	if h.clientType, e = wire.OptString(f.Raw.ClientType, "client_type"); e != nil {
 		return h, e
 	}
 	if h.clientType == "" {
 		h.clientType = "webapp"
 	}
 	if !clientTypes[h.clientType] {
-		return h, errorf(CodeInvalidField, "client_type must be one of webapp, mobile, copilot, api")
+		return h, wire.Errorf(wire.CodeInvalidField, "client_type must be one of webapp, mobile, copilot, api")
 	}
-	if h.profile, e = optString(f.raw.ChatProfile, "chat_profile"); e != nil {
+	if h.profile, e = wire.OptString(f.Raw.ChatProfile, "chat_profile"); e != nil {
 		return h, e
 	}
-	if h.sessionID, e = optString(f.raw.SessionID, "session_id"); e != nil {
+	if h.sessionID, e = wire.OptString(f.Raw.SessionID, "session_id"); e != nil {
 		return h, e
 	}
-	if h.threadID, e = optString(f.raw.ThreadID, "thread_id"); e != nil {
+	if h.threadID, e = wire.OptString(f.Raw.ThreadID, "thread_id"); e != nil {
 		return h, e
 	}
-	if h.epoch, e = optString(f.raw.Epoch, "epoch"); e != nil {
+	if h.epoch, e = wire.OptString(f.Raw.Epoch, "epoch"); e != nil {
 		return h, e
 	}
-	if h.lastSeq, _, e = optInt(f.raw.LastSeq, "last_seq"); e != nil {
+	if h.lastSeq, _, e = wire.OptInt(f.Raw.LastSeq, "last_seq"); e != nil {
 		return h, e
 	}
-	if h.env, e = c.s.parseEnv(f.raw.Env); e != nil {
+	if h.env, e = c.s.parseEnv(f.Raw.Env); e != nil {
 		return h, e
 	}
 	return h, nil
@@ -133,28 +137,28 @@ func (c *conn) parseHello(f inFrame) (helloRequest, *Error) {
 
 // parseEnv keeps the declared env keys, dropping others, and checks the
 // required ones.
-func (s *Server) parseEnv(raw json.RawMessage) (map[string]string, *Error) {
+func (s *Server) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) {
 	env := map[string]string{}
-	if !isNull(raw) {
+	if !wire.IsNull(raw) {
 		var in map[string]json.RawMessage
 		if raw[0] != '{' || json.Unmarshal(raw, &in) != nil {
-			return nil, errorf(CodeInvalidField, "env must be an object of strings")
+			return nil, wire.Errorf(wire.CodeInvalidField, "env must be an object of strings")
 		}
 		for _, k := range s.envKeys {
 			v, ok := in[k.Key]
-			if !ok || isNull(v) {
+			if !ok || wire.IsNull(v) {
 				continue
 			}
-			str, ok := rawString(v)
+			str, ok := wire.RawString(v)
 			if !ok {
-				return nil, errorf(CodeInvalidField, "env."+k.Key+" must be a string")
+				return nil, wire.Errorf(wire.CodeInvalidField, "env."+k.Key+" must be a string")
 			}
 			env[k.Key] = str
 		}
 	}
 	for _, k := range s.envKeys {
 		if k.Required && env[k.Key] == "" {
-			return nil, errorf(CodeInvalidField, "env."+k.Key+" is required")
+			return nil, wire.Errorf(wire.CodeInvalidField, "env."+k.Key+" is required")
 		}
 	}
 	return env, nil
@@ -170,7 +174,7 @@ func validID(id string) bool {
 	return err == nil
 }
 
-func (c *conn) handleHello(f inFrame) *Error {
+func (c *conn) handleHello(f wire.InFrame) *wire.Error {
 	if e := c.rateLimited(); e != nil {
 		return e
 	}
@@ -178,17 +182,17 @@ func (c *conn) handleHello(f inFrame) *Error {
 	if e != nil {
 		return e
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.StoreTimeout)
 	defer cancel()
 	switch {
 	case h.sessionID != "":
-		e := errorf(CodeNotFound, "no such session")
+		e := wire.Errorf(wire.CodeNotFound, "no such session")
 		if validID(h.sessionID) {
 			e = c.reattach(ctx, h)
 		}
 		// With thread_id as well: resume the thread when the session is
 		// gone.
-		if e != nil && e.Code == CodeNotFound && h.threadID != "" {
+		if e != nil && e.Code == wire.CodeNotFound && h.threadID != "" {
 			return c.resumeThread(ctx, h)
 		}
 		return e
@@ -205,16 +209,16 @@ func (s *Server) sessionTTL() time.Duration {
 	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
 }
 
-func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
+func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
 	ps, err := s.userProfiles(ctx, c.id.user)
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
-		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
 	profile, err := profiles.Resolve(ps, h.profile)
 	if err != nil {
-		return errorf(CodeForbidden, "chat profile not available to this user")
+		return wire.Errorf(wire.CodeForbidden, "chat profile not available to this user")
 	}
 	schema := s.schemaFor(profile)
 	rec := session.Record{
@@ -225,7 +229,7 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 		ClientType:  h.clientType,
 		Epoch:       uuid.NewString(),
 		Env:         h.env,
-		Settings:    initialValues(schema),
+		Settings:    settings.InitialValues(schema),
 		CreatedAt:   s.now(),
 	}
 	if err := s.sessions.Create(ctx, rec, s.sessionTTL()); err != nil {
@@ -241,39 +245,32 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *Error {
 // startSession attaches a socket to a session it just created, welcomes
 // it (with a history frame after the welcome when history is set) and
 // queues the session's first handler run.
-func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []Widget,
-	resumed string, history *threadJSON, first job) *Error {
+func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []settings.Widget,
+	resumed string, history *wire.Thread, first job) *wire.Error {
 	s := c.s
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
-			return errorf(CodeTooManySessions, "too many open chats; close one first")
+			return wire.Errorf(wire.CodeTooManySessions, "too many open chats; close one first")
 		}
 		return s.storeError(ctx, "attach session", err)
 	}
 	ls := s.liveFor(rec, c.id.user)
 	defer s.unpin(ls)
 	ls.attach(c, func() bool {
-		c.send("welcome", mustJSON(welcomeFrame{
+		c.send("welcome", wire.Encode(wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: resumed,
 			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(rec.ChatProfile),
-			Profiles: ps, Settings: welcomeSettings{Schema: nonNilSchema(schema), Values: rec.Settings},
+			Profiles: ps, Settings: wire.WelcomeSettings{Schema: settings.NonNil(schema), Values: rec.Settings},
 			Token: c.pendingToken,
 		}))
 		if history != nil {
-			c.send("history", mustJSON(historyFrame{Type: "history", Thread: *history}))
+			c.send("history", wire.Encode(wire.History{Type: "history", Thread: *history}))
 		}
 		return true
 	}, 0)
 	c.welcome(ls)
 	ls.enqueue(first)
 	return nil
-}
-
-func nonNilSchema(s []Widget) []Widget {
-	if s == nil {
-		return []Widget{}
-	}
-	return s
 }
 
 func (s *Server) maxLive() int {
@@ -291,11 +288,11 @@ func (c *conn) welcome(ls *liveSession) {
 }
 
 // reattach takes a live session of this user over (PROTOCOL §2.1, way 2).
-func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
+func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
 	rec, err := s.sessions.Get(ctx, h.sessionID)
 	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != c.id.user.ID {
-		return errorf(CodeNotFound, "no such session")
+		return wire.Errorf(wire.CodeNotFound, "no such session")
 	}
 	if err != nil {
 		return s.storeError(ctx, "get session", err)
@@ -306,24 +303,24 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 	ps, err := s.userProfiles(ctx, c.id.user)
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
-		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
 	ls := s.liveFor(rec, c.id.user)
 	defer s.unpin(ls)
 	var (
 		last  int64
 		reset bool
-		fail  *Error
+		fail  *wire.Error
 	)
 	ls.attach(c, func() bool {
 		var err error
 		last, err = s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive())
 		switch {
 		case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrNotFound):
-			fail = errorf(CodeNotFound, "no such session")
+			fail = wire.Errorf(wire.CodeNotFound, "no such session")
 			return false
 		case errors.Is(err, session.ErrTooManySessions):
-			fail = errorf(CodeTooManySessions, "too many open chats; close one first")
+			fail = wire.Errorf(wire.CodeTooManySessions, "too many open chats; close one first")
 			return false
 		case err != nil:
 			fail = s.storeError(ctx, "attach session", err)
@@ -346,12 +343,12 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 				reset = true
 			}
 		}
-		settings := ls.us.ChatSettings()
-		wf := welcomeFrame{
+		values := ls.us.ChatSettings()
+		wf := wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
 			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),
 			ChatProfile: strOrNil(rec.ChatProfile), Profiles: ps,
-			Settings: welcomeSettings{Schema: nonNilSchema(ls.schema()), Values: settings},
+			Settings: wire.WelcomeSettings{Schema: settings.NonNil(ls.schema()), Values: values},
 		}
 		if reset {
 			wf.Replay = "reset"
@@ -364,12 +361,12 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 			c.lastSeq = last
 		}
 		c.mu.Unlock()
-		c.send("welcome", mustJSON(wf))
+		c.send("welcome", wire.Encode(wf))
 		if reset {
-			c.send("history", mustJSON(historyFrame{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
+			c.send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
 		} else {
 			for _, m := range missed {
-				c.sendSeq(frameType(m.Payload), m.Seq, m.Payload)
+				c.sendSeq(wire.TypeOf(m.Payload), m.Seq, m.Payload)
 			}
 		}
 		ls.sendStreamStates(c)
@@ -385,7 +382,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 // resumeThread opens a new session on a persisted thread of the caller
 // (PROTOCOL §2.1, way 3), or takes over the thread's session while it is
 // live.
-func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
+func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
 	t, e := s.ownThread(ctx, c.id.user.ID, h.threadID)
 	if e != nil {
@@ -394,23 +391,23 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 	ps, err := s.userProfiles(ctx, c.id.user)
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
-		return errorf(CodeHandlerError, "the application failed to list chat profiles")
+		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
 	profile := t.ChatProfile
 	if profile != "" {
 		if _, err := profiles.Resolve(ps, profile); err != nil {
-			return errorf(CodeForbidden, "the thread's chat profile is no longer available to this user")
+			return wire.Errorf(wire.CodeForbidden, "the thread's chat profile is no longer available to this user")
 		}
 	}
 	// A thread has at most one live session: take it over, with a reset
 	// (the client has no seq of that session).
-	takeover := func(sessionID string) *Error {
+	takeover := func(sessionID string) *wire.Error {
 		h := h
 		h.sessionID, h.threadID, h.epoch, h.lastSeq = sessionID, "", "resume", 0
 		return c.reattach(ctx, h)
 	}
 	if t.SessionID != "" {
-		if e := takeover(t.SessionID); e == nil || e.Code != CodeNotFound {
+		if e := takeover(t.SessionID); e == nil || e.Code != wire.CodeNotFound {
 			return e
 		}
 	}
@@ -424,7 +421,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 		ClientType:  h.clientType,
 		Epoch:       uuid.NewString(),
 		Env:         h.env,
-		Settings:    restoreSettings(schema, saved),
+		Settings:    settings.Restore(schema, saved),
 		CreatedAt:   s.now(),
 	}
 	// Of two resumes racing to start a session on the thread, one creates
@@ -455,7 +452,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *Error {
 
 // historyOf is the thread of a session for a history frame: the persisted
 // thread, or, before it is persisted, one made of its steps so far.
-func (s *Server) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) threadJSON {
+func (s *Server) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) wire.Thread {
 	t, err := s.sessions.Thread(ctx, rec.ThreadID)
 	if err == nil {
 		return toThreadJSON(t, u)
@@ -464,88 +461,54 @@ func (s *Server) historyOf(ctx context.Context, rec session.Record, u *auth.Pers
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "history: read steps", errAttr(err))
 	}
-	return s.threadJSON(rec, u, steps)
+	return s.sessionThread(rec, u, steps)
 }
 
-// restoreSettings takes the saved values that are still valid for the
-// schema, and the initial value for every other widget.
-func restoreSettings(schema []Widget, saved map[string]any) map[string]any {
-	out := initialValues(schema)
-	for _, w := range schema {
-		v, ok := saved[w.WidgetID()]
-		if !ok {
-			continue
-		}
-		raw, err := json.Marshal(v)
-		if err != nil {
-			continue
-		}
-		if dv, err := w.decode(raw); err == nil {
-			out[w.WidgetID()] = dv
-		}
-	}
-	return out
-}
-
-// frameType reads the "type" of an encoded server frame, for metrics.
-func frameType(payload []byte) string {
-	const key = `{"type":"`
-	if len(payload) > len(key) && string(payload[:len(key)]) == key {
-		rest := payload[len(key):]
-		for i, b := range rest {
-			if b == '"' {
-				return string(rest[:i])
-			}
-		}
-	}
-	return "other"
-}
-
-func (c *conn) handleMessage(f inFrame) *Error {
+func (c *conn) handleMessage(f wire.InFrame) *wire.Error {
 	if e := c.rateLimited(); e != nil {
 		return e
 	}
-	content, e := optString(f.raw.Content, "content")
+	content, e := wire.OptString(f.Raw.Content, "content")
 	if e != nil {
 		return e
 	}
 	if content == "" || strings.TrimSpace(content) == "" {
-		return errorf(CodeInvalidField, "content must not be empty")
+		return wire.Errorf(wire.CodeInvalidField, "content must not be empty")
 	}
 	if len(content) > c.s.cfg.MaxMessageBytes {
-		return errorf(CodeTooLarge, fmt.Sprintf("content is larger than %d bytes", c.s.cfg.MaxMessageBytes))
+		return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf("content is larger than %d bytes", c.s.cfg.MaxMessageBytes))
 	}
-	clientID, e := optString(f.raw.ID, "id")
+	clientID, e := wire.OptString(f.Raw.ID, "id")
 	if e != nil {
 		return e
 	}
 	if len(clientID) > 64 {
-		return errorf(CodeInvalidField, "id must be at most 64 characters")
+		return wire.Errorf(wire.CodeInvalidField, "id must be at most 64 characters")
 	}
-	command, e := optString(f.raw.Command, "command")
+	command, e := wire.OptString(f.Raw.Command, "command")
 	if e != nil {
 		return e
 	}
 	if len(command) > 64 {
-		return errorf(CodeInvalidField, "command must be at most 64 characters")
+		return wire.Errorf(wire.CodeInvalidField, "command must be at most 64 characters")
 	}
 	return c.ls.userMessage(c, clientID, content, command)
 }
 
-func (c *conn) handleSettings(f inFrame) *Error {
+func (c *conn) handleSettings(f wire.InFrame) *wire.Error {
 	if e := c.rateLimited(); e != nil {
 		return e
 	}
-	if isNull(f.raw.Values) {
-		return errorf(CodeInvalidField, "values is required")
+	if wire.IsNull(f.Raw.Values) {
+		return wire.Errorf(wire.CodeInvalidField, "values is required")
 	}
-	return c.ls.settingsUpdate(f.raw.Values)
+	return c.ls.settingsUpdate(f.Raw.Values)
 }
 
 // handleAskResponse answers ask_response: the answer to the session's
 // pending ask; anything else is not_found.
-func (c *conn) handleAskResponse(f inFrame) *Error {
-	askID, e := reqString(f.raw.AskID, "ask_id")
+func (c *conn) handleAskResponse(f wire.InFrame) *wire.Error {
+	askID, e := wire.ReqString(f.Raw.AskID, "ask_id")
 	if e != nil {
 		return e
 	}

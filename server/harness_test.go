@@ -19,16 +19,20 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/clock"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/wire"
 )
 
 // testTimeout is the safety net of every wait in these tests; waits end on
 // the event they wait for, never on a timer.
 const testTimeout = 10 * time.Second
 
-// testParams are the hashing parameters of the tests: the production ones,
-// so that the login path is the real one.
-var testParams = auth.DefaultParams
+// testParams are the hashing parameters of most tests: the same argon2id
+// code path at a small cost (a production hash takes ~175 ms under the
+// race detector, and most tests log users in). TestDefaultHasher checks
+// that a server's own pool uses the production parameters.
+var testParams = argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 
 // env is a server under test with its stores.
 type env struct {
@@ -61,13 +65,6 @@ func withSessions(st session.Store) envOption {
 	return func(c *envConfig) { c.sessions = st }
 }
 
-// notifierFunc adapts a func to auth.Notifier.
-type notifierFunc func(ctx context.Context, userID string, hashes []string) error
-
-func (f notifierFunc) Revoked(ctx context.Context, userID string, hashes []string) error {
-	return f(ctx, userID, hashes)
-}
-
 // newEnv starts a server on the memory stores (unless another session
 // store is given) behind an httptest server, closed when the test ends.
 func newEnv(t *testing.T, opts ...envOption) *env {
@@ -85,18 +82,19 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		pool = auth.NewHashPool(testParams, 2, 64)
 		ec.hasher = pool
 	}
-	var srv *Server
-	svc := auth.NewService(auth.Stores{Users: users, Tokens: users, Throttle: users}, ec.hasher,
-		notifierFunc(func(ctx context.Context, userID string, hashes []string) error {
-			return srv.Revoked(ctx, userID, hashes)
-		}), ec.authCfg)
-	var err error
-	srv, err = New(ec.cfg, Deps{Auth: svc, Sessions: ec.sessions, Logger: discardLogger()})
+	cfg := ec.cfg
+	cfg.Login = ec.authCfg
+	srv, err := New(cfg, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
+		WithSessions(ec.sessions), WithHasher(ec.hasher), WithLogger(discardLogger()))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	svc := srv.Auth()
 	if ec.setup != nil {
 		ec.setup(srv)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	e := &env{t: t, srv: srv, http: hs, authSvc: svc, users: users, sessions: ec.sessions, hasher: ec.hasher}
@@ -311,7 +309,7 @@ func (c *client) expect(typ string) (map[string]any, []map[string]any) {
 }
 
 // expectError takes frames until an error frame and checks its code.
-func (c *client) expectError(code Code) map[string]any {
+func (c *client) expectError(code wire.Code) map[string]any {
 	c.t.Helper()
 	f, _ := c.expect("error")
 	if f["code"] != string(code) {
@@ -404,6 +402,14 @@ func newCheapHasher(t *testing.T) *countingHasher {
 	return &countingHasher{Hasher: pool}
 }
 
+// nowClock is the wall clock's timers with a clock of the test's own.
+type nowClock struct {
+	clock.Real
+	now func() time.Time
+}
+
+func (c nowClock) Now() time.Time { return c.now() }
+
 // fakeClock is a clock that moves only when told to.
 type fakeClock struct {
 	mu  sync.Mutex
@@ -476,12 +482,12 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 }
 
 // errorCode decodes the protocol's JSON error body and returns its code.
-func errorCode(t *testing.T, body []byte) Code {
+func errorCode(t *testing.T, body []byte) wire.Code {
 	t.Helper()
 	var eb struct {
 		Error struct {
-			Code    Code   `json:"code"`
-			Message string `json:"message"`
+			Code    wire.Code `json:"code"`
+			Message string    `json:"message"`
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {

@@ -9,6 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/chatd-project/chatd/auth"
@@ -26,7 +30,7 @@ func (s *Server) routes() {
 	allow := func(path string, methods string) {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", methods)
-			writeError(w, errorf(CodeMethodNotAllowed, r.Method+" is not allowed here"))
+			writeError(w, wire.Errorf(wire.CodeMethodNotAllowed, r.Method+" is not allowed here"))
 		})
 	}
 	handle("POST /auth/login", s.csrfProtect(s.handleLogin))
@@ -64,7 +68,7 @@ func (s *Server) routes() {
 		allow(p, "GET, HEAD")
 	}
 	handle("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(CodeNotFound, "no such route"))
+		writeError(w, wire.Errorf(wire.CodeNotFound, "no such route"))
 	})
 	s.mux = mux
 }
@@ -84,11 +88,11 @@ func withUIHeaders(h http.Handler) http.Handler {
 func (s *Server) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Origin") == "null" {
-			writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+			writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 			return
 		}
 		if err := s.csrf.Check(r); err != nil {
-			writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+			writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 			return
 		}
 		h(w, r)
@@ -97,38 +101,29 @@ func (s *Server) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
 
 // decodeJSON reads a JSON request body into v: 415 for another media type,
 // 413 over 16 KiB, 400 for malformed JSON.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *Error {
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *wire.Error {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		return errorf(CodeUnsupportedMediaType, "the body must be application/json")
+		return wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be application/json")
 	}
 	if r.ContentLength > maxJSONBody {
-		return errorf(CodeTooLarge, "the body is larger than 16 KiB")
+		return wire.Errorf(wire.CodeTooLarge, "the body is larger than 16 KiB")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errorf(CodeTooLarge, "the body is larger than 16 KiB")
+			return wire.Errorf(wire.CodeTooLarge, "the body is larger than 16 KiB")
 		}
-		return errorf(CodeBadRequest, "the body could not be read")
+		return wire.Errorf(wire.CodeBadRequest, "the body could not be read")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return errorf(CodeBadRequest, "the body is not a valid JSON object of the expected shape")
+		return wire.Errorf(wire.CodeBadRequest, "the body is not a valid JSON object of the expected shape")
 	}
 	return nil
 }
 
-// userJSON is the protocol's User object.
-type userJSON struct {
-	ID          string         `json:"id"`
-	Identifier  string         `json:"identifier"`
-	DisplayName *string        `json:"display_name"`
-	Metadata    map[string]any `json:"metadata"`
-	CreatedAt   time.Time      `json:"created_at"`
-}
-
-func toUserJSON(u *auth.PersistedUser) *userJSON {
+func toUserJSON(u *auth.PersistedUser) *wire.User {
 	if u == nil || u.Anonymous {
 		return nil
 	}
@@ -136,21 +131,21 @@ func toUserJSON(u *auth.PersistedUser) *userJSON {
 	if md == nil {
 		md = map[string]any{}
 	}
-	return &userJSON{ID: u.ID, Identifier: u.Identifier, DisplayName: strOrNil(u.DisplayName),
+	return &wire.User{ID: u.ID, Identifier: u.Identifier, DisplayName: strOrNil(u.DisplayName),
 		Metadata: md, CreatedAt: u.CreatedAt.UTC()}
 }
 
 // storeError turns a store or service failure into the client's error:
 // unavailable (503) with the detail logged.
-func (s *Server) storeError(ctx context.Context, what string, err error) *Error {
-	if e, ok := asError(err); ok {
+func (s *Server) storeError(ctx context.Context, what string, err error) *wire.Error {
+	if e, ok := wire.AsError(err); ok {
 		return e
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return errorf(CodeUnavailable, "request cancelled")
+		return wire.Errorf(wire.CodeUnavailable, "request cancelled")
 	}
 	s.log.LogAttrs(ctx, levelError, what+" failed", errAttr(err))
-	return errorf(CodeUnavailable, "the store cannot be reached; nothing was changed")
+	return wire.Errorf(wire.CodeUnavailable, "the store cannot be reached; nothing was changed")
 }
 
 type loginRequest struct {
@@ -159,15 +154,15 @@ type loginRequest struct {
 }
 
 type loginResponse struct {
-	User      *userJSON `json:"user"`
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
+	User      *wire.User `json:"user"`
+	Token     string     `json:"token"`
+	ExpiresAt time.Time  `json:"expires_at"`
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s.cfg.Auth != AuthPassword {
-		writeError(w, errorf(CodeNotFound, "password login is not enabled"))
+		writeError(w, wire.Errorf(wire.CodeNotFound, "password login is not enabled"))
 		return
 	}
 	var req loginRequest
@@ -176,7 +171,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Identifier == nil || req.Password == nil || *req.Identifier == "" || *req.Password == "" {
-		writeError(w, errorf(CodeBadRequest, "identifier and password are required"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "identifier and password are required"))
 		return
 	}
 	if len(*req.Identifier) > 255 || len(*req.Password) > 1024 {
@@ -190,15 +185,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 	case errors.As(err, &te):
 		s.metrics.logins.WithLabelValues("throttled").Inc()
-		writeError(w, &Error{Code: CodeRateLimited, Message: "too many failed logins; try again later",
+		writeError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many failed logins; try again later",
 			RetryAfter: ceilSeconds(te.RetryAfter)})
 		return
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		s.metrics.logins.WithLabelValues("failed").Inc()
-		writeError(w, errorf(CodeInvalidCredentials, "identifier or password is wrong"))
+		writeError(w, wire.Errorf(wire.CodeInvalidCredentials, "identifier or password is wrong"))
 		return
 	case errors.Is(err, auth.ErrBusy):
-		writeError(w, &Error{Code: CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
+		writeError(w, &wire.Error{Code: wire.CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
 		return
 	default:
 		writeError(w, s.storeError(ctx, "login", err))
@@ -241,7 +236,7 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id.user.Anonymous {
-		writeJSON(w, http.StatusOK, userJSON{ID: id.user.ID, Identifier: id.user.Identifier,
+		writeJSON(w, http.StatusOK, wire.User{ID: id.user.ID, Identifier: id.user.Identifier,
 			Metadata: map[string]any{}, CreatedAt: id.user.CreatedAt.UTC()})
 		return
 	}
@@ -256,10 +251,10 @@ func (s *Server) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
 }
 
 type appResponse struct {
-	Name           string              `json:"name"`
-	Profiles       any                 `json:"profiles"`
-	SettingsSchema map[string][]Widget `json:"settings_schema"`
-	EnvKeys        []EnvKey            `json:"env_keys"`
+	Name           string                       `json:"name"`
+	Profiles       any                          `json:"profiles"`
+	SettingsSchema map[string][]settings.Widget `json:"settings_schema"`
+	EnvKeys        []EnvKey                     `json:"env_keys"`
 }
 
 func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
@@ -272,11 +267,11 @@ func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.userProfiles(ctx, id.user)
 	if err != nil {
 		s.log.LogAttrs(ctx, levelError, "GET /app: profiles", errAttr(err))
-		writeError(w, errorf(CodeHandlerError, "the application's profiles could not be loaded"))
+		writeError(w, wire.Errorf(wire.CodeHandlerError, "the application's profiles could not be loaded"))
 		return
 	}
 	// The schemas of the caller's profiles, and the shared one.
-	schemas := map[string][]Widget{}
+	schemas := map[string][]settings.Widget{}
 	if sc, ok := s.schemas["*"]; ok {
 		schemas["*"] = sc
 	}
@@ -294,7 +289,7 @@ func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
-		writeError(w, errorf(CodeUnavailable, "shutting down"))
+		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return
 	}
 	if s.ready != nil {
@@ -302,7 +297,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
 			s.log.LogAttrs(ctx, levelWarn, "readiness check failed", errAttr(err))
-			writeError(w, errorf(CodeUnavailable, "the store cannot be reached"))
+			writeError(w, wire.Errorf(wire.CodeUnavailable, "the store cannot be reached"))
 			return
 		}
 	}

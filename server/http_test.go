@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd-project/chatd/wire"
 )
 
 // post sends a POST with a raw body and content type ("" for none). A body
@@ -43,7 +45,7 @@ func (e *env) loginAs(identifier, password string, hdr http.Header) (*http.Respo
 }
 
 // expectError checks an HTTP error answer: status and JSON error code.
-func expectHTTPError(t *testing.T, res *http.Response, body []byte, status int, code Code) {
+func expectHTTPError(t *testing.T, res *http.Response, body []byte, status int, code wire.Code) {
 	t.Helper()
 	if res.StatusCode != status {
 		t.Fatalf("status = %d (%s), want %d", res.StatusCode, body, status)
@@ -159,7 +161,7 @@ func TestLoginFailuresIdentical(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			n := h.compares.Load()
 			res, body := e.loginAs(tt.identifier, tt.password, nil)
-			expectHTTPError(t, res, body, 401, CodeInvalidCredentials)
+			expectHTTPError(t, res, body, 401, wire.CodeInvalidCredentials)
 			if got := h.compares.Load() - n; got != 1 {
 				t.Fatalf("%d Compare calls, want 1 (the same work for every failure)", got)
 			}
@@ -185,18 +187,18 @@ func TestLoginBadRequests(t *testing.T) {
 		contentType string
 		body        io.Reader
 		status      int
-		code        Code // "" for success
+		code        wire.Code // "" for success
 	}{
-		{"malformed JSON", "application/json", bytes.NewReader([]byte(`{"identifier":`)), 400, CodeBadRequest},
-		{"not an object", "application/json", bytes.NewReader([]byte(`[1]`)), 400, CodeBadRequest},
-		{"wrong field type", "application/json", bytes.NewReader([]byte(`{"identifier":5,"password":"x"}`)), 400, CodeBadRequest},
-		{"missing password", "application/json", bytes.NewReader([]byte(`{"identifier":"bob"}`)), 400, CodeBadRequest},
-		{"empty body", "application/json", bytes.NewReader(nil), 400, CodeBadRequest},
-		{"text/plain", "text/plain", bytes.NewReader(good), 415, CodeUnsupportedMediaType},
-		{"form", "application/x-www-form-urlencoded", strings.NewReader("identifier=bob&password=password-bob"), 415, CodeUnsupportedMediaType},
-		{"no content type", "", bytes.NewReader(good), 415, CodeUnsupportedMediaType},
-		{"20 KiB with Content-Length", "application/json", bytes.NewReader(big), 413, CodeTooLarge},
-		{"20 KiB chunked", "application/json", io.MultiReader(bytes.NewReader(big)), 413, CodeTooLarge},
+		{"malformed JSON", "application/json", bytes.NewReader([]byte(`{"identifier":`)), 400, wire.CodeBadRequest},
+		{"not an object", "application/json", bytes.NewReader([]byte(`[1]`)), 400, wire.CodeBadRequest},
+		{"wrong field type", "application/json", bytes.NewReader([]byte(`{"identifier":5,"password":"x"}`)), 400, wire.CodeBadRequest},
+		{"missing password", "application/json", bytes.NewReader([]byte(`{"identifier":"bob"}`)), 400, wire.CodeBadRequest},
+		{"empty body", "application/json", bytes.NewReader(nil), 400, wire.CodeBadRequest},
+		{"text/plain", "text/plain", bytes.NewReader(good), 415, wire.CodeUnsupportedMediaType},
+		{"form", "application/x-www-form-urlencoded", strings.NewReader("identifier=bob&password=password-bob"), 415, wire.CodeUnsupportedMediaType},
+		{"no content type", "", bytes.NewReader(good), 415, wire.CodeUnsupportedMediaType},
+		{"20 KiB with Content-Length", "application/json", bytes.NewReader(big), 413, wire.CodeTooLarge},
+		{"20 KiB chunked", "application/json", io.MultiReader(bytes.NewReader(big)), 413, wire.CodeTooLarge},
 		{"JSON with charset", "application/json; charset=utf-8", bytes.NewReader(good), 200, ""},
 		{"chunked JSON", "application/json", io.MultiReader(bytes.NewReader(good)), 200, ""},
 	}
@@ -223,11 +225,11 @@ func TestLoginThrottle(t *testing.T) {
 		for _, id := range []string{"bob", "nobody"} {
 			for i := 1; i <= 10; i++ {
 				res, body := e.loginAs(id, "wrong-password", nil)
-				expectHTTPError(t, res, body, 401, CodeInvalidCredentials)
+				expectHTTPError(t, res, body, 401, wire.CodeInvalidCredentials)
 			}
 			n := h.compares.Load()
 			res, body := e.loginAs(id, "wrong-password", nil)
-			expectHTTPError(t, res, body, 429, CodeRateLimited)
+			expectHTTPError(t, res, body, 429, wire.CodeRateLimited)
 			if ra, err := strconv.Atoi(res.Header.Get("Retry-After")); err != nil || ra < 1 {
 				t.Fatalf("%s: Retry-After = %q", id, res.Header.Get("Retry-After"))
 			}
@@ -241,7 +243,7 @@ func TestLoginThrottle(t *testing.T) {
 		}
 		// Throttled even with the right password.
 		res, body := e.loginAs("bob", "password-bob", nil)
-		expectHTTPError(t, res, body, 429, CodeRateLimited)
+		expectHTTPError(t, res, body, 429, wire.CodeRateLimited)
 	})
 
 	t.Run("40 wrong passwords in a row", func(t *testing.T) {
@@ -250,9 +252,9 @@ func TestLoginThrottle(t *testing.T) {
 		var last *http.Response
 		for i := 1; i <= 40; i++ {
 			res, body := e.loginAs("bob", "wrong-password", nil)
-			want, code := 401, CodeInvalidCredentials
+			want, code := 401, wire.CodeInvalidCredentials
 			if i > 10 {
-				want, code = 429, CodeRateLimited
+				want, code = 429, wire.CodeRateLimited
 			}
 			if res.StatusCode != want {
 				t.Fatalf("attempt %d: status %d, want %d", i, res.StatusCode, want)
@@ -290,7 +292,7 @@ func TestLoginThrottle(t *testing.T) {
 			e.addUser("bob", "", nil)
 			for i := 0; i < 10; i++ {
 				res, body := e.loginAs("bob", "wrong-password", http.Header{"X-Forwarded-For": {"203.0.113.7"}})
-				expectHTTPError(t, res, body, 401, CodeInvalidCredentials)
+				expectHTTPError(t, res, body, 401, wire.CodeInvalidCredentials)
 			}
 			var hdr http.Header
 			if tt.xff != nil {
@@ -319,7 +321,7 @@ func TestForgedToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, path := range []string{"/auth/me", "/app"} {
 				res, body := e.do("GET", path, nil, tt.hdr)
-				expectHTTPError(t, res, body, 401, CodeUnauthorized)
+				expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 			}
 			_, res, err := e.tryDial(tt.hdr)
 			if err == nil || statusOf(res) != 401 {
@@ -330,7 +332,7 @@ func TestForgedToken(t *testing.T) {
 	// A token in the query string is never read.
 	tok := e.login("bob")
 	res, body := e.do("GET", "/auth/me?token="+url.QueryEscape(tok), nil, nil)
-	expectHTTPError(t, res, body, 401, CodeUnauthorized)
+	expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 }
 
 func TestLoginRevokesSentToken(t *testing.T) {
@@ -355,7 +357,7 @@ func TestLoginRevokesSentToken(t *testing.T) {
 				t.Fatalf("new token %q", out.Token)
 			}
 			res, body = e.do("GET", "/auth/me", nil, bearer(old))
-			expectHTTPError(t, res, body, 401, CodeUnauthorized)
+			expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
 			if res, body := e.do("GET", "/auth/me", nil, bearer(out.Token)); res.StatusCode != 200 {
 				t.Fatalf("new token: %d %s", res.StatusCode, body)
 			}
@@ -369,21 +371,21 @@ func TestRoutes(t *testing.T) {
 	tests := []struct {
 		method, path string
 		status       int
-		code         Code
+		code         wire.Code
 		allow        string
 	}{
-		{"GET", "/nope", 404, CodeNotFound, ""},
-		{"POST", "/nope", 404, CodeNotFound, ""},
-		{"GET", "/auth/login/", 404, CodeNotFound, ""},
-		{"GET", "/auth/login", 405, CodeMethodNotAllowed, "POST"},
-		{"GET", "/auth/logout", 405, CodeMethodNotAllowed, "POST"},
-		{"DELETE", "/auth/me", 405, CodeMethodNotAllowed, "GET, HEAD"},
-		{"POST", "/auth/config", 405, CodeMethodNotAllowed, "GET, HEAD"},
-		{"PUT", "/app", 405, CodeMethodNotAllowed, "GET, HEAD"},
-		{"POST", "/ws", 405, CodeMethodNotAllowed, "GET"},
-		{"POST", "/healthz", 405, CodeMethodNotAllowed, "GET, HEAD"},
-		{"DELETE", "/readyz", 405, CodeMethodNotAllowed, "GET, HEAD"},
-		{"POST", "/metrics", 405, CodeMethodNotAllowed, "GET, HEAD"},
+		{"GET", "/nope", 404, wire.CodeNotFound, ""},
+		{"POST", "/nope", 404, wire.CodeNotFound, ""},
+		{"GET", "/auth/login/", 404, wire.CodeNotFound, ""},
+		{"GET", "/auth/login", 405, wire.CodeMethodNotAllowed, "POST"},
+		{"GET", "/auth/logout", 405, wire.CodeMethodNotAllowed, "POST"},
+		{"DELETE", "/auth/me", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
+		{"POST", "/auth/config", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
+		{"PUT", "/app", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
+		{"POST", "/ws", 405, wire.CodeMethodNotAllowed, "GET"},
+		{"POST", "/healthz", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
+		{"DELETE", "/readyz", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
+		{"POST", "/metrics", 405, wire.CodeMethodNotAllowed, "GET, HEAD"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -540,7 +542,7 @@ func TestHealthAndReady(t *testing.T) {
 	c, _ := e.openChat(tok, nil)
 	e.srv.BeginShutdown()
 	res, body := e.do("GET", "/readyz", nil, nil)
-	expectHTTPError(t, res, body, 503, CodeUnavailable)
+	expectHTTPError(t, res, body, 503, wire.CodeUnavailable)
 	if res.Header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
 	}
@@ -628,7 +630,7 @@ func TestCrossOriginRequests(t *testing.T) {
 					}
 					return
 				}
-				expectHTTPError(t, res, body, 403, CodeForbidden)
+				expectHTTPError(t, res, body, 403, wire.CodeForbidden)
 				if len(res.Cookies()) != 0 {
 					t.Fatalf("a refused login set cookies: %v", res.Cookies())
 				}
@@ -647,7 +649,7 @@ func TestCrossOriginRequests(t *testing.T) {
 					}
 					return
 				}
-				expectHTTPError(t, res, body, 403, CodeForbidden)
+				expectHTTPError(t, res, body, 403, wire.CodeForbidden)
 				if me.StatusCode != 200 {
 					t.Fatalf("a refused logout revoked the token: /auth/me %d", me.StatusCode)
 				}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -158,7 +160,7 @@ func TestSettingsUpdate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c.t = t
 			c.send(map[string]any{"type": "settings_update", "values": tt.values, "ref": "s-1"})
-			f := c.expectError(CodeInvalidSettings)
+			f := c.expectError(wire.CodeInvalidSettings)
 			if f["ref"] != "s-1" || !strings.Contains(f["message"].(string), tt.field) {
 				t.Fatalf("error = %v, want one naming %s", f, tt.field)
 			}
@@ -253,7 +255,7 @@ func TestEnd(t *testing.T) {
 		}
 		d := e.dial(bearer(tok))
 		d.send(map[string]any{"type": "hello", "protocol": 1, "session_id": sid})
-		d.expectError(CodeNotFound)
+		d.expectError(wire.CodeNotFound)
 		closeAndCheckNone(t, e, app.ends, "the chat-end handler")
 	})
 
@@ -285,7 +287,7 @@ func TestEnd(t *testing.T) {
 
 		d := e.dial(bearer(tok))
 		d.send(map[string]any{"type": "hello", "protocol": 1, "session_id": sid})
-		d.expectError(CodeNotFound)
+		d.expectError(wire.CodeNotFound)
 		d.hello(nil)
 		d.untilTaskEnd()
 
@@ -312,7 +314,7 @@ func TestGrace(t *testing.T) {
 		}
 		d := e.dial(bearer(tok))
 		d.send(map[string]any{"type": "hello", "protocol": 1, "session_id": sid})
-		d.expectError(CodeNotFound)
+		d.expectError(wire.CodeNotFound)
 		closeAndCheckNone(t, e, app.ends, "the chat-end handler")
 	})
 
@@ -414,7 +416,7 @@ func TestBusy(t *testing.T) {
 	c.send(msg("queued-2"))
 	c.send(map[string]any{"type": "message", "content": "refused", "ref": "r-busy"})
 	f, before := c.expect("error")
-	if f["code"] != string(CodeBusy) || f["ref"] != "r-busy" {
+	if f["code"] != string(wire.CodeBusy) || f["ref"] != "r-busy" {
 		t.Fatalf("error = %v, want busy", f)
 	}
 	for _, b := range before {
@@ -423,7 +425,7 @@ func TestBusy(t *testing.T) {
 		}
 	}
 	c.send(map[string]any{"type": "settings_update", "values": map[string]any{"stream": true}})
-	c.expectError(CodeBusy)
+	c.expectError(wire.CodeBusy)
 
 	c.send(map[string]any{"type": "stop"})
 	end, rest := c.expect("task_end")
@@ -462,11 +464,11 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 	c.send(map[string]any{"type": "message", "content": "m3", "ref": "r-3"})
-	if f := c.next(); f["type"] != "error" || f["code"] != string(CodeRateLimited) || f["ref"] != "r-3" {
+	if f := c.next(); f["type"] != "error" || f["code"] != string(wire.CodeRateLimited) || f["ref"] != "r-3" {
 		t.Fatalf("third message answered %v, want rate_limited", f)
 	}
 	c.send(map[string]any{"type": "settings_update", "values": map[string]any{"stream": true}})
-	if f := c.next(); f["type"] != "error" || f["code"] != string(CodeRateLimited) {
+	if f := c.next(); f["type"] != "error" || f["code"] != string(wire.CodeRateLimited) {
 		t.Fatalf("settings_update answered %v, want rate_limited", f)
 	}
 	steps, err := e.sessions.Steps(context.Background(), w["thread_id"].(string))
@@ -495,7 +497,7 @@ func TestTooManySessions(t *testing.T) {
 		e.openChat(tok, nil)
 		c := e.dial(bearer(tok))
 		c.send(map[string]any{"type": "hello", "protocol": 1})
-		c.expectError(CodeTooManySessions)
+		c.expectError(wire.CodeTooManySessions)
 
 		a.close()
 		st.waitDetached(t, wa["session_id"].(string))
@@ -506,7 +508,7 @@ func TestTooManySessions(t *testing.T) {
 		// but not while the user is at the limit.
 		d := e.dial(bearer(tok))
 		d.send(map[string]any{"type": "hello", "protocol": 1, "session_id": wa["session_id"]})
-		d.expectError(CodeTooManySessions)
+		d.expectError(wire.CodeTooManySessions)
 	})
 
 	t.Run("an ended chat frees its slot", func(t *testing.T) {
@@ -541,7 +543,7 @@ func TestShutdown(t *testing.T) {
 		go func() { done <- e.srv.Shutdown(ctx) }()
 		c.expectClose(statusGoingAway)
 		res, body := e.do("GET", "/readyz", nil, nil)
-		expectHTTPError(t, res, body, 503, CodeUnavailable)
+		expectHTTPError(t, res, body, 503, wire.CodeUnavailable)
 		select {
 		case <-app.cancelled:
 			t.Fatal("the handler was cancelled before the shutdown's context ended")

@@ -8,6 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
@@ -141,7 +145,7 @@ func (ls *liveSession) detach(c *conn) {
 	ls.mu.Unlock()
 	// An ended session is detached too, so that it stops counting towards
 	// the user's open sessions; the store does not put it in grace again.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ls.s.cfg.StoreTimeout)
 	deadline := ls.s.now().Add(ls.s.cfg.SessionGrace)
 	// Only while the store still has this socket attached: a socket
 	// on another instance may have taken the session over.
@@ -180,7 +184,7 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 // deliverLocked queues a sequenced frame on c, reading what c missed
 // from the log first. ls.appendMu is held.
 func (ls *liveSession) deliverLocked(ctx context.Context, c *conn, seq int64, payload []byte) {
-	if c.sendSeq(frameType(payload), seq, payload) {
+	if c.sendSeq(wire.TypeOf(payload), seq, payload) {
 		return
 	}
 	c.mu.Lock()
@@ -193,9 +197,9 @@ func (ls *liveSession) deliverLocked(ctx context.Context, c *conn, seq int64, pa
 		return
 	}
 	for _, m := range missed {
-		c.sendSeq(frameType(m.Payload), m.Seq, m.Payload)
+		c.sendSeq(wire.TypeOf(m.Payload), m.Seq, m.Payload)
 	}
-	if !c.sendSeq(frameType(payload), seq, payload) {
+	if !c.sendSeq(wire.TypeOf(payload), seq, payload) {
 		// The log lost frames: the client must reattach and reset.
 		c.closeNow(statusGoingAway, "reconnect to resume")
 	}
@@ -363,7 +367,7 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		end.failed = true
 		ls.handlerFailed(name, err)
 	}
-	endCtx, cancel := context.WithTimeout(context.WithoutCancel(bg), 5*time.Second)
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(bg), s.cfg.StoreTimeout)
 	defer cancel()
 	if _, err := ls.emit(endCtx, taskFrame("task_end", end)); err != nil {
 		s.log.LogAttrs(endCtx, levelError, "append task_end", errAttr(err), sessionAttr(ls.id))
@@ -388,26 +392,26 @@ func (ls *liveSession) handlerFailed(name string, err error) {
 	ls.s.log.LogAttrs(context.Background(), levelError, "handler failed",
 		sessionAttr(ls.id), stringAttr("handler", name), errAttr(err))
 	if c := ls.currentConn(); c != nil {
-		c.sendError(errorf(CodeHandlerError, "the application failed to handle this"), "")
+		c.sendError(wire.Errorf(wire.CodeHandlerError, "the application failed to handle this"), "")
 	}
 }
 
 type taskFrameFields struct{ stopped, interrupted, failed bool }
 
 func taskFrame(typ string, f taskFrameFields) session.Frame {
-	tf := taskFrameJSON{Type: typ}
+	tf := wire.Task{Type: typ}
 	if typ == "task_end" {
 		tf.Stopped, tf.Interrupted, tf.Error = ptr(f.stopped), ptr(f.interrupted), ptr(f.failed)
 	}
-	return session.Frame{ID: uuid.NewString(), Payload: mustJSON(tf)}
+	return session.Frame{ID: uuid.NewString(), Payload: wire.Encode(tf)}
 }
 
 // schema is the session's settings schema: its own when the application
 // pushed one, else its chat profile's.
-func (ls *liveSession) schema() []Widget {
+func (ls *liveSession) schema() []settings.Widget {
 	rec := ls.us.Record()
 	if len(rec.Schema) > 0 {
-		sc, err := decodeSchema(rec.Schema)
+		sc, err := settings.Decode(rec.Schema)
 		if err == nil {
 			return sc
 		}
@@ -418,20 +422,20 @@ func (ls *liveSession) schema() []Widget {
 
 // admit refuses a frame that would queue a handler run when the chat has
 // ended or its queue is full.
-func (ls *liveSession) admit() *Error {
+func (ls *liveSession) admit() *wire.Error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.ended {
-		return errorf(CodeNotFound, "the chat has ended")
+		return wire.Errorf(wire.CodeNotFound, "the chat has ended")
 	}
 	if len(ls.jobs) >= ls.s.cfg.QueueMax {
-		return errorf(CodeBusy, "too many frames waiting for the handler; try again shortly")
+		return wire.Errorf(wire.CodeBusy, "too many frames waiting for the handler; try again shortly")
 	}
 	return nil
 }
 
 // userMessage stores a user message with its echo and queues its handler.
-func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *Error {
+func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *wire.Error {
 	s := ls.s
 	if e := ls.admit(); e != nil {
 		return e
@@ -444,9 +448,9 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	}
 	step := session.Step{ID: uuid.NewString(), Type: "user_message", Author: author, Content: content,
 		CreatedAt: now, Command: command}
-	payload := mustJSON(messageFrame{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
+	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
 		Author: author, Content: content, CreatedAt: now, Command: strOrNil(command)})
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 
 	// When no handler runs or waits, the run of this message starts at
@@ -474,7 +478,7 @@ func (ls *liveSession) quiet() bool {
 // storeUserMessage stores a user message with its echo and sends the echo
 // (for a repeated client id, the first echo again with its seq).
 func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, clientID, content string,
-	payload []byte, step *session.Step, then []session.Frame) (session.Appended, *Error) {
+	payload []byte, step *session.Step, then []session.Frame) (session.Appended, *wire.Error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
@@ -492,7 +496,7 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		if len(p) < 2 {
 			p = payload
 		}
-		c.send("message", withSeq(p, res.Seq))
+		c.send("message", wire.WithSeq(p, res.Seq))
 		return res, nil
 	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
@@ -504,7 +508,7 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 
 // settingsUpdate validates and stores new settings values, sends the
 // settings frame and queues the settings handler.
-func (ls *liveSession) settingsUpdate(raw []byte) *Error {
+func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 	s := ls.s
 	if e := ls.admit(); e != nil {
 		return e
@@ -517,7 +521,7 @@ func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 	if e != nil {
 		return e
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.sessions.SetSettings(ctx, ls.id, values); err != nil {
 		return s.storeError(ctx, "store settings", err)
@@ -527,7 +531,7 @@ func (ls *liveSession) settingsUpdate(raw []byte) *Error {
 		return s.storeError(ctx, "store settings with the thread", err)
 	}
 	if _, err := ls.emit(ctx, session.Frame{ID: uuid.NewString(),
-		Payload: mustJSON(settingsFrame{Type: "settings", Schema: nonNilSchema(schema), Values: values})}); err != nil {
+		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: values})}); err != nil {
 		return s.storeError(ctx, "append settings frame", err)
 	}
 	ls.enqueue(job{kind: jobSettings, values: copyMap(values)})
@@ -562,7 +566,7 @@ func (ls *liveSession) stopLocked() {
 // end ends the chat at the client's request: as stop, then the chat-end
 // handler, then the socket closes with 1000.
 func (ls *liveSession) end(c *conn) {
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, ls.s.cfg.StoreTimeout)
 	defer cancel()
 	won, err := ls.s.sessions.ClaimEnd(ctx, ls.id, uuid.NewString())
 	if err != nil {
@@ -640,7 +644,7 @@ func (ls *liveSession) sendStreamStates(c *conn) {
 	ls.mu.Unlock()
 	for _, st := range streams {
 		content, n := st.state()
-		c.send("stream_state", mustJSON(streamStateFrame{Type: "stream_state", ID: st.id, Content: content, N: n}))
+		c.send("stream_state", wire.Encode(wire.StreamState{Type: "stream_state", ID: st.id, Content: content, N: n}))
 	}
 }
 

@@ -21,46 +21,56 @@ func (s *Server) logErr(msg string, err error) {
 // end; PROTOCOL §3 asks for the chat-end handler within 2 s of the deadline.
 const sweepInterval = time.Second
 
-// startLoops starts the server's background goroutines, owned by s.wg and
-// ended by Close.
-func (s *Server) startLoops() {
+// Start starts the server's background work: the event bus subscription
+// (it returns once subscribed, or after a bounded wait), heartbeats and
+// the grace-period sweeper. Handlers and settings must be registered
+// before; registering one afterwards panics. Start is called by
+// ListenAndServe and Serve; call it yourself only to serve Handler with an
+// http.Server of your own. It fails after Close and when called twice.
+func (s *Server) Start() error {
+	s.regMu.Lock()
+	if s.started {
+		s.regMu.Unlock()
+		return errors.New("server: started already")
+	}
+	s.started = true
+	s.regMu.Unlock()
+	if s.ctx.Err() != nil {
+		return errors.New("server: closed")
+	}
+	subscribed := make(chan struct{})
+	var once sync.Once
+	s.goOwned(func() {
+		err := s.bus.Run(s.ctx, func() { once.Do(func() { close(subscribed) }) }, s.applyEvent)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.logErr("event bus stopped", err)
+		}
+	})
 	s.goOwned(s.heartbeatLoop)
 	s.goOwned(s.sweepLoop)
-	if s.bus != nil {
-		// New returns once the bus is subscribed (or after a bounded
-		// wait), so that a revocation published right after start-up is
-		// not missed; later gaps are covered by the heartbeat's checks.
-		subscribed := make(chan struct{})
-		var once sync.Once
-		s.goOwned(func() {
-			err := s.bus.Run(s.ctx, func() { once.Do(func() { close(subscribed) }) }, func(ev Event) {
-				if ev.Origin != s.cfg.InstanceID {
-					s.applyEvent(ev)
-				}
-			})
-			if err != nil && !errors.Is(err, context.Canceled) {
-				s.logErr("event bus stopped", err)
-			}
-		})
-		select {
-		case <-subscribed:
-		case <-time.After(5 * time.Second):
-			s.logErr("event bus", errors.New("not subscribed after 5s; revocations rely on heartbeats until it is"))
-		}
+	// A revocation published right after Start must not be missed; later
+	// gaps are covered by the heartbeat's checks.
+	wait := time.NewTimer(5 * time.Second)
+	defer wait.Stop()
+	select {
+	case <-subscribed:
+	case <-wait.C:
+		s.logErr("event bus", errors.New("not subscribed after 5s; revocations rely on heartbeats until it is"))
 	}
+	return nil
 }
 
 // heartbeatLoop pings every socket, re-validates its token (revocations
 // missed on the bus are caught here, and socket activity keeps the token's
 // idle expiry fresh) and keeps its session's keys alive.
 func (s *Server) heartbeatLoop() {
-	t := time.NewTicker(s.cfg.PingInterval)
+	t := s.clock.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
 			c.goOwned(func() { s.heartbeat(c) })
@@ -87,20 +97,20 @@ func (s *Server) heartbeat(c *conn) {
 
 // sweepLoop ends the chats whose grace period ran out.
 func (s *Server) sweepLoop() {
-	t := time.NewTicker(sweepInterval)
+	t := s.clock.NewTicker(sweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		s.sweep()
 	}
 }
 
 func (s *Server) sweep() {
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	ids, err := s.sessions.Due(ctx, s.now(), 100)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/chatd-project/chatd/settings"
+
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/session"
@@ -109,7 +111,7 @@ func TestAppSchemasOfCallersProfiles(t *testing.T) {
 			}
 			return ps, nil
 		})
-		if err := s.SetChatSettings("admin", []Widget{Switch{ID: "danger", Label: "Danger zone"}}); err != nil {
+		if err := s.SetChatSettings("admin", []settings.Widget{settings.Switch{ID: "danger", Label: "Danger zone"}}); err != nil {
 			t.Fatal(err)
 		}
 	}))

@@ -2,12 +2,17 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,24 +21,6 @@ import (
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/session"
 )
-
-// Deps are what a Server is built on: the stores and services that
-// cmd/chatd (or a test) wires together.
-type Deps struct {
-	// Auth authenticates users; required.
-	Auth *auth.Service
-	// Sessions stores sessions; required.
-	Sessions session.Store
-	// Bus carries events between instances. Nil: this instance alone.
-	Bus Bus
-	// Ready reports whether the stores answer, for GET /readyz. Nil: always.
-	Ready func(ctx context.Context) error
-	// Logger is the server's logger. Nil: slog.Default().
-	Logger *slog.Logger
-	// Registry receives the server's metrics and is served at /metrics.
-	// Nil: a registry of the server's own.
-	Registry *prometheus.Registry
-}
 
 // EnvKey is a key of the env map that clients may send in hello.
 type EnvKey struct {
@@ -47,20 +34,28 @@ type EnvKey struct {
 // until Shutdown or Close.
 type Server struct {
 	cfg      Config
+	clock    clock.Clock
 	auth     *auth.Service
 	sessions session.Store
-	bus      Bus
-	ready    func(ctx context.Context) error
-	log      *slog.Logger
-	registry *prometheus.Registry
-	metrics  *metrics
-	mux      *http.ServeMux
-	csrf     *http.CrossOriginProtection
+	bus      bus.Bus
+	// ownHasher is the hashing pool the server made, closed by Close, as
+	// are closers (clients the server made).
+	ownHasher *auth.HashPool
+	closers   []func() error
+	ready     func(ctx context.Context) error
+	log       *slog.Logger
+	registry  *prometheus.Registry
+	metrics   *metrics
+	mux       *http.ServeMux
+	csrf      *http.CrossOriginProtection
 
-	// Set before serving, read-only afterwards.
+	// Set before Start, read-only afterwards: regMu guards started, and
+	// the registration methods panic once it is set.
+	regMu    sync.Mutex
+	started  bool
 	h        handlers
 	profiles profiles.Provider
-	schemas  map[string][]Widget
+	schemas  map[string][]settings.Widget
 	envKeys  []EnvKey
 	// headerAuth, when set, names the user from a trusted proxy's headers.
 	headerAuth func(h http.Header) string
@@ -79,8 +74,10 @@ type Server struct {
 	// wg counts every goroutine the server starts (socket readers included);
 	// Close waits for it.
 	wg sync.WaitGroup
-	// closeOnce guards the stopping of background loops.
-	closeOnce sync.Once
+	// closeOnce guards the stopping of background loops, hasherOnce the
+	// closing of ownHasher.
+	closeOnce  sync.Once
+	hasherOnce sync.Once
 	// wgMu guards closed, set when Close starts waiting for wg: from then
 	// on goOwned starts nothing.
 	wgMu   sync.Mutex
@@ -96,28 +93,38 @@ type handlers struct {
 	stop           func(ctx context.Context, c *Chat) error
 }
 
-// New returns a server. It starts its background loops (heartbeats, the
-// grace-period sweeper, the event bus) at once; Close or Shutdown stops them.
-func New(cfg Config, d Deps) (*Server, error) {
+// New builds a server from cfg and opts. It starts nothing: register the
+// handlers, then serve with ListenAndServe (or Start and Handler). With no
+// options the server keeps everything in memory (a single instance); see
+// WithRedis for several instances on Redis.
+func New(cfg Config, opts ...Option) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Auth == nil || d.Sessions == nil {
-		return nil, errors.New("server: Deps.Auth and Deps.Sessions are required")
-	}
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = uuid.NewString()
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		for _, c := range o.closers {
+			_ = c()
+		}
+		return nil, o.err
+	}
 	s := &Server{
 		cfg:      cfg,
-		auth:     d.Auth,
-		sessions: d.Sessions,
-		bus:      d.Bus,
-		ready:    d.Ready,
-		log:      d.Logger,
-		registry: d.Registry,
-		schemas:  map[string][]Widget{},
+		clock:    cfg.Clock,
+		sessions: o.sessions,
+		bus:      o.bus,
+		ready:    o.ready,
+		log:      o.logger,
+		registry: o.registry,
+		closers:  o.closers,
+		schemas:  map[string][]settings.Widget{},
 		conns:    map[*conn]struct{}{},
 		live:     map[string]*liveSession{},
 	}
@@ -127,59 +134,107 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}
+	if s.sessions == nil {
+		s.sessions = session.NewMemoryStore(cfg.Clock.Now)
+	}
+	if s.bus == nil {
+		s.bus = bus.NewMemory()
+	}
+	users := o.users
+	if users == (auth.Stores{}) {
+		m := auth.NewMemoryStore(cfg.Clock.Now)
+		users = auth.Stores{Users: m, Tokens: m, Throttle: m}
+	}
+	hasher := o.hasher
+	if hasher == nil {
+		s.ownHasher = auth.NewHashPool(auth.DefaultParams, cfg.HashWorkers, 64)
+		hasher = s.ownHasher
+	}
+	login := cfg.Login
+	if login.Now == nil {
+		login.Now = cfg.Clock.Now
+	}
+	if login.Logger == nil {
+		login.Logger = s.log
+	}
+	s.auth = auth.NewService(users, hasher, bus.Notifier{Bus: s.bus, Origin: cfg.InstanceID}, login)
 	s.metrics = newMetrics(s.registry)
 	s.csrf = http.NewCrossOriginProtection()
 	for _, o := range cfg.AllowedOrigins {
 		if err := s.csrf.AddTrustedOrigin(o); err != nil {
+			s.closeHasher()
 			return nil, fmt.Errorf("server: allowed origin %q: %w", o, err)
 		}
 	}
 	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(CodeForbidden, "cross-origin request refused"))
+		writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 	}))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.routes()
-	s.startLoops()
 	return s, nil
 }
 
+// Auth returns the server's authentication service: users, passwords and
+// tokens, for an application that manages its users in code.
+func (s *Server) Auth() *auth.Service { return s.auth }
+
+// register runs a registration, which must come before Start.
+func (s *Server) register(name string, f func()) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	if s.started {
+		panic("server: " + name + " called after the server started")
+	}
+	f()
+}
+
 // OnChatStart registers the handler that runs when a new chat opens.
-func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) { s.h.chatStart = f }
+func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) {
+	s.register("OnChatStart", func() { s.h.chatStart = f })
+}
 
 // OnMessage registers the handler for each user message.
-func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) { s.h.message = f }
+func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) {
+	s.register("OnMessage", func() { s.h.message = f })
+}
 
 // OnSettingsUpdate registers the handler that runs after the user changed
 // chat settings; values are the full, validated settings.
 func (s *Server) OnSettingsUpdate(f func(ctx context.Context, c *Chat, values map[string]any) error) {
-	s.h.settingsUpdate = f
+	s.register("OnSettingsUpdate", func() { s.h.settingsUpdate = f })
 }
 
 // OnChatResume registers the handler that runs when a user resumes a
 // persisted thread, after the history was sent; t is the thread with its
 // steps (the seed's ThreadDict).
 func (s *Server) OnChatResume(f func(ctx context.Context, c *Chat, t session.Thread) error) {
-	s.h.chatResume = f
+	s.register("OnChatResume", func() { s.h.chatResume = f })
 }
 
 // OnChatEnd registers the handler that runs once when a chat ends: on end,
 // logout, or when the grace period runs out after the last socket left.
-func (s *Server) OnChatEnd(f func(ctx context.Context, c *Chat) error) { s.h.chatEnd = f }
+func (s *Server) OnChatEnd(f func(ctx context.Context, c *Chat) error) {
+	s.register("OnChatEnd", func() { s.h.chatEnd = f })
+}
 
 // OnStop registers the handler that runs when the user stops a running
 // handler.
-func (s *Server) OnStop(f func(ctx context.Context, c *Chat) error) { s.h.stop = f }
+func (s *Server) OnStop(f func(ctx context.Context, c *Chat) error) {
+	s.register("OnStop", func() { s.h.stop = f })
+}
 
 // SetChatProfiles registers the provider of each user's chat profiles.
-func (s *Server) SetChatProfiles(p profiles.Provider) { s.profiles = p }
+func (s *Server) SetChatProfiles(p profiles.Provider) {
+	s.register("SetChatProfiles", func() { s.profiles = p })
+}
 
 // SetChatSettings declares the settings schema of a profile, or of every
 // profile without one of its own when profile is "*".
-func (s *Server) SetChatSettings(profile string, schema []Widget) error {
-	if err := checkSchema(schema); err != nil {
+func (s *Server) SetChatSettings(profile string, schema []settings.Widget) error {
+	if err := settings.Check(schema); err != nil {
 		return fmt.Errorf("server: settings of %q: %w", profile, err)
 	}
-	s.schemas[profile] = schema
+	s.register("SetChatSettings", func() { s.schemas[profile] = schema })
 	return nil
 }
 
@@ -187,19 +242,24 @@ func (s *Server) SetChatSettings(profile string, schema []Widget) error {
 // with the application's own: f returns the identifier of the user the
 // trusted proxy's headers name, or "" for none (401). It is called only
 // for requests from trusted proxies.
-func (s *Server) SetHeaderAuth(f func(h http.Header) string) { s.headerAuth = f }
+func (s *Server) SetHeaderAuth(f func(h http.Header) string) {
+	s.register("SetHeaderAuth", func() { s.headerAuth = f })
+}
 
 // SetEnvKeys declares the env keys clients may send in hello.
-func (s *Server) SetEnvKeys(keys []EnvKey) { s.envKeys = keys }
+func (s *Server) SetEnvKeys(keys []EnvKey) {
+	s.register("SetEnvKeys", func() { s.envKeys = keys })
+}
 
-// Handler returns the server's HTTP handler.
+// Handler returns the server's HTTP handler, for serving it with an
+// http.Server of one's own after Start.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Config returns the server's configuration, defaults applied.
 func (s *Server) Config() Config { return s.cfg }
 
 // schemaFor returns the settings schema of a profile.
-func (s *Server) schemaFor(profile string) []Widget {
+func (s *Server) schemaFor(profile string) []settings.Widget {
 	if sc, ok := s.schemas[profile]; ok {
 		return sc
 	}
@@ -280,6 +340,18 @@ func (s *Server) Close() {
 	s.closed = true
 	s.wgMu.Unlock()
 	s.wg.Wait()
+	s.closeHasher()
+}
+
+func (s *Server) closeHasher() {
+	s.hasherOnce.Do(func() {
+		if s.ownHasher != nil {
+			s.ownHasher.Close()
+		}
+		for _, c := range s.closers {
+			_ = c()
+		}
+	})
 }
 
 // waitHandlers returns when no session of this instance has a handler
@@ -309,7 +381,7 @@ func (s *Server) isDraining() bool {
 }
 
 // now is the server's clock, in UTC.
-func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
+func (s *Server) now() time.Time { return s.clock.Now().UTC() }
 
 // go runs f in a goroutine owned by the server.
 // It refuses (false) once Close has begun waiting, so that no goroutine

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
 )
 
 // TestUpdateSettingsFromHandler: an application pushes settings values;
@@ -76,9 +80,9 @@ func TestSetSettingsSchema(t *testing.T) {
 			opts := append(store.opt(t), withSetup(func(s *Server) {
 				echoApp(s)
 				s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
-					schema := []Widget{
-						Select{ID: "language", Label: "Language", Values: []string{"en", "fr"}, InitialValue: "en"},
-						Switch{ID: "beta", Label: "Beta features"},
+					schema := []settings.Widget{
+						settings.Select{ID: "language", Label: "Language", Values: []string{"en", "fr"}, InitialValue: "en"},
+						settings.Switch{ID: "beta", Label: "Beta features"},
 					}
 					values := map[string]any{"beta": true}
 					if m.Content == "bad" {
@@ -118,7 +122,7 @@ func TestSetSettingsSchema(t *testing.T) {
 			c.untilTaskEnd()
 
 			c.send(map[string]any{"type": "settings_update", "values": map[string]any{"temperature": 1}})
-			c.expectError(CodeInvalidSettings)
+			c.expectError(wire.CodeInvalidSettings)
 			c.send(map[string]any{"type": "settings_update", "values": map[string]any{"beta": false}})
 			if f, _ := c.expect("settings"); f["values"].(map[string]any)["beta"] != false {
 				t.Fatalf("settings after update = %v", f)

@@ -6,30 +6,22 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/chatd-project/chatd/wire"
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/session"
 )
 
-// threadSummaryJSON is the protocol's ThreadSummary object.
-type threadSummaryJSON struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	ChatProfile *string   `json:"chat_profile"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-}
-
-func toSummaryJSON(t session.ThreadSummary) threadSummaryJSON {
-	return threadSummaryJSON{ID: t.ID, Name: t.Name, ChatProfile: strOrNil(t.ChatProfile),
+func toSummaryJSON(t session.ThreadSummary) wire.ThreadSummary {
+	return wire.ThreadSummary{ID: t.ID, Name: t.Name, ChatProfile: strOrNil(t.ChatProfile),
 		CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC()}
 }
 
 // toThreadJSON is the protocol's Thread object of a persisted thread.
-func toThreadJSON(t session.Thread, u *auth.PersistedUser) threadJSON {
+func toThreadJSON(t session.Thread, u *auth.PersistedUser) wire.Thread {
 	md := map[string]any{}
 	for k, v := range t.Metadata {
 		md[k] = v
@@ -37,9 +29,9 @@ func toThreadJSON(t session.Thread, u *auth.PersistedUser) threadJSON {
 	if _, ok := md["chat_profile"]; !ok {
 		md["chat_profile"] = strOrNil(t.ChatProfile)
 	}
-	out := threadJSON{ID: t.ID, Name: t.Name, ChatProfile: strOrNil(t.ChatProfile), CreatedAt: t.CreatedAt.UTC(),
+	out := wire.Thread{ID: t.ID, Name: t.Name, ChatProfile: strOrNil(t.ChatProfile), CreatedAt: t.CreatedAt.UTC(),
 		UpdatedAt: t.UpdatedAt.UTC(), UserID: t.UserID, Metadata: md, Tags: t.Tags,
-		Steps: make([]stepJSON, 0, len(t.Steps))}
+		Steps: make([]wire.Step, 0, len(t.Steps))}
 	if out.Tags == nil {
 		out.Tags = []string{}
 	}
@@ -54,13 +46,13 @@ func toThreadJSON(t session.Thread, u *auth.PersistedUser) threadJSON {
 
 // ownThread returns the caller's persisted thread; every other case is the
 // same not_found, so that nothing tells another user's thread from none.
-func (s *Server) ownThread(ctx context.Context, userID, id string) (session.Thread, *Error) {
+func (s *Server) ownThread(ctx context.Context, userID, id string) (session.Thread, *wire.Error) {
 	if !validID(id) {
-		return session.Thread{}, errorf(CodeNotFound, "no such thread")
+		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
 	}
 	t, err := s.sessions.Thread(ctx, id)
 	if errors.Is(err, session.ErrNotFound) || err == nil && t.UserID != userID {
-		return session.Thread{}, errorf(CodeNotFound, "no such thread")
+		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
 	}
 	if err != nil {
 		return session.Thread{}, s.storeError(ctx, "read thread", err)
@@ -69,8 +61,8 @@ func (s *Server) ownThread(ctx context.Context, userID, id string) (session.Thre
 }
 
 type threadListResponse struct {
-	Threads    []threadSummaryJSON `json:"threads"`
-	NextCursor *string             `json:"next_cursor"`
+	Threads    []wire.ThreadSummary `json:"threads"`
+	NextCursor *string              `json:"next_cursor"`
 }
 
 func (s *Server) handleListThreads(w http.ResponseWriter, r *http.Request) {
@@ -85,31 +77,31 @@ func (s *Server) handleListThreads(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
-			writeError(w, errorf(CodeBadRequest, "limit must be an integer from 1 to 100"))
+			writeError(w, wire.Errorf(wire.CodeBadRequest, "limit must be an integer from 1 to 100"))
 			return
 		}
 		limit = n
 	}
 	search := q.Get("q")
 	if len(search) > 100 || !utf8.ValidString(search) {
-		writeError(w, errorf(CodeBadRequest, "q must be valid UTF-8 of at most 100 bytes"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "q must be valid UTF-8 of at most 100 bytes"))
 		return
 	}
 	cursor := q.Get("cursor")
 	if len(cursor) > 200 {
-		writeError(w, errorf(CodeBadRequest, "malformed cursor"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "malformed cursor"))
 		return
 	}
 	page, err := s.sessions.ListThreads(ctx, id.user.ID, session.ThreadQuery{Limit: limit, Cursor: cursor, Q: search})
 	if errors.Is(err, session.ErrBadCursor) {
-		writeError(w, errorf(CodeBadRequest, "malformed cursor"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "malformed cursor"))
 		return
 	}
 	if err != nil {
 		writeError(w, s.storeError(ctx, "list threads", err))
 		return
 	}
-	out := threadListResponse{Threads: make([]threadSummaryJSON, 0, len(page.Threads)), NextCursor: strOrNil(page.Next)}
+	out := threadListResponse{Threads: make([]wire.ThreadSummary, 0, len(page.Threads)), NextCursor: strOrNil(page.Next)}
 	for _, t := range page.Threads {
 		out.Threads = append(out.Threads, toSummaryJSON(t))
 	}
@@ -183,17 +175,17 @@ func (s *Server) handleRenameThread(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Name == nil {
-		writeError(w, errorf(CodeBadRequest, "name is required"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "name is required"))
 		return
 	}
 	name, ok := validThreadName(*req.Name)
 	if !ok {
-		writeError(w, errorf(CodeBadRequest, "name must be 1 to 200 characters without control characters"))
+		writeError(w, wire.Errorf(wire.CodeBadRequest, "name must be 1 to 200 characters without control characters"))
 		return
 	}
 	sum, err := s.sessions.RenameThread(ctx, id.user.ID, r.PathValue("id"), name)
 	if errors.Is(err, session.ErrNotFound) {
-		writeError(w, errorf(CodeNotFound, "no such thread"))
+		writeError(w, wire.Errorf(wire.CodeNotFound, "no such thread"))
 		return
 	}
 	if err != nil {

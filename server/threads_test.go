@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
 )
@@ -357,7 +359,7 @@ func (e *env) helloNotFound(tok string, extra map[string]any) string {
 		h[k] = v
 	}
 	c.send(h)
-	f := c.expectError(CodeNotFound)
+	f := c.expectError(wire.CodeNotFound)
 	w := c.hello(nil)
 	if w["resumed"] != "none" {
 		e.t.Fatalf("hello after not_found: %v", w)
@@ -478,7 +480,7 @@ func testThreadOfAnotherUser(t *testing.T, mk storeMaker) {
 		t.Run(tt.name, func(t *testing.T) {
 			res, body := e.do(tt.method, "/threads/"+tid, tt.body, bearer(carol))
 			ures, ubody := e.do(tt.method, "/threads/"+unknownThread, tt.body, bearer(carol))
-			if res.StatusCode != 404 || errorCode(t, body) != CodeNotFound {
+			if res.StatusCode != 404 || errorCode(t, body) != wire.CodeNotFound {
 				t.Fatalf("%s of another user's thread: %d %s", tt.method, res.StatusCode, body)
 			}
 			if ures.StatusCode != 404 || !bytes.Equal(body, ubody) || res.Header.Get("Content-Type") != ures.Header.Get("Content-Type") {
@@ -767,7 +769,7 @@ func testThreadListBadQueries(t *testing.T, mk storeMaker) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, body := e.do("GET", "/threads?"+tt.query, nil, bearer(bob))
-			expectHTTPError(t, res, body, 400, CodeBadRequest)
+			expectHTTPError(t, res, body, 400, wire.CodeBadRequest)
 		})
 	}
 	// The bounds themselves are fine.
@@ -836,7 +838,7 @@ func testThreadRenameValidation(t *testing.T, mk storeMaker) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, body := e.do("PATCH", "/threads/"+tid, tt.body, bearer(bob))
-			expectHTTPError(t, res, body, 400, CodeBadRequest)
+			expectHTTPError(t, res, body, 400, wire.CodeBadRequest)
 			if th := e.getThread(bob, tid); th.Name != "the original name" {
 				t.Fatalf("name after a refused PATCH = %q", th.Name)
 			}
@@ -865,14 +867,14 @@ func testThreadDelete(t *testing.T, mk storeMaker) {
 		t.Fatalf("DELETE: %d %q, want 204 and no body", res.StatusCode, body)
 	}
 	res, body = e.do("GET", "/threads/"+gone, nil, bearer(bob))
-	expectHTTPError(t, res, body, 404, CodeNotFound)
+	expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 	_, ubody := e.do("GET", "/threads/"+unknownThread, nil, bearer(bob))
 	if !bytes.Equal(body, ubody) {
 		t.Fatalf("a deleted thread answers %s, an unknown one %s", body, ubody)
 	}
 	for _, m := range []string{"DELETE", "PATCH"} {
 		res, body := e.do(m, "/threads/"+gone, map[string]any{"name": "x"}, bearer(bob))
-		expectHTTPError(t, res, body, 404, CodeNotFound)
+		expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 	}
 	for _, q := range []string{"", "q=doomed", "q=doomed 02"} {
 		for _, s := range e.listAll(bob, q, 1) {
@@ -900,7 +902,7 @@ func testThreadGreetingOnly(t *testing.T, mk storeMaker) {
 	_, ubody := e.do("GET", "/threads/"+unknownThread, nil, bearer(bob))
 	for _, m := range []string{"GET", "PATCH", "DELETE"} {
 		res, body := e.do(m, "/threads/"+tid, map[string]any{"name": "x"}, bearer(bob))
-		expectHTTPError(t, res, body, 404, CodeNotFound)
+		expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 		if m == "GET" && !bytes.Equal(body, ubody) {
 			t.Fatalf("greeting-only thread answers %s, an unknown one %s", body, ubody)
 		}
@@ -921,7 +923,7 @@ func testThreadResumeRestores(t *testing.T, mk storeMaker) {
 	// Every clock stands still: steps keep the order they were said in by
 	// the thread's counter, never by their times.
 	clk := newFakeClock()
-	e, _, bob, _ := threadEnv(t, mk(clk.Now), withConfig(func(c *Config) { c.Now = clk.Now }))
+	e, _, bob, _ := threadEnv(t, mk(clk.Now), withConfig(func(c *Config) { c.Clock = nowClock{now: clk.Now} }))
 	const secret = "sk-never-persist-7f3a"
 	c, w := e.openChat(bob, map[string]any{"chat_profile": "analyst",
 		"env": map[string]any{apiKey: secret, "UNDECLARED": "dropped"}})
@@ -1022,7 +1024,7 @@ func testThreadDeleteEndsSession(t *testing.T, mk storeMaker) {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newFakeClock()
 			ds := &detachStore{Store: mk(nil), detached: make(chan string, 64)}
-			e, app, bob, _ := threadEnv(t, ds, withConfig(func(c *Config) { c.Now = clk.Now }))
+			e, app, bob, _ := threadEnv(t, ds, withConfig(func(c *Config) { c.Clock = nowClock{now: clk.Now} }))
 			c, w := e.persistedChat(bob, nil, "delete me while live")
 			tid, sid := w["thread_id"].(string), w["session_id"].(string)
 			if tt.grace {
@@ -1040,7 +1042,7 @@ func testThreadDeleteEndsSession(t *testing.T, mk storeMaker) {
 				c.expectClose(statusNormal)
 			}
 			res, body = e.do("GET", "/threads/"+tid, nil, bearer(bob))
-			expectHTTPError(t, res, body, 404, CodeNotFound)
+			expectHTTPError(t, res, body, 404, wire.CodeNotFound)
 			e.helloNotFound(bob, map[string]any{"session_id": sid})
 			e.helloNotFound(bob, map[string]any{"thread_id": tid})
 

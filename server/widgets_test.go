@@ -1,7 +1,7 @@
 package server
 
 // Acceptance tests of the settings widgets (PROTOCOL §2.2 settings_update,
-// §2.3 Widget): every widget type in one schema, its JSON form, and its
+// §2.3 settings.Widget): every widget type in one schema, its JSON form, and its
 // validation, on the memory and on the Redis session store.
 
 import (
@@ -12,26 +12,30 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/chatd-project/chatd/session"
 )
 
 // allWidgets has a widget of every type; number, text and tags twice, once
 // with the defaults (unbounded, default lengths and counts).
-var allWidgets = []Widget{
-	Select{ID: "model", Label: "Model", Description: "Which model answers", Values: []string{"small", "large"}, InitialValue: "small"},
-	MultiSelect{ID: "sources", Label: "Sources", Values: []string{"web", "docs", "code"}, InitialValue: []string{"docs"}, MaxItems: 2},
-	MultiSelect{ID: "extras", Label: "Extras", Values: []string{"a", "b"}},
-	Switch{ID: "stream", Label: "Stream", InitialValue: true},
-	Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 1, Step: 0.25, InitialValue: 0.5},
-	NumberInput{ID: "max_tokens", Label: "Max tokens", Min: ptr(1.0), Max: ptr(4096.0), InitialValue: 256},
-	NumberInput{ID: "offset", Label: "Offset", InitialValue: -3},
-	TextInput{ID: "persona", Label: "Persona", InitialValue: "kind", MaxLength: 10},
-	TextInput{ID: "notes", Label: "Notes", Multiline: true},
-	Tags{ID: "topics", Label: "Topics", InitialValue: []string{"go"}, MaxItems: 3, MaxLength: 5},
-	Tags{ID: "labels", Label: "Labels"},
+var allWidgets = []settings.Widget{
+	settings.Select{ID: "model", Label: "Model", Description: "Which model answers", Values: []string{"small", "large"}, InitialValue: "small"},
+	settings.MultiSelect{ID: "sources", Label: "Sources", Values: []string{"web", "docs", "code"}, InitialValue: []string{"docs"}, MaxItems: 2},
+	settings.MultiSelect{ID: "extras", Label: "Extras", Values: []string{"a", "b"}},
+	settings.Switch{ID: "stream", Label: "Stream", InitialValue: true},
+	settings.Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 1, Step: 0.25, InitialValue: 0.5},
+	settings.NumberInput{ID: "max_tokens", Label: "Max tokens", Min: ptr(1.0), Max: ptr(4096.0), InitialValue: 256},
+	settings.NumberInput{ID: "offset", Label: "Offset", InitialValue: -3},
+	settings.TextInput{ID: "persona", Label: "Persona", InitialValue: "kind", MaxLength: 10},
+	settings.TextInput{ID: "notes", Label: "Notes", Multiline: true},
+	settings.Tags{ID: "topics", Label: "Topics", InitialValue: []string{"go"}, MaxItems: 3, MaxLength: 5},
+	settings.Tags{ID: "labels", Label: "Labels"},
 }
 
-// allWidgetsJSON is allWidgets as the protocol's Widget objects.
+// allWidgetsJSON is allWidgets as the protocol's settings.Widget objects.
 const allWidgetsJSON = `[
  {"type": "select", "id": "model", "label": "Model", "description": "Which model answers", "values": ["small", "large"], "initial": "small"},
  {"type": "multiselect", "id": "sources", "label": "Sources", "values": ["web", "docs", "code"], "initial": ["docs"], "max_items": 2},
@@ -198,7 +202,7 @@ func testWidgets(t *testing.T, st session.Store) {
 			c.send(map[string]any{"type": "settings_update", "values": json.RawMessage(tt.values), "ref": ref})
 			f := c.next()
 			msg, _ := f["message"].(string)
-			if f["type"] != "error" || f["code"] != string(CodeInvalidSettings) || f["ref"] != ref || !strings.Contains(msg, tt.field) {
+			if f["type"] != "error" || f["code"] != string(wire.CodeInvalidSettings) || f["ref"] != ref || !strings.Contains(msg, tt.field) {
 				t.Fatalf("settings_update %s answered %v, want invalid_settings naming %s", tt.values, f, tt.field)
 			}
 			stored(t, current)

@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
 	"github.com/coder/websocket"
 
 	"github.com/chatd-project/chatd/auth"
@@ -26,10 +30,10 @@ func echoApp(s *Server) {
 		}
 		return ps, nil
 	})
-	if err := s.SetChatSettings("*", []Widget{
-		Select{ID: "language", Label: "Language", Values: []string{"en", "fr"}, InitialValue: "en"},
-		Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 2, Step: 0.1, InitialValue: 0.7},
-		Switch{ID: "stream", Label: "Stream", InitialValue: false},
+	if err := s.SetChatSettings("*", []settings.Widget{
+		settings.Select{ID: "language", Label: "Language", Values: []string{"en", "fr"}, InitialValue: "en"},
+		settings.Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 2, Step: 0.1, InitialValue: 0.7},
+		settings.Switch{ID: "stream", Label: "Stream", InitialValue: false},
 	}); err != nil {
 		panic(err)
 	}
@@ -105,7 +109,7 @@ func TestProfiles(t *testing.T) {
 
 	c := e.dial(bearer(tok))
 	c.send(map[string]any{"type": "hello", "protocol": 1, "chat_profile": "admin"})
-	c.expectError(CodeForbidden)
+	c.expectError(wire.CodeForbidden)
 	// The refused hello leaves the socket without a session; another may follow.
 	w := c.hello(map[string]any{"chat_profile": "analyst"})
 	if w["chat_profile"] != "analyst" {
@@ -220,35 +224,35 @@ func TestBadInput(t *testing.T) {
 		name   string
 		before bool // send before hello
 		frame  any
-		code   Code
+		code   wire.Code
 	}{
-		{"not json", false, "{nope", CodeBadFrame},
-		{"not an object", false, "[1,2]", CodeBadFrame},
-		{"null", false, "null", CodeBadFrame},
-		{"no type", false, `{"content":"x"}`, CodeBadFrame},
-		{"type not a string", false, `{"type":5}`, CodeBadFrame},
-		{"unknown type", false, `{"type":"dance"}`, CodeUnknownType},
-		{"message without content", false, `{"type":"message"}`, CodeInvalidField},
-		{"empty content", false, `{"type":"message","content":""}`, CodeInvalidField},
-		{"content not a string", false, `{"type":"message","content":5}`, CodeInvalidField},
-		{"id not a string", false, `{"type":"message","content":"x","id":7}`, CodeInvalidField},
-		{"content too large", false, map[string]any{"type": "message", "content": big}, CodeTooLarge},
-		{"frame before hello", true, `{"type":"message","content":"x"}`, CodeProtocol},
-		{"second hello", false, `{"type":"hello","protocol":1}`, CodeProtocol},
-		{"unsupported protocol", true, `{"type":"hello","protocol":2}`, CodeUnsupportedProtocol},
-		{"bad client type", true, `{"type":"hello","protocol":1,"client_type":"fridge"}`, CodeInvalidField},
-		{"forbidden profile", true, `{"type":"hello","protocol":1,"chat_profile":"admin"}`, CodeForbidden},
-		{"unknown session", true, `{"type":"hello","protocol":1,"session_id":"00000000-0000-0000-0000-000000000000"}`, CodeNotFound},
-		{"malformed session id", true, `{"type":"hello","protocol":1,"session_id":"../x"}`, CodeNotFound},
-		{"unknown thread", true, `{"type":"hello","protocol":1,"thread_id":"00000000-0000-0000-0000-000000000000"}`, CodeNotFound},
-		{"settings unknown key", false, `{"type":"settings_update","values":{"nope":1}}`, CodeInvalidSettings},
-		{"settings wrong type", false, `{"type":"settings_update","values":{"stream":"yes"}}`, CodeInvalidSettings},
-		{"settings out of range", false, `{"type":"settings_update","values":{"temperature":3}}`, CodeInvalidSettings},
-		{"settings off step", false, `{"type":"settings_update","values":{"temperature":0.75}}`, CodeInvalidSettings},
-		{"settings not an option", false, `{"type":"settings_update","values":{"language":"xx"}}`, CodeInvalidSettings},
-		{"settings values not an object", false, `{"type":"settings_update","values":[1]}`, CodeInvalidField},
-		{"ask not pending", false, `{"type":"ask_response","ask_id":"00000000-0000-0000-0000-000000000000","content":"x"}`, CodeNotFound},
-		{"ask without id", false, `{"type":"ask_response","content":"x"}`, CodeInvalidField},
+		{"not json", false, "{nope", wire.CodeBadFrame},
+		{"not an object", false, "[1,2]", wire.CodeBadFrame},
+		{"null", false, "null", wire.CodeBadFrame},
+		{"no type", false, `{"content":"x"}`, wire.CodeBadFrame},
+		{"type not a string", false, `{"type":5}`, wire.CodeBadFrame},
+		{"unknown type", false, `{"type":"dance"}`, wire.CodeUnknownType},
+		{"message without content", false, `{"type":"message"}`, wire.CodeInvalidField},
+		{"empty content", false, `{"type":"message","content":""}`, wire.CodeInvalidField},
+		{"content not a string", false, `{"type":"message","content":5}`, wire.CodeInvalidField},
+		{"id not a string", false, `{"type":"message","content":"x","id":7}`, wire.CodeInvalidField},
+		{"content too large", false, map[string]any{"type": "message", "content": big}, wire.CodeTooLarge},
+		{"frame before hello", true, `{"type":"message","content":"x"}`, wire.CodeProtocol},
+		{"second hello", false, `{"type":"hello","protocol":1}`, wire.CodeProtocol},
+		{"unsupported protocol", true, `{"type":"hello","protocol":2}`, wire.CodeUnsupportedProtocol},
+		{"bad client type", true, `{"type":"hello","protocol":1,"client_type":"fridge"}`, wire.CodeInvalidField},
+		{"forbidden profile", true, `{"type":"hello","protocol":1,"chat_profile":"admin"}`, wire.CodeForbidden},
+		{"unknown session", true, `{"type":"hello","protocol":1,"session_id":"00000000-0000-0000-0000-000000000000"}`, wire.CodeNotFound},
+		{"malformed session id", true, `{"type":"hello","protocol":1,"session_id":"../x"}`, wire.CodeNotFound},
+		{"unknown thread", true, `{"type":"hello","protocol":1,"thread_id":"00000000-0000-0000-0000-000000000000"}`, wire.CodeNotFound},
+		{"settings unknown key", false, `{"type":"settings_update","values":{"nope":1}}`, wire.CodeInvalidSettings},
+		{"settings wrong type", false, `{"type":"settings_update","values":{"stream":"yes"}}`, wire.CodeInvalidSettings},
+		{"settings out of range", false, `{"type":"settings_update","values":{"temperature":3}}`, wire.CodeInvalidSettings},
+		{"settings off step", false, `{"type":"settings_update","values":{"temperature":0.75}}`, wire.CodeInvalidSettings},
+		{"settings not an option", false, `{"type":"settings_update","values":{"language":"xx"}}`, wire.CodeInvalidSettings},
+		{"settings values not an object", false, `{"type":"settings_update","values":[1]}`, wire.CodeInvalidField},
+		{"ask not pending", false, `{"type":"ask_response","ask_id":"00000000-0000-0000-0000-000000000000","content":"x"}`, wire.CodeNotFound},
+		{"ask without id", false, `{"type":"ask_response","content":"x"}`, wire.CodeInvalidField},
 	}
 	// Each row opens a socket of its own: lift the per-user limit.
 	e, tok := chatEnv(t, withConfig(func(c *Config) { c.MaxSessionsPerUser = -1 }))
@@ -301,7 +305,7 @@ func TestBinaryFrame(t *testing.T) {
 	if err := c.ws.Write(ctx, websocket.MessageBinary, []byte(`{"type":"message","content":"x"}`)); err != nil {
 		t.Fatal(err)
 	}
-	c.expectError(CodeBadFrame)
+	c.expectError(wire.CodeBadFrame)
 	c.send(map[string]any{"type": "message", "content": "ok"})
 	if f, _ := c.expect("message"); f["content"] != "ok" {
 		t.Fatalf("after binary: %v", f)

@@ -4,12 +4,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/server"
 )
 
@@ -162,7 +164,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 
 // serverConfig maps chatd's settings onto the server's.
 func (c config) serverConfig() (server.Config, error) {
-	proxies, err := server.ParsePrefixes(c.TrustedProxies)
+	proxies, err := parsePrefixes(c.TrustedProxies)
 	if err != nil {
 		return server.Config{}, fmt.Errorf("CHAT_TRUSTED_PROXIES: %w", err)
 	}
@@ -191,7 +193,10 @@ func (c config) serverConfig() (server.Config, error) {
 		RateBurst:          c.RateBurst,
 		QueueMax:           c.QueueMax,
 		ShutdownTimeout:    c.ShutdownTimeout,
+		ShutdownDrain:      c.ShutdownDrain,
 		InstanceID:         c.InstanceID,
+		HashWorkers:        max(c.HashWorkers, 1),
+		Login:              auth.Config{TokenTTL: c.TokenTTL, TokenIdleTTL: c.TokenIdleTTL},
 	}
 	// In the environment 0 means "off"; in server.Config 0 means "default".
 	if c.MaxSessions == 0 {
@@ -201,4 +206,29 @@ func (c config) serverConfig() (server.Config, error) {
 		sc.RatePerSecond = -1
 	}
 	return sc, nil
+}
+
+// parsePrefixes parses a comma-separated list of CIDRs or addresses.
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/server"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/settings"
 )
 
 // The demo application: every usage example of the user-management guide,
@@ -79,10 +80,10 @@ func demoProfiles(ctx context.Context, u *auth.User) ([]profiles.ChatProfile, er
 }
 
 // demoSettings is the chat settings schema of every profile.
-var demoSettings = []server.Widget{
-	server.Select{ID: "language", Label: "Language", Values: []string{"en", "fr", "de", "es"}, InitialValue: "en"},
-	server.Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 2, Step: 0.1, InitialValue: 0.7},
-	server.Switch{ID: "stream", Label: "Stream replies", InitialValue: false},
+var demoSettings = []settings.Widget{
+	settings.Select{ID: "language", Label: "Language", Values: []string{"en", "fr", "de", "es"}, InitialValue: "en"},
+	settings.Slider{ID: "temperature", Label: "Temperature", Min: 0, Max: 2, Step: 0.1, InitialValue: 0.7},
+	settings.Switch{ID: "stream", Label: "Stream replies", InitialValue: false},
 }
 
 func registerDemo(srv *server.Server, cfg demoConfig) error {

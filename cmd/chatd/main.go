@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/server"
 	"github.com/chatd-project/chatd/session"
 )
@@ -62,28 +62,21 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	defer st.close()
 
-	hasher := auth.NewHashPool(auth.DefaultParams, max(cfg.HashWorkers, 1), 64)
-	defer hasher.Close()
-	notifier := &lateNotifier{}
-	authSvc := auth.NewService(st.auth, hasher, notifier, auth.Config{
-		TokenTTL: cfg.TokenTTL, TokenIdleTTL: cfg.TokenIdleTTL,
-	})
 	scfg, err := cfg.serverConfig()
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(scfg, server.Deps{Auth: authSvc, Sessions: st.sessions, Bus: st.bus,
-		Ready: st.ready, Logger: log})
+	srv, err := server.New(scfg, server.WithUsers(st.auth), server.WithSessions(st.sessions),
+		server.WithBus(st.bus), server.WithReady(st.ready), server.WithLogger(log))
 	if err != nil {
 		return err
 	}
-	notifier.set(srv)
 	if err := registerDemo(srv, demoConfig{StreamDelay: cfg.DemoStreamDelay}); err != nil {
 		srv.Close()
 		return err
 	}
 	if st.memory {
-		if err := seedDemoUsers(ctx, authSvc, stdout); err != nil {
+		if err := seedDemoUsers(ctx, srv.Auth(), stdout); err != nil {
 			srv.Close()
 			return err
 		}
@@ -94,35 +87,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		srv.Close()
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
 	fmt.Fprintf(stdout, "chatd listening on http://%s (store: %s, auth: %s)\n", displayAddr(ln.Addr()), st.name, cfg.Auth)
 	log.Info("serving", "addr", ln.Addr().String(), "store", st.name, "auth", cfg.Auth, "instance", srv.Config().InstanceID)
-
-	select {
-	case err := <-serveErr:
-		srv.Close()
+	if err := srv.Serve(ctx, ln); err != nil {
 		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	// Readiness fails and sockets close with 1001 at once; the listener
-	// stays open for the drain period so that load balancers see the 503.
-	srv.BeginShutdown()
-	if cfg.ShutdownDrain > 0 {
-		time.Sleep(cfg.ShutdownDrain)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	shutdownErr := srv.Shutdown(sctx)
-	if err := hs.Shutdown(sctx); err != nil {
-		_ = hs.Close()
-	}
-	<-serveErr
-	if shutdownErr != nil {
-		log.Warn("handlers cancelled at the shutdown deadline", "err", shutdownErr)
 	}
 	log.Info("stopped")
 	return nil
@@ -142,26 +110,13 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
-// lateNotifier passes revocations to the server, which is built after the
-// auth service that notifies it.
-type lateNotifier struct{ srv *server.Server }
-
-func (n *lateNotifier) set(s *server.Server) { n.srv = s }
-
-func (n *lateNotifier) Revoked(ctx context.Context, userID string, hashes []string) error {
-	if n.srv == nil {
-		return nil
-	}
-	return n.srv.Revoked(ctx, userID, hashes)
-}
-
 // stores are the configured store implementations.
 type stores struct {
 	name     string
 	memory   bool
 	auth     auth.Stores
 	sessions session.Store
-	bus      server.Bus
+	bus      bus.Bus
 	ready    func(ctx context.Context) error
 	close    func()
 }
@@ -171,7 +126,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		m := auth.NewMemoryStore(nil)
 		return &stores{name: "memory", memory: true,
 			auth:     auth.Stores{Users: m, Tokens: m, Throttle: m},
-			sessions: session.NewMemoryStore(nil), close: func() {}}, nil
+			sessions: session.NewMemoryStore(nil), bus: bus.NewMemory(), close: func() {}}, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -187,7 +142,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	}
 	rs := auth.NewRedisStore(c, cfg.Namespace)
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs},
-		sessions: session.NewRedisStore(c, cfg.Namespace), bus: server.NewRedisBus(c, cfg.Namespace),
+		sessions: session.NewRedisStore(c, cfg.Namespace), bus: bus.NewRedis(c, cfg.Namespace),
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
 		close: func() { _ = c.Close() }}, nil
 }

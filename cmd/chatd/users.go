@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/chatd-project/chatd/auth"
-	"github.com/chatd-project/chatd/server"
+	"github.com/chatd-project/chatd/bus"
 )
 
 const usersUsage = `usage:
@@ -80,7 +80,7 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	defer st.close()
 	hasher := auth.NewHashPool(auth.DefaultParams, 1, 1)
 	defer hasher.Close()
-	svc := auth.NewService(st.auth, hasher, busNotifier{st.bus}, auth.Config{})
+	svc := auth.NewService(st.auth, hasher, bus.Notifier{Bus: st.bus, Origin: "chatd-users"}, auth.Config{})
 
 	switch cmd {
 	case "add":
@@ -145,11 +145,4 @@ func readPassword(r io.Reader) (string, error) {
 		return "", errors.New("no password on standard input")
 	}
 	return pw, nil
-}
-
-// busNotifier publishes revocations for the running instances.
-type busNotifier struct{ bus server.Bus }
-
-func (n busNotifier) Revoked(ctx context.Context, userID string, hashes []string) error {
-	return n.bus.Publish(ctx, server.Event{Kind: server.EventRevoked, Origin: "chatd-users", UserID: userID, TokenHashes: hashes})
 }

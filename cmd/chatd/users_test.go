@@ -43,7 +43,7 @@ func TestUsersCommandOnRedis(t *testing.T) {
 
 	p := startChatd(t, env)
 	// Revocations travel on the event channel: wait until the server has
-	// subscribed to it (server.NewRedisBus: "<namespace>events").
+	// subscribed to it (bus.NewRedis: "<namespace>events").
 	rc, channel := rs.Client(), env["CHAT_NAMESPACE"]+"events"
 	eventually(t, "chatd subscribed to its event channel", func() bool {
 		n, err := rc.PubSubNumSub(context.Background(), channel).Result()

@@ -1,4 +1,4 @@
-package server
+package bus
 
 import (
 	"context"
@@ -9,22 +9,22 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisBus is a Bus on Redis pub/sub: one channel shared by the instances
+// Redis is a Bus on Redis pub/sub: one channel shared by the instances
 // of a namespace.
-type RedisBus struct {
+type Redis struct {
 	c       redis.UniversalClient
 	channel string
 }
 
-var _ Bus = (*RedisBus)(nil)
+var _ Bus = (*Redis)(nil)
 
-// NewRedisBus returns a bus on the channel "<namespace>events".
-func NewRedisBus(c redis.UniversalClient, namespace string) *RedisBus {
-	return &RedisBus{c: c, channel: namespace + "events"}
+// NewRedis returns a bus on the channel "<namespace>events".
+func NewRedis(c redis.UniversalClient, namespace string) *Redis {
+	return &Redis{c: c, channel: namespace + "events"}
 }
 
 // Publish implements Bus.
-func (b *RedisBus) Publish(ctx context.Context, ev Event) error {
+func (b *Redis) Publish(ctx context.Context, ev Event) error {
 	msg, err := json.Marshal(ev)
 	if err != nil {
 		return err
@@ -37,7 +37,7 @@ func (b *RedisBus) Publish(ctx context.Context, ev Event) error {
 
 // Run implements Bus. go-redis resubscribes after a dropped connection;
 // each confirmed subscription is reported to subscribed.
-func (b *RedisBus) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
+func (b *Redis) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
 	ps := b.c.Subscribe(ctx, b.channel)
 	defer ps.Close()
 	// Receive does not return when ctx is cancelled (go-redis reads with

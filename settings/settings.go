@@ -1,9 +1,16 @@
-package server
+// Package settings holds the chat settings widgets an application declares
+// (Select, MultiSelect, Switch, Slider, NumberInput, TextInput, Tags) and
+// their validation: a schema is checked once when it is declared, and every
+// value a client sends is checked against its widget before it is stored or
+// reaches a handler.
+package settings
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -417,8 +424,8 @@ func (w Slider) check() error {
 	return checkWidget("slider", w.ID, w.Label, w)
 }
 
-// checkSchema validates a settings schema: valid widgets with unique ids.
-func checkSchema(schema []Widget) error {
+// Check validates a settings schema: valid widgets with unique ids.
+func Check(schema []Widget) error {
 	seen := map[string]bool{}
 	for _, w := range schema {
 		if err := w.check(); err != nil {
@@ -432,8 +439,8 @@ func checkSchema(schema []Widget) error {
 	return nil
 }
 
-// initialValues returns the schema's initial values by widget id.
-func initialValues(schema []Widget) map[string]any {
+// InitialValues returns the schema's initial values by widget id.
+func InitialValues(schema []Widget) map[string]any {
 	out := make(map[string]any, len(schema))
 	for _, w := range schema {
 		out[w.WidgetID()] = w.Initial()
@@ -441,17 +448,25 @@ func initialValues(schema []Widget) map[string]any {
 	return out
 }
 
-// applySettings validates a client's settings_update values against the
-// schema and merges them into current, returning the new full values. On
-// any invalid key it returns an invalid_settings error naming the field,
-// and current is left as it was.
-func applySettings(schema []Widget, current map[string]any, raw json.RawMessage) (map[string]any, *Error) {
+// ErrNotObject is returned by Apply when the values are not a JSON object.
+var ErrNotObject = errors.New("values must be an object")
+
+// ErrInvalid is wrapped by every error Apply returns for a key that is not
+// a widget of the schema or a value not valid for its widget; the error's
+// text names the key.
+var ErrInvalid = errors.New("invalid settings")
+
+// Apply validates a client's values (a JSON object) against the schema and
+// merges them into current, returning the new full values. An invalid key
+// or value gives an error wrapping ErrInvalid that names the key, and a
+// body that is not an object ErrNotObject; current is never changed.
+func Apply(schema []Widget, current map[string]any, raw json.RawMessage) (map[string]any, error) {
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, errorf(CodeInvalidField, "values must be an object")
+		return nil, ErrNotObject
 	}
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &in); err != nil {
-		return nil, errorf(CodeInvalidField, "values must be an object")
+		return nil, ErrNotObject
 	}
 	byID := make(map[string]Widget, len(schema))
 	for _, w := range schema {
@@ -461,18 +476,66 @@ func applySettings(schema []Widget, current map[string]any, raw json.RawMessage)
 	for k, v := range current {
 		out[k] = v
 	}
-	for _, k := range sortedKeys(in) {
+	keys := make([]string, 0, len(in))
+	for k := range in {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
 		w, ok := byID[k]
 		if !ok {
-			return nil, errorf(CodeInvalidSettings, fmt.Sprintf("%s: no such setting", k))
+			return nil, &invalidError{key: k, msg: "no such setting"}
 		}
 		v, err := w.decode(in[k])
 		if err != nil {
-			return nil, errorf(CodeInvalidSettings, fmt.Sprintf("%s: %v", k, err))
+			return nil, &invalidError{key: k, msg: err.Error()}
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+// invalidError names the key of an invalid setting.
+type invalidError struct{ key, msg string }
+
+func (e *invalidError) Error() string { return e.key + ": " + e.msg }
+func (e *invalidError) Unwrap() error { return ErrInvalid }
+
+// Restore takes the saved values that are still valid for the schema, and
+// the initial value for every other widget.
+func Restore(schema []Widget, saved map[string]any) map[string]any {
+	out := InitialValues(schema)
+	for _, w := range schema {
+		v, ok := saved[w.WidgetID()]
+		if !ok {
+			continue
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			continue
+		}
+		if dv, err := w.decode(raw); err == nil {
+			out[w.WidgetID()] = dv
+		}
+	}
+	return out
+}
+
+// NonNil returns schema, or an empty schema for nil, so that it encodes as
+// a JSON list.
+func NonNil(schema []Widget) []Widget {
+	if schema == nil {
+		return []Widget{}
+	}
+	return schema
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("settings: encode: " + err.Error())
+	}
+	return b
 }
 
 // widgetJSON is any Widget in its protocol form, for reading a stored
@@ -492,8 +555,8 @@ type widgetJSON struct {
 	Multiline   bool            `json:"multiline"`
 }
 
-// decodeSchema reads a schema stored in its JSON form.
-func decodeSchema(raw []byte) ([]Widget, error) {
+// Decode reads a schema stored in its JSON form.
+func Decode(raw []byte) ([]Widget, error) {
 	var ws []widgetJSON
 	if err := json.Unmarshal(raw, &ws); err != nil {
 		return nil, fmt.Errorf("decode settings schema: %w", err)
@@ -546,4 +609,16 @@ func decodeSchema(raw []byte) ([]Widget, error) {
 		out = append(out, widget)
 	}
 	return out, nil
+}
+
+// rawString decodes a raw JSON value as a string.
+func rawString(r json.RawMessage) (string, bool) {
+	if len(r) == 0 || r[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(r, &s); err != nil {
+		return "", false
+	}
+	return s, true
 }

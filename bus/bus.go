@@ -1,11 +1,14 @@
-package server
+// Package bus carries events between the instances that share a store:
+// Memory within one process, Redis across processes (pub/sub). Delivery is
+// at most once; what must not be lost is re-checked by the receivers.
+package bus
 
 import "context"
 
 // Event kinds carried by a Bus.
 const (
-	// EventRevoked: tokens of a user were revoked; their sockets close.
-	EventRevoked = "revoked"
+	// KindRevoked: tokens of a user were revoked; their sockets close.
+	KindRevoked = "revoked"
 )
 
 // Event is a notice from one instance to every other.
@@ -27,4 +30,18 @@ type Bus interface {
 	// subscription is (re)established: events published while it was not
 	// may have been missed.
 	Run(ctx context.Context, subscribed func(), fn func(Event)) error
+}
+
+// Notifier publishes the revocations of an auth.Service as KindRevoked
+// events, so that every instance on the bus closes the sockets opened with
+// the revoked tokens.
+type Notifier struct {
+	Bus Bus
+	// Origin names the publisher in the events.
+	Origin string
+}
+
+// Revoked implements auth.Notifier.
+func (n Notifier) Revoked(ctx context.Context, userID string, tokenHashes []string) error {
+	return n.Bus.Publish(ctx, Event{Kind: KindRevoked, Origin: n.Origin, UserID: userID, TokenHashes: tokenHashes})
 }

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ListenAndServe listens on addr (host:port) and serves until ctx is done;
+// see Serve.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve starts the server (Start) and serves HTTP on ln until ctx is done,
+// then shuts down gracefully: /readyz answers 503 and sockets close with
+// 1001 at once, the listener stays open for Config.ShutdownDrain so that
+// load balancers notice, and running handlers get until
+// Config.ShutdownTimeout to finish. It returns nil after a graceful
+// shutdown, or the error that stopped the listener.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.Start(); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }() // waited for below, on every path
+	select {
+	case err := <-serveErr:
+		s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.BeginShutdown()
+	if s.cfg.ShutdownDrain > 0 {
+		t := s.clock.NewTimer(s.cfg.ShutdownDrain)
+		<-t.C()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := s.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		_ = hs.Close()
+	}
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	if shutdownErr != nil {
+		s.log.Warn("handlers cancelled at the shutdown deadline", "err", shutdownErr)
+	}
+	return nil
+}
