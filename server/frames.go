@@ -346,7 +346,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *Error {
 				reset = true
 			}
 		}
-		settings := ls.us.ChatSettings()
+		settings := ls.us.Session().ChatSettings()
 		wf := welcomeFrame{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
 			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),
