@@ -5,7 +5,8 @@
 // tokens, and administers users, and the stores behind it: UserStore,
 // TokenStore and ThrottleStore, each implemented in memory (MemoryStore, a
 // single instance) and on Redis (RedisStore, shared by all instances). Both
-// pass the conformance suite in package authtest. Only redis.go imports the
+// pass the conformance suite in package authtest. Only the redis*.go files
+// (users in redis.go, tokens and throttling in redis_tokens.go) import the
 // Redis client.
 //
 // Tokens are 32 random bytes, base64url without padding. The stores keep

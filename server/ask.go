@@ -307,7 +307,7 @@ func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswe
 		return err
 	}
 	rec := ls.us.Record()
-	u := ls.us.User()
+	u := ls.us.Session().User()
 	author := "anonymous"
 	if u != nil {
 		author = u.Identifier

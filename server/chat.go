@@ -40,7 +40,7 @@ type Chat struct {
 }
 
 // Session returns the chat's user session.
-func (c *Chat) Session() *session.UserSession { return c.ls.us }
+func (c *Chat) Session() *session.UserSession { return c.ls.us.Session() }
 
 // OutMessage is a message a handler sends.
 type OutMessage struct {
@@ -87,7 +87,7 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 	now := c.ls.s.now()
 	step := session.Step{ID: uuid.NewString(), Type: m.Type, Author: m.Author, Content: m.Content,
 		CreatedAt: now, ParentID: m.ParentID}
-	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: c.ls.us.ThreadID(),
+	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: c.ls.us.Session().ThreadID(),
 		StepType: m.Type, Author: m.Author, Content: m.Content, CreatedAt: now,
 		ParentID: strOrNil(m.ParentID), Streaming: streaming})
 	return session.Frame{ID: step.ID, Payload: payload, Step: &step}, step.ID, nil
@@ -99,7 +99,7 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 // the updated user; in anonymous mode there is no user to update and it
 // returns auth.ErrNotFound.
 func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any) error) (*auth.PersistedUser, error) {
-	u := c.ls.us.User()
+	u := c.ls.us.Session().User()
 	if u == nil {
 		return nil, auth.ErrNotFound
 	}

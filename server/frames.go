@@ -343,7 +343,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 				reset = true
 			}
 		}
-		values := ls.us.ChatSettings()
+		values := ls.us.Session().ChatSettings()
 		wf := wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
 			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),

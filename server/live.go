@@ -45,7 +45,7 @@ type job struct {
 type liveSession struct {
 	s  *Server
 	id string
-	us *session.UserSession
+	us *session.Live
 
 	// appendMu serializes appending frames to the session's log with
 	// queueing them on the socket, so that the socket sees seqs in order.
@@ -84,7 +84,7 @@ func (s *Server) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession
 	if u != nil && !u.Anonymous {
 		user = u
 	}
-	ls := &liveSession{s: s, id: rec.ID, us: session.New(s.sessions, rec, user), streams: map[string]*Stream{}, pins: 1}
+	ls := &liveSession{s: s, id: rec.ID, us: session.Open(s.sessions, rec, user), streams: map[string]*Stream{}, pins: 1}
 	s.live[rec.ID] = ls
 	s.metrics.sessions.Inc()
 	return ls

@@ -64,7 +64,7 @@ type FileMeta struct {
 	CreatedAt            time.Time
 }
 
-// AskStore is the part of Store that keeps the pending ask of each session
+// Asks is the role of a Store that keeps the pending ask of each session
 // and the files uploaded for it. Every operation is atomic; the answer and
 // the end of an ask are claims that exactly one caller wins, idempotent
 // under a client library's retry.
@@ -80,7 +80,7 @@ type FileMeta struct {
 // KeepFilesWithThread gives them to a persisted thread: they then never
 // expire and are deleted with the thread. Their content is kept in chunks
 // of at most ChunkSize bytes and streamed one chunk at a time both ways.
-type AskStore interface {
+type Asks interface {
 	// PutAsk records the session's ask, replacing its previous one whatever
 	// its state (the caller ends a pending one first, to tell the client).
 	// Putting the session's current ask again (same ID) changes nothing, so

@@ -7,10 +7,16 @@
 //
 // # Stores
 //
-// Store is the storage interface; MemoryStore keeps everything in the
-// process (one instance, nothing to install) and RedisStore keeps it in Redis
-// so that any instance can serve any session. Both pass the conformance suite
-// in package sessiontest. Only the redis*.go files import the Redis client.
+// Store is the storage interface, composed of one interface per role:
+// Sessions (records, values and the sequenced log), Threads, Asks (asks and
+// uploaded files) and Lifecycle (attaching, grace periods and end claims),
+// plus DeleteUserData, which spans them all. MemoryStore keeps everything in
+// the process (one instance, nothing to install) and RedisStore keeps it in
+// Redis so that any instance can serve any session. Each role has its memory
+// and Redis implementations side by side (memory_<role>.go,
+// redis_<role>.go, the Lua scripts in redis_<role>_scripts.go) and its
+// conformance suite in package sessiontest, which both stores pass. Only the
+// redis*.go files import the Redis client.
 //
 // Both stores keep values, settings and steps as JSON, so that what a handler
 // stores it reads back the same on any instance and on either store: numbers
@@ -45,9 +51,10 @@
 // operations are each atomic (one Lua script, a MULTI, or one mutex hold),
 // so several instances may act on one session at once; ordering the
 // handlers of a session is the server's job. A UserSession keeps a copy of
-// the record (guarded by a mutex; the server updates its settings with
-// SyncSettings) and reads and writes application values through the store on
-// every call, caching nothing. Accessors hold no state and may be shared.
+// the record (guarded by a mutex; the server holds it through a Live, which
+// reads the record and updates its settings with SyncSettings) and reads and
+// writes application values through the store on every call, caching
+// nothing. Accessors hold no state and may be shared.
 //
 // # Redis keys
 //

@@ -22,7 +22,7 @@ func exampleSession(user *auth.PersistedUser) *session.UserSession {
 	if err := st.Create(context.Background(), rec, time.Hour); err != nil {
 		panic(err)
 	}
-	return session.New(st, rec, user)
+	return session.Open(st, rec, user).Session()
 }
 
 func ExampleNewAccessor() {

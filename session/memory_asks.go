@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+var _ Asks = (*MemoryStore)(nil)
+
 // memAskFiles holds the MemoryStore's asks and files; its mu guards it.
 type memAskFiles struct {
 	asks  map[string]*memAsk                 // by session id
@@ -127,7 +129,7 @@ func (m *MemoryStore) sweepAskFilesLocked(now time.Time) {
 	}
 }
 
-// PutAsk implements Store.
+// PutAsk implements Asks.
 func (m *MemoryStore) PutAsk(ctx context.Context, a Ask) error {
 	raw, err := checkAsk(a)
 	if err != nil {
@@ -162,7 +164,7 @@ func (m *MemoryStore) pendingLocked(sid, askID string, now time.Time) *memAsk {
 	return a
 }
 
-// PendingAsk implements Store.
+// PendingAsk implements Asks.
 func (m *MemoryStore) PendingAsk(ctx context.Context, sessionID, askID string) (Ask, error) {
 	m.mu.Lock()
 	a := m.pendingLocked(sessionID, askID, m.now())
@@ -177,7 +179,7 @@ func (m *MemoryStore) PendingAsk(ctx context.Context, sessionID, askID string) (
 	return decodeAsk(sessionID, raw)
 }
 
-// AnswerAsk implements Store.
+// AnswerAsk implements Asks.
 func (m *MemoryStore) AnswerAsk(ctx context.Context, sessionID, askID string, ans AskAnswer) (bool, error) {
 	now := m.now()
 	b, err := encodeAnswer(ans, now)
@@ -187,7 +189,7 @@ func (m *MemoryStore) AnswerAsk(ctx context.Context, sessionID, askID string, an
 	return m.claimAsk(sessionID, askID, askAnswered, b, now)
 }
 
-// EndAsk implements Store.
+// EndAsk implements Asks.
 func (m *MemoryStore) EndAsk(ctx context.Context, sessionID, askID string) (bool, error) {
 	return m.claimAsk(sessionID, askID, askEnded, nil, m.now())
 }
@@ -206,7 +208,7 @@ func (m *MemoryStore) claimAsk(sid, askID, state string, answer []byte, now time
 	return true, nil
 }
 
-// AskAnswer implements Store.
+// AskAnswer implements Asks.
 func (m *MemoryStore) AskAnswer(ctx context.Context, sessionID, askID string) (AskAnswer, bool, error) {
 	m.mu.Lock()
 	a := m.askLocked(sessionID, m.now())
@@ -223,7 +225,7 @@ func (m *MemoryStore) AskAnswer(ctx context.Context, sessionID, askID string) (A
 	return ans, err == nil, err
 }
 
-// PutFile implements Store. The content is kept in memory, in chunks.
+// PutFile implements Asks. The content is kept in memory, in chunks.
 func (m *MemoryStore) PutFile(ctx context.Context, meta FileMeta, r io.Reader, maxFiles int) (FileMeta, error) {
 	meta, err := prepareFile(meta, m.now())
 	if err != nil {
@@ -313,7 +315,7 @@ func (m *MemoryStore) releaseFile(meta FileMeta, f *memFile) {
 	}
 }
 
-// AskFiles implements Store.
+// AskFiles implements Asks.
 func (m *MemoryStore) AskFiles(ctx context.Context, sessionID, askID string) ([]FileMeta, error) {
 	now := m.now()
 	m.mu.Lock()
@@ -341,7 +343,7 @@ func (m *MemoryStore) storedLocked(sid, fid string, now time.Time) *memFile {
 	return f
 }
 
-// FileInfo implements Store.
+// FileInfo implements Asks.
 func (m *MemoryStore) FileInfo(ctx context.Context, sessionID, fileID string) (FileMeta, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -352,7 +354,7 @@ func (m *MemoryStore) FileInfo(ctx context.Context, sessionID, fileID string) (F
 	return f.meta, nil
 }
 
-// OpenFile implements Store. Each chunk is looked up as it is read, so that
+// OpenFile implements Asks. Each chunk is looked up as it is read, so that
 // a deleted file stops reading as it does on Redis.
 func (m *MemoryStore) OpenFile(ctx context.Context, sessionID, fileID string) (io.ReadCloser, error) {
 	m.mu.Lock()
@@ -375,7 +377,7 @@ func (m *MemoryStore) OpenFile(ctx context.Context, sessionID, fileID string) (i
 	return &chunkReader{fetch: fetch, n: len(f.chunks)}, nil
 }
 
-// DeleteFiles implements Store.
+// DeleteFiles implements Asks.
 func (m *MemoryStore) DeleteFiles(ctx context.Context, sessionID string, fileIDs []string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -393,7 +395,7 @@ func (m *MemoryStore) DeleteFiles(ctx context.Context, sessionID string, fileIDs
 	return nil
 }
 
-// KeepFilesWithThread implements Store.
+// KeepFilesWithThread implements Asks.
 func (m *MemoryStore) KeepFilesWithThread(ctx context.Context, threadID, sessionID string, fileIDs []string) error {
 	now := m.now()
 	m.mu.Lock()

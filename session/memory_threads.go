@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 )
 
-// ListThreads implements Store. It sorts the user's threads on every call.
+var _ Threads = (*MemoryStore)(nil)
+
+// ListThreads implements Threads. It sorts the user's threads on every call.
 func (m *MemoryStore) ListThreads(ctx context.Context, userID string, q ThreadQuery) (ThreadPage, error) {
 	cur, hasCursor, err := decodeCursor(q.Cursor)
 	if err != nil {
@@ -54,7 +58,7 @@ func (m *MemoryStore) ownedLocked(userID, tid string) *memThread {
 	return t
 }
 
-// RenameThread implements Store.
+// RenameThread implements Threads.
 func (m *MemoryStore) RenameThread(ctx context.Context, userID, threadID, name string) (ThreadSummary, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -69,7 +73,7 @@ func (m *MemoryStore) RenameThread(ctx context.Context, userID, threadID, name s
 	}, nil
 }
 
-// DeleteThread implements Store.
+// DeleteThread implements Threads.
 func (m *MemoryStore) DeleteThread(ctx context.Context, userID, threadID string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -91,7 +95,7 @@ func (m *MemoryStore) deleteThreadLocked(userID, tid string) {
 	}
 }
 
-// SetThreadMetadata implements Store.
+// SetThreadMetadata implements Threads.
 func (m *MemoryStore) SetThreadMetadata(ctx context.Context, threadID string, md map[string]any) error {
 	enc, err := encodeMetadata(md)
 	if err != nil {
@@ -109,7 +113,7 @@ func (m *MemoryStore) SetThreadMetadata(ctx context.Context, threadID string, md
 	return nil
 }
 
-// SaveThreadValues implements Store.
+// SaveThreadValues implements Threads.
 func (m *MemoryStore) SaveThreadValues(ctx context.Context, threadID string, values map[string][]byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -124,7 +128,7 @@ func (m *MemoryStore) SaveThreadValues(ctx context.Context, threadID string, val
 	return nil
 }
 
-// ThreadValues implements Store.
+// ThreadValues implements Threads.
 func (m *MemoryStore) ThreadValues(ctx context.Context, threadID string) (map[string][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -137,33 +141,67 @@ func (m *MemoryStore) ThreadValues(ctx context.Context, threadID string) (map[st
 	return out, nil
 }
 
-// DeleteUserData implements Store.
-func (m *MemoryStore) DeleteUserData(ctx context.Context, userID string) ([]string, error) {
-	now := m.now()
+// Steps implements Threads.
+func (m *MemoryStore) Steps(ctx context.Context, threadID string) ([]Step, error) {
+	m.mu.Lock()
+	t := m.threadLocked(threadID, m.now())
+	var raw [][]byte
+	if t != nil {
+		raw = make([][]byte, len(t.order))
+		for i, id := range t.order {
+			raw[i] = t.steps[id]
+		}
+	}
+	m.mu.Unlock()
+	return decodeSteps(raw)
+}
+
+func decodeSteps(raw [][]byte) ([]Step, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	steps := make([]Step, len(raw))
+	for i, b := range raw {
+		if err := json.Unmarshal(b, &steps[i]); err != nil {
+			return nil, err
+		}
+	}
+	return steps, nil
+}
+
+// ThreadPersisted reports whether the thread has been persisted (its first
+// user message stored). The server reads Thread instead; it is not part of
+// Threads, and is kept for the conformance suite.
+func (m *MemoryStore) ThreadPersisted(ctx context.Context, threadID string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	deleted := []string{}
-	for id, s := range m.sessions {
-		if s.rec.UserID != userID {
-			continue
-		}
-		if !expired(s.expires, now) {
-			deleted = append(deleted, id)
-		}
-		if t := m.threads[s.rec.ThreadID]; t != nil && (!t.persisted || t.userID == userID) {
-			m.deleteThreadLocked(userID, s.rec.ThreadID)
-		}
-		delete(m.sessions, id)
-		delete(m.claims, id)
-		delete(m.ending, id)
-		m.deleteSessionAskFilesLocked(id)
+	t := m.threadLocked(threadID, m.now())
+	return t != nil && t.persisted, nil
+}
+
+// Thread implements Threads.
+func (m *MemoryStore) Thread(ctx context.Context, threadID string) (Thread, error) {
+	m.mu.Lock()
+	t := m.threadLocked(threadID, m.now())
+	if t == nil || !t.persisted {
+		m.mu.Unlock()
+		return Thread{}, ErrNotFound
 	}
-	for tid := range m.userThreads[userID] {
-		delete(m.threads, tid)
-		m.deleteThreadFilesLocked(tid)
+	th := Thread{
+		ID: threadID, UserID: t.userID, Name: t.name, ChatProfile: t.profile,
+		CreatedAt: msTime(t.created), UpdatedAt: msTime(t.updated),
+		Tags: []string{}, SessionID: t.session,
 	}
-	delete(m.userThreads, userID)
-	delete(m.live, userID)
-	slices.Sort(deleted)
-	return deleted, nil
+	raw := make([][]byte, len(t.order))
+	for i, id := range t.order {
+		raw[i] = t.steps[id]
+	}
+	meta := maps.Clone(t.meta) // values are never modified in place
+	m.mu.Unlock()
+	var err error
+	if th.Steps, err = decodeSteps(raw); err != nil {
+		return Thread{}, err
+	}
+	th.Metadata, err = decodeMetadata(meta)
+	return th, err
 }

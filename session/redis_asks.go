@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+var _ Asks = (*RedisStore)(nil)
+
 // Meta hash fields of a file (see doc.go).
 const (
 	ffAsk     = "ask"
@@ -35,7 +37,7 @@ func chunkKey(meta string, n int) string { return meta + ":" + strconv.Itoa(n) }
 // a context that its caller's cancellation does not end.
 const cleanupTimeout = 10 * time.Second
 
-// PutAsk implements Store, in one script.
+// PutAsk implements Asks, in one script.
 func (s *RedisStore) PutAsk(ctx context.Context, a Ask) error {
 	raw, err := checkAsk(a)
 	if err != nil {
@@ -52,7 +54,7 @@ func (s *RedisStore) PutAsk(ctx context.Context, a Ask) error {
 	return scriptErr("put ask of", a.SessionID, err)
 }
 
-// PendingAsk implements Store.
+// PendingAsk implements Asks.
 func (s *RedisStore) PendingAsk(ctx context.Context, sessionID, askID string) (Ask, error) {
 	if !validID(sessionID) || askID == "" {
 		return Ask{}, ErrNotFound
@@ -72,7 +74,7 @@ func (s *RedisStore) PendingAsk(ctx context.Context, sessionID, askID string) (A
 	return decodeAsk(sessionID, []byte(raw))
 }
 
-// AnswerAsk implements Store, in one script.
+// AnswerAsk implements Asks, in one script.
 func (s *RedisStore) AnswerAsk(ctx context.Context, sessionID, askID string, a AskAnswer) (bool, error) {
 	now := s.now()
 	b, err := encodeAnswer(a, now)
@@ -82,7 +84,7 @@ func (s *RedisStore) AnswerAsk(ctx context.Context, sessionID, askID string, a A
 	return s.claimAsk(ctx, sessionID, askID, "answer", b, now)
 }
 
-// EndAsk implements Store, in one script.
+// EndAsk implements Asks, in one script.
 func (s *RedisStore) EndAsk(ctx context.Context, sessionID, askID string) (bool, error) {
 	return s.claimAsk(ctx, sessionID, askID, "end", nil, s.now())
 }
@@ -99,7 +101,7 @@ func (s *RedisStore) claimAsk(ctx context.Context, sessionID, askID, op string, 
 	return n == 1, nil
 }
 
-// AskAnswer implements Store.
+// AskAnswer implements Asks.
 func (s *RedisStore) AskAnswer(ctx context.Context, sessionID, askID string) (AskAnswer, bool, error) {
 	if !validID(sessionID) || askID == "" {
 		return AskAnswer{}, false, ErrNotFound
@@ -119,7 +121,7 @@ func (s *RedisStore) AskAnswer(ctx context.Context, sessionID, askID string) (As
 	return a, err == nil, err
 }
 
-// PutFile implements Store: a script reserves the file, one script per
+// PutFile implements Asks: a script reserves the file, one script per
 // chunk writes it (never more than ChunkSize bytes in one value, nor in
 // memory), and a script commits it; a failure releases it.
 func (s *RedisStore) PutFile(ctx context.Context, meta FileMeta, r io.Reader, maxFiles int) (FileMeta, error) {
@@ -169,7 +171,7 @@ func (s *RedisStore) releaseFile(ctx context.Context, meta FileMeta, nonce strin
 		nonce, meta.AskID, meta.ID).Err()
 }
 
-// AskFiles implements Store, in one script.
+// AskFiles implements Asks, in one script.
 func (s *RedisStore) AskFiles(ctx context.Context, sessionID, askID string) ([]FileMeta, error) {
 	if !validID(sessionID) || askID == "" {
 		return nil, nil
@@ -233,13 +235,13 @@ func (s *RedisStore) fileInfo(ctx context.Context, sessionID, fileID string) (Fi
 	return f, n, nil
 }
 
-// FileInfo implements Store.
+// FileInfo implements Asks.
 func (s *RedisStore) FileInfo(ctx context.Context, sessionID, fileID string) (FileMeta, error) {
 	f, _, err := s.fileInfo(ctx, sessionID, fileID)
 	return f, err
 }
 
-// OpenFile implements Store: each chunk is one GET when the reader gets to
+// OpenFile implements Asks: each chunk is one GET when the reader gets to
 // it.
 func (s *RedisStore) OpenFile(ctx context.Context, sessionID, fileID string) (io.ReadCloser, error) {
 	_, n, err := s.fileInfo(ctx, sessionID, fileID)
@@ -257,7 +259,7 @@ func (s *RedisStore) OpenFile(ctx context.Context, sessionID, fileID string) (io
 	return &chunkReader{fetch: fetch, n: n}, nil
 }
 
-// DeleteFiles implements Store, in one script.
+// DeleteFiles implements Asks, in one script.
 func (s *RedisStore) DeleteFiles(ctx context.Context, sessionID string, fileIDs []string) error {
 	if !validID(sessionID) {
 		return nil
@@ -277,7 +279,7 @@ func (s *RedisStore) DeleteFiles(ctx context.Context, sessionID string, fileIDs 
 	return wrap("delete files of", sessionID, err)
 }
 
-// KeepFilesWithThread implements Store, in one script.
+// KeepFilesWithThread implements Asks, in one script.
 func (s *RedisStore) KeepFilesWithThread(ctx context.Context, threadID, sessionID string, fileIDs []string) error {
 	if !validID(threadID) || !validID(sessionID) {
 		return ErrNotFound

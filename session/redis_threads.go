@@ -2,14 +2,19 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/redis/go-redis/v9"
 )
 
-// ListThreads implements Store, in one script (see scriptListThreads).
+var _ Threads = (*RedisStore)(nil)
+
+// ListThreads implements Threads, in one script (see scriptListThreads).
 func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQuery) (ThreadPage, error) {
 	cur, hasCursor, err := decodeCursor(q.Cursor)
 	if err != nil {
@@ -61,7 +66,7 @@ func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQue
 	return page, nil
 }
 
-// RenameThread implements Store.
+// RenameThread implements Threads.
 func (s *RedisStore) RenameThread(ctx context.Context, userID, threadID, name string) (ThreadSummary, error) {
 	if !validID(userID) || !validID(threadID) {
 		return ThreadSummary{}, ErrNotFound
@@ -83,7 +88,7 @@ func (s *RedisStore) RenameThread(ctx context.Context, userID, threadID, name st
 	}, nil
 }
 
-// DeleteThread implements Store.
+// DeleteThread implements Threads.
 func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) error {
 	if !validID(userID) || !validID(threadID) {
 		return ErrNotFound
@@ -96,7 +101,7 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 	return scriptErr("delete thread", threadID, err)
 }
 
-// SetThreadMetadata implements Store.
+// SetThreadMetadata implements Threads.
 func (s *RedisStore) SetThreadMetadata(ctx context.Context, threadID string, md map[string]any) error {
 	enc, err := encodeMetadata(md)
 	if err != nil {
@@ -105,7 +110,7 @@ func (s *RedisStore) SetThreadMetadata(ctx context.Context, threadID string, md 
 	return s.writeThreadHash(ctx, "set thread metadata", threadID, false, enc)
 }
 
-// SaveThreadValues implements Store.
+// SaveThreadValues implements Threads.
 func (s *RedisStore) SaveThreadValues(ctx context.Context, threadID string, values map[string][]byte) error {
 	return s.writeThreadHash(ctx, "save thread values", threadID, true, values)
 }
@@ -130,7 +135,7 @@ func (s *RedisStore) writeThreadHash(ctx context.Context, op, threadID string, v
 	return scriptErr(op, threadID, err)
 }
 
-// ThreadValues implements Store.
+// ThreadValues implements Threads.
 func (s *RedisStore) ThreadValues(ctx context.Context, threadID string) (map[string][]byte, error) {
 	out := make(map[string][]byte)
 	if !validID(threadID) {
@@ -146,18 +151,92 @@ func (s *RedisStore) ThreadValues(ctx context.Context, threadID string) (map[str
 	return out, nil
 }
 
-// DeleteUserData implements Store, in one script (see scriptDeleteUserData).
-func (s *RedisStore) DeleteUserData(ctx context.Context, userID string) ([]string, error) {
-	if !validID(userID) {
-		return []string{}, nil
+// readThread reads a thread's steps, and when withHash its hash and
+// metadata (JSON by key) too.
+func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash bool) (hash, meta map[string]string, _ []Step, _ error) {
+	t := s.threadKeys(threadID)
+	flag := "0"
+	if withHash {
+		flag = "1"
 	}
-	ids, err := scriptDeleteUserData.Run(ctx, s.c,
-		[]string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "sessions"),
-			s.userKey(userID, "live"), s.endingKey(), s.userKey(userID, "lnames")},
-		s.ns, userID).StringSlice()
+	res, err := scriptThread.Run(ctx, s.c, []string{t.hash, t.steps, t.order, t.meta}, flag).Slice()
 	if err != nil {
-		return nil, wrap("delete data of user", userID, err)
+		return nil, nil, nil, wrap("read thread", threadID, err)
 	}
-	slices.Sort(ids)
-	return ids, nil
+	rawSteps := res
+	if withHash {
+		if len(res) != 3 {
+			return nil, nil, nil, fmt.Errorf("session: read thread %s: bad reply", threadID)
+		}
+		hash, meta = flatMap(res[0]), flatMap(res[2])
+		rawSteps, _ = res[1].([]any)
+	}
+	raw := make([][]byte, 0, len(rawSteps))
+	for _, r := range rawSteps {
+		if str, ok := r.(string); ok {
+			raw = append(raw, []byte(str))
+		}
+	}
+	steps, err := decodeSteps(raw)
+	return hash, meta, steps, wrap("read thread", threadID, err)
+}
+
+// flatMap reads a script's HGETALL reply (a flat list of fields and values).
+func flatMap(v any) map[string]string {
+	flat, _ := v.([]any)
+	m := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		m[k] = v
+	}
+	return m
+}
+
+// Steps implements Threads.
+func (s *RedisStore) Steps(ctx context.Context, threadID string) ([]Step, error) {
+	if !validID(threadID) {
+		return nil, nil
+	}
+	_, _, steps, err := s.readThread(ctx, threadID, false)
+	return steps, err
+}
+
+// ThreadPersisted reports whether the thread has been persisted (its first
+// user message stored). The server reads Thread instead; it is not part of
+// Threads, and is kept for the conformance suite.
+func (s *RedisStore) ThreadPersisted(ctx context.Context, threadID string) (bool, error) {
+	if !validID(threadID) {
+		return false, nil
+	}
+	v, err := s.c.HGet(ctx, s.threadKeys(threadID).hash, "persisted").Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	return v == "1", wrap("thread persisted", threadID, err)
+}
+
+// Thread implements Threads.
+func (s *RedisStore) Thread(ctx context.Context, threadID string) (Thread, error) {
+	if !validID(threadID) {
+		return Thread{}, ErrNotFound
+	}
+	h, meta, steps, err := s.readThread(ctx, threadID, true)
+	if err != nil {
+		return Thread{}, err
+	}
+	if h["persisted"] != "1" {
+		return Thread{}, ErrNotFound
+	}
+	md, err := decodeMetadata(meta)
+	if err != nil {
+		return Thread{}, wrap("thread", threadID, err)
+	}
+	created, _ := strconv.ParseInt(h["created_at"], 10, 64)
+	updated, _ := strconv.ParseInt(h["updated_at"], 10, 64)
+	return Thread{
+		ID: threadID, UserID: h["user_id"], Name: h["name"], ChatProfile: h["chat_profile"],
+		CreatedAt: msTime(created), UpdatedAt: msTime(updated), Steps: steps,
+		Metadata: md, Tags: []string{}, SessionID: h["session"],
+	}, nil
 }

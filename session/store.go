@@ -135,12 +135,34 @@ type Appended struct {
 	ThenSeqs []int64
 }
 
-// Store keeps sessions, their values, outbound logs and the steps of their
-// threads, and (AskStore) their asks and uploaded files. Implementations:
-// NewMemoryStore and NewRedisStore, both checked by sessiontest.Run.
+// Store is everything the server keeps about sessions, as one value: its
+// roles (Sessions, Threads, Asks, Lifecycle) and DeleteUserData, which
+// spans them all. Implementations: NewMemoryStore and NewRedisStore, both
+// checked by sessiontest.Run.
 type Store interface {
-	AskStore
+	Sessions
+	Threads
+	Asks
+	Lifecycle
 
+	// DeleteUserData deletes everything the store keeps about the user:
+	// every thread of theirs (as DeleteThread does), every session of
+	// theirs (record, values, log, frame ids, end claim, grace deadline,
+	// live mark) with its thread when that is not persisted, and the
+	// user's own indexes. It returns the ids of the sessions it deleted
+	// that still existed, sorted, so that the caller can close their
+	// sockets. A user without data is no error.
+	//
+	// It belongs to no single role: it deletes the data of all of them
+	// (records and logs, threads, asks and files, claims) in one
+	// operation.
+	DeleteUserData(ctx context.Context, userID string) ([]string, error)
+}
+
+// Sessions is the role of a Store that keeps session records, the
+// application's values of each session, and each session's sequenced log
+// of outbound frames, whose steps it writes to the session's thread.
+type Sessions interface {
 	// Create stores a new session record; its keys expire after ttl unless
 	// touched.
 	//
@@ -168,6 +190,11 @@ type Store interface {
 	// SetSettings replaces the session's chat settings values (ErrNotFound
 	// for a missing session).
 	SetSettings(ctx context.Context, id string, values map[string]any) error
+	// CreateOnThread is Create on the condition that the record's thread
+	// exists and its latest session is prev (compare and create): of two
+	// resumes racing to start a session on a thread, one creates it and the
+	// other gets false, writes nothing, and takes the winner's session over.
+	CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error)
 
 	// Value returns the application's value for key (JSON), and whether it
 	// was set. Value, SetValue and Values fail with ErrNotFound when the
@@ -198,24 +225,18 @@ type Store interface {
 	// trimmed, so a caller replaying from after checks that the first frame
 	// has seq after+1. ErrNotFound for a missing session.
 	Log(ctx context.Context, id string, after, upto int64) ([]Logged, error)
-	// LastSeq is the highest seq assigned in the session (0 for none), or
-	// ErrNotFound.
-	LastSeq(ctx context.Context, id string) (int64, error)
+}
+
+// Threads is the role of a Store that reads and manages threads: their
+// steps, the persisted threads listed for their user (renamed, deleted),
+// and the metadata and application values kept with a thread.
+type Threads interface {
 	// Steps returns the steps of a thread in the order they were stored
 	// (none for an unknown thread), persisted or not.
 	Steps(ctx context.Context, threadID string) ([]Step, error)
-	// ThreadPersisted reports whether the thread has been persisted (its
-	// first user message stored).
-	ThreadPersisted(ctx context.Context, threadID string) (bool, error)
-	// CreateOnThread is Create on the condition that the record's thread
-	// exists and its latest session is prev (compare and create): of two
-	// resumes racing to start a session on a thread, one creates it and the
-	// other gets false, writes nothing, and takes the winner's session over.
-	CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error)
 	// Thread returns a persisted thread with its steps and metadata, in one
 	// round trip; ErrNotFound when it is unknown or not persisted yet.
 	Thread(ctx context.Context, threadID string) (Thread, error)
-
 	// ListThreads returns a page of the user's persisted threads, ordered
 	// by (UpdatedAt descending, ID descending), in one round trip. The
 	// cursor is a keyset on that pair: no thread appears twice while
@@ -248,15 +269,12 @@ type Store interface {
 	// ThreadValues returns the values saved with the thread (an empty map
 	// when there are none or the thread is unknown).
 	ThreadValues(ctx context.Context, threadID string) (map[string][]byte, error)
-	// DeleteUserData deletes everything the store keeps about the user:
-	// every thread of theirs (as DeleteThread does), every session of
-	// theirs (record, values, log, frame ids, end claim, grace deadline,
-	// live mark) with its thread when that is not persisted, and the
-	// user's own indexes. It returns the ids of the sessions it deleted
-	// that still existed, sorted, so that the caller can close their
-	// sockets. A user without data is no error.
-	DeleteUserData(ctx context.Context, userID string) ([]string, error)
+}
 
+// Lifecycle is the role of a Store that tracks which sessions have an open
+// socket, the grace period of the others, and the claims that let exactly
+// one instance end a session.
+type Lifecycle interface {
 	// Attach marks the session as having an open socket on instance and
 	// takes it out of its grace period. It fails with ErrTooManySessions
 	// when the user has maxLive attached sessions other than this one
@@ -265,13 +283,12 @@ type Store interface {
 	// session, or one of another user than userID, is ErrNotFound. instance is recorded as where the session is attached;
 	// it may name the socket as well (see DetachFrom).
 	Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error)
-	// Detach marks the session as having no open socket; its grace period
-	// runs out at deadline. An ended session is not put in grace again.
-	// ErrNotFound for a missing session (its live mark is dropped anyway).
-	Detach(ctx context.Context, id, userID string, deadline time.Time) error
-	// DetachFrom is Detach only while the session is still attached as
-	// instance (the string given to Attach): a socket that closes after
-	// another one took its session over detaches nothing and gets false.
+	// DetachFrom marks the session as having no open socket, only while it
+	// is still attached as instance (the string given to Attach): a socket
+	// that closes after another one took its session over detaches nothing
+	// and gets false. The grace period of a detached session runs out at
+	// deadline; an ended session is not put in grace again. ErrNotFound for
+	// a missing session (its live mark is dropped anyway).
 	DetachFrom(ctx context.Context, id, userID, instance string, deadline time.Time) (bool, error)
 	// Due returns up to limit sessions whose grace period ran out at or
 	// before now (limit <= 0: all), earliest deadline first.

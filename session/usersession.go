@@ -34,19 +34,58 @@ func IsBuiltin(key string) bool {
 // UserSession is the session of one chat as its handlers see it: the
 // built-in fields of its record and the application's values, which live in
 // the Store so that any instance can serve the session. It mirrors the seed's
-// user_session. It is safe for concurrent use.
+// user_session. It is safe for concurrent use. The server holds it through a
+// Live, which keeps its record current.
 type UserSession struct {
-	st   Store
+	st   Sessions
 	user *auth.PersistedUser // nil in anonymous mode; never changed
 
-	mu  sync.Mutex // guards rec
+	mu  sync.Mutex // guards rec, for Live too
 	rec Record
 }
 
-// New returns the UserSession of rec, stored in st, for user (nil in
-// anonymous mode). It keeps a copy of rec.
-func New(st Store, rec Record, user *auth.PersistedUser) *UserSession {
-	return &UserSession{st: st, user: user, rec: cloneRecord(rec)}
+// Live is the server's handle on a session it holds: the session's record,
+// kept current, and the UserSession that handlers see. Application code
+// never needs it. It is safe for concurrent use; it shares the record and
+// its lock with its UserSession.
+type Live struct {
+	us *UserSession
+}
+
+// Open returns the Live of rec, stored in st, for user (nil in anonymous
+// mode). It keeps a copy of rec.
+func Open(st Store, rec Record, user *auth.PersistedUser) *Live {
+	return &Live{us: &UserSession{st: st, user: user, rec: cloneRecord(rec)}}
+}
+
+// Session is the UserSession of the session, the one handlers see.
+func (l *Live) Session() *UserSession { return l.us }
+
+// Record returns a copy of the session's record.
+func (l *Live) Record() Record {
+	l.us.mu.Lock()
+	defer l.us.mu.Unlock()
+	return cloneRecord(l.us.rec)
+}
+
+// SyncSettings replaces the in-memory copy of the chat settings with a copy
+// of values, after the server stored them with Sessions.SetSettings; it
+// stores nothing itself.
+func (l *Live) SyncSettings(values map[string]any) {
+	v := cloneSettings(values)
+	l.us.mu.Lock()
+	defer l.us.mu.Unlock()
+	l.us.rec.Settings = v
+}
+
+// SyncSettingsSchema is SyncSettings for a new schema and its values,
+// after the server stored them with Sessions.SetSettingsSchema.
+func (l *Live) SyncSettingsSchema(schema []byte, values map[string]any) {
+	v := cloneSettings(values)
+	sc := slices.Clone(schema)
+	l.us.mu.Lock()
+	defer l.us.mu.Unlock()
+	l.us.rec.Settings, l.us.rec.Schema = v, sc
 }
 
 // ID is the session's id.
@@ -94,33 +133,6 @@ func (s *UserSession) ClientType() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rec.ClientType
-}
-
-// Record returns a copy of the session's record, for the server.
-func (s *UserSession) Record() Record {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return cloneRecord(s.rec)
-}
-
-// SyncSettings replaces the in-memory copy of the chat settings with a copy
-// of values. It is for the server, after it stored new settings with
-// Store.SetSettings; it stores nothing itself.
-func (s *UserSession) SyncSettings(values map[string]any) {
-	v := cloneSettings(values)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rec.Settings = v
-}
-
-// SyncSettingsSchema is SyncSettings for a new schema and its values,
-// after the server stored them with Store.SetSettingsSchema.
-func (s *UserSession) SyncSettingsSchema(schema []byte, values map[string]any) {
-	v := cloneSettings(values)
-	sc := slices.Clone(schema)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rec.Settings, s.rec.Schema = v, sc
 }
 
 // builtin returns the value of a built-in key, and false when it is not

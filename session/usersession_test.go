@@ -35,6 +35,12 @@ var alice = &auth.PersistedUser{
 // newSession creates a session in st and returns its UserSession.
 func newSession(t testing.TB, st session.Store, user *auth.PersistedUser) *session.UserSession {
 	t.Helper()
+	return newLive(t, st, user).Session()
+}
+
+// newLive creates a session in st and returns the server's Live of it.
+func newLive(t testing.TB, st session.Store, user *auth.PersistedUser) *session.Live {
+	t.Helper()
 	rec := sessiontest.NewRecord()
 	rec.Settings = map[string]any{"model": "gpt", "nested": map[string]any{"list": []any{"a"}}}
 	if user != nil {
@@ -43,18 +49,18 @@ func newSession(t testing.TB, st session.Store, user *auth.PersistedUser) *sessi
 	if err := st.Create(context.Background(), rec, time.Hour); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	return session.New(st, rec, user)
+	return session.Open(st, rec, user)
 }
 
 func TestBuiltins(t *testing.T) {
 	ctx := t.Context()
 	st := session.NewMemoryStore(nil)
-	s := newSession(t, st, alice)
-	rec := s.Record()
+	l := newLive(t, st, alice)
+	s, rec := l.Session(), l.Record()
 	anon := newSession(t, st, nil)
 	noProfile := sessiontest.NewRecord()
 	noProfile.ChatProfile = ""
-	np := session.New(st, noProfile, nil)
+	np := session.Open(st, noProfile, nil).Session()
 
 	for _, tc := range []struct {
 		name string
@@ -92,8 +98,9 @@ func TestFieldsAreCopies(t *testing.T) {
 	st := session.NewMemoryStore(nil)
 	rec := sessiontest.NewRecord()
 	rec.Settings = map[string]any{"nested": map[string]any{"k": "v"}, "list": []any{"a"}}
-	s := session.New(st, rec, alice)
-	rec.Env["OPENAI_API_KEY"] = "changed by the caller of New"
+	l := session.Open(st, rec, alice)
+	s := l.Session()
+	rec.Env["OPENAI_API_KEY"] = "changed by the caller of Open"
 	rec.Settings["nested"].(map[string]any)["k"] = "changed"
 
 	env := s.Env()
@@ -101,7 +108,7 @@ func TestFieldsAreCopies(t *testing.T) {
 	settings := s.ChatSettings()
 	settings["nested"].(map[string]any)["k"] = "changed"
 	settings["list"].([]any)[0] = "changed"
-	r := s.Record()
+	r := l.Record()
 	r.Env["x"] = "y"
 	r.Settings["model"] = "changed"
 
@@ -116,7 +123,7 @@ func TestFieldsAreCopies(t *testing.T) {
 		s.ClientType() != "webapp" || s.User() != alice {
 		t.Errorf("fields: %q %q %q %q %v", s.ID(), s.ThreadID(), s.ChatProfile(), s.ClientType(), s.User())
 	}
-	if session.New(st, rec, nil).User() != nil {
+	if session.Open(st, rec, nil).Session().User() != nil {
 		t.Error("User of an anonymous session is not nil")
 	}
 }
@@ -124,12 +131,13 @@ func TestFieldsAreCopies(t *testing.T) {
 func TestSyncSettings(t *testing.T) {
 	ctx := t.Context()
 	st := session.NewMemoryStore(nil)
-	s := newSession(t, st, alice)
+	l := newLive(t, st, alice)
+	s := l.Session()
 	vals := map[string]any{"model": "other", "temperature": 0.2}
 	if err := st.SetSettings(ctx, s.ID(), vals); err != nil {
 		t.Fatal(err)
 	}
-	s.SyncSettings(vals)
+	l.SyncSettings(vals)
 	vals["model"] = "changed after sync"
 	want := map[string]any{"model": "other", "temperature": 0.2}
 	if got := s.ChatSettings(); !reflect.DeepEqual(got, want) {
@@ -138,7 +146,7 @@ func TestSyncSettings(t *testing.T) {
 	if got, _ := s.Get(ctx, "chat_settings", nil); !reflect.DeepEqual(got, want) {
 		t.Errorf(`Get("chat_settings") = %v, want %v`, got, want)
 	}
-	if got := s.Record().Settings; !reflect.DeepEqual(got, want) {
+	if got := l.Record().Settings; !reflect.DeepEqual(got, want) {
 		t.Errorf("Record().Settings = %v", got)
 	}
 }
@@ -152,7 +160,8 @@ type turn struct {
 func TestSetGet(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st session.Store) {
 		ctx := t.Context()
-		s := newSession(t, st, alice)
+		l := newLive(t, st, alice)
+		s := l.Session()
 		for _, tc := range []struct {
 			key   string
 			value any
@@ -186,7 +195,7 @@ func TestSetGet(t *testing.T) {
 		}
 		// Another instance, with its own UserSession of the same record, sees
 		// the values.
-		other := session.New(st, s.Record(), alice)
+		other := session.Open(st, l.Record(), alice).Session()
 		if got, err := session.Get(ctx, other, "score", 0); err != nil || got != 42 {
 			t.Errorf("score seen from another UserSession = %v, %v", got, err)
 		}
@@ -328,7 +337,7 @@ func TestStoreErrors(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st session.Store) {
 		ctx := t.Context()
 		rec := sessiontest.NewRecord() // never created: as if expired
-		s := session.New(st, rec, nil)
+		s := session.Open(st, rec, nil).Session()
 		if _, err := s.Get(ctx, "k", 1); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("Get on a missing session = %v, want ErrNotFound", err)
 		}
@@ -356,7 +365,8 @@ func TestStoreErrors(t *testing.T) {
 func TestUserSessionConcurrent(t *testing.T) {
 	ctx := t.Context()
 	st := session.NewMemoryStore(nil)
-	s := newSession(t, st, alice)
+	l := newLive(t, st, alice)
+	s := l.Session()
 	counter := session.NewAccessor("n", 0, nil)
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -370,9 +380,9 @@ func TestUserSessionConcurrent(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				s.SyncSettings(map[string]any{"j": j})
+				l.SyncSettings(map[string]any{"j": j})
 				_ = s.ChatSettings()
-				_ = s.Record()
+				_ = l.Record()
 				_, _ = s.Get(ctx, "chat_settings", nil)
 			}
 		})

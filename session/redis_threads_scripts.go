@@ -1,9 +1,11 @@
 package session
 
-import "github.com/redis/go-redis/v9"
+import (
+	"github.com/redis/go-redis/v9"
+)
 
 // The Lua scripts of the Redis store's thread operations (see
-// redis_scripts.go for the conventions).
+// redis.go for the conventions).
 
 // scriptListThreads reads one page of a user's threads, most recently
 // updated first (score descending, then member descending: Redis orders the
@@ -161,39 +163,23 @@ end
 return 1
 `)
 
-// scriptDeleteUserData deletes a user's threads and sessions (with their
-// unpersisted threads, asks and files, kept with a thread or not) and the
-// user's indexes. Session, thread and file keys are
-// built from the ids in the indexes, so this script is not Redis Cluster
-// ready. A session id whose record is of another user is left alone.
+// scriptThread reads a thread's steps in order, and its hash and metadata
+// when asked.
 //
-// KEYS: 1 the user's threads, 2 the user's summaries, 3 the user's sessions,
-// 4 the user's live sessions, 5 ending, 6 the user's folded thread names.
-// ARGV: 1 namespace, 2 user id.
-// Returns the ids of the sessions whose record existed.
-var scriptDeleteUserData = redis.NewScript(fileLib + `
-local ns, uid = ARGV[1], ARGV[2]
-local function delthread(tid)
-  local t = ns .. 't:{t:' .. tid .. '}'
-  local h = redis.call('HMGET', t, 'persisted', 'user_id')
-  if h[1] ~= '1' or h[2] == uid then
-    delthreadfiles(ns, t)
-    redis.call('UNLINK', t, t .. ':steps', t .. ':order', t .. ':meta', t .. ':values')
+// KEYS: 1 thread, 2 steps, 3 order, 4 metadata. ARGV: 1 "1" to return the
+// hash and metadata too. Returns the step JSONs, or {hash as a flat list,
+// step JSONs, metadata as a flat list}.
+var scriptThread = redis.NewScript(`
+local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local steps = {}
+for i = 1, #ids, 500 do
+  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 499, #ids)))
+  for j = 1, #vals do
+    if vals[j] then steps[#steps + 1] = vals[j] end
   end
 end
-for _, tid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do delthread(tid) end
-local deleted = {}
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  local s = ns .. 's:{s:' .. sid .. '}'
-  local rec = redis.call('HMGET', s, 'user', 'thread')
-  if not rec[1] or rec[1] == uid then
-    if rec[1] then deleted[#deleted + 1] = sid end
-    if rec[2] then delthread(rec[2]) end
-    delsessionfiles(ns, sid)
-    redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':end')
-    redis.call('ZREM', KEYS[5], sid)
-  end
+if ARGV[1] == '1' then
+  return {redis.call('HGETALL', KEYS[1]), steps, redis.call('HGETALL', KEYS[4])}
 end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
-return deleted
+return steps
 `)

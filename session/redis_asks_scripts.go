@@ -2,7 +2,7 @@ package session
 
 import "github.com/redis/go-redis/v9"
 
-// The Lua scripts of the Redis store's asks and files (see redis_scripts.go
+// The Lua scripts of the Redis store's asks and files (see redis.go
 // for the conventions). Extra error replies: CHATD_TOOMANYFILES,
 // CHATD_FILEEXISTS.
 //

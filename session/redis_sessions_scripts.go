@@ -7,14 +7,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Lua scripts of the Redis store. Each runs atomically in one round trip
-// (EVALSHA, falling back to EVAL once per server). A script that fails with
-// an error reply has already applied the writes it made before the error;
-// every script below checks first and writes after, so that an error means
-// nothing was written (Detach's live mark excepted, which is meant).
-//
-// Errors the Go side maps to sentinels: CHATD_NOTFOUND, CHATD_ENDED,
-// CHATD_TOOMANY.
+// The Lua scripts of the Redis store's session records, values and logs
+// (see redis.go for the conventions).
 
 // scriptCreate writes a session record and sets the expiry of the session's
 // keys; records the session on its thread, whose keys, while it is not
@@ -286,119 +280,11 @@ for i = 14, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 return res
 `)
 
-// scriptThread reads a thread's steps in order, and its hash and metadata
-// when asked.
-//
-// KEYS: 1 thread, 2 steps, 3 order, 4 metadata. ARGV: 1 "1" to return the
-// hash and metadata too. Returns the step JSONs, or {hash as a flat list,
-// step JSONs, metadata as a flat list}.
-var scriptThread = redis.NewScript(`
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
-local steps = {}
-for i = 1, #ids, 500 do
-  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 499, #ids)))
-  for j = 1, #vals do
-    if vals[j] then steps[#steps + 1] = vals[j] end
-  end
-end
-if ARGV[1] == '1' then
-  return {redis.call('HGETALL', KEYS[1]), steps, redis.call('HGETALL', KEYS[4])}
-end
-return steps
-`)
-
-// scriptAttach attaches a session.
-//
-// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
-// ARGV: 1 session id, 2 user id, 3 instance,
-// 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:").
-// Returns the session's seq.
-var scriptAttach = redis.NewScript(`
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return redis.error_reply('CHATD_ENDED')
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('CHATD_NOTFOUND')
-end
-if redis.call('HGET', KEYS[1], 'user') ~= ARGV[2] then
-  return redis.error_reply('CHATD_NOTFOUND')
-end
-local max = tonumber(ARGV[4])
-if max > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
-    and redis.call('SCARD', KEYS[3]) >= max then
-  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    if redis.call('EXISTS', ARGV[5] .. m .. '}') == 0 then
-      redis.call('SREM', KEYS[3], m)
-    end
-  end
-  if redis.call('SCARD', KEYS[3]) >= max then
-    return redis.error_reply('CHATD_TOOMANY')
-  end
-end
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('HSET', KEYS[1], 'instance', ARGV[3])
-return tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-`)
-
-// scriptDetach detaches a session, unconditionally or only from instance.
-//
-// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
-// ARGV: 1 session id, 2 deadline ms, 3 "1" when conditional, 4 instance.
-// Returns 1 when detached, 0 when attached elsewhere.
-var scriptDetach = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return redis.error_reply('CHATD_NOTFOUND')
-end
-if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'instance') or '') ~= ARGV[4] then
+// scriptCreateOnThread is scriptCreate behind a check: nothing is written
+// unless the thread exists and its latest session is ARGV[5] (the record's
+// fields then start at ARGV[6]). Returns 1 when created, 0 when not.
+var scriptCreateOnThread = redis.NewScript(`
+if redis.call('EXISTS', KEYS[5]) == 0 or (redis.call('HGET', KEYS[5], 'session') or '') ~= ARGV[5] then
   return 0
 end
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[1], 'instance')
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-end
-return 1
-`)
-
-// scriptClaimEnd claims the end of a session.
-//
-// KEYS: 1 end claim, 2 record, 3 ending. ARGV: 1 nonce, 2 session id,
-// 3 claim margin ms. Returns 1 for a won claim, 0 for a lost one.
-var scriptClaimEnd = redis.NewScript(claimEndHead + claimEndTail)
-
-// scriptClaimDue is scriptClaimEnd for a session still due: in ending
-// with a deadline at or before ARGV[4] (ms).
-var scriptClaimDue = redis.NewScript(claimEndHead + `
-local due = redis.call('ZSCORE', KEYS[3], ARGV[2])
-if (not due) or tonumber(due) > tonumber(ARGV[4]) then return 0 end
-` + claimEndTail)
-
-// claimEndHead wins again for a retry of a won claim, and loses to
-// another claim.
-const claimEndHead = `
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  if cur == ARGV[1] then
-    redis.call('ZREM', KEYS[3], ARGV[2])
-    return 1
-  end
-  return 0
-end
-`
-
-// claimEndTail takes the claim.
-const claimEndTail = `
-redis.call('ZREM', KEYS[3], ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  return redis.error_reply('CHATD_NOTFOUND')
-end
-local pttl = redis.call('PTTL', KEYS[2])
-if pttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', pttl + tonumber(ARGV[3]))
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return 1
-`
+` + strings.Replace(createBody, "unpack(ARGV, 5)", "unpack(ARGV, 6)", 1))

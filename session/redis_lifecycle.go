@@ -1,0 +1,103 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var _ Lifecycle = (*RedisStore)(nil)
+
+// Attach implements Lifecycle.
+func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error) {
+	if !validID(id) || !validID(userID) {
+		return 0, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	seq, err := scriptAttach.Run(ctx, s.c,
+		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
+		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:").Int64()
+	if err != nil {
+		return 0, scriptErr("attach", id, err)
+	}
+	return seq, nil
+}
+
+// Detach marks the session as having no open socket; its grace period runs
+// out at deadline. An ended session is not put in grace again. ErrNotFound
+// for a missing session (its live mark is dropped anyway). It is DetachFrom
+// without the condition on the instance; the server detaches only with
+// DetachFrom, so Detach is not part of Lifecycle, and is kept for the
+// conformance suite.
+func (s *RedisStore) Detach(ctx context.Context, id, userID string, deadline time.Time) error {
+	_, err := s.detach(ctx, id, userID, "", false, deadline)
+	return err
+}
+
+// DetachFrom implements Lifecycle.
+func (s *RedisStore) DetachFrom(ctx context.Context, id, userID, instance string, deadline time.Time) (bool, error) {
+	return s.detach(ctx, id, userID, instance, true, deadline)
+}
+
+func (s *RedisStore) detach(ctx context.Context, id, userID, instance string, cond bool, deadline time.Time) (bool, error) {
+	if !validID(id) {
+		return false, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	flag := "0"
+	if cond {
+		flag = "1"
+	}
+	n, err := scriptDetach.Run(ctx, s.c,
+		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
+		id, deadline.UnixMilli(), flag, instance).Int64()
+	if err != nil {
+		return false, scriptErr("detach", id, err)
+	}
+	return n == 1, nil
+}
+
+// Due implements Lifecycle.
+func (s *RedisStore) Due(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	ids, err := s.c.ZRangeByScore(ctx, s.endingKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(max(limit, 0)),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("session: due: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return ids, nil
+}
+
+// ClaimDue implements Lifecycle.
+func (s *RedisStore) ClaimDue(ctx context.Context, id, nonce string, now time.Time) (bool, error) {
+	if !validID(id) {
+		return false, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	n, err := scriptClaimDue.Run(ctx, s.c, []string{k.end, k.rec, s.endingKey()},
+		nonce, id, claimMargin.Milliseconds(), now.UnixMilli()).Int64()
+	if err != nil {
+		return false, scriptErr("claim due", id, err)
+	}
+	return n == 1, nil
+}
+
+// ClaimEnd implements Lifecycle.
+func (s *RedisStore) ClaimEnd(ctx context.Context, id, nonce string) (bool, error) {
+	if !validID(id) {
+		return false, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	n, err := scriptClaimEnd.Run(ctx, s.c, []string{k.end, k.rec, s.endingKey()},
+		nonce, id, claimMargin.Milliseconds()).Int64()
+	if err != nil {
+		return false, scriptErr("claim end", id, err)
+	}
+	return n == 1, nil
+}

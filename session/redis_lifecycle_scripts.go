@@ -1,0 +1,103 @@
+package session
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the Redis store's claims: attaching, detaching, the
+// grace-period deadlines and the end claims (see redis.go for the
+// conventions).
+
+// scriptAttach attaches a session.
+//
+// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
+// ARGV: 1 session id, 2 user id, 3 instance,
+// 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:").
+// Returns the session's seq.
+var scriptAttach = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('CHATD_ENDED')
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+if redis.call('HGET', KEYS[1], 'user') ~= ARGV[2] then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local max = tonumber(ARGV[4])
+if max > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
+    and redis.call('SCARD', KEYS[3]) >= max then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if redis.call('EXISTS', ARGV[5] .. m .. '}') == 0 then
+      redis.call('SREM', KEYS[3], m)
+    end
+  end
+  if redis.call('SCARD', KEYS[3]) >= max then
+    return redis.error_reply('CHATD_TOOMANY')
+  end
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'instance', ARGV[3])
+return tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+`)
+
+// scriptDetach detaches a session, unconditionally or only from instance.
+//
+// KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
+// ARGV: 1 session id, 2 deadline ms, 3 "1" when conditional, 4 instance.
+// Returns 1 when detached, 0 when attached elsewhere.
+var scriptDetach = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'instance') or '') ~= ARGV[4] then
+  return 0
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[1], 'instance')
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+end
+return 1
+`)
+
+// scriptClaimEnd claims the end of a session.
+//
+// KEYS: 1 end claim, 2 record, 3 ending. ARGV: 1 nonce, 2 session id,
+// 3 claim margin ms. Returns 1 for a won claim, 0 for a lost one.
+var scriptClaimEnd = redis.NewScript(claimEndHead + claimEndTail)
+
+// scriptClaimDue is scriptClaimEnd for a session still due: in ending
+// with a deadline at or before ARGV[4] (ms).
+var scriptClaimDue = redis.NewScript(claimEndHead + `
+local due = redis.call('ZSCORE', KEYS[3], ARGV[2])
+if (not due) or tonumber(due) > tonumber(ARGV[4]) then return 0 end
+` + claimEndTail)
+
+// claimEndHead wins again for a retry of a won claim, and loses to
+// another claim.
+const claimEndHead = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if cur == ARGV[1] then
+    redis.call('ZREM', KEYS[3], ARGV[2])
+    return 1
+  end
+  return 0
+end
+`
+
+// claimEndTail takes the claim.
+const claimEndTail = `
+redis.call('ZREM', KEYS[3], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', pttl + tonumber(ARGV[3]))
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+`
