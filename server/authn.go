@@ -188,7 +188,7 @@ func (s *Server) applyEvent(ev bus.Event) {
 			}
 			return c.id.user.ID == ev.UserID
 		}) {
-			c.closeNow(statusRevoked, "token revoked")
+			c.out.CloseNow(statusRevoked, "token revoked")
 			// Logout and user deletion end the socket's chat.
 			if c.welcomed.Load() {
 				id := c.ls.id

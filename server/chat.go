@@ -204,7 +204,7 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	n := st.n
 	st.mu.Unlock()
 	if c := ls.currentConn(); c != nil {
-		c.send("stream", wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta}))
+		c.out.Send("stream", wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta}))
 	}
 	return nil
 }

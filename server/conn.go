@@ -8,12 +8,12 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/socket"
 	"github.com/chatd-project/chatd/wire"
 
 	"github.com/coder/websocket"
@@ -55,6 +55,8 @@ type conn struct {
 	ctx context.Context // done when the socket is finished with
 	// cancel ends ctx.
 	cancel context.CancelFunc
+	// out is the socket's one outbound path.
+	out *socket.Socket
 
 	// Owned by the reader goroutine.
 	limiter   bucket
@@ -64,16 +66,6 @@ type conn struct {
 	pendingToken string
 
 	welcomed atomic.Bool
-
-	mu       sync.Mutex // guards the fields below
-	queue    [][]byte
-	writing  bool // a writer goroutine is running
-	closing  bool // a close is requested: nothing more is queued
-	code     websocket.StatusCode
-	reason   string
-	lastSeq  int64 // highest seq queued on this socket
-	finished bool  // the reader has ended; no goroutine may be added
-	wg       sync.WaitGroup
 }
 
 // handleWS upgrades GET /ws after checking the caller and the origin.
@@ -178,6 +170,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
+	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, func(typ string) { s.metrics.framesOut.WithLabelValues(typ).Inc() })
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	if !s.track(c) {
@@ -188,13 +181,13 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	s.metrics.connections.Inc()
 	helloTimer := s.clock.AfterFunc(s.cfg.HelloTimeout, func() {
 		if !c.welcomed.Load() {
-			c.closeNow(statusHelloTimeout, "no hello")
+			c.out.CloseNow(statusHelloTimeout, "no hello")
 		}
 	})
 	var expiryTimer clock.Timer
 	if !id.expiresAt.IsZero() {
 		expiryTimer = s.clock.AfterFunc(id.expiresAt.Sub(s.now()), func() {
-			c.closeNow(statusRevoked, "token expired")
+			c.out.CloseNow(statusRevoked, "token expired")
 		})
 	}
 	c.pendingToken = newToken
@@ -205,23 +198,10 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	if expiryTimer != nil {
 		expiryTimer.Stop()
 	}
-	c.mu.Lock()
-	c.finished = true
-	c.mu.Unlock()
 	// Let a close in flight finish its handshake before the socket's
 	// context ends: cancelling it aborts a write under way, close frame
 	// included. A peer that stalls is cut off after a bound.
-	done := make(chan struct{})
-	go func() {
-		c.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(closeWait):
-		cancel()
-		<-done
-	}
+	c.out.Finish(closeWait, cancel)
 	cancel()
 	_ = ws.CloseNow()
 	if c.ls != nil {
@@ -257,7 +237,7 @@ func (c *conn) readLoop() {
 		if r := recover(); r != nil {
 			c.s.log.LogAttrs(c.ctx, levelError, "panic while handling a frame",
 				stringAttr("panic", fmt.Sprint(r)), stringAttr("stack", string(debug.Stack())))
-			c.closeNow(websocket.StatusInternalError, "internal error")
+			c.out.CloseNow(websocket.StatusInternalError, "internal error")
 		}
 	}()
 	for {
@@ -270,7 +250,7 @@ func (c *conn) readLoop() {
 			continue
 		}
 		if !utf8.Valid(data) {
-			c.closeNow(statusInvalidUTF8, "frame is not valid UTF-8")
+			c.out.CloseNow(statusInvalidUTF8, "frame is not valid UTF-8")
 			return
 		}
 		c.handleFrame(data)
@@ -292,7 +272,7 @@ func (c *conn) reject(e *wire.Error, ref string) {
 		c.badFrames = append(keep, now)
 		if len(c.badFrames) >= badFrameLimit {
 			c.sendError(e, ref)
-			c.closeAfterFlush(statusPolicy, "too many bad frames")
+			c.out.CloseAfterFlush(statusPolicy, "too many bad frames")
 			return
 		}
 	}
@@ -302,148 +282,7 @@ func (c *conn) reject(e *wire.Error, ref string) {
 // sendError queues an error frame.
 func (c *conn) sendError(e *wire.Error, ref string) {
 	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
-	c.send("error", wire.Encode(wire.ErrorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
-}
-
-// send queues an unsequenced frame.
-func (c *conn) send(typ string, b []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.enqueueLocked(typ, b)
-}
-
-// sendSeq queues a sequenced frame unless one with that seq was queued
-// already. It returns false when the frame skips ahead of the last one
-// queued (the caller fills the gap from the log first).
-func (c *conn) sendSeq(typ string, seq int64, payload []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if seq <= c.lastSeq {
-		return true
-	}
-	if seq > c.lastSeq+1 {
-		return false
-	}
-	c.lastSeq = seq
-	c.enqueueLocked(typ, wire.WithSeq(payload, seq))
-	return true
-}
-
-// enqueueLocked queues a frame and starts the writer if none runs. A
-// socket whose queue is full is closed with 4429. c.mu is held.
-func (c *conn) enqueueLocked(typ string, b []byte) {
-	if c.closing {
-		return
-	}
-	if len(c.queue) >= c.s.cfg.OutboundQueueMax {
-		c.queue = nil
-		c.closeNowLocked(statusTooSlow, "client too slow")
-		return
-	}
-	c.s.metrics.framesOut.WithLabelValues(typ).Inc()
-	c.queue = append(c.queue, b)
-	c.startWriterLocked()
-}
-
-func (c *conn) startWriterLocked() {
-	if c.writing || c.finished {
-		return
-	}
-	c.writing = true
-	c.wg.Add(1)
-	go c.writer()
-}
-
-// writer writes queued frames in order; it exits when the queue is empty,
-// closing the socket first when a close was requested after the frames.
-func (c *conn) writer() {
-	defer c.wg.Done()
-	var batch [][]byte
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			c.writing = false
-			closing, code, reason := c.closing, c.code, c.reason
-			c.mu.Unlock()
-			if closing && code != 0 {
-				_ = c.ws.Close(code, reason)
-			}
-			return
-		}
-		batch, c.queue = c.queue, batch[:0]
-		c.mu.Unlock()
-		for i, b := range batch {
-			if err := c.ws.Write(c.ctx, websocket.MessageText, b); err != nil {
-				c.mu.Lock()
-				c.queue = nil
-				c.writing = false
-				c.mu.Unlock()
-				_ = c.ws.CloseNow()
-				return
-			}
-			batch[i] = nil
-		}
-	}
-}
-
-// closeAfterFlush closes the socket with code once the frames queued so
-// far are written.
-func (c *conn) closeAfterFlush(code websocket.StatusCode, reason string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		return
-	}
-	c.closing, c.code, c.reason = true, code, reason
-	c.startWriterLocked()
-}
-
-// closeNow drops what is queued and closes the socket with code.
-func (c *conn) closeNow(code websocket.StatusCode, reason string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closeNowLocked(code, reason)
-}
-
-func (c *conn) closeNowLocked(code websocket.StatusCode, reason string) {
-	if c.closing && c.code == code {
-		return
-	}
-	c.closing, c.code, c.reason = true, code, reason
-	c.queue = nil
-	if c.finished {
-		return
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		_ = c.ws.Close(code, reason)
-	}()
-}
-
-// ping checks that the client answers; one that does not is disconnected.
-// It runs in a goroutine of the heartbeat loop, owned by c.wg.
-func (c *conn) ping(timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(c.ctx, timeout)
-	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil && c.ctx.Err() == nil {
-		_ = c.ws.CloseNow()
-	}
-}
-
-// goOwned runs f in a goroutine owned by the socket, unless it is finished.
-func (c *conn) goOwned(f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.finished {
-		return false
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
-	return true
+	c.out.Send("error", wire.Encode(wire.ErrorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
 }
 
 // bucket is a token bucket rate limiter; rate < 0 disables it.

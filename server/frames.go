@@ -257,14 +257,14 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 	ls := s.liveFor(rec, c.id.user)
 	defer s.unpin(ls)
 	ls.attach(c, func() bool {
-		c.send("welcome", wire.Encode(wire.Welcome{
+		c.out.Send("welcome", wire.Encode(wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: resumed,
 			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(rec.ChatProfile),
 			Profiles: ps, Settings: wire.WelcomeSettings{Schema: settings.NonNil(schema), Values: rec.Settings},
 			Token: c.pendingToken,
 		}))
 		if history != nil {
-			c.send("history", wire.Encode(wire.History{Type: "history", Thread: *history}))
+			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: *history}))
 		}
 		return true
 	}, 0)
@@ -355,18 +355,17 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 		}
 		// The socket is brought up to after, or to last when the history
 		// stands for the frames it missed.
-		c.mu.Lock()
-		c.lastSeq = after
 		if reset {
-			c.lastSeq = last
+			c.out.StartAt(last)
+		} else {
+			c.out.StartAt(after)
 		}
-		c.mu.Unlock()
-		c.send("welcome", wire.Encode(wf))
+		c.out.Send("welcome", wire.Encode(wf))
 		if reset {
-			c.send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
+			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
 		} else {
 			for _, m := range missed {
-				c.sendSeq(wire.TypeOf(m.Payload), m.Seq, m.Payload)
+				c.out.Deliver(ctx, m.Seq, m.Payload, nil)
 			}
 		}
 		ls.sendStreamStates(c)

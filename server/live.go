@@ -118,9 +118,7 @@ func (s *Server) releaseIfIdle(ls *liveSession) {
 func (ls *liveSession) attach(c *conn, welcome func() bool, lastSeq int64) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
-	c.mu.Lock()
-	c.lastSeq = lastSeq
-	c.mu.Unlock()
+	c.out.StartAt(lastSeq)
 	if !welcome() {
 		return
 	}
@@ -129,7 +127,7 @@ func (ls *liveSession) attach(c *conn, welcome func() bool, lastSeq int64) {
 	ls.conn = c
 	ls.mu.Unlock()
 	if old != nil && old != c {
-		old.closeAfterFlush(statusTakenOver, "chat opened elsewhere")
+		old.out.CloseAfterFlush(statusTakenOver, "chat opened elsewhere")
 	}
 }
 
@@ -181,28 +179,19 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 	return seqs, nil
 }
 
-// deliverLocked queues a sequenced frame on c, reading what c missed
-// from the log first. ls.appendMu is held.
+// deliverLocked hands a sequenced frame to c, which fills a gap from the
+// session's log. ls.appendMu is held, so that seqs reach c in order.
 func (ls *liveSession) deliverLocked(ctx context.Context, c *conn, seq int64, payload []byte) {
-	if c.sendSeq(wire.TypeOf(payload), seq, payload) {
-		return
-	}
-	c.mu.Lock()
-	after := c.lastSeq
-	c.mu.Unlock()
-	missed, err := ls.s.sessions.Log(ctx, ls.id, after, seq-1)
+	c.out.Deliver(ctx, seq, payload, ls.fill)
+}
+
+// fill reads the session's logged frames with after < seq <= upto.
+func (ls *liveSession) fill(ctx context.Context, after, upto int64) ([]session.Logged, error) {
+	missed, err := ls.s.sessions.Log(ctx, ls.id, after, upto)
 	if err != nil {
 		ls.s.log.LogAttrs(ctx, levelError, "fill a gap from the session log", errAttr(err))
-		c.closeNow(statusGoingAway, "reconnect to resume")
-		return
 	}
-	for _, m := range missed {
-		c.sendSeq(wire.TypeOf(m.Payload), m.Seq, m.Payload)
-	}
-	if !c.sendSeq(wire.TypeOf(payload), seq, payload) {
-		// The log lost frames: the client must reattach and reset.
-		c.closeNow(statusGoingAway, "reconnect to resume")
-	}
+	return missed, err
 }
 
 // enqueue queues a handler run and starts the runner if none runs.
@@ -496,7 +485,7 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		if len(p) < 2 {
 			p = payload
 		}
-		c.send("message", wire.WithSeq(p, res.Seq))
+		c.out.Send("message", wire.WithSeq(p, res.Seq))
 		return res, nil
 	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
@@ -583,7 +572,7 @@ func (ls *liveSession) end(c *conn) {
 		return
 	}
 	ls.mu.Unlock()
-	c.closeAfterFlush(statusNormal, "chat ended")
+	c.out.CloseAfterFlush(statusNormal, "chat ended")
 }
 
 // endByServer ends a chat whose end this instance claimed (grace ran out,
@@ -615,7 +604,7 @@ func (ls *liveSession) runChatEnd(chat *Chat) {
 		s.log.LogAttrs(ctx, levelError, "save session values with the thread", sessionAttr(ls.id), errAttr(err))
 	}
 	if c := ls.currentConn(); c != nil {
-		c.closeAfterFlush(statusNormal, "chat ended")
+		c.out.CloseAfterFlush(statusNormal, "chat ended")
 	}
 }
 
@@ -644,7 +633,7 @@ func (ls *liveSession) sendStreamStates(c *conn) {
 	ls.mu.Unlock()
 	for _, st := range streams {
 		content, n := st.state()
-		c.send("stream_state", wire.Encode(wire.StreamState{Type: "stream_state", ID: st.id, Content: content, N: n}))
+		c.out.Send("stream_state", wire.Encode(wire.StreamState{Type: "stream_state", ID: st.id, Content: content, N: n}))
 	}
 }
 

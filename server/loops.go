@@ -73,18 +73,18 @@ func (s *Server) heartbeatLoop() {
 		case <-t.C():
 		}
 		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
-			c.goOwned(func() { s.heartbeat(c) })
+			c.out.Go(func() { s.heartbeat(c) })
 		}
 	}
 }
 
 func (s *Server) heartbeat(c *conn) {
-	c.ping(s.cfg.PingInterval)
+	c.out.Ping(s.cfg.PingInterval)
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
 	defer cancel()
 	if c.id.token != "" {
 		if _, err := s.auth.Authenticate(ctx, c.id.token); errors.Is(err, auth.ErrUnauthorized) {
-			c.closeNow(statusRevoked, "token revoked or expired")
+			c.out.CloseNow(statusRevoked, "token revoked or expired")
 			return
 		}
 	}

@@ -326,7 +326,7 @@ func (s *Server) BeginShutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.closeNow(statusGoingAway, "server shutting down")
+		c.out.CloseNow(statusGoingAway, "server shutting down")
 	}
 }
 
