@@ -2,22 +2,14 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/chatd-project/chatd/settings"
-
-	"github.com/chatd-project/chatd/wire"
-
-	"github.com/google/uuid"
-
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/server/internal/hub"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/settings"
 )
 
 // Message is a user message as its handler sees it.
@@ -29,24 +21,25 @@ type Message struct {
 	// Content is the message text (untrusted markdown).
 	Content string
 	// Command is the command the client sent with it, if any.
-	Command   string
+	Command string
+	// CreatedAt is when the message was stored.
 	CreatedAt time.Time
 }
 
-// Chat is what a handler works with: the session of the socket's chat, and
-// ways to send into it. A Chat is valid only during the handler call.
+// Chat is what a handler works with: the session of the chat, and ways to
+// send into it. A Chat is valid only during the handler call.
 type Chat struct {
-	ls *liveSession
+	c *hub.Chat
 }
 
 // Session returns the chat's user session.
-func (c *Chat) Session() *session.UserSession { return c.ls.us.Session() }
+func (c *Chat) Session() *session.UserSession { return c.c.Session() }
 
 // OutMessage is a message a handler sends.
 type OutMessage struct {
 	// Content is the text (markdown).
 	Content string
-	// Author defaults to the application's name.
+	// Author defaults to the application's name (Config.Name).
 	Author string
 	// Type is "assistant_message" (default) or "system_message".
 	Type string
@@ -59,38 +52,12 @@ type OutMessage struct {
 var ErrInvalidMessage = errors.New("server: invalid message")
 
 // Send sends an assistant message and stores it as a step of the thread.
-func (c *Chat) Send(ctx context.Context, content string) error {
-	_, err := c.SendMessage(ctx, OutMessage{Content: content})
-	return err
-}
+func (c *Chat) Send(ctx context.Context, content string) error { return c.c.Send(ctx, content) }
 
 // SendMessage sends a message and returns its id.
 func (c *Chat) SendMessage(ctx context.Context, m OutMessage) (string, error) {
-	f, id, err := c.messageFrame(m, false)
-	if err != nil {
-		return "", err
-	}
-	_, err = c.ls.emit(ctx, f)
-	return id, err
-}
-
-func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string, error) {
-	if m.Type == "" {
-		m.Type = "assistant_message"
-	}
-	if m.Type != "assistant_message" && m.Type != "system_message" {
-		return session.Frame{}, "", ErrInvalidMessage
-	}
-	if m.Author == "" {
-		m.Author = c.ls.s.cfg.Name
-	}
-	now := c.ls.s.now()
-	step := session.Step{ID: uuid.NewString(), Type: m.Type, Author: m.Author, Content: m.Content,
-		CreatedAt: now, ParentID: m.ParentID}
-	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: c.ls.us.Session().ThreadID(),
-		StepType: m.Type, Author: m.Author, Content: m.Content, CreatedAt: now,
-		ParentID: strOrNil(m.ParentID), Streaming: streaming})
-	return session.Frame{ID: step.ID, Payload: payload, Step: &step}, step.ID, nil
+	id, err := c.c.SendMessage(ctx, hub.OutMessage(m))
+	return id, apiError(err)
 }
 
 // UpdateUserMetadata changes the signed-in user's metadata atomically:
@@ -99,11 +66,20 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 // the updated user; in anonymous mode there is no user to update and it
 // returns auth.ErrNotFound.
 func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any) error) (*auth.PersistedUser, error) {
-	u := c.ls.us.Session().User()
-	if u == nil {
-		return nil, auth.ErrNotFound
-	}
-	return c.ls.s.auth.UpdateMetadata(ctx, u.ID, fn)
+	return c.c.UpdateUserMetadata(ctx, fn)
+}
+
+// ErrInvalidSettings is returned by UpdateSettings and SetSettingsSchema
+// for a value that is not valid for its widget, or a key that is not a
+// widget of the schema.
+var ErrInvalidSettings = errors.New("server: invalid settings")
+
+// UpdateSettings sets chat settings values from the application: each
+// key must be a widget of the session's schema and each value valid for it.
+// The values are stored, merged into the current ones, and sent to the
+// client in a settings frame. The settings handler does not run.
+func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
+	return apiError(c.c.UpdateSettings(ctx, values))
 }
 
 // SetSettingsSchema gives the session a settings schema of its own, in
@@ -113,220 +89,37 @@ func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any
 // values that is not a widget of the schema, or a value not valid for its
 // widget, is refused with ErrInvalidSettings and nothing changes.
 func (c *Chat) SetSettingsSchema(ctx context.Context, schema []settings.Widget, values map[string]any) error {
-	if err := settings.Check(schema); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
-	}
-	ls := c.ls
-	ls.settingsMu.Lock()
-	defer ls.settingsMu.Unlock()
-	rec := ls.us.Record()
-	merged := settings.Restore(schema, rec.Settings)
-	if values == nil {
-		values = map[string]any{}
-	}
-	raw, err := json.Marshal(values)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
-	}
-	merged, e := applySettings(schema, merged, raw)
-	if e != nil {
-		return fmt.Errorf("%w: %s", ErrInvalidSettings, e.Message)
-	}
-	encoded, err := json.Marshal(settings.NonNil(schema))
-	if err != nil {
-		return err
-	}
-	if err := ls.s.sessions.SetSettingsSchema(ctx, ls.id, encoded, merged); err != nil {
-		return err
-	}
-	ls.us.SyncSettingsSchema(encoded, merged)
-	if err := ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"chat_settings": merged}); err != nil {
-		return err
-	}
-	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
-		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: merged})})
-	return err
+	return apiError(c.c.SetSettingsSchema(ctx, schema, values))
 }
 
 // Stream is an assistant message whose content is sent as it is produced.
 // Its deltas go to the socket as stream frames; Close stores the final
-// content and sends it as a message_update.
+// content and sends it as a message_update. A stream the handler leaves
+// open is closed when the handler returns, stored as interrupted.
 type Stream struct {
-	chat *Chat
-	id   string
-	step session.Step
-
-	mu      sync.Mutex // guards the fields below
-	content strings.Builder
-	n       int
-	closed  bool
+	st *hub.Stream
 }
 
 // Stream starts a streamed assistant message.
 func (c *Chat) Stream(ctx context.Context) (*Stream, error) {
-	f, id, err := c.messageFrame(OutMessage{}, true)
+	st, err := c.c.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st := &Stream{chat: c, id: id, step: *f.Step}
-	c.ls.mu.Lock()
-	c.ls.streams[id] = st
-	c.ls.mu.Unlock()
-	if _, err := c.ls.emit(ctx, f); err != nil {
-		c.ls.mu.Lock()
-		delete(c.ls.streams, id)
-		c.ls.mu.Unlock()
-		return nil, err
-	}
-	return st, nil
+	return &Stream{st: st}, nil
 }
 
 // ID is the streamed message's id.
-func (st *Stream) ID() string { return st.id }
+func (st *Stream) ID() string { return st.st.ID() }
 
 // Write sends a delta of the message.
-func (st *Stream) Write(ctx context.Context, delta string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	// Under the append lock, as a reattach is: a delta is either in the
-	// stream_state a reattaching socket gets, or sent to that socket.
-	ls := st.chat.ls
-	ls.appendMu.Lock()
-	defer ls.appendMu.Unlock()
-	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
-		return errors.New("server: write to a closed stream")
-	}
-	st.content.WriteString(delta)
-	st.n++
-	n := st.n
-	st.mu.Unlock()
-	if c := ls.currentConn(); c != nil {
-		c.out.Send("stream", wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta}))
-	}
-	return nil
-}
+func (st *Stream) Write(ctx context.Context, delta string) error { return st.st.Write(ctx, delta) }
 
 // Writer returns an io.Writer whose writes are deltas of the stream, for
 // io.Copy from a model's response or fmt.Fprintf.
-func (st *Stream) Writer(ctx context.Context) io.Writer { return streamWriter{st, ctx} }
-
-type streamWriter struct {
-	st  *Stream
-	ctx context.Context
-}
-
-func (w streamWriter) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if err := w.st.Write(w.ctx, string(p)); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (st *Stream) state() (string, int) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.content.String(), st.n
-}
+func (st *Stream) Writer(ctx context.Context) io.Writer { return st.st.Writer(ctx) }
 
 // Close ends the stream: the full content is stored as the message's step
 // and sent as a message_update. It stores what was streamed even when ctx
 // was cancelled (a stopped handler).
-func (st *Stream) Close(ctx context.Context) error { return st.close(ctx, false) }
-
-// close ends the stream; an interrupted one (its handler failed, was
-// stopped or returned without closing it) is stored with what it had and
-// metadata.interrupted.
-func (st *Stream) close(ctx context.Context, interrupted bool) error {
-	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
-		return nil
-	}
-	st.closed = true
-	content := st.content.String()
-	st.mu.Unlock()
-	ls := st.chat.ls
-	ls.mu.Lock()
-	delete(ls.streams, st.id)
-	ls.mu.Unlock()
-	step := st.step
-	step.Content = content
-	if interrupted {
-		step.Metadata = map[string]any{"interrupted": true}
-	}
-	f := session.Frame{ID: uuid.NewString(), Step: &step,
-		Payload: wire.Encode(wire.MessageUpdate{Type: "message_update", ID: st.id, Content: content})}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.s.cfg.StoreTimeout)
-	defer cancel()
-	_, err := ls.emit(ctx, f)
-	return err
-}
-
-func toStepJSON(st session.Step) wire.Step {
-	md := st.Metadata
-	if md == nil {
-		md = map[string]any{}
-	}
-	return wire.Step{ID: st.ID, Type: st.Type, Author: st.Author, Content: st.Content,
-		CreatedAt: st.CreatedAt.UTC(), ParentID: strOrNil(st.ParentID), Command: strOrNil(st.Command), Metadata: md}
-}
-
-// wire.Thread builds the Thread of a session from its record and steps.
-func (s *Server) sessionThread(rec session.Record, u *auth.PersistedUser, steps []session.Step) wire.Thread {
-	t := wire.Thread{ID: rec.ThreadID, ChatProfile: strOrNil(rec.ChatProfile), CreatedAt: rec.CreatedAt.UTC(),
-		UpdatedAt: rec.CreatedAt.UTC(), UserID: rec.UserID, Tags: []string{}, Steps: make([]wire.Step, 0, len(steps)),
-		Metadata: map[string]any{"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings}}
-	if u != nil {
-		t.UserIdentifier = u.Identifier
-	}
-	for _, st := range steps {
-		t.Steps = append(t.Steps, toStepJSON(st))
-		if st.Type == "user_message" && t.Name == "" {
-			t.Name = threadName(st.Content)
-		}
-		if st.CreatedAt.After(t.UpdatedAt) {
-			t.UpdatedAt = st.CreatedAt.UTC()
-		}
-	}
-	return t
-}
-
-// ErrInvalidSettings is returned by UpdateSettings for a value that is not
-// valid for its widget, or a key that is not a widget of the schema.
-var ErrInvalidSettings = errors.New("server: invalid settings")
-
-// UpdateSettings sets chat settings values from the application: each
-// key must be a widget of the session's schema and each value valid for it.
-// The values are stored, merged into the current ones, and sent to the
-// client in a settings frame. The settings handler does not run.
-func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
-	ls := c.ls
-	ls.settingsMu.Lock()
-	defer ls.settingsMu.Unlock()
-	rec := ls.us.Record()
-	schema := ls.schema()
-	raw, err := json.Marshal(values)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
-	}
-	merged, e := applySettings(schema, rec.Settings, raw)
-	if e != nil {
-		return fmt.Errorf("%w: %s", ErrInvalidSettings, e.Message)
-	}
-	if err := ls.s.sessions.SetSettings(ctx, ls.id, merged); err != nil {
-		return err
-	}
-	ls.us.SyncSettings(merged)
-	if err := ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"chat_settings": merged}); err != nil {
-		return err
-	}
-	_, err = ls.emit(ctx, session.Frame{ID: uuid.NewString(),
-		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: merged})})
-	return err
-}
+func (st *Stream) Close(ctx context.Context) error { return st.st.Close(ctx) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/hub"
 )
 
 // AuthMode selects how callers authenticate.
@@ -176,4 +177,16 @@ func checkOrigin(o string) error {
 		return fmt.Errorf("server: allowed origin %q is not an exact scheme://host[:port]", o)
 	}
 	return nil
+}
+
+// hub returns the configuration of the machinery, defaults applied.
+func (c Config) hub() hub.Config {
+	return hub.Config{
+		Name: c.Name, Auth: string(c.Auth), AuthHeader: c.AuthHeader, TrustedProxies: c.TrustedProxies,
+		AllowedOrigins: c.AllowedOrigins, CookieSecure: c.CookieSecure, SessionGrace: c.SessionGrace,
+		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
+		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, QueueMax: c.QueueMax,
+		OutboundQueueMax: c.OutboundQueueMax, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout,
+		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, InstanceID: c.InstanceID, Clock: c.Clock,
+	}
 }

@@ -42,13 +42,7 @@ func (e *env) waitRunnersIdle(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for {
-		busy := false
-		e.srv.mu.Lock()
-		for _, ls := range e.srv.live {
-			busy = busy || ls.busy()
-		}
-		e.srv.mu.Unlock()
-		if !busy {
+		if !e.srv.hub.Busy() {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -31,7 +31,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }() // waited for below, on every path
@@ -43,7 +43,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.BeginShutdown()
 	if s.cfg.ShutdownDrain > 0 {
-		t := s.clock.NewTimer(s.cfg.ShutdownDrain)
+		t := s.cfg.Clock.NewTimer(s.cfg.ShutdownDrain)
 		<-t.C()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

@@ -6,91 +6,45 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"time"
-
-	"github.com/chatd-project/chatd/bus"
-	"github.com/chatd-project/chatd/clock"
-	"github.com/chatd-project/chatd/settings"
-
-	"github.com/chatd-project/chatd/wire"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/profiles"
+	"github.com/chatd-project/chatd/server/internal/hub"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/settings"
 )
 
 // EnvKey is a key of the env map that clients may send in hello.
 type EnvKey struct {
-	Key      string `json:"key"`
-	Label    string `json:"label"`
-	Required bool   `json:"required"`
+	Key      string
+	Label    string
+	Required bool
 }
 
-// Server is a chat server: HTTP routes, the WebSocket hub and the
-// application's handlers. Register handlers before serving; a Server serves
-// until Shutdown or Close.
+// Server is a chat server: its HTTP routes and sockets, and the
+// application's handlers. Build it with New, register the handlers, then
+// serve (ListenAndServe, Serve, or Start and Handler). A Server serves
+// until its context ends, Shutdown or Close.
 type Server struct {
-	cfg      Config
-	clock    clock.Clock
-	auth     *auth.Service
-	sessions session.Store
-	bus      bus.Bus
+	cfg  Config
+	hub  *hub.Hub
+	auth *auth.Service
+	log  *slog.Logger
 	// ownHasher is the hashing pool the server made, closed by Close, as
 	// are closers (clients the server made).
 	ownHasher *auth.HashPool
 	closers   []func() error
-	ready     func(ctx context.Context) error
-	log       *slog.Logger
-	registry  *prometheus.Registry
-	metrics   *metrics
-	mux       *http.ServeMux
-	csrf      *http.CrossOriginProtection
+	closeOnce sync.Once
 
-	// Set before Start, read-only afterwards: regMu guards started, and
-	// the registration methods panic once it is set.
-	regMu    sync.Mutex
-	started  bool
-	h        handlers
-	profiles profiles.Provider
-	schemas  map[string][]settings.Widget
-	envKeys  []EnvKey
-	// headerAuth, when set, names the user from a trusted proxy's headers.
-	headerAuth func(h http.Header) string
-
-	// asks hands answers to the handlers waiting for them here.
-	asks askWaiters
-
-	ctx    context.Context // cancelled by Close: ends every goroutine below
-	cancel context.CancelFunc
-
-	mu       sync.Mutex // guards conns, live, draining
-	conns    map[*conn]struct{}
-	live     map[string]*liveSession
-	draining bool
-
-	// wg counts every goroutine the server starts (socket readers included);
-	// Close waits for it.
-	wg sync.WaitGroup
-	// closeOnce guards the stopping of background loops, hasherOnce the
-	// closing of ownHasher.
-	closeOnce  sync.Once
-	hasherOnce sync.Once
-	// wgMu guards closed, set when Close starts waiting for wg: from then
-	// on goOwned starts nothing.
-	wgMu   sync.Mutex
-	closed bool
-}
-
-type handlers struct {
-	chatStart      func(ctx context.Context, c *Chat) error
-	message        func(ctx context.Context, c *Chat, m Message) error
-	settingsUpdate func(ctx context.Context, c *Chat, values map[string]any) error
-	chatResume     func(ctx context.Context, c *Chat, t session.Thread) error
-	chatEnd        func(ctx context.Context, c *Chat) error
-	stop           func(ctx context.Context, c *Chat) error
+	// regMu guards app and started: registrations fill app until Start
+	// hands it to the hub, and panic afterwards.
+	regMu   sync.Mutex
+	app     hub.App
+	started bool
 }
 
 // New builds a server from cfg and opts. It starts nothing: register the
@@ -109,46 +63,31 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	s := &Server{cfg: cfg, log: o.logger, closers: o.closers,
+		app: hub.App{Schemas: map[string][]settings.Widget{}}}
 	if o.err != nil {
-		for _, c := range o.closers {
-			_ = c()
-		}
+		s.closeOwned()
 		return nil, o.err
-	}
-	s := &Server{
-		cfg:      cfg,
-		clock:    cfg.Clock,
-		sessions: o.sessions,
-		bus:      o.bus,
-		ready:    o.ready,
-		log:      o.logger,
-		registry: o.registry,
-		closers:  o.closers,
-		schemas:  map[string][]settings.Widget{},
-		conns:    map[*conn]struct{}{},
-		live:     map[string]*liveSession{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if s.registry == nil {
-		s.registry = prometheus.NewRegistry()
+	if o.registry == nil {
+		o.registry = prometheus.NewRegistry()
 	}
-	if s.sessions == nil {
-		s.sessions = session.NewMemoryStore(cfg.Clock.Now)
+	if o.sessions == nil {
+		o.sessions = session.NewMemoryStore(cfg.Clock.Now)
 	}
-	if s.bus == nil {
-		s.bus = bus.NewMemory()
+	if o.bus == nil {
+		o.bus = bus.NewMemory()
 	}
-	users := o.users
-	if users == (auth.Stores{}) {
+	if o.users == (auth.Stores{}) {
 		m := auth.NewMemoryStore(cfg.Clock.Now)
-		users = auth.Stores{Users: m, Tokens: m, Throttle: m}
+		o.users = auth.Stores{Users: m, Tokens: m, Throttle: m}
 	}
-	hasher := o.hasher
-	if hasher == nil {
+	if o.hasher == nil {
 		s.ownHasher = auth.NewHashPool(auth.DefaultParams, cfg.HashWorkers, 64)
-		hasher = s.ownHasher
+		o.hasher = s.ownHasher
 	}
 	login := cfg.Login
 	if login.Now == nil {
@@ -157,20 +96,14 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if login.Logger == nil {
 		login.Logger = s.log
 	}
-	s.auth = auth.NewService(users, hasher, bus.Notifier{Bus: s.bus, Origin: cfg.InstanceID}, login)
-	s.metrics = newMetrics(s.registry)
-	s.csrf = http.NewCrossOriginProtection()
-	for _, o := range cfg.AllowedOrigins {
-		if err := s.csrf.AddTrustedOrigin(o); err != nil {
-			s.closeHasher()
-			return nil, fmt.Errorf("server: allowed origin %q: %w", o, err)
-		}
+	s.auth = auth.NewService(o.users, o.hasher, bus.Notifier{Bus: o.bus, Origin: cfg.InstanceID}, login)
+	h, err := hub.New(cfg.hub(), hub.Deps{Auth: s.auth, Sessions: o.sessions, Bus: o.bus, Ready: o.ready,
+		Logger: s.log, Registry: o.registry})
+	if err != nil {
+		s.closeOwned()
+		return nil, fmt.Errorf("server: %w", err)
 	}
-	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
-	}))
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.routes()
+	s.hub = h
 	return s, nil
 }
 
@@ -190,42 +123,72 @@ func (s *Server) register(name string, f func()) {
 
 // OnChatStart registers the handler that runs when a new chat opens.
 func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) {
-	s.register("OnChatStart", func() { s.h.chatStart = f })
+	s.register("OnChatStart", func() { s.app.ChatStart = adapt(f) })
 }
 
 // OnMessage registers the handler for each user message.
 func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) {
-	s.register("OnMessage", func() { s.h.message = f })
+	s.register("OnMessage", func() {
+		s.app.Message = nil
+		if f != nil {
+			s.app.Message = func(ctx context.Context, c *hub.Chat, m hub.Message) error {
+				return f(ctx, &Chat{c: c}, Message(m))
+			}
+		}
+	})
 }
 
 // OnSettingsUpdate registers the handler that runs after the user changed
 // chat settings; values are the full, validated settings.
 func (s *Server) OnSettingsUpdate(f func(ctx context.Context, c *Chat, values map[string]any) error) {
-	s.register("OnSettingsUpdate", func() { s.h.settingsUpdate = f })
+	s.register("OnSettingsUpdate", func() {
+		s.app.SettingsUpdate = nil
+		if f != nil {
+			s.app.SettingsUpdate = func(ctx context.Context, c *hub.Chat, values map[string]any) error {
+				return f(ctx, &Chat{c: c}, values)
+			}
+		}
+	})
 }
 
 // OnChatResume registers the handler that runs when a user resumes a
 // persisted thread, after the history was sent; t is the thread with its
 // steps (the seed's ThreadDict).
 func (s *Server) OnChatResume(f func(ctx context.Context, c *Chat, t session.Thread) error) {
-	s.register("OnChatResume", func() { s.h.chatResume = f })
+	s.register("OnChatResume", func() {
+		s.app.ChatResume = nil
+		if f != nil {
+			s.app.ChatResume = func(ctx context.Context, c *hub.Chat, t session.Thread) error {
+				return f(ctx, &Chat{c: c}, t)
+			}
+		}
+	})
 }
 
 // OnChatEnd registers the handler that runs once when a chat ends: on end,
-// logout, or when the grace period runs out after the last socket left.
+// logout, thread deletion, or when the grace period runs out after the
+// last socket left.
 func (s *Server) OnChatEnd(f func(ctx context.Context, c *Chat) error) {
-	s.register("OnChatEnd", func() { s.h.chatEnd = f })
+	s.register("OnChatEnd", func() { s.app.ChatEnd = adapt(f) })
 }
 
 // OnStop registers the handler that runs when the user stops a running
 // handler.
 func (s *Server) OnStop(f func(ctx context.Context, c *Chat) error) {
-	s.register("OnStop", func() { s.h.stop = f })
+	s.register("OnStop", func() { s.app.Stop = adapt(f) })
+}
+
+// adapt turns a handler of a Chat into the hub's; nil stays nil.
+func adapt(f func(ctx context.Context, c *Chat) error) func(ctx context.Context, c *hub.Chat) error {
+	if f == nil {
+		return nil
+	}
+	return func(ctx context.Context, c *hub.Chat) error { return f(ctx, &Chat{c: c}) }
 }
 
 // SetChatProfiles registers the provider of each user's chat profiles.
 func (s *Server) SetChatProfiles(p profiles.Provider) {
-	s.register("SetChatProfiles", func() { s.profiles = p })
+	s.register("SetChatProfiles", func() { s.app.Profiles = p })
 }
 
 // SetChatSettings declares the settings schema of a profile, or of every
@@ -234,7 +197,7 @@ func (s *Server) SetChatSettings(profile string, schema []settings.Widget) error
 	if err := settings.Check(schema); err != nil {
 		return fmt.Errorf("server: settings of %q: %w", profile, err)
 	}
-	s.register("SetChatSettings", func() { s.schemas[profile] = schema })
+	s.register("SetChatSettings", func() { s.app.Schemas[profile] = schema })
 	return nil
 }
 
@@ -243,48 +206,43 @@ func (s *Server) SetChatSettings(profile string, schema []settings.Widget) error
 // trusted proxy's headers name, or "" for none (401). It is called only
 // for requests from trusted proxies.
 func (s *Server) SetHeaderAuth(f func(h http.Header) string) {
-	s.register("SetHeaderAuth", func() { s.headerAuth = f })
+	s.register("SetHeaderAuth", func() { s.app.HeaderAuth = f })
 }
 
 // SetEnvKeys declares the env keys clients may send in hello.
 func (s *Server) SetEnvKeys(keys []EnvKey) {
-	s.register("SetEnvKeys", func() { s.envKeys = keys })
+	s.register("SetEnvKeys", func() {
+		s.app.EnvKeys = make([]hub.EnvKey, len(keys))
+		for i, k := range keys {
+			s.app.EnvKeys[i] = hub.EnvKey(k)
+		}
+	})
 }
 
-// Handler returns the server's HTTP handler, for serving it with an
-// http.Server of one's own after Start.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Start starts the server's background work (the event bus, heartbeats,
+// the grace-period sweeper) with the handlers registered so far; from then
+// on a registration panics. ListenAndServe and Serve call it; call it
+// yourself only to serve Handler with an http.Server of your own. It fails
+// when called twice and after Close.
+func (s *Server) Start() error {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	if s.started {
+		return fmt.Errorf("server: started already")
+	}
+	s.started = true
+	if err := s.hub.Start(s.app); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// Handler returns the server's HTTP handler, for an http.Server of your
+// own; it answers 503 until Start.
+func (s *Server) Handler() http.Handler { return s.hub.Handler() }
 
 // Config returns the server's configuration, defaults applied.
 func (s *Server) Config() Config { return s.cfg }
-
-// schemaFor returns the settings schema of a profile.
-func (s *Server) schemaFor(profile string) []settings.Widget {
-	if sc, ok := s.schemas[profile]; ok {
-		return sc
-	}
-	return s.schemas["*"]
-}
-
-// userProfiles asks the application for a user's profiles and validates
-// them.
-func (s *Server) userProfiles(ctx context.Context, u *auth.PersistedUser) ([]profiles.ChatProfile, error) {
-	if s.profiles == nil {
-		return []profiles.ChatProfile{}, nil
-	}
-	var au *auth.User
-	if u != nil && !u.Anonymous {
-		au = &u.User
-	}
-	ps, err := s.profiles(ctx, au)
-	if err != nil {
-		return nil, fmt.Errorf("chat profile provider: %w", err)
-	}
-	if err := profiles.Validate(ps); err != nil {
-		return nil, err
-	}
-	return profiles.Normalize(ps), nil
-}
 
 // Shutdown stops the server gracefully: /readyz answers 503, new sockets
 // are refused, every socket is closed with 1001 and its session enters its
@@ -292,59 +250,28 @@ func (s *Server) userProfiles(ctx context.Context, u *auth.PersistedUser) ([]pro
 // ShutdownTimeout when ctx has no deadline); those still running then are
 // cancelled. It returns when every goroutine of the server has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.BeginShutdown()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
-		defer cancel()
-	}
-	idle := make(chan struct{})
-	go func() {
-		s.waitHandlers()
-		close(idle)
-	}()
-	var err error
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	s.Close()
-	<-idle
+	err := s.hub.Shutdown(ctx)
+	s.closeOwned()
 	return err
 }
 
 // BeginShutdown starts a graceful shutdown: /readyz answers 503, new
 // sockets are refused and every socket closes with 1001. Shutdown finishes
 // it.
-func (s *Server) BeginShutdown() {
-	s.mu.Lock()
-	s.draining = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.out.CloseNow(statusGoingAway, "server shutting down")
-	}
-}
+func (s *Server) BeginShutdown() { s.hub.BeginShutdown() }
 
 // Close stops the server at once: sockets close with 1001, running
 // handlers are cancelled, background loops end. It waits for every
 // goroutine of the server.
 func (s *Server) Close() {
-	s.BeginShutdown()
-	s.closeOnce.Do(s.cancel)
-	s.wgMu.Lock()
-	s.closed = true
-	s.wgMu.Unlock()
-	s.wg.Wait()
-	s.closeHasher()
+	s.hub.Close()
+	s.closeOwned()
 }
 
-func (s *Server) closeHasher() {
-	s.hasherOnce.Do(func() {
+// closeOwned closes what the server made for itself: its hashing pool and
+// its Redis client.
+func (s *Server) closeOwned() {
+	s.closeOnce.Do(func() {
 		if s.ownHasher != nil {
 			s.ownHasher.Close()
 		}
@@ -352,50 +279,4 @@ func (s *Server) closeHasher() {
 			_ = c()
 		}
 	})
-}
-
-// waitHandlers returns when no session of this instance has a handler
-// running or queued.
-func (s *Server) waitHandlers() {
-	for {
-		s.mu.Lock()
-		var busy *liveSession
-		for _, ls := range s.live {
-			if ls.busy() {
-				busy = ls
-				break
-			}
-		}
-		s.mu.Unlock()
-		if busy == nil {
-			return
-		}
-		busy.waitIdle()
-	}
-}
-
-func (s *Server) isDraining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
-// now is the server's clock, in UTC.
-func (s *Server) now() time.Time { return s.clock.Now().UTC() }
-
-// go runs f in a goroutine owned by the server.
-// It refuses (false) once Close has begun waiting, so that no goroutine
-// starts after the wait.
-func (s *Server) goOwned(f func()) bool {
-	s.wgMu.Lock()
-	defer s.wgMu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
-	return true
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/hub"
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -44,7 +45,7 @@ func TestNoSweepBeforeStart(t *testing.T) {
 	if n := clk.Waiters(); n != 0 {
 		t.Fatalf("New made %d timers or tickers; it must start nothing", n)
 	}
-	clk.Advance(10 * sweepInterval)
+	clk.Advance(10 * hub.SweepInterval)
 	due, err := st.Due(ctx, clk.Now(), 0)
 	if err != nil || !slices.Contains(due, rec.ID) {
 		t.Fatalf("before Start the session was swept: due %v, %v", due, err)
@@ -62,7 +63,7 @@ func TestNoSweepBeforeStart(t *testing.T) {
 	if !clk.WaitForWaiters(2, timeoutChan(t)) {
 		t.Fatal("the loops made no tickers after Start")
 	}
-	clk.Advance(sweepInterval)
+	clk.Advance(hub.SweepInterval)
 	select {
 	case id := <-ended:
 		if id != rec.ID {

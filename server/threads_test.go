@@ -1048,7 +1048,7 @@ func testThreadDeleteEndsSession(t *testing.T, mk storeMaker) {
 
 			// The grace period running out later ends nothing again.
 			clk.Advance(e.srv.cfg.SessionGrace + time.Hour)
-			e.srv.sweep()
+			e.srv.hub.Sweep()
 			e.srv.Close()
 			if n := app.endsOf(sid).Load(); n != 1 {
 				t.Fatalf("the chat-end handler ran %d times for the thread's session, want once", n)

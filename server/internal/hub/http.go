@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // maxJSONBody is the largest JSON request body (PROTOCOL §1.1).
 const maxJSONBody = 16 << 10
 
-func (s *Server) routes() {
+func (s *Hub) routes() {
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, h) }
 	// Each path also gets a method-less pattern that answers 405 in JSON;
@@ -85,7 +85,7 @@ func withUIHeaders(h http.Handler) http.Handler {
 }
 
 // csrfProtect refuses cross-origin state-changing requests with a JSON 403.
-func (s *Server) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
+func (s *Hub) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Origin") == "null" {
 			writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
@@ -137,7 +137,7 @@ func toUserJSON(u *auth.PersistedUser) *wire.User {
 
 // storeError turns a store or service failure into the client's error:
 // unavailable (503) with the detail logged.
-func (s *Server) storeError(ctx context.Context, what string, err error) *wire.Error {
+func (s *Hub) storeError(ctx context.Context, what string, err error) *wire.Error {
 	if e, ok := wire.AsError(err); ok {
 		return e
 	}
@@ -159,7 +159,7 @@ type loginResponse struct {
 	ExpiresAt time.Time  `json:"expires_at"`
 }
 
-func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s.cfg.Auth != AuthPassword {
 		writeError(w, wire.Errorf(wire.CodeNotFound, "password login is not enabled"))
@@ -218,7 +218,7 @@ func ceilSeconds(d time.Duration) int {
 	return n
 }
 
-func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleLogout(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if tok := requestToken(r); tok != "" {
 		if err := s.auth.Revoke(ctx, tok); err != nil {
@@ -229,7 +229,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleMe(w http.ResponseWriter, r *http.Request) {
 	id, e := s.authenticate(r)
 	if e != nil {
 		writeError(w, e)
@@ -243,7 +243,7 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toUserJSON(id.user))
 }
 
-func (s *Server) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"methods":        []string{string(s.cfg.Auth)},
 		"requires_login": s.cfg.Auth == AuthPassword,
@@ -257,7 +257,7 @@ type appResponse struct {
 	EnvKeys        []EnvKey                     `json:"env_keys"`
 }
 
-func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleApp(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
@@ -272,22 +272,22 @@ func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
 	}
 	// The schemas of the caller's profiles, and the shared one.
 	schemas := map[string][]settings.Widget{}
-	if sc, ok := s.schemas["*"]; ok {
+	if sc, ok := s.app.Schemas["*"]; ok {
 		schemas["*"] = sc
 	}
 	for _, p := range ps {
-		if sc, ok := s.schemas[p.Name]; ok {
+		if sc, ok := s.app.Schemas[p.Name]; ok {
 			schemas[p.Name] = sc
 		}
 	}
-	keys := s.envKeys
+	keys := s.app.EnvKeys
 	if keys == nil {
 		keys = []EnvKey{}
 	}
 	writeJSON(w, http.StatusOK, appResponse{Name: s.cfg.Name, Profiles: ps, SettingsSchema: schemas, EnvKeys: keys})
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
 		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return

@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -43,7 +43,7 @@ type job struct {
 // here or a handler running here. Its handlers run one at a time on a
 // runner goroutine that exists only while jobs are queued.
 type liveSession struct {
-	s  *Server
+	s  *Hub
 	id string
 	us *session.Live
 
@@ -73,7 +73,7 @@ type liveSession struct {
 // liveFor returns the live session of rec, loading it on first use,
 // pinned: it stays held until the caller, once it attached a socket or
 // queued work, calls unpin.
-func (s *Server) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession {
+func (s *Hub) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ls, ok := s.live[rec.ID]; ok {
@@ -91,7 +91,7 @@ func (s *Server) liveFor(rec session.Record, u *auth.PersistedUser) *liveSession
 }
 
 // unpin releases a pin taken by liveFor.
-func (s *Server) unpin(ls *liveSession) {
+func (s *Hub) unpin(ls *liveSession) {
 	s.mu.Lock()
 	ls.pins--
 	s.mu.Unlock()
@@ -99,7 +99,7 @@ func (s *Server) unpin(ls *liveSession) {
 }
 
 // releaseIfIdle forgets ls when it has no socket, no runner and no pin.
-func (s *Server) releaseIfIdle(ls *liveSession) {
+func (s *Hub) releaseIfIdle(ls *liveSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ls.mu.Lock()
@@ -295,23 +295,23 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 	switch j.kind {
 	case jobChatStart:
 		name = "chat_start"
-		if s.h.chatStart != nil {
-			fn = func(ctx context.Context) error { return s.h.chatStart(ctx, chat) }
+		if s.app.ChatStart != nil {
+			fn = func(ctx context.Context) error { return s.app.ChatStart(ctx, chat) }
 		}
 	case jobMessage:
 		name = "message"
-		if s.h.message != nil {
-			fn = func(ctx context.Context) error { return s.h.message(ctx, chat, j.msg) }
+		if s.app.Message != nil {
+			fn = func(ctx context.Context) error { return s.app.Message(ctx, chat, j.msg) }
 		}
 	case jobSettings:
 		name = "settings_update"
-		if s.h.settingsUpdate != nil {
-			fn = func(ctx context.Context) error { return s.h.settingsUpdate(ctx, chat, j.values) }
+		if s.app.SettingsUpdate != nil {
+			fn = func(ctx context.Context) error { return s.app.SettingsUpdate(ctx, chat, j.values) }
 		}
 	case jobResume:
 		name = "chat_resume"
-		if s.h.chatResume != nil {
-			fn = func(ctx context.Context) error { return s.h.chatResume(ctx, chat, j.thread) }
+		if s.app.ChatResume != nil {
+			fn = func(ctx context.Context) error { return s.app.ChatResume(ctx, chat, j.thread) }
 		}
 	}
 	if fn == nil {
@@ -343,9 +343,9 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 	switch {
 	case stopped:
 		end.stopped = true
-		if s.h.stop != nil {
+		if s.app.Stop != nil {
 			stopCtx, cancel := context.WithTimeout(bg, s.cfg.ShutdownTimeout)
-			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.h.stop(ctx, chat) }); err != nil {
+			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.app.Stop(ctx, chat) }); err != nil {
 				ls.handlerFailed("stop", err)
 			}
 			cancel()
@@ -445,7 +445,7 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	// When no handler runs or waits, the run of this message starts at
 	// once: its task_start goes in the echo's round trip.
 	var then []session.Frame
-	if s.h.message != nil && ls.quiet() {
+	if s.app.Message != nil && ls.quiet() {
 		then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
 	}
 	res, e := ls.storeUserMessage(ctx, c, rec, clientID, content, payload, &step, then)
@@ -594,8 +594,8 @@ func (ls *liveSession) runChatEnd(chat *Chat) {
 	s := ls.s
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	if s.h.chatEnd != nil {
-		if err := ls.call(ctx, "chat_end", func(ctx context.Context) error { return s.h.chatEnd(ctx, chat) }); err != nil {
+	if s.app.ChatEnd != nil {
+		if err := ls.call(ctx, "chat_end", func(ctx context.Context) error { return s.app.ChatEnd(ctx, chat) }); err != nil {
 			ls.s.log.LogAttrs(ctx, levelError, "handler failed", sessionAttr(ls.id),
 				stringAttr("handler", "chat_end"), errAttr(err))
 		}
@@ -639,14 +639,14 @@ func (ls *liveSession) sendStreamStates(c *conn) {
 
 // endSession ends a session whose grace ran out (or that is ended by the
 // server for another reason) if this instance wins the claim.
-func (s *Server) endSession(ctx context.Context, id string) error {
+func (s *Hub) endSession(ctx context.Context, id string) error {
 	_, err := s.claimEnd(ctx, id)
 	return err
 }
 
 // endDue ends a session whose grace ran out by now, unless it was
 // reattached since the sweeper listed it.
-func (s *Server) endDue(ctx context.Context, id string, now time.Time) error {
+func (s *Hub) endDue(ctx context.Context, id string, now time.Time) error {
 	won, err := s.sessions.ClaimDue(ctx, id, uuid.NewString(), now)
 	if err != nil || !won {
 		return err
@@ -657,7 +657,7 @@ func (s *Server) endDue(ctx context.Context, id string, now time.Time) error {
 
 // claimEnd claims the end of a session and, when this instance wins,
 // queues its chat-end run and returns the live session running it.
-func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) {
+func (s *Hub) claimEnd(ctx context.Context, id string) (*liveSession, error) {
 	won, err := s.sessions.ClaimEnd(ctx, id, uuid.NewString())
 	if err != nil || !won {
 		return nil, err
@@ -667,7 +667,7 @@ func (s *Server) claimEnd(ctx context.Context, id string) (*liveSession, error) 
 
 // queueEnd queues the chat-end run of a session whose end this instance
 // claimed, and returns the live session running it.
-func (s *Server) queueEnd(ctx context.Context, id string) (*liveSession, error) {
+func (s *Hub) queueEnd(ctx context.Context, id string) (*liveSession, error) {
 	rec, err := s.sessions.Get(ctx, id)
 	if errors.Is(err, session.ErrNotFound) {
 		return nil, nil

@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -9,35 +9,36 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/settings"
 )
 
 func sessionAttr(id string) slog.Attr  { return slog.String("session", id) }
 func stringAttr(k, v string) slog.Attr { return slog.String(k, v) }
-func (s *Server) logErr(msg string, err error) {
+func (s *Hub) logErr(msg string, err error) {
 	s.log.LogAttrs(context.Background(), levelError, msg, errAttr(err))
 }
 
-// sweepInterval is how often the grace-period sweeper looks for chats to
+// SweepInterval is how often the grace-period sweeper looks for chats to
 // end; PROTOCOL §3 asks for the chat-end handler within 2 s of the deadline.
-const sweepInterval = time.Second
+const SweepInterval = time.Second
 
-// Start starts the server's background work: the event bus subscription
-// (it returns once subscribed, or after a bounded wait), heartbeats and
-// the grace-period sweeper. Handlers and settings must be registered
-// before; registering one afterwards panics. Start is called by
-// ListenAndServe and Serve; call it yourself only to serve Handler with an
-// http.Server of your own. It fails after Close and when called twice.
-func (s *Server) Start() error {
-	s.regMu.Lock()
-	if s.started {
-		s.regMu.Unlock()
-		return errors.New("server: started already")
-	}
-	s.started = true
-	s.regMu.Unlock()
+// Start gives the hub its application and starts its background work:
+// the event bus subscription (it returns once subscribed, or after a
+// bounded wait), heartbeats and the grace-period sweeper. Until Start the
+// hub's handler answers 503 and no timer or goroutine of it exists. It
+// fails after Close and when called twice.
+func (s *Hub) Start(app App) error {
 	if s.ctx.Err() != nil {
-		return errors.New("server: closed")
+		return errors.New("closed")
 	}
+	if s.started.Load() {
+		return errors.New("started already")
+	}
+	s.app = app
+	if s.app.Schemas == nil {
+		s.app.Schemas = map[string][]settings.Widget{}
+	}
+	s.started.Store(true)
 	subscribed := make(chan struct{})
 	var once sync.Once
 	s.goOwned(func() {
@@ -63,7 +64,7 @@ func (s *Server) Start() error {
 // heartbeatLoop pings every socket, re-validates its token (revocations
 // missed on the bus are caught here, and socket activity keeps the token's
 // idle expiry fresh) and keeps its session's keys alive.
-func (s *Server) heartbeatLoop() {
+func (s *Hub) heartbeatLoop() {
 	t := s.clock.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
 	for {
@@ -78,7 +79,7 @@ func (s *Server) heartbeatLoop() {
 	}
 }
 
-func (s *Server) heartbeat(c *conn) {
+func (s *Hub) heartbeat(c *conn) {
 	c.out.Ping(s.cfg.PingInterval)
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
 	defer cancel()
@@ -96,8 +97,8 @@ func (s *Server) heartbeat(c *conn) {
 }
 
 // sweepLoop ends the chats whose grace period ran out.
-func (s *Server) sweepLoop() {
-	t := s.clock.NewTicker(sweepInterval)
+func (s *Hub) sweepLoop() {
+	t := s.clock.NewTicker(SweepInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -105,11 +106,13 @@ func (s *Server) sweepLoop() {
 			return
 		case <-t.C():
 		}
-		s.sweep()
+		s.Sweep()
 	}
 }
 
-func (s *Server) sweep() {
+// Sweep ends the chats whose grace period ran out by now; the sweeper runs
+// it every SweepInterval.
+func (s *Hub) Sweep() {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	ids, err := s.sessions.Due(ctx, s.now(), 100)

@@ -1,4 +1,4 @@
-package server
+package hub
 
 func ptr[T any](v T) *T { return &v }
 

@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -137,14 +137,14 @@ func (c *conn) parseHello(f wire.InFrame) (helloRequest, *wire.Error) {
 
 // parseEnv keeps the declared env keys, dropping others, and checks the
 // required ones.
-func (s *Server) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) {
+func (s *Hub) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) {
 	env := map[string]string{}
 	if !wire.IsNull(raw) {
 		var in map[string]json.RawMessage
 		if raw[0] != '{' || json.Unmarshal(raw, &in) != nil {
 			return nil, wire.Errorf(wire.CodeInvalidField, "env must be an object of strings")
 		}
-		for _, k := range s.envKeys {
+		for _, k := range s.app.EnvKeys {
 			v, ok := in[k.Key]
 			if !ok || wire.IsNull(v) {
 				continue
@@ -156,7 +156,7 @@ func (s *Server) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) 
 			env[k.Key] = str
 		}
 	}
-	for _, k := range s.envKeys {
+	for _, k := range s.app.EnvKeys {
 		if k.Required && env[k.Key] == "" {
 			return nil, wire.Errorf(wire.CodeInvalidField, "env."+k.Key+" is required")
 		}
@@ -205,7 +205,7 @@ func (c *conn) handleHello(f wire.InFrame) *wire.Error {
 
 // sessionTTL is how long a session's keys live without a touch: the
 // grace period plus time for the sweeper to end the chat.
-func (s *Server) sessionTTL() time.Duration {
+func (s *Hub) sessionTTL() time.Duration {
 	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
 }
 
@@ -273,7 +273,7 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 	return nil
 }
 
-func (s *Server) maxLive() int {
+func (s *Hub) maxLive() int {
 	if s.cfg.MaxSessionsPerUser < 0 {
 		return 0
 	}
@@ -451,7 +451,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 
 // historyOf is the thread of a session for a history frame: the persisted
 // thread, or, before it is persisted, one made of its steps so far.
-func (s *Server) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) wire.Thread {
+func (s *Hub) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) wire.Thread {
 	t, err := s.sessions.Thread(ctx, rec.ThreadID)
 	if err == nil {
 		return toThreadJSON(t, u)

@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -49,7 +49,7 @@ const (
 type conn struct {
 	// key names the socket in the store: "<instance>/<socket uuid>".
 	key string
-	s   *Server
+	s   *Hub
 	ws  *websocket.Conn
 	id  identity
 	ctx context.Context // done when the socket is finished with
@@ -69,7 +69,7 @@ type conn struct {
 }
 
 // handleWS upgrades GET /ws after checking the caller and the origin.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
 		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return
@@ -135,7 +135,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // newAnonymous creates an anonymous user and its token.
-func (s *Server) newAnonymous(ctx context.Context, clientAddr string) (identity, string, error) {
+func (s *Hub) newAnonymous(ctx context.Context, clientAddr string) (identity, string, error) {
 	u, err := s.auth.CreateAnonymous(ctx, clientAddr)
 	if err != nil {
 		return identity{}, "", err
@@ -149,7 +149,7 @@ func (s *Server) newAnonymous(ctx context.Context, clientAddr string) (identity,
 
 // originAllowed accepts requests without Origin (non-browser clients), the
 // server's own origin, and the configured ones; never "null".
-func (s *Server) originAllowed(r *http.Request) bool {
+func (s *Hub) originAllowed(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
@@ -167,7 +167,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 }
 
 // serveConn runs a socket until it ends, in the handler's goroutine.
-func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
+func (s *Hub) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
 	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, func(typ string) { s.metrics.framesOut.WithLabelValues(typ).Inc() })
@@ -211,7 +211,7 @@ func (s *Server) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	s.untrack(c)
 }
 
-func (s *Server) track(c *conn) bool {
+func (s *Hub) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -222,7 +222,7 @@ func (s *Server) track(c *conn) bool {
 	return true
 }
 
-func (s *Server) untrack(c *conn) {
+func (s *Hub) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()

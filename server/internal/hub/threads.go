@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -46,7 +46,7 @@ func toThreadJSON(t session.Thread, u *auth.PersistedUser) wire.Thread {
 
 // ownThread returns the caller's persisted thread; every other case is the
 // same not_found, so that nothing tells another user's thread from none.
-func (s *Server) ownThread(ctx context.Context, userID, id string) (session.Thread, *wire.Error) {
+func (s *Hub) ownThread(ctx context.Context, userID, id string) (session.Thread, *wire.Error) {
 	if !validID(id) {
 		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
 	}
@@ -65,7 +65,7 @@ type threadListResponse struct {
 	NextCursor *string              `json:"next_cursor"`
 }
 
-func (s *Server) handleListThreads(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleListThreads(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
@@ -110,7 +110,7 @@ func (s *Server) handleListThreads(w http.ResponseWriter, r *http.Request) {
 
 // callerThread authenticates the request and loads the caller's thread
 // named by the path; on failure it has written the error.
-func (s *Server) callerThread(w http.ResponseWriter, r *http.Request) (identity, session.Thread, bool) {
+func (s *Hub) callerThread(w http.ResponseWriter, r *http.Request) (identity, session.Thread, bool) {
 	id, e := s.authenticate(r)
 	if e != nil {
 		writeError(w, e)
@@ -124,7 +124,7 @@ func (s *Server) callerThread(w http.ResponseWriter, r *http.Request) (identity,
 	return id, t, true
 }
 
-func (s *Server) handleGetThread(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleGetThread(w http.ResponseWriter, r *http.Request) {
 	id, t, ok := s.callerThread(w, r)
 	if !ok {
 		return
@@ -158,7 +158,7 @@ func isBidiControl(r rune) bool {
 	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F || r == 0x061C
 }
 
-func (s *Server) handleRenameThread(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleRenameThread(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
@@ -195,7 +195,7 @@ func (s *Server) handleRenameThread(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toSummaryJSON(sum))
 }
 
-func (s *Server) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, t, ok := s.callerThread(w, r)
 	if !ok {
@@ -218,7 +218,7 @@ func (s *Server) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
 
 // endSessionAndWait ends a session if this instance wins its claim and
 // waits for its chat-end handler to finish here.
-func (s *Server) endSessionAndWait(ctx context.Context, id string) error {
+func (s *Hub) endSessionAndWait(ctx context.Context, id string) error {
 	ls, err := s.claimEnd(ctx, id)
 	if err != nil || ls == nil {
 		return err

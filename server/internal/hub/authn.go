@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"context"
@@ -41,15 +41,15 @@ type identity struct {
 
 // authenticate resolves the caller of a request: the trusted header in
 // header mode, else the bearer token or the cookie.
-func (s *Server) authenticate(r *http.Request) (identity, *wire.Error) {
+func (s *Hub) authenticate(r *http.Request) (identity, *wire.Error) {
 	ctx := r.Context()
 	if s.cfg.Auth == AuthHeader {
 		if !s.trustedPeer(r) {
 			return identity{}, wire.Errorf(wire.CodeUnauthorized, "authentication required")
 		}
 		name := r.Header.Get(s.cfg.AuthHeader)
-		if s.headerAuth != nil {
-			name = s.headerAuth(r.Header)
+		if s.app.HeaderAuth != nil {
+			name = s.app.HeaderAuth(r.Header)
 		}
 		if name == "" {
 			return identity{}, wire.Errorf(wire.CodeUnauthorized, "authentication required")
@@ -107,7 +107,7 @@ func peerAddr(r *http.Request) netip.Addr {
 	return a.Unmap()
 }
 
-func (s *Server) trusted(a netip.Addr) bool {
+func (s *Hub) trusted(a netip.Addr) bool {
 	for _, p := range s.cfg.TrustedProxies {
 		if a.IsValid() && p.Contains(a) {
 			return true
@@ -116,12 +116,12 @@ func (s *Server) trusted(a netip.Addr) bool {
 	return false
 }
 
-func (s *Server) trustedPeer(r *http.Request) bool { return s.trusted(peerAddr(r)) }
+func (s *Hub) trustedPeer(r *http.Request) bool { return s.trusted(peerAddr(r)) }
 
 // clientAddr is the address used for throttling: the peer, or the
 // right-most untrusted hop of X-Forwarded-For when the peer is a trusted
 // proxy.
-func (s *Server) clientAddr(r *http.Request) string {
+func (s *Hub) clientAddr(r *http.Request) string {
 	peer := peerAddr(r)
 	if !s.trusted(peer) {
 		return peer.String()
@@ -146,14 +146,14 @@ func (s *Server) clientAddr(r *http.Request) string {
 }
 
 // secure reports whether the token cookie must be Secure.
-func (s *Server) secure(r *http.Request) bool {
+func (s *Hub) secure(r *http.Request) bool {
 	if s.cfg.CookieSecure || r.TLS != nil {
 		return true
 	}
 	return s.trustedPeer(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
-func (s *Server) tokenCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
+func (s *Hub) tokenCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{Name: cookieName, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	if s.secure(r) {
 		c.Name, c.Secure = secureCookieName, true
@@ -166,16 +166,16 @@ func (s *Server) tokenCookie(r *http.Request, value string, expires time.Time) *
 	return c
 }
 
-func (s *Server) setTokenCookie(w http.ResponseWriter, r *http.Request, value string, expires time.Time) {
+func (s *Hub) setTokenCookie(w http.ResponseWriter, r *http.Request, value string, expires time.Time) {
 	http.SetCookie(w, s.tokenCookie(r, value, expires))
 }
 
-func (s *Server) clearTokenCookie(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) clearTokenCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.tokenCookie(r, "", time.Time{}))
 }
 
 // applyEvent acts on an event from this or another instance.
-func (s *Server) applyEvent(ev bus.Event) {
+func (s *Hub) applyEvent(ev bus.Event) {
 	switch ev.Kind {
 	case bus.KindRevoked:
 		set := make(map[string]bool, len(ev.TokenHashes))
@@ -205,7 +205,7 @@ func (s *Server) applyEvent(ev bus.Event) {
 }
 
 // connsWhere returns the open sockets for which keep is true.
-func (s *Server) connsWhere(keep func(*conn) bool) []*conn {
+func (s *Hub) connsWhere(keep func(*conn) bool) []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*conn

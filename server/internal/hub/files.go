@@ -1,4 +1,4 @@
-package server
+package hub
 
 import (
 	"bytes"
@@ -118,7 +118,7 @@ func cleanFileName(name string) string {
 
 // handleUpload is POST /files: uploads for a pending file ask of one of the
 // caller's sessions.
-func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
@@ -223,7 +223,7 @@ func uploadReadError(err error) *wire.Error {
 
 // storePart checks one file part against the ask and streams it into the
 // store.
-func (s *Server) storePart(ctx context.Context, a session.Ask, part *multipart.Part) (session.FileMeta, *wire.Error) {
+func (s *Hub) storePart(ctx context.Context, a session.Ask, part *multipart.Part) (session.FileMeta, *wire.Error) {
 	name := cleanFileName(part.FileName())
 	if name == "" {
 		return session.FileMeta{}, wire.Errorf(wire.CodeBadRequest, "a file part has no usable name")

@@ -1,0 +1,290 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/settings"
+
+	"github.com/chatd-project/chatd/wire"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/profiles"
+	"github.com/chatd-project/chatd/session"
+)
+
+// EnvKey is a key of the env map that clients may send in hello.
+type EnvKey struct {
+	Key      string `json:"key"`
+	Label    string `json:"label"`
+	Required bool   `json:"required"`
+}
+
+// App is the application a Hub runs: its handlers (nil: none) and its
+// declarations. It is fixed when the hub starts.
+type App struct {
+	ChatStart      func(ctx context.Context, c *Chat) error
+	Message        func(ctx context.Context, c *Chat, m Message) error
+	SettingsUpdate func(ctx context.Context, c *Chat, values map[string]any) error
+	ChatResume     func(ctx context.Context, c *Chat, t session.Thread) error
+	ChatEnd        func(ctx context.Context, c *Chat) error
+	Stop           func(ctx context.Context, c *Chat) error
+
+	Profiles profiles.Provider
+	// Schemas are the settings schemas by profile name, "*" for every
+	// profile without one of its own.
+	Schemas map[string][]settings.Widget
+	EnvKeys []EnvKey
+	// HeaderAuth, when set, names the user from a trusted proxy's headers.
+	HeaderAuth func(h http.Header) string
+}
+
+// Deps are what a Hub is built on.
+type Deps struct {
+	Auth     *auth.Service
+	Sessions session.Store
+	Bus      bus.Bus
+	// Ready reports whether the stores answer, for GET /readyz. Nil: always.
+	Ready    func(ctx context.Context) error
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Hub is the machinery of a chat server: HTTP routes, sockets, the live
+// sessions of this instance with their handler runners, heartbeats and the
+// grace-period sweeper. New builds it; Start gives it its App and starts
+// its loops.
+type Hub struct {
+	cfg      Config
+	clock    clock.Clock
+	auth     *auth.Service
+	sessions session.Store
+	bus      bus.Bus
+	ready    func(ctx context.Context) error
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+	mux      *http.ServeMux
+	csrf     *http.CrossOriginProtection
+
+	// app is set by Start, before started; read-only afterwards.
+	app     App
+	started atomic.Bool
+
+	// asks hands answers to the handlers waiting for them here.
+	asks askWaiters
+
+	ctx    context.Context // cancelled by Close: ends every goroutine below
+	cancel context.CancelFunc
+
+	mu       sync.Mutex // guards conns, live, draining
+	conns    map[*conn]struct{}
+	live     map[string]*liveSession
+	draining bool
+
+	// wg counts every goroutine the hub starts (socket readers included);
+	// Close waits for it.
+	wg sync.WaitGroup
+	// closeOnce guards the stopping of background loops.
+	closeOnce sync.Once
+	// wgMu guards closed, set when Close starts waiting for wg: from then
+	// on goOwned starts nothing.
+	wgMu   sync.Mutex
+	closed bool
+}
+
+// New builds a hub; it starts nothing.
+func New(cfg Config, d Deps) (*Hub, error) {
+	if d.Auth == nil || d.Sessions == nil || d.Bus == nil || d.Logger == nil || d.Registry == nil || cfg.Clock == nil {
+		return nil, errors.New("hub: incomplete dependencies")
+	}
+	s := &Hub{
+		cfg:      cfg,
+		clock:    cfg.Clock,
+		auth:     d.Auth,
+		sessions: d.Sessions,
+		bus:      d.Bus,
+		ready:    d.Ready,
+		log:      d.Logger,
+		registry: d.Registry,
+		conns:    map[*conn]struct{}{},
+		live:     map[string]*liveSession{},
+	}
+	s.metrics = newMetrics(s.registry)
+	s.csrf = http.NewCrossOriginProtection()
+	for _, o := range cfg.AllowedOrigins {
+		if err := s.csrf.AddTrustedOrigin(o); err != nil {
+			return nil, fmt.Errorf("allowed origin %q: %w", o, err)
+		}
+	}
+	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
+	}))
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.routes()
+	return s, nil
+}
+
+// Handler returns the hub's HTTP handler. Until Start it answers 503.
+func (s *Hub) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.started.Load() {
+			writeError(w, wire.Errorf(wire.CodeUnavailable, "the server has not started"))
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+// schemaFor returns the settings schema of a profile.
+func (s *Hub) schemaFor(profile string) []settings.Widget {
+	if sc, ok := s.app.Schemas[profile]; ok {
+		return sc
+	}
+	return s.app.Schemas["*"]
+}
+
+// userProfiles asks the application for a user's profiles and validates
+// them.
+func (s *Hub) userProfiles(ctx context.Context, u *auth.PersistedUser) ([]profiles.ChatProfile, error) {
+	if s.app.Profiles == nil {
+		return []profiles.ChatProfile{}, nil
+	}
+	var au *auth.User
+	if u != nil && !u.Anonymous {
+		au = &u.User
+	}
+	ps, err := s.app.Profiles(ctx, au)
+	if err != nil {
+		return nil, fmt.Errorf("chat profile provider: %w", err)
+	}
+	if err := profiles.Validate(ps); err != nil {
+		return nil, err
+	}
+	return profiles.Normalize(ps), nil
+}
+
+// Shutdown stops the server gracefully: /readyz answers 503, new sockets
+// are refused, every socket is closed with 1001 and its session enters its
+// grace period, and running handlers may finish until ctx is done (or
+// ShutdownTimeout when ctx has no deadline); those still running then are
+// cancelled. It returns when every goroutine of the server has ended.
+func (s *Hub) Shutdown(ctx context.Context) error {
+	s.BeginShutdown()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	idle := make(chan struct{})
+	go func() {
+		s.waitHandlers()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	<-idle
+	return err
+}
+
+// BeginShutdown starts a graceful shutdown: /readyz answers 503, new
+// sockets are refused and every socket closes with 1001. Shutdown finishes
+// it.
+func (s *Hub) BeginShutdown() {
+	s.mu.Lock()
+	s.draining = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.out.CloseNow(statusGoingAway, "server shutting down")
+	}
+}
+
+// Close stops the server at once: sockets close with 1001, running
+// handlers are cancelled, background loops end. It waits for every
+// goroutine of the server.
+func (s *Hub) Close() {
+	s.BeginShutdown()
+	s.closeOnce.Do(s.cancel)
+	s.wgMu.Lock()
+	s.closed = true
+	s.wgMu.Unlock()
+	s.wg.Wait()
+}
+
+// Busy reports whether a session of this instance has a handler running
+// or queued.
+func (s *Hub) Busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ls := range s.live {
+		if ls.busy() {
+			return true
+		}
+	}
+	return false
+}
+
+// waitHandlers returns when no session of this instance has a handler
+// running or queued.
+func (s *Hub) waitHandlers() {
+	for {
+		s.mu.Lock()
+		var busy *liveSession
+		for _, ls := range s.live {
+			if ls.busy() {
+				busy = ls
+				break
+			}
+		}
+		s.mu.Unlock()
+		if busy == nil {
+			return
+		}
+		busy.waitIdle()
+	}
+}
+
+func (s *Hub) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// now is the server's clock, in UTC.
+func (s *Hub) now() time.Time { return s.clock.Now().UTC() }
+
+// go runs f in a goroutine owned by the server.
+// It refuses (false) once Close has begun waiting, so that no goroutine
+// starts after the wait.
+func (s *Hub) goOwned(f func()) bool {
+	s.wgMu.Lock()
+	defer s.wgMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
