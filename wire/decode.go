@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 )
 
 // Fields holds every field a client frame may have, each kept raw, so
@@ -117,4 +119,14 @@ func OptInt(r json.RawMessage, name string) (int64, bool, *Error) {
 		return 0, false, Errorf(CodeInvalidField, name+" must be a non-negative integer")
 	}
 	return n, true, nil
+}
+
+// ValidID reports whether an id is a well-formed UUID, so that junk never
+// reaches the store.
+func ValidID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(id)
+	return err == nil
 }

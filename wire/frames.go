@@ -220,3 +220,14 @@ func TypeOf(payload []byte) string {
 	}
 	return "other"
 }
+
+// Null is s as a nullable string of the protocol: nil for "".
+func Null(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// Flag is b as an optional boolean field.
+func Flag(b bool) *bool { return &b }

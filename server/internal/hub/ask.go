@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/wire"
 
 	"github.com/google/uuid"
@@ -321,10 +322,10 @@ func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswe
 	step := session.Step{ID: uuid.NewString(), Type: "user_message", Author: author, Content: content,
 		CreatedAt: s.now(), ParentID: a.StepID, Metadata: md}
 	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: rec.ThreadID, StepType: step.Type,
-		Author: author, Content: content, CreatedAt: step.CreatedAt, ParentID: strOrNil(a.StepID)})
+		Author: author, Content: content, CreatedAt: step.CreatedAt, ParentID: wire.Null(a.StepID)})
 	ls.appendMu.Lock()
 	res, err := s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{ClientID: "ask:" + a.ID,
-		ThreadName: threadName(content), Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step}})
+		ThreadName: objects.ThreadName(content), Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step}})
 	if err == nil && !res.Duplicate {
 		if sock := ls.currentConn(); sock != nil {
 			ls.deliverLocked(ctx, sock, res.Seq, res.Payload)
@@ -344,7 +345,7 @@ func (c *Chat) answered(ctx context.Context, a session.Ask, ans session.AskAnswe
 // session's pending ask wins.
 func (ls *liveSession) answerAsk(c *conn, askID string, f wire.InFrame) *wire.Error {
 	s := ls.s
-	if !validID(askID) {
+	if !wire.ValidID(askID) {
 		return wire.Errorf(wire.CodeNotFound, "no such ask")
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.StoreTimeout)
@@ -417,4 +418,13 @@ func (ls *liveSession) answerAsk(c *conn, askID string, f wire.InFrame) *wire.Er
 	}
 	s.asks.deliver(askID, ans)
 	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/chatd-project/chatd/settings"
 
@@ -19,19 +18,6 @@ import (
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/session"
 )
-
-// Message is a user message as its handler sees it.
-type Message struct {
-	// ID is the id of the stored user_message step.
-	ID string
-	// ClientID is the client's idempotency key ("" when none was sent).
-	ClientID string
-	// Content is the message text (untrusted markdown).
-	Content string
-	// Command is the command the client sent with it, if any.
-	Command   string
-	CreatedAt time.Time
-}
 
 // Chat is what a handler works with: the session of the socket's chat, and
 // ways to send into it. A Chat is valid only during the handler call.
@@ -89,7 +75,7 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 		CreatedAt: now, ParentID: m.ParentID}
 	payload := wire.Encode(wire.Message{Type: "message", ID: step.ID, ThreadID: c.ls.us.Session().ThreadID(),
 		StepType: m.Type, Author: m.Author, Content: m.Content, CreatedAt: now,
-		ParentID: strOrNil(m.ParentID), Streaming: streaming})
+		ParentID: wire.Null(m.ParentID), Streaming: streaming})
 	return session.Frame{ID: step.ID, Payload: payload, Step: &step}, step.ID, nil
 }
 
@@ -266,35 +252,6 @@ func (st *Stream) close(ctx context.Context, interrupted bool) error {
 	defer cancel()
 	_, err := ls.emit(ctx, f)
 	return err
-}
-
-func toStepJSON(st session.Step) wire.Step {
-	md := st.Metadata
-	if md == nil {
-		md = map[string]any{}
-	}
-	return wire.Step{ID: st.ID, Type: st.Type, Author: st.Author, Content: st.Content,
-		CreatedAt: st.CreatedAt.UTC(), ParentID: strOrNil(st.ParentID), Command: strOrNil(st.Command), Metadata: md}
-}
-
-// wire.Thread builds the Thread of a session from its record and steps.
-func (s *Hub) sessionThread(rec session.Record, u *auth.PersistedUser, steps []session.Step) wire.Thread {
-	t := wire.Thread{ID: rec.ThreadID, ChatProfile: strOrNil(rec.ChatProfile), CreatedAt: rec.CreatedAt.UTC(),
-		UpdatedAt: rec.CreatedAt.UTC(), UserID: rec.UserID, Tags: []string{}, Steps: make([]wire.Step, 0, len(steps)),
-		Metadata: map[string]any{"chat_profile": strOrNil(rec.ChatProfile), "chat_settings": rec.Settings}}
-	if u != nil {
-		t.UserIdentifier = u.Identifier
-	}
-	for _, st := range steps {
-		t.Steps = append(t.Steps, toStepJSON(st))
-		if st.Type == "user_message" && t.Name == "" {
-			t.Name = threadName(st.Content)
-		}
-		if st.CreatedAt.After(t.UpdatedAt) {
-			t.UpdatedAt = st.CreatedAt.UTC()
-		}
-	}
-	return t
 }
 
 // ErrInvalidSettings is returned by UpdateSettings for a value that is not

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -13,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/caller"
+	"github.com/chatd-project/chatd/server/internal/httpio"
 	"github.com/chatd-project/chatd/server/internal/socket"
 	"github.com/chatd-project/chatd/wire"
 
@@ -51,7 +54,7 @@ type conn struct {
 	key string
 	s   *Hub
 	ws  *websocket.Conn
-	id  identity
+	id  caller.Identity
 	ctx context.Context // done when the socket is finished with
 	// cancel ends ctx.
 	cancel context.CancelFunc
@@ -71,39 +74,39 @@ type conn struct {
 // handleWS upgrades GET /ws after checking the caller and the origin.
 func (s *Hub) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
-		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return
 	}
 	if !s.originAllowed(r) {
-		writeError(w, wire.Errorf(wire.CodeForbidden, "origin not allowed"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeForbidden, "origin not allowed"))
 		return
 	}
 	id, e := s.authenticate(r)
 	if e != nil && !(e.Code == wire.CodeUnauthorized && s.cfg.Auth == AuthNone) {
-		writeError(w, e)
+		httpio.WriteError(w, e)
 		return
 	}
 	var newToken string
 	if e != nil && !isUpgrade(r) {
-		writeError(w, wire.Errorf(wire.CodeBadRequest, "a WebSocket upgrade is expected here"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "a WebSocket upgrade is expected here"))
 		return
 	}
 	if e != nil {
 		// Anonymous mode without a valid token: a new anonymous user,
 		// bound to a new token that the client keeps.
 		var err error
-		id, newToken, err = s.newAnonymous(r.Context(), s.clientAddr(r))
+		id, newToken, err = s.newAnonymous(r.Context(), s.callers.ClientAddr(r))
 		var te *auth.ThrottledError
 		if errors.As(err, &te) {
-			writeError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many new anonymous users from this address",
+			httpio.WriteError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many new anonymous users from this address",
 				RetryAfter: ceilSeconds(te.RetryAfter)})
 			return
 		}
 		if err != nil {
-			writeError(w, s.storeError(r.Context(), "anonymous user", err))
+			httpio.WriteError(w, s.storeError(r.Context(), "anonymous user", err))
 			return
 		}
-		s.setTokenCookie(w, r, newToken, id.expiresAt)
+		s.callers.SetCookie(w, r, newToken, id.ExpiresAt)
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{"chat.v1"},
@@ -135,16 +138,16 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // newAnonymous creates an anonymous user and its token.
-func (s *Hub) newAnonymous(ctx context.Context, clientAddr string) (identity, string, error) {
+func (s *Hub) newAnonymous(ctx context.Context, clientAddr string) (caller.Identity, string, error) {
 	u, err := s.auth.CreateAnonymous(ctx, clientAddr)
 	if err != nil {
-		return identity{}, "", err
+		return caller.Identity{}, "", err
 	}
 	tok, err := s.auth.Issue(ctx, u.ID)
 	if err != nil {
-		return identity{}, "", err
+		return caller.Identity{}, "", err
 	}
-	return identity{user: u, token: tok.Value, tokenHash: tok.Hash, expiresAt: tok.ExpiresAt}, tok.Value, nil
+	return caller.Identity{User: u, Token: tok.Value, TokenHash: tok.Hash, ExpiresAt: tok.ExpiresAt}, tok.Value, nil
 }
 
 // originAllowed accepts requests without Origin (non-browser clients), the
@@ -167,10 +170,10 @@ func (s *Hub) originAllowed(r *http.Request) bool {
 }
 
 // serveConn runs a socket until it ends, in the handler's goroutine.
-func (s *Hub) serveConn(ws *websocket.Conn, id identity, newToken string) {
+func (s *Hub) serveConn(ws *websocket.Conn, id caller.Identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
-	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, func(typ string) { s.metrics.framesOut.WithLabelValues(typ).Inc() })
+	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	if !s.track(c) {
@@ -178,15 +181,15 @@ func (s *Hub) serveConn(ws *websocket.Conn, id identity, newToken string) {
 		_ = ws.Close(statusGoingAway, "server shutting down")
 		return
 	}
-	s.metrics.connections.Inc()
+	s.metrics.Connections.Inc()
 	helloTimer := s.clock.AfterFunc(s.cfg.HelloTimeout, func() {
 		if !c.welcomed.Load() {
 			c.out.CloseNow(statusHelloTimeout, "no hello")
 		}
 	})
 	var expiryTimer clock.Timer
-	if !id.expiresAt.IsZero() {
-		expiryTimer = s.clock.AfterFunc(id.expiresAt.Sub(s.now()), func() {
+	if !id.ExpiresAt.IsZero() {
+		expiryTimer = s.clock.AfterFunc(id.ExpiresAt.Sub(s.now()), func() {
 			c.out.CloseNow(statusRevoked, "token expired")
 		})
 	}
@@ -207,7 +210,7 @@ func (s *Hub) serveConn(ws *websocket.Conn, id identity, newToken string) {
 	if c.ls != nil {
 		c.ls.detach(c)
 	}
-	s.metrics.connections.Dec()
+	s.metrics.Connections.Dec()
 	s.untrack(c)
 }
 
@@ -235,8 +238,8 @@ func (s *Hub) untrack(c *conn) {
 func (c *conn) readLoop() {
 	defer func() {
 		if r := recover(); r != nil {
-			c.s.log.LogAttrs(c.ctx, levelError, "panic while handling a frame",
-				stringAttr("panic", fmt.Sprint(r)), stringAttr("stack", string(debug.Stack())))
+			c.s.log.LogAttrs(c.ctx, slog.LevelError, "panic while handling a frame",
+				slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
 			c.out.CloseNow(websocket.StatusInternalError, "internal error")
 		}
 	}()
@@ -281,7 +284,7 @@ func (c *conn) reject(e *wire.Error, ref string) {
 
 // sendError queues an error frame.
 func (c *conn) sendError(e *wire.Error, ref string) {
-	c.s.metrics.errors.WithLabelValues(string(e.Code)).Inc()
+	c.s.metrics.Errors.WithLabelValues(string(e.Code)).Inc()
 	c.out.Send("error", wire.Encode(wire.ErrorFrame{Type: "error", Code: e.Code, Message: e.Message, Ref: ref}))
 }
 
@@ -312,3 +315,6 @@ func (b *bucket) allow(now time.Time) bool {
 	b.tokens--
 	return true
 }
+
+// sessionID is the id of the socket's session; the socket is welcomed.
+func (c *conn) sessionID() string { return c.ls.id }

@@ -13,6 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/server/internal/httpio"
+	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/wire"
 
 	"github.com/google/uuid"
@@ -97,7 +99,7 @@ func cleanFileName(name string) string {
 	}
 	var b strings.Builder
 	for _, r := range name {
-		if r == utf8.RuneError || unicode.IsControl(r) || isBidiControl(r) {
+		if r == utf8.RuneError || unicode.IsControl(r) || objects.IsBidiControl(r) {
 			continue
 		}
 		b.WriteRune(r)
@@ -111,7 +113,7 @@ func cleanFileName(name string) string {
 		if len(ext) > 16 {
 			ext = ""
 		}
-		name = truncate(name, 255-len(ext)) + ext
+		name = objects.Truncate(name, 255-len(ext)) + ext
 	}
 	return name
 }
@@ -122,48 +124,48 @@ func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
-		writeError(w, e)
+		httpio.WriteError(w, e)
 		return
 	}
 	q := r.URL.Query()
 	sid, askID := q.Get("session_id"), q.Get("ask_id")
 	notFound := wire.Errorf(wire.CodeNotFound, "no pending file ask of yours with these ids")
-	if !validID(sid) || !validID(askID) {
-		writeError(w, notFound)
+	if !wire.ValidID(sid) || !wire.ValidID(askID) {
+		httpio.WriteError(w, notFound)
 		return
 	}
 	rec, err := s.sessions.Get(ctx, sid)
-	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != id.user.ID {
-		writeError(w, notFound)
+	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != id.User.ID {
+		httpio.WriteError(w, notFound)
 		return
 	}
 	if err != nil {
-		writeError(w, s.storeError(ctx, "read session", err))
+		httpio.WriteError(w, s.storeError(ctx, "read session", err))
 		return
 	}
 	a, err := s.sessions.PendingAsk(ctx, sid, askID)
 	if errors.Is(err, session.ErrNotFound) || err == nil && a.Kind != "file" {
-		writeError(w, notFound)
+		httpio.WriteError(w, notFound)
 		return
 	}
 	if err != nil {
-		writeError(w, s.storeError(ctx, "read ask", err))
+		httpio.WriteError(w, s.storeError(ctx, "read ask", err))
 		return
 	}
 	limit := int64(a.MaxFiles)*a.MaxSize + 64<<10
 	if r.ContentLength > limit {
-		writeError(w, wire.Errorf(wire.CodeTooLarge, "the upload is larger than the ask allows"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeTooLarge, "the upload is larger than the ask allows"))
 		return
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {
-		writeError(w, wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be multipart/form-data"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be multipart/form-data"))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeError(w, wire.Errorf(wire.CodeBadRequest, "the body is not a valid multipart form"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "the body is not a valid multipart form"))
 		return
 	}
 	var stored []session.FileMeta
@@ -177,7 +179,7 @@ func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 				s.logErr("delete a refused upload's files", err)
 			}
 		}
-		writeError(w, e)
+		httpio.WriteError(w, e)
 	}
 	for {
 		part, err := mr.NextPart()
@@ -201,7 +203,7 @@ func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 		stored = append(stored, meta)
 	}
 	if len(stored) == 0 {
-		writeError(w, wire.Errorf(wire.CodeBadRequest, "no part named file"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "no part named file"))
 		return
 	}
 	out := struct {
@@ -210,7 +212,7 @@ func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 	for i, m := range stored {
 		out.Files[i] = wire.FileRef{ID: m.ID, Name: m.Name, Size: m.Size, MIME: m.MIME}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpio.WriteJSON(w, http.StatusOK, out)
 }
 
 func uploadReadError(err error) *wire.Error {

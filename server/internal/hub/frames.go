@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sort"
 	"strings"
-	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/server/internal/metrics"
+	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/settings"
 
 	"github.com/chatd-project/chatd/wire"
@@ -26,7 +27,7 @@ var clientTypes = map[string]bool{"webapp": true, "mobile": true, "copilot": tru
 // handleFrame acts on one client text frame (valid UTF-8).
 func (c *conn) handleFrame(data []byte) {
 	f, e := wire.Decode(data)
-	c.s.metrics.framesIn.WithLabelValues(inTypeLabel(f.Type)).Inc()
+	c.s.metrics.FramesIn.WithLabelValues(metrics.InType(f.Type)).Inc()
 	if e != nil {
 		c.reject(e, f.Ref)
 		return
@@ -56,21 +57,11 @@ func (c *conn) handleFrame(data []byte) {
 	case "end":
 		c.ls.end(c)
 	default:
-		err = wire.Errorf(wire.CodeUnknownType, fmt.Sprintf("unknown frame type %q", truncate(f.Type, 64)))
+		err = wire.Errorf(wire.CodeUnknownType, fmt.Sprintf("unknown frame type %q", objects.Truncate(f.Type, 64)))
 	}
 	if err != nil {
 		c.reject(err, f.Ref)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // rateLimited reports whether a message, settings_update or hello is over
@@ -164,16 +155,6 @@ func (s *Hub) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) {
 	return env, nil
 }
 
-// validID reports whether an id is a well-formed UUID, so that junk never
-// reaches the store.
-func validID(id string) bool {
-	if len(id) != 36 {
-		return false
-	}
-	_, err := uuid.Parse(id)
-	return err == nil
-}
-
 func (c *conn) handleHello(f wire.InFrame) *wire.Error {
 	if e := c.rateLimited(); e != nil {
 		return e
@@ -187,7 +168,7 @@ func (c *conn) handleHello(f wire.InFrame) *wire.Error {
 	switch {
 	case h.sessionID != "":
 		e := wire.Errorf(wire.CodeNotFound, "no such session")
-		if validID(h.sessionID) {
+		if wire.ValidID(h.sessionID) {
 			e = c.reattach(ctx, h)
 		}
 		// With thread_id as well: resume the thread when the session is
@@ -203,17 +184,11 @@ func (c *conn) handleHello(f wire.InFrame) *wire.Error {
 	}
 }
 
-// sessionTTL is how long a session's keys live without a touch: the
-// grace period plus time for the sweeper to end the chat.
-func (s *Hub) sessionTTL() time.Duration {
-	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
-}
-
 func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
-	ps, err := s.userProfiles(ctx, c.id.user)
+	ps, err := s.userProfiles(ctx, c.id.User)
 	if err != nil {
-		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		s.log.LogAttrs(ctx, slog.LevelError, "hello: chat profiles", slog.Any("err", err))
 		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
 	profile, err := profiles.Resolve(ps, h.profile)
@@ -223,7 +198,7 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 	schema := s.schemaFor(profile)
 	rec := session.Record{
 		ID:          uuid.NewString(),
-		UserID:      c.id.user.ID,
+		UserID:      c.id.User.ID,
 		ThreadID:    uuid.NewString(),
 		ChatProfile: profile,
 		ClientType:  h.clientType,
@@ -236,7 +211,7 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 		return s.storeError(ctx, "create session", err)
 	}
 	if err := s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
-		"chat_profile": strOrNil(profile), "chat_settings": rec.Settings}); err != nil {
+		"chat_profile": wire.Null(profile), "chat_settings": rec.Settings}); err != nil {
 		return s.storeError(ctx, "create thread", err)
 	}
 	return c.startSession(ctx, rec, ps, schema, "none", nil, job{kind: jobChatStart})
@@ -254,12 +229,12 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 		}
 		return s.storeError(ctx, "attach session", err)
 	}
-	ls := s.liveFor(rec, c.id.user)
+	ls := s.liveFor(rec, c.id.User)
 	defer s.unpin(ls)
 	ls.attach(c, func() bool {
 		c.out.Send("welcome", wire.Encode(wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: resumed,
-			Epoch: rec.Epoch, LastSeq: 0, User: toUserJSON(c.id.user), ChatProfile: strOrNil(rec.ChatProfile),
+			Epoch: rec.Epoch, LastSeq: 0, User: objects.User(c.id.User), ChatProfile: wire.Null(rec.ChatProfile),
 			Profiles: ps, Settings: wire.WelcomeSettings{Schema: settings.NonNil(schema), Values: rec.Settings},
 			Token: c.pendingToken,
 		}))
@@ -291,7 +266,7 @@ func (c *conn) welcome(ls *liveSession) {
 func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
 	rec, err := s.sessions.Get(ctx, h.sessionID)
-	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != c.id.user.ID {
+	if errors.Is(err, session.ErrNotFound) || err == nil && rec.UserID != c.id.User.ID {
 		return wire.Errorf(wire.CodeNotFound, "no such session")
 	}
 	if err != nil {
@@ -300,12 +275,12 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 	if h.threadID != "" && h.threadID != rec.ThreadID {
 		return c.resumeThread(ctx, h)
 	}
-	ps, err := s.userProfiles(ctx, c.id.user)
+	ps, err := s.userProfiles(ctx, c.id.User)
 	if err != nil {
-		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		s.log.LogAttrs(ctx, slog.LevelError, "hello: chat profiles", slog.Any("err", err))
 		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
-	ls := s.liveFor(rec, c.id.user)
+	ls := s.liveFor(rec, c.id.User)
 	defer s.unpin(ls)
 	var (
 		last  int64
@@ -346,8 +321,8 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 		values := ls.us.Session().ChatSettings()
 		wf := wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: "session",
-			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: toUserJSON(c.id.user),
-			ChatProfile: strOrNil(rec.ChatProfile), Profiles: ps,
+			Replay: "log", Epoch: rec.Epoch, LastSeq: last, User: objects.User(c.id.User),
+			ChatProfile: wire.Null(rec.ChatProfile), Profiles: ps,
 			Settings: wire.WelcomeSettings{Schema: settings.NonNil(ls.schema()), Values: values},
 		}
 		if reset {
@@ -362,7 +337,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 		}
 		c.out.Send("welcome", wire.Encode(wf))
 		if reset {
-			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.user)}))
+			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.User)}))
 		} else {
 			for _, m := range missed {
 				c.out.Deliver(ctx, m.Seq, m.Payload, nil)
@@ -383,13 +358,13 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 // live.
 func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 	s := c.s
-	t, e := s.ownThread(ctx, c.id.user.ID, h.threadID)
+	t, e := s.ownThread(ctx, c.id.User.ID, h.threadID)
 	if e != nil {
 		return e
 	}
-	ps, err := s.userProfiles(ctx, c.id.user)
+	ps, err := s.userProfiles(ctx, c.id.User)
 	if err != nil {
-		s.log.LogAttrs(ctx, levelError, "hello: chat profiles", errAttr(err))
+		s.log.LogAttrs(ctx, slog.LevelError, "hello: chat profiles", slog.Any("err", err))
 		return wire.Errorf(wire.CodeHandlerError, "the application failed to list chat profiles")
 	}
 	profile := t.ChatProfile
@@ -414,7 +389,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 	saved, _ := t.Metadata["chat_settings"].(map[string]any)
 	rec := session.Record{
 		ID:          uuid.NewString(),
-		UserID:      c.id.user.ID,
+		UserID:      c.id.User.ID,
 		ThreadID:    t.ID,
 		ChatProfile: profile,
 		ClientType:  h.clientType,
@@ -430,7 +405,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 		return s.storeError(ctx, "create session", err)
 	}
 	if !created {
-		now, e := s.ownThread(ctx, c.id.user.ID, t.ID)
+		now, e := s.ownThread(ctx, c.id.User.ID, t.ID)
 		if e != nil {
 			return e
 		}
@@ -445,7 +420,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 			return s.storeError(ctx, "restore session values", err)
 		}
 	}
-	history := toThreadJSON(t, c.id.user)
+	history := objects.Thread(t, c.id.User)
 	return c.startSession(ctx, rec, ps, schema, "thread", &history, job{kind: jobResume, thread: t})
 }
 
@@ -454,13 +429,13 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 func (s *Hub) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) wire.Thread {
 	t, err := s.sessions.Thread(ctx, rec.ThreadID)
 	if err == nil {
-		return toThreadJSON(t, u)
+		return objects.Thread(t, u)
 	}
 	steps, err := s.sessions.Steps(ctx, rec.ThreadID)
 	if err != nil {
-		s.log.LogAttrs(ctx, levelError, "history: read steps", errAttr(err))
+		s.log.LogAttrs(ctx, slog.LevelError, "history: read steps", slog.Any("err", err))
 	}
-	return s.sessionThread(rec, u, steps)
+	return objects.SessionThread(rec, u, steps)
 }
 
 func (c *conn) handleMessage(f wire.InFrame) *wire.Error {
@@ -514,27 +489,11 @@ func (c *conn) handleAskResponse(f wire.InFrame) *wire.Error {
 	return c.ls.answerAsk(c, askID, f)
 }
 
-// threadName is a thread's name from its first user message: the first 60
-// code points, whitespace collapsed, cut at a word boundary with "…".
-func threadName(content string) string {
-	name := strings.Join(strings.FieldsFunc(content, unicode.IsSpace), " ")
-	const max = 60
-	if utf8.RuneCountInString(name) <= max {
-		return name
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	runes := []rune(name)
-	cut := runes[:max]
-	if i := lastSpace(cut); i > 0 && runes[max] != ' ' {
-		cut = cut[:i]
-	}
-	return strings.TrimRight(string(cut), " ") + "…"
-}
-
-func lastSpace(rs []rune) int {
-	for i := len(rs) - 1; i >= 0; i-- {
-		if rs[i] == ' ' {
-			return i
-		}
-	}
-	return -1
+	sort.Strings(keys)
+	return keys
 }

@@ -2,13 +2,14 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
-	"mime"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/chatd-project/chatd/server/internal/caller"
+	"github.com/chatd-project/chatd/server/internal/httpio"
+	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/settings"
 
 	"github.com/chatd-project/chatd/wire"
@@ -19,9 +20,6 @@ import (
 	"github.com/chatd-project/chatd/web"
 )
 
-// maxJSONBody is the largest JSON request body (PROTOCOL §1.1).
-const maxJSONBody = 16 << 10
-
 func (s *Hub) routes() {
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, h) }
@@ -30,7 +28,7 @@ func (s *Hub) routes() {
 	allow := func(path string, methods string) {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", methods)
-			writeError(w, wire.Errorf(wire.CodeMethodNotAllowed, r.Method+" is not allowed here"))
+			httpio.WriteError(w, wire.Errorf(wire.CodeMethodNotAllowed, r.Method+" is not allowed here"))
 		})
 	}
 	handle("POST /auth/login", s.csrfProtect(s.handleLogin))
@@ -54,7 +52,7 @@ func (s *Hub) routes() {
 	handle("POST /files", s.csrfProtect(s.handleUpload))
 	allow("/files", "POST")
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpio.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	allow("/healthz", "GET, HEAD")
 	handle("GET /readyz", s.handleReady)
@@ -68,7 +66,7 @@ func (s *Hub) routes() {
 		allow(p, "GET, HEAD")
 	}
 	handle("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, wire.Errorf(wire.CodeNotFound, "no such route"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeNotFound, "no such route"))
 	})
 	s.mux = mux
 }
@@ -88,64 +86,15 @@ func withUIHeaders(h http.Handler) http.Handler {
 func (s *Hub) csrfProtect(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Origin") == "null" {
-			writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
+			httpio.WriteError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 			return
 		}
 		if err := s.csrf.Check(r); err != nil {
-			writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
+			httpio.WriteError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 			return
 		}
 		h(w, r)
 	}
-}
-
-// decodeJSON reads a JSON request body into v: 415 for another media type,
-// 413 over 16 KiB, 400 for malformed JSON.
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *wire.Error {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be application/json")
-	}
-	if r.ContentLength > maxJSONBody {
-		return wire.Errorf(wire.CodeTooLarge, "the body is larger than 16 KiB")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return wire.Errorf(wire.CodeTooLarge, "the body is larger than 16 KiB")
-		}
-		return wire.Errorf(wire.CodeBadRequest, "the body could not be read")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return wire.Errorf(wire.CodeBadRequest, "the body is not a valid JSON object of the expected shape")
-	}
-	return nil
-}
-
-func toUserJSON(u *auth.PersistedUser) *wire.User {
-	if u == nil || u.Anonymous {
-		return nil
-	}
-	md := u.Metadata
-	if md == nil {
-		md = map[string]any{}
-	}
-	return &wire.User{ID: u.ID, Identifier: u.Identifier, DisplayName: strOrNil(u.DisplayName),
-		Metadata: md, CreatedAt: u.CreatedAt.UTC()}
-}
-
-// storeError turns a store or service failure into the client's error:
-// unavailable (503) with the detail logged.
-func (s *Hub) storeError(ctx context.Context, what string, err error) *wire.Error {
-	if e, ok := wire.AsError(err); ok {
-		return e
-	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		return wire.Errorf(wire.CodeUnavailable, "request cancelled")
-	}
-	s.log.LogAttrs(ctx, levelError, what+" failed", errAttr(err))
-	return wire.Errorf(wire.CodeUnavailable, "the store cannot be reached; nothing was changed")
 }
 
 type loginRequest struct {
@@ -162,16 +111,16 @@ type loginResponse struct {
 func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s.cfg.Auth != AuthPassword {
-		writeError(w, wire.Errorf(wire.CodeNotFound, "password login is not enabled"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeNotFound, "password login is not enabled"))
 		return
 	}
 	var req loginRequest
-	if e := decodeJSON(w, r, &req); e != nil {
-		writeError(w, e)
+	if e := httpio.DecodeJSON(w, r, &req); e != nil {
+		httpio.WriteError(w, e)
 		return
 	}
 	if req.Identifier == nil || req.Password == nil || *req.Identifier == "" || *req.Password == "" {
-		writeError(w, wire.Errorf(wire.CodeBadRequest, "identifier and password are required"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "identifier and password are required"))
 		return
 	}
 	if len(*req.Identifier) > 255 || len(*req.Password) > 1024 {
@@ -179,72 +128,64 @@ func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 		// the same work, so that lengths reveal nothing.
 		*req.Identifier = ""
 	}
-	u, tok, err := s.auth.Login(ctx, *req.Identifier, *req.Password, s.clientAddr(r))
+	u, tok, err := s.auth.Login(ctx, *req.Identifier, *req.Password, s.callers.ClientAddr(r))
 	var te *auth.ThrottledError
 	switch {
 	case err == nil:
 	case errors.As(err, &te):
-		s.metrics.logins.WithLabelValues("throttled").Inc()
-		writeError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many failed logins; try again later",
+		s.metrics.Logins.WithLabelValues("throttled").Inc()
+		httpio.WriteError(w, &wire.Error{Code: wire.CodeRateLimited, Message: "too many failed logins; try again later",
 			RetryAfter: ceilSeconds(te.RetryAfter)})
 		return
 	case errors.Is(err, auth.ErrInvalidCredentials):
-		s.metrics.logins.WithLabelValues("failed").Inc()
-		writeError(w, wire.Errorf(wire.CodeInvalidCredentials, "identifier or password is wrong"))
+		s.metrics.Logins.WithLabelValues("failed").Inc()
+		httpio.WriteError(w, wire.Errorf(wire.CodeInvalidCredentials, "identifier or password is wrong"))
 		return
 	case errors.Is(err, auth.ErrBusy):
-		writeError(w, &wire.Error{Code: wire.CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
+		httpio.WriteError(w, &wire.Error{Code: wire.CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
 		return
 	default:
-		writeError(w, s.storeError(ctx, "login", err))
+		httpio.WriteError(w, s.storeError(ctx, "login", err))
 		return
 	}
-	s.metrics.logins.WithLabelValues("ok").Inc()
+	s.metrics.Logins.WithLabelValues("ok").Inc()
 	// No session fixation: a valid token sent with the login is revoked.
-	if old := requestToken(r); old != "" {
+	if old := caller.RequestToken(r); old != "" {
 		if err := s.auth.Revoke(ctx, old); err != nil {
-			s.log.LogAttrs(ctx, levelWarn, "revoke the token sent with a login", errAttr(err))
+			s.log.LogAttrs(ctx, slog.LevelWarn, "revoke the token sent with a login", slog.Any("err", err))
 		}
 	}
-	s.setTokenCookie(w, r, tok.Value, tok.ExpiresAt)
-	writeJSON(w, http.StatusOK, loginResponse{User: toUserJSON(u), Token: tok.Value, ExpiresAt: tok.ExpiresAt.UTC()})
-}
-
-func ceilSeconds(d time.Duration) int {
-	n := int((d + time.Second - 1) / time.Second)
-	if n < 1 {
-		n = 1
-	}
-	return n
+	s.callers.SetCookie(w, r, tok.Value, tok.ExpiresAt)
+	httpio.WriteJSON(w, http.StatusOK, loginResponse{User: objects.User(u), Token: tok.Value, ExpiresAt: tok.ExpiresAt.UTC()})
 }
 
 func (s *Hub) handleLogout(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if tok := requestToken(r); tok != "" {
+	if tok := caller.RequestToken(r); tok != "" {
 		if err := s.auth.Revoke(ctx, tok); err != nil {
-			s.log.LogAttrs(ctx, levelError, "logout: revoke token", errAttr(err))
+			s.log.LogAttrs(ctx, slog.LevelError, "logout: revoke token", slog.Any("err", err))
 		}
 	}
-	s.clearTokenCookie(w, r)
+	s.callers.ClearCookie(w, r)
 	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Hub) handleMe(w http.ResponseWriter, r *http.Request) {
 	id, e := s.authenticate(r)
 	if e != nil {
-		writeError(w, e)
+		httpio.WriteError(w, e)
 		return
 	}
-	if id.user.Anonymous {
-		writeJSON(w, http.StatusOK, wire.User{ID: id.user.ID, Identifier: id.user.Identifier,
-			Metadata: map[string]any{}, CreatedAt: id.user.CreatedAt.UTC()})
+	if id.User.Anonymous {
+		httpio.WriteJSON(w, http.StatusOK, wire.User{ID: id.User.ID, Identifier: id.User.Identifier,
+			Metadata: map[string]any{}, CreatedAt: id.User.CreatedAt.UTC()})
 		return
 	}
-	writeJSON(w, http.StatusOK, toUserJSON(id.user))
+	httpio.WriteJSON(w, http.StatusOK, objects.User(id.User))
 }
 
 func (s *Hub) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	httpio.WriteJSON(w, http.StatusOK, map[string]any{
 		"methods":        []string{string(s.cfg.Auth)},
 		"requires_login": s.cfg.Auth == AuthPassword,
 	})
@@ -261,13 +202,13 @@ func (s *Hub) handleApp(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, e := s.authenticate(r)
 	if e != nil {
-		writeError(w, e)
+		httpio.WriteError(w, e)
 		return
 	}
-	ps, err := s.userProfiles(ctx, id.user)
+	ps, err := s.userProfiles(ctx, id.User)
 	if err != nil {
-		s.log.LogAttrs(ctx, levelError, "GET /app: profiles", errAttr(err))
-		writeError(w, wire.Errorf(wire.CodeHandlerError, "the application's profiles could not be loaded"))
+		s.log.LogAttrs(ctx, slog.LevelError, "GET /app: profiles", slog.Any("err", err))
+		httpio.WriteError(w, wire.Errorf(wire.CodeHandlerError, "the application's profiles could not be loaded"))
 		return
 	}
 	// The schemas of the caller's profiles, and the shared one.
@@ -284,22 +225,22 @@ func (s *Hub) handleApp(w http.ResponseWriter, r *http.Request) {
 	if keys == nil {
 		keys = []EnvKey{}
 	}
-	writeJSON(w, http.StatusOK, appResponse{Name: s.cfg.Name, Profiles: ps, SettingsSchema: schemas, EnvKeys: keys})
+	httpio.WriteJSON(w, http.StatusOK, appResponse{Name: s.cfg.Name, Profiles: ps, SettingsSchema: schemas, EnvKeys: keys})
 }
 
 func (s *Hub) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.isDraining() {
-		writeError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeUnavailable, "shutting down"))
 		return
 	}
 	if s.ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			s.log.LogAttrs(ctx, levelWarn, "readiness check failed", errAttr(err))
-			writeError(w, wire.Errorf(wire.CodeUnavailable, "the store cannot be reached"))
+			s.log.LogAttrs(ctx, slog.LevelWarn, "readiness check failed", slog.Any("err", err))
+			httpio.WriteError(w, wire.Errorf(wire.CodeUnavailable, "the store cannot be reached"))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpio.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/caller"
+	"github.com/chatd-project/chatd/server/internal/httpio"
+	"github.com/chatd-project/chatd/server/internal/metrics"
 	"github.com/chatd-project/chatd/settings"
 
 	"github.com/chatd-project/chatd/wire"
@@ -73,12 +77,14 @@ type Hub struct {
 	ready    func(ctx context.Context) error
 	log      *slog.Logger
 	registry *prometheus.Registry
-	metrics  *metrics
+	metrics  *metrics.Metrics
 	mux      *http.ServeMux
 	csrf     *http.CrossOriginProtection
 
-	// app is set by Start, before started; read-only afterwards.
+	// app and callers are set by Start, before started; read-only
+	// afterwards.
 	app     App
+	callers *caller.Authenticator
 	started atomic.Bool
 
 	// asks hands answers to the handlers waiting for them here.
@@ -120,7 +126,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		conns:    map[*conn]struct{}{},
 		live:     map[string]*liveSession{},
 	}
-	s.metrics = newMetrics(s.registry)
+	s.metrics = metrics.New(s.registry)
 	s.csrf = http.NewCrossOriginProtection()
 	for _, o := range cfg.AllowedOrigins {
 		if err := s.csrf.AddTrustedOrigin(o); err != nil {
@@ -128,7 +134,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		}
 	}
 	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
+		httpio.WriteError(w, wire.Errorf(wire.CodeForbidden, "cross-origin request refused"))
 	}))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.routes()
@@ -139,7 +145,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 func (s *Hub) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.started.Load() {
-			writeError(w, wire.Errorf(wire.CodeUnavailable, "the server has not started"))
+			httpio.WriteError(w, wire.Errorf(wire.CodeUnavailable, "the server has not started"))
 			return
 		}
 		s.mux.ServeHTTP(w, r)
@@ -287,4 +293,97 @@ func (s *Hub) goOwned(f func()) bool {
 		f()
 	}()
 	return true
+}
+
+// storeError turns a store or service failure into the client's error:
+// unavailable (503) with the detail logged.
+func (s *Hub) storeError(ctx context.Context, what string, err error) *wire.Error {
+	if e, ok := wire.AsError(err); ok {
+		return e
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return wire.Errorf(wire.CodeUnavailable, "request cancelled")
+	}
+	s.log.LogAttrs(ctx, slog.LevelError, what+" failed", slog.Any("err", err))
+	return wire.Errorf(wire.CodeUnavailable, "the store cannot be reached; nothing was changed")
+}
+
+// logErr logs an error the hub handles itself.
+func (s *Hub) logErr(msg string, err error) {
+	s.log.LogAttrs(context.Background(), slog.LevelError, msg, slog.Any("err", err))
+}
+
+// The authentication modes (Config.Auth).
+const (
+	AuthPassword = "password"
+	AuthHeader   = "header"
+	AuthNone     = "none"
+)
+
+// Config is the hub's configuration, with every default applied: the
+// server package documents each field and its default.
+type Config struct {
+	Name               string
+	Auth               string
+	AuthHeader         string
+	TrustedProxies     []netip.Prefix
+	AllowedOrigins     []string
+	CookieSecure       bool
+	SessionGrace       time.Duration
+	MaxFrameBytes      int64
+	MaxMessageBytes    int
+	MaxSessionsPerUser int
+	RatePerSecond      float64
+	RateBurst          int
+	QueueMax           int
+	OutboundQueueMax   int
+	PingInterval       time.Duration
+	HelloTimeout       time.Duration
+	ShutdownTimeout    time.Duration
+	StoreTimeout       time.Duration
+	InstanceID         string
+	Clock              clock.Clock
+}
+
+// authenticate resolves the caller of a request (caller.Authenticator); a
+// store that fails is unavailable.
+func (s *Hub) authenticate(r *http.Request) (caller.Identity, *wire.Error) {
+	id, err := s.callers.Authenticate(r)
+	if err == nil {
+		return id, nil
+	}
+	if e, ok := wire.AsError(err); ok {
+		return id, e
+	}
+	return id, s.storeError(r.Context(), "authenticate", err)
+}
+
+func ceilSeconds(d time.Duration) int {
+	n := int((d + time.Second - 1) / time.Second)
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+// sessionTTL is how long a session's keys live without a touch: the
+// grace period plus time for the sweeper to end the chat.
+func (s *Hub) sessionTTL() time.Duration {
+	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
+}
+
+// ownThread returns the caller's persisted thread; every other case is the
+// same not_found, so that nothing tells another user's thread from none.
+func (s *Hub) ownThread(ctx context.Context, userID, id string) (session.Thread, *wire.Error) {
+	if !wire.ValidID(id) {
+		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
+	}
+	t, err := s.sessions.Thread(ctx, id)
+	if errors.Is(err, session.ErrNotFound) || err == nil && t.UserID != userID {
+		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
+	}
+	if err != nil {
+		return session.Thread{}, s.storeError(ctx, "read thread", err)
+	}
+	return t, nil
 }

@@ -3,20 +3,15 @@ package hub
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/server/internal/caller"
 	"github.com/chatd-project/chatd/session"
 	"github.com/chatd-project/chatd/settings"
 )
-
-func sessionAttr(id string) slog.Attr  { return slog.String("session", id) }
-func stringAttr(k, v string) slog.Attr { return slog.String(k, v) }
-func (s *Hub) logErr(msg string, err error) {
-	s.log.LogAttrs(context.Background(), levelError, msg, errAttr(err))
-}
 
 // SweepInterval is how often the grace-period sweeper looks for chats to
 // end; PROTOCOL §3 asks for the chat-end handler within 2 s of the deadline.
@@ -35,6 +30,8 @@ func (s *Hub) Start(app App) error {
 		return errors.New("started already")
 	}
 	s.app = app
+	s.callers = caller.New(caller.Config{HeaderMode: s.cfg.Auth == AuthHeader, Header: s.cfg.AuthHeader,
+		HeaderAuth: app.HeaderAuth, TrustedProxies: s.cfg.TrustedProxies, CookieSecure: s.cfg.CookieSecure}, s.auth)
 	if s.app.Schemas == nil {
 		s.app.Schemas = map[string][]settings.Widget{}
 	}
@@ -83,14 +80,14 @@ func (s *Hub) heartbeat(c *conn) {
 	c.out.Ping(s.cfg.PingInterval)
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
 	defer cancel()
-	if c.id.token != "" {
-		if _, err := s.auth.Authenticate(ctx, c.id.token); errors.Is(err, auth.ErrUnauthorized) {
+	if c.id.Token != "" {
+		if _, err := s.auth.Authenticate(ctx, c.id.Token); errors.Is(err, auth.ErrUnauthorized) {
 			c.out.CloseNow(statusRevoked, "token revoked or expired")
 			return
 		}
 	}
 	if c.welcomed.Load() {
-		if err := s.sessions.Touch(ctx, c.ls.id, s.sessionTTL()); err != nil && ctx.Err() == nil {
+		if err := s.sessions.Touch(ctx, c.sessionID(), s.sessionTTL()); err != nil && ctx.Err() == nil {
 			s.logErr("touch session", err)
 		}
 	}
@@ -128,4 +125,47 @@ func (s *Hub) Sweep() {
 			s.logErr("end session", err)
 		}
 	}
+}
+
+// applyEvent acts on an event from this or another instance.
+func (s *Hub) applyEvent(ev bus.Event) {
+	switch ev.Kind {
+	case bus.KindRevoked:
+		set := make(map[string]bool, len(ev.TokenHashes))
+		for _, h := range ev.TokenHashes {
+			set[h] = true
+		}
+		for _, c := range s.connsWhere(func(c *conn) bool {
+			if c.id.TokenHash != "" {
+				return set[c.id.TokenHash]
+			}
+			return c.id.User.ID == ev.UserID
+		}) {
+			c.out.CloseNow(statusRevoked, "token revoked")
+			// Logout and user deletion end the socket's chat.
+			if c.welcomed.Load() {
+				id := c.sessionID()
+				s.goOwned(func() {
+					ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+					defer cancel()
+					if err := s.endSession(ctx, id); err != nil && !errors.Is(err, session.ErrNotFound) && ctx.Err() == nil {
+						s.logErr("end a revoked socket's session", err)
+					}
+				})
+			}
+		}
+	}
+}
+
+// connsWhere returns the open sockets for which keep is true.
+func (s *Hub) connsWhere(keep func(*conn) bool) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*conn
+	for c := range s.conns {
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

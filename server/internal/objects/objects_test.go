@@ -1,4 +1,4 @@
-package hub
+package objects
 
 import (
 	"testing"
@@ -16,8 +16,8 @@ func TestThreadName(t *testing.T) {
 		{"ünïcödé " + string(make([]rune, 0)) + "ß", "ünïcödé ß"},
 	}
 	for _, tt := range tests {
-		if got := threadName(tt.in); got != tt.want {
-			t.Errorf("threadName(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := ThreadName(tt.in); got != tt.want {
+			t.Errorf("ThreadName(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

@@ -1,48 +1,50 @@
-package hub
+// Package metrics holds the server's Prometheus collectors, registered on
+// a registry of the server's own (never the global one).
+package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// metrics are the server's Prometheus collectors, registered on a registry
-// of the server's own (never the global one).
-type metrics struct {
-	connections prometheus.Gauge
-	sessions    prometheus.Gauge
-	framesIn    *prometheus.CounterVec
-	framesOut   *prometheus.CounterVec
-	errors      *prometheus.CounterVec
-	handlerDur  *prometheus.HistogramVec
-	logins      *prometheus.CounterVec
+// Metrics are the server's collectors.
+type Metrics struct {
+	Connections prometheus.Gauge
+	Sessions    prometheus.Gauge
+	FramesIn    *prometheus.CounterVec
+	FramesOut   *prometheus.CounterVec
+	Errors      *prometheus.CounterVec
+	HandlerDur  *prometheus.HistogramVec
+	Logins      *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+// New registers the collectors on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatd_connections", Help: "Open WebSocket connections.",
 		}),
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+		Sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatd_sessions", Help: "Sessions held by this instance (open socket or running handler).",
 		}),
-		framesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+		FramesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_frames_in_total", Help: "Client frames received, by type.",
 		}, []string{"type"}),
-		framesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+		FramesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_frames_out_total", Help: "Frames sent to clients, by type.",
 		}, []string{"type"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_errors_total", Help: "Errors answered to clients, by code.",
 		}, []string{"code"}),
-		handlerDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		HandlerDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatd_handler_duration_seconds", Help: "Duration of application handler runs, by handler.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"handler"}),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_logins_total", Help: "Login attempts, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.connections, m.sessions, m.framesIn, m.framesOut, m.errors, m.handlerDur, m.logins,
+	reg.MustRegister(m.Connections, m.Sessions, m.FramesIn, m.FramesOut, m.Errors, m.HandlerDur, m.Logins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -53,7 +55,9 @@ var knownInTypes = map[string]bool{
 	"hello": true, "message": true, "settings_update": true, "ask_response": true, "stop": true, "end": true,
 }
 
-func inTypeLabel(t string) string {
+// InType is the label of a client frame type: the type, or "other" for
+// one the protocol does not know.
+func InType(t string) string {
 	if knownInTypes[t] {
 		return t
 	}

@@ -1,0 +1,131 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/chatd-project/chatd/wire"
+
+	"github.com/google/uuid"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/session"
+)
+
+// end ends the chat at the client's request: as stop, then the chat-end
+// handler, then the socket closes with 1000.
+func (ls *liveSession) end(c *conn) {
+	ctx, cancel := context.WithTimeout(c.ctx, ls.s.cfg.StoreTimeout)
+	defer cancel()
+	won, err := ls.s.sessions.ClaimEnd(ctx, ls.id, uuid.NewString())
+	if err != nil {
+		c.sendError(ls.s.storeError(ctx, "claim chat end", err), "")
+		return
+	}
+	ls.mu.Lock()
+	ls.ended = true
+	ls.stopLocked()
+	if won {
+		ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+		ls.startRunnerLocked()
+		ls.mu.Unlock()
+		return
+	}
+	ls.mu.Unlock()
+	c.out.CloseAfterFlush(statusNormal, "chat ended")
+}
+
+// endByServer ends a chat whose end this instance claimed (grace ran out,
+// logout, deletion): the chat-end handler runs, and a socket still attached
+// closes with 1000.
+func (ls *liveSession) endByServer() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.ended = true
+	ls.stopLocked()
+	ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+	ls.startRunnerLocked()
+}
+
+// saveToThread keeps the session's values (never env, which is not among
+// them) and settings with its thread.
+func (ls *liveSession) saveToThread(ctx context.Context) error {
+	rec := ls.us.Record()
+	values, err := ls.s.sessions.Values(ctx, ls.id)
+	if err != nil {
+		return err
+	}
+	if err := ls.s.sessions.SaveThreadValues(ctx, rec.ThreadID, values); err != nil {
+		return err
+	}
+	return ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
+		"chat_profile": wire.Null(rec.ChatProfile), "chat_settings": rec.Settings})
+}
+
+// endSession ends a session whose grace ran out (or that is ended by the
+// server for another reason) if this instance wins the claim.
+func (s *Hub) endSession(ctx context.Context, id string) error {
+	_, err := s.claimEnd(ctx, id)
+	return err
+}
+
+// endDue ends a session whose grace ran out by now, unless it was
+// reattached since the sweeper listed it.
+func (s *Hub) endDue(ctx context.Context, id string, now time.Time) error {
+	won, err := s.sessions.ClaimDue(ctx, id, uuid.NewString(), now)
+	if err != nil || !won {
+		return err
+	}
+	_, err = s.queueEnd(ctx, id)
+	return err
+}
+
+// claimEnd claims the end of a session and, when this instance wins,
+// queues its chat-end run and returns the live session running it.
+func (s *Hub) claimEnd(ctx context.Context, id string) (*liveSession, error) {
+	won, err := s.sessions.ClaimEnd(ctx, id, uuid.NewString())
+	if err != nil || !won {
+		return nil, err
+	}
+	return s.queueEnd(ctx, id)
+}
+
+// queueEnd queues the chat-end run of a session whose end this instance
+// claimed, and returns the live session running it.
+func (s *Hub) queueEnd(ctx context.Context, id string) (*liveSession, error) {
+	rec, err := s.sessions.Get(ctx, id)
+	if errors.Is(err, session.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var u *auth.PersistedUser
+	if got, err := s.auth.User(ctx, rec.UserID); err == nil {
+		u = got
+	} else if !errors.Is(err, auth.ErrNotFound) {
+		return nil, err
+	}
+	ls := s.liveFor(rec, u)
+	defer s.unpin(ls)
+	ls.endByServer()
+	return ls, nil
+}
+
+// stop cancels the running handler and drops the runs queued behind it.
+// With nothing running it does nothing.
+func (ls *liveSession) stop() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.stopLocked()
+}
+
+func (ls *liveSession) stopLocked() {
+	if ls.runCancel == nil {
+		return
+	}
+	ls.jobs = ls.jobs[:0]
+	ls.stopped = true
+	ls.runCancel()
+}
