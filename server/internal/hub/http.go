@@ -234,7 +234,7 @@ func (s *Hub) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "readiness check failed", slog.Any("err", err))
