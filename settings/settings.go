@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/chatd-project/chatd/wire"
 )
 
 // Widget is one chat setting the user can change: Select, MultiSelect,
@@ -155,98 +158,85 @@ func (w Tags) limits() (items, length int) {
 	return items, length
 }
 
+// head is what every Widget object starts with.
+type head struct {
+	Type        string `json:"type"`
+	ID          string `json:"id"`
+	Label       string `json:"label"`
+	Description string `json:"description,omitempty"`
+}
+
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w Select) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string   `json:"type"`
-		ID          string   `json:"id"`
-		Label       string   `json:"label"`
-		Description string   `json:"description,omitempty"`
-		Values      []string `json:"values"`
-		Initial     string   `json:"initial"`
-	}{"select", w.ID, w.Label, w.Description, nonNil(w.Values), w.InitialValue})
+		head
+		Values  []string `json:"values"`
+		Initial string   `json:"initial"`
+	}{head{"select", w.ID, w.Label, w.Description}, nonNil(w.Values), w.InitialValue})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w MultiSelect) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string   `json:"type"`
-		ID          string   `json:"id"`
-		Label       string   `json:"label"`
-		Description string   `json:"description,omitempty"`
-		Values      []string `json:"values"`
-		Initial     []string `json:"initial"`
-		MaxItems    int      `json:"max_items"`
-	}{"multiselect", w.ID, w.Label, w.Description, nonNil(w.Values), nonNil(w.InitialValue), w.maxItems()})
+		head
+		Values   []string `json:"values"`
+		Initial  []string `json:"initial"`
+		MaxItems int      `json:"max_items"`
+	}{head{"multiselect", w.ID, w.Label, w.Description}, nonNil(w.Values), nonNil(w.InitialValue), w.maxItems()})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w Switch) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string `json:"type"`
-		ID          string `json:"id"`
-		Label       string `json:"label"`
-		Description string `json:"description,omitempty"`
-		Initial     bool   `json:"initial"`
-	}{"switch", w.ID, w.Label, w.Description, w.InitialValue})
+		head
+		Initial bool `json:"initial"`
+	}{head{"switch", w.ID, w.Label, w.Description}, w.InitialValue})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w Slider) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string  `json:"type"`
-		ID          string  `json:"id"`
-		Label       string  `json:"label"`
-		Description string  `json:"description,omitempty"`
-		Min         float64 `json:"min"`
-		Max         float64 `json:"max"`
-		Step        float64 `json:"step"`
-		Initial     float64 `json:"initial"`
-	}{"slider", w.ID, w.Label, w.Description, w.Min, w.Max, w.Step, w.InitialValue})
+		head
+		Min     float64 `json:"min"`
+		Max     float64 `json:"max"`
+		Step    float64 `json:"step"`
+		Initial float64 `json:"initial"`
+	}{head{"slider", w.ID, w.Label, w.Description}, w.Min, w.Max, w.Step, w.InitialValue})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w NumberInput) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string   `json:"type"`
-		ID          string   `json:"id"`
-		Label       string   `json:"label"`
-		Description string   `json:"description,omitempty"`
-		Min         *float64 `json:"min"`
-		Max         *float64 `json:"max"`
-		Initial     float64  `json:"initial"`
-	}{"number", w.ID, w.Label, w.Description, w.Min, w.Max, w.InitialValue})
+		head
+		Min     *float64 `json:"min"`
+		Max     *float64 `json:"max"`
+		Initial float64  `json:"initial"`
+	}{head{"number", w.ID, w.Label, w.Description}, w.Min, w.Max, w.InitialValue})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w TextInput) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Type        string `json:"type"`
-		ID          string `json:"id"`
-		Label       string `json:"label"`
-		Description string `json:"description,omitempty"`
-		Initial     string `json:"initial"`
-		MaxLength   int    `json:"max_length"`
-		Multiline   bool   `json:"multiline"`
-	}{"text", w.ID, w.Label, w.Description, w.InitialValue, w.maxLength(), w.Multiline})
+		head
+		Initial   string `json:"initial"`
+		MaxLength int    `json:"max_length"`
+		Multiline bool   `json:"multiline"`
+	}{head{"text", w.ID, w.Label, w.Description}, w.InitialValue, w.maxLength(), w.Multiline})
 }
 
 // MarshalJSON encodes the widget as the protocol's Widget object.
 func (w Tags) MarshalJSON() ([]byte, error) {
 	items, length := w.limits()
 	return json.Marshal(struct {
-		Type        string   `json:"type"`
-		ID          string   `json:"id"`
-		Label       string   `json:"label"`
-		Description string   `json:"description,omitempty"`
-		Initial     []string `json:"initial"`
-		MaxItems    int      `json:"max_items"`
-		MaxLength   int      `json:"max_length"`
-	}{"tags", w.ID, w.Label, w.Description, nonNil(w.InitialValue), items, length})
+		head
+		Initial   []string `json:"initial"`
+		MaxItems  int      `json:"max_items"`
+		MaxLength int      `json:"max_length"`
+	}{head{"tags", w.ID, w.Label, w.Description}, nonNil(w.InitialValue), items, length})
 }
 
 func decodeString(raw json.RawMessage) (string, error) {
-	s, ok := rawString(raw)
+	s, ok := wire.RawString(raw)
 	if !ok {
 		return "", fmt.Errorf("must be a string")
 	}
@@ -275,21 +265,12 @@ func decodeNumber(raw json.RawMessage) (float64, error) {
 	return f, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 func (w Select) decode(raw json.RawMessage) (any, error) {
 	s, err := decodeString(raw)
 	if err != nil {
 		return nil, err
 	}
-	if !contains(w.Values, s) {
+	if !slices.Contains(w.Values, s) {
 		return nil, fmt.Errorf("%q is not one of the options", s)
 	}
 	return s, nil
@@ -305,7 +286,7 @@ func (w MultiSelect) decode(raw json.RawMessage) (any, error) {
 	}
 	seen := map[string]bool{}
 	for _, s := range ss {
-		if !contains(w.Values, s) {
+		if !slices.Contains(w.Values, s) {
 			return nil, fmt.Errorf("%q is not one of the options", s)
 		}
 		if seen[s] {
@@ -609,16 +590,4 @@ func Decode(raw []byte) ([]Widget, error) {
 		out = append(out, widget)
 	}
 	return out, nil
-}
-
-// rawString decodes a raw JSON value as a string.
-func rawString(r json.RawMessage) (string, bool) {
-	if len(r) == 0 || r[0] != '"' {
-		return "", false
-	}
-	var s string
-	if err := json.Unmarshal(r, &s); err != nil {
-		return "", false
-	}
-	return s, true
 }
