@@ -28,6 +28,7 @@ type Bus interface {
 	// Run calls fn for each event published by any instance until ctx is
 	// done, and then returns. It calls subscribed each time its
 	// subscription is (re)established: events published while it was not
-	// may have been missed.
+	// may have been missed. fn may be called from several goroutines at
+	// once (a Memory bus calls it from the publisher's).
 	Run(ctx context.Context, subscribed func(), fn func(Event)) error
 }

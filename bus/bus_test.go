@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,6 +64,80 @@ func TestBus(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Fatalf("Run of subscriber %d did not return", i)
 				}
+			}
+		})
+	}
+}
+
+// TestInstance: an event published on an instance is applied there before
+// Publish returns, once, and reaches the other instance on the shared bus
+// once; an instance never applies the shared copy of its own event.
+func TestInstance(t *testing.T) {
+	shared := []struct {
+		name string
+		new  func(t *testing.T) bus.Bus
+	}{
+		{"memory", func(*testing.T) bus.Bus { return bus.NewMemory() }},
+		{"redis", func(t *testing.T) bus.Bus {
+			rs := redistest.Start(t)
+			return bus.NewRedis(rs.Client(), rs.Namespace())
+		}},
+	}
+	for _, sh := range shared {
+		t.Run(sh.name, func(t *testing.T) {
+			b := sh.new(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			a, other := bus.NewInstance(b, "a"), bus.NewInstance(b, "b")
+			gotA, gotB := make(chan bus.Event, 4), make(chan bus.Event, 4)
+			done := make(chan error, 2)
+			for _, x := range []struct {
+				b   *bus.Instance
+				got chan bus.Event
+			}{{a, gotA}, {other, gotB}} {
+				ready := make(chan struct{})
+				var once sync.Once
+				go func() {
+					done <- x.b.Run(ctx, func() { once.Do(func() { close(ready) }) }, func(ev bus.Event) { x.got <- ev })
+				}()
+				<-ready
+			}
+			cancelled, stop := context.WithCancel(context.Background())
+			stop() // a request that went away still revokes
+			if err := (bus.Notifier{Bus: a, Origin: "a"}).Revoked(cancelled, "u1", []string{"h"}); err != nil {
+				t.Fatalf("Revoked: %v", err)
+			}
+			select {
+			case ev := <-gotA:
+				if ev.UserID != "u1" {
+					t.Fatalf("a applied %+v", ev)
+				}
+			default:
+				t.Fatal("the publishing instance had not applied the event when Publish returned")
+			}
+			select {
+			case ev := <-gotB:
+				if ev.UserID != "u1" || ev.Origin != "a" {
+					t.Fatalf("b got %+v", ev)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the other instance got nothing")
+			}
+			// A marker from b: once a has it, a's own event would have
+			// come back before it if it were applied twice.
+			if err := other.Publish(ctx, bus.Event{Kind: "marker", Origin: "b"}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ev := <-gotA:
+				if ev.Kind != "marker" {
+					t.Fatalf("a applied %+v again", ev)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a did not get b's marker")
+			}
+			cancel()
+			for i := 0; i < 2; i++ {
+				<-done
 			}
 		})
 	}

@@ -5,58 +5,50 @@ import (
 	"sync"
 )
 
-// memoryBuffer is how many events wait for a slow subscriber of a Memory
-// bus; more are dropped (delivery is at most once, as on Redis).
-const memoryBuffer = 256
-
-// Memory is a Bus within one process: every Run of it receives what is
-// published on it. It is the bus of a single instance.
+// Memory is a Bus within one process: Publish calls the fn of every Run
+// in progress, in the publisher's goroutine, before it returns; nothing is
+// lost or delayed. It is the bus of a single instance, and the local half
+// of an Instance.
 type Memory struct {
 	mu   sync.Mutex
-	subs map[chan Event]struct{}
+	next int
+	subs map[int]func(Event)
 }
 
 var _ Bus = (*Memory)(nil)
 
 // NewMemory returns an empty in-process bus.
-func NewMemory() *Memory { return &Memory{subs: map[chan Event]struct{}{}} }
+func NewMemory() *Memory { return &Memory{subs: map[int]func(Event){}} }
 
-// Publish implements Bus. It never blocks: a subscriber whose buffer is
-// full misses the event.
+// Publish implements Bus. It delivers even when ctx is done: a revocation
+// must not be lost because its request went away.
 func (m *Memory) Publish(ctx context.Context, ev Event) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for ch := range m.subs {
-		select {
-		case ch <- ev:
-		default:
-		}
+	fns := make([]func(Event), 0, len(m.subs))
+	for _, fn := range m.subs {
+		fns = append(fns, fn)
+	}
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn(ev)
 	}
 	return nil
 }
 
 // Run implements Bus. The subscription is in place when subscribed is
-// called, before Run waits for events.
+// called.
 func (m *Memory) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
-	ch := make(chan Event, memoryBuffer)
 	m.mu.Lock()
-	m.subs[ch] = struct{}{}
+	id := m.next
+	m.next++
+	m.subs[id] = fn
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
-		delete(m.subs, ch)
+		delete(m.subs, id)
 		m.mu.Unlock()
 	}()
 	subscribed()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev := <-ch:
-			fn(ev)
-		}
-	}
+	<-ctx.Done()
+	return ctx.Err()
 }

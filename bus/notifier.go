@@ -13,5 +13,5 @@ type Notifier struct {
 
 // Revoked implements auth.Notifier.
 func (n Notifier) Revoked(ctx context.Context, userID string, tokenHashes []string) error {
-	return n.Bus.Publish(ctx, Event{Kind: KindRevoked, Origin: n.Origin, UserID: userID, TokenHashes: tokenHashes})
+	return n.Bus.Publish(context.WithoutCancel(ctx), Event{Kind: KindRevoked, Origin: n.Origin, UserID: userID, TokenHashes: tokenHashes})
 }

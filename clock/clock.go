@@ -72,9 +72,11 @@ func (r realTicker) Stop()               { r.t.Stop() }
 // order, every timer and tick that falls due. It is safe for concurrent
 // use.
 type Fake struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []*fakeWaiter
+	// advancing serializes Advance, so that time never goes back.
+	advancing sync.Mutex
+	mu        sync.Mutex
+	now       time.Time
+	waiters   []*fakeWaiter
 	// changed is closed and replaced whenever a waiter is added.
 	changed chan struct{}
 }
@@ -86,6 +88,7 @@ func NewFake(t time.Time) *Fake { return &Fake{now: t, changed: make(chan struct
 
 type fakeWaiter struct {
 	f      *Fake
+	d      time.Duration // from when it is added
 	at     time.Time
 	period time.Duration // > 0 for a ticker
 	ch     chan time.Time
@@ -102,12 +105,12 @@ func (f *Fake) Now() time.Time {
 
 // NewTimer implements Clock.
 func (f *Fake) NewTimer(d time.Duration) Timer {
-	return f.add(&fakeWaiter{at: f.Now().Add(d), ch: make(chan time.Time, 1)})
+	return f.add(&fakeWaiter{d: d, ch: make(chan time.Time, 1)})
 }
 
 // AfterFunc implements Clock.
 func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
-	return f.add(&fakeWaiter{at: f.Now().Add(d), fn: fn})
+	return f.add(&fakeWaiter{d: d, fn: fn})
 }
 
 // NewTicker implements Clock.
@@ -115,7 +118,7 @@ func (f *Fake) NewTicker(d time.Duration) Ticker {
 	if d <= 0 {
 		panic("clock: non-positive interval for NewTicker")
 	}
-	return fakeTicker{f.add(&fakeWaiter{at: f.Now().Add(d), period: d, ch: make(chan time.Time, 1)})}
+	return fakeTicker{f.add(&fakeWaiter{d: d, period: d, ch: make(chan time.Time, 1)})}
 }
 
 type fakeTicker struct{ w *fakeWaiter }
@@ -123,18 +126,32 @@ type fakeTicker struct{ w *fakeWaiter }
 func (t fakeTicker) C() <-chan time.Time { return t.w.ch }
 func (t fakeTicker) Stop()               { t.w.Stop() }
 
+// add schedules w d after the current time; a timer with d <= 0 fires at
+// once, as a real one does.
 func (f *Fake) add(w *fakeWaiter) *fakeWaiter {
 	w.f = f
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.waiters = append(f.waiters, w)
+	w.at = f.now.Add(w.d)
+	due := w.d <= 0
+	if due {
+		w.done = true
+	} else {
+		f.waiters = append(f.waiters, w)
+	}
 	close(f.changed)
 	f.changed = make(chan struct{})
+	at := w.at
+	f.mu.Unlock()
+	if due {
+		w.fire(at)
+	}
 	return w
 }
 
 // Advance moves the clock forward by d, firing what falls due on the way.
 func (f *Fake) Advance(d time.Duration) {
+	f.advancing.Lock()
+	defer f.advancing.Unlock()
 	f.mu.Lock()
 	end := f.now.Add(d)
 	f.mu.Unlock()
@@ -235,7 +252,8 @@ func (f *Fake) WaitForWaiters(n int, done <-chan struct{}) bool {
 
 func (w *fakeWaiter) C() <-chan time.Time { return w.ch }
 
-// Stop implements Timer and Ticker.
+// Stop implements Timer and Ticker. A tick or fire already delivered to C
+// stays there.
 func (w *fakeWaiter) Stop() bool {
 	w.f.mu.Lock()
 	defer w.f.mu.Unlock()

@@ -52,3 +52,42 @@ func TestFake(t *testing.T) {
 		t.Fatal("WaitForWaiters returned false")
 	}
 }
+
+// TestFakeNow: timers with no duration fire at once, and concurrent
+// advances never move the time back.
+func TestFakeNow(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := NewFake(t0)
+	if got := <-f.NewTimer(0).C(); !got.Equal(t0) {
+		t.Errorf("a zero timer fired at %v", got)
+	}
+	ran := make(chan struct{})
+	f.AfterFunc(-time.Second, func() { close(ran) })
+	<-ran
+	for i := 0; i < 10; i++ {
+		f.NewTimer(time.Duration(i+1) * time.Second)
+	}
+	done := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		go func() {
+			f.Advance(3 * time.Second)
+			done <- struct{}{}
+		}()
+	}
+	last := t0
+	for i := 0; i < 4; {
+		select {
+		case <-done:
+			i++
+		default:
+		}
+		now := f.Now()
+		if now.Before(last) {
+			t.Fatalf("time went back from %v to %v", last, now)
+		}
+		last = now
+	}
+	if got := f.Now(); !got.Equal(t0.Add(12 * time.Second)) {
+		t.Errorf("Now = %v after four advances of 3s", got)
+	}
+}

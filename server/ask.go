@@ -45,9 +45,9 @@ type AskFile struct {
 
 // Action is a choice offered by AskAction.
 type Action struct {
-	Name    string
-	Label   string
-	Payload map[string]any
+	Name    string         `json:"name"`
+	Label   string         `json:"label"`
+	Payload map[string]any `json:"payload"`
 }
 
 // AskAction asks the user to pick one of Actions.
@@ -126,6 +126,9 @@ func apiError(err error) error {
 		{hub.ErrInvalidSettings, ErrInvalidSettings},
 		{hub.ErrInvalidMessage, ErrInvalidMessage},
 	} {
+		if err == m.from {
+			return m.to
+		}
 		if errors.Is(err, m.from) {
 			return &sentinelError{sentinel: m.to, err: err}
 		}

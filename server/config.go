@@ -95,7 +95,8 @@ type Config struct {
 	// zero value takes the auth package's defaults.
 	Login auth.Config
 
-	// Clock is the time source of the server and of its default stores.
+	// Clock is the time source of the server and of the in-memory stores
+	// it makes when none is given (the Redis stores use the wall clock).
 	// Default: the wall clock.
 	Clock clock.Clock
 }

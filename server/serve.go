@@ -48,10 +48,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	shutdownErr := s.Shutdown(sctx)
+	// Handlers first, then the HTTP requests still in flight, then what
+	// those requests use (the hashing pool, the Redis client).
+	shutdownErr := s.hub.Shutdown(sctx)
 	if err := hs.Shutdown(sctx); err != nil {
 		_ = hs.Close()
 	}
+	s.closeOwned()
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

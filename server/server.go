@@ -20,9 +20,9 @@ import (
 
 // EnvKey is a key of the env map that clients may send in hello.
 type EnvKey struct {
-	Key      string
-	Label    string
-	Required bool
+	Key      string `json:"key"`
+	Label    string `json:"label"`
+	Required bool   `json:"required"`
 }
 
 // Server is a chat server: its HTTP routes and sockets, and the
@@ -96,8 +96,11 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if login.Logger == nil {
 		login.Logger = s.log
 	}
-	s.auth = auth.NewService(o.users, o.hasher, bus.Notifier{Bus: o.bus, Origin: cfg.InstanceID}, login)
-	h, err := hub.New(cfg.hub(), hub.Deps{Auth: s.auth, Sessions: o.sessions, Bus: o.bus, Ready: o.ready,
+	// A revocation is applied on this instance at once, whatever the
+	// shared bus does, and reaches the others through it.
+	events := bus.NewInstance(o.bus, cfg.InstanceID)
+	s.auth = auth.NewService(o.users, o.hasher, bus.Notifier{Bus: events, Origin: cfg.InstanceID}, login)
+	h, err := hub.New(cfg.hub(), hub.Deps{Auth: s.auth, Sessions: o.sessions, Bus: events, Ready: o.ready,
 		Logger: s.log, Registry: o.registry})
 	if err != nil {
 		s.closeOwned()
@@ -248,7 +251,10 @@ func (s *Server) Config() Config { return s.cfg }
 // are refused, every socket is closed with 1001 and its session enters its
 // grace period, and running handlers may finish until ctx is done (or
 // ShutdownTimeout when ctx has no deadline); those still running then are
-// cancelled. It returns when every goroutine of the server has ended.
+// cancelled. It returns when every goroutine of the server has ended, and
+// closes what the server made for itself (its hashing pool, its Redis
+// client): when you serve Handler with an http.Server of your own, shut
+// that down first. Serve and ListenAndServe do all of this in order.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.hub.Shutdown(ctx)
 	s.closeOwned()

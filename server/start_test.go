@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -197,5 +198,22 @@ func TestDefaultHasher(t *testing.T) {
 	}
 	if _, _, err := srv.Auth().Login(ctx, "dana", "a-long-password", "127.0.0.1"); err != nil {
 		t.Fatalf("Login: %v", err)
+	}
+}
+
+// TestAPIErrors: the machinery's sentinels reach the application as this
+// package's: the same value when nothing was added, wrapped (errors.Is, the
+// text kept) otherwise.
+func TestAPIErrors(t *testing.T) {
+	if got := apiError(hub.ErrAskTimeout); got != ErrAskTimeout {
+		t.Errorf("apiError(hub.ErrAskTimeout) = %v, want ErrAskTimeout itself", got)
+	}
+	wrapped := apiError(fmt.Errorf("%w: temperature: too hot", hub.ErrInvalidSettings))
+	if !errors.Is(wrapped, ErrInvalidSettings) || wrapped.Error() != "server: invalid settings: temperature: too hot" {
+		t.Errorf("wrapped = %v, want ErrInvalidSettings with its detail", wrapped)
+	}
+	other := errors.New("store down")
+	if got := apiError(other); got != other {
+		t.Errorf("apiError(other) = %v", got)
 	}
 }

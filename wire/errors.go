@@ -71,6 +71,7 @@ type Error struct {
 	RetryAfter int
 }
 
+// Error returns the code and the message.
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
 
 // Errorf returns an *Error with code and message.

@@ -20,6 +20,10 @@ import (
 	"github.com/chatd-project/chatd/web"
 )
 
+// readyTimeout bounds the store check of /readyz: a load balancer's probe
+// wants its answer within a couple of seconds, whatever StoreTimeout is.
+const readyTimeout = 2 * time.Second
+
 func (s *Hub) routes() {
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, h) }
@@ -234,7 +238,7 @@ func (s *Hub) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "readiness check failed", slog.Any("err", err))
