@@ -8,7 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/server/internal/hub"
 	"github.com/chatd-project/chatd/wire"
 
 	"github.com/chatd-project/chatd/session"
@@ -305,10 +308,21 @@ func TestEnd(t *testing.T) {
 
 func TestGrace(t *testing.T) {
 	t.Run("the chat ends when the grace runs out", func(t *testing.T) {
-		e, app, tok := blockEnv(t, withConfig(func(c *Config) { c.SessionGrace = 200e6 }))
+		clk := clock.NewFake(time.Now())
+		st := newDetachStore()
+		e, app, tok := blockEnv(t, withSessions(st), withConfig(func(c *Config) { c.Clock = clk }))
 		c, w := e.openChat(tok, nil)
 		sid := w["session_id"].(string)
 		c.close()
+		st.waitDetached(t, sid)
+		clk.Advance(5*time.Minute - time.Second) // the default grace, less a second
+		e.srv.hub.Sweep()
+		select {
+		case got := <-app.ends:
+			t.Fatalf("chat end of %s before the grace ran out", got)
+		default:
+		}
+		clk.Advance(time.Second + hub.SweepInterval)
 		if got := recv(t, app.ends, "chat end"); got != sid {
 			t.Fatalf("chat end ran for %q", got)
 		}

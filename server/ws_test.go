@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/chatd-project/chatd/clock"
 	"github.com/chatd-project/chatd/settings"
 
 	"github.com/chatd-project/chatd/wire"
@@ -338,8 +340,18 @@ func TestCloseCodes(t *testing.T) {
 		c.expectClose(statusPolicy)
 	})
 	t.Run("no hello closes 4408", func(t *testing.T) {
-		e, tok := chatEnv(t, withConfig(func(c *Config) { c.HelloTimeout = 50 * 1e6 }))
+		clk := clock.NewFake(time.Now())
+		e, tok := chatEnv(t, withConfig(func(c *Config) { c.Clock = clk }))
 		c := e.dial(bearer(tok))
+		// The heartbeat's and the sweeper's tickers, and the socket's hello
+		// and token-expiry timers.
+		if !clk.WaitForWaiters(4, timeoutChan(t)) {
+			t.Fatal("the socket's timers were not set")
+		}
+		clk.Advance(10*time.Second - time.Millisecond)
+		c.send(map[string]any{"type": "message", "content": "before hello"})
+		c.expectError(wire.CodeProtocol) // still open just before the deadline
+		clk.Advance(time.Millisecond)
 		c.expectClose(statusHelloTimeout)
 	})
 }
