@@ -308,13 +308,17 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	if s == nil {
 		return Appended{}, ErrNotFound
 	}
-	for _, k := range []string{"c:" + um.ClientID, "f:" + um.Echo.ID} {
-		if len(k) == 2 {
-			continue
+	// A retry of this very call finds its own echo: the same write,
+	// answered as the first attempt was.
+	if seq, ok := s.fids["f:"+um.Echo.ID]; ok && um.Echo.ID != "" {
+		a := Appended{Seq: seq, Payload: um.Echo.Payload}
+		for _, f := range um.Then {
+			a.ThenSeqs = append(a.ThenSeqs, s.fids["f:"+f.ID])
 		}
-		if seq, ok := s.fids[k]; ok {
-			return Appended{Seq: seq, Payload: s.loggedLocked(seq), Duplicate: true}, nil
-		}
+		return a, nil
+	}
+	if seq, ok := s.fids["c:"+um.ClientID]; ok && um.ClientID != "" {
+		return Appended{Seq: seq, Payload: s.loggedLocked(seq), Duplicate: true}, nil
 	}
 	seq := m.appendLocked(s, um.Echo)
 	if um.ClientID != "" {

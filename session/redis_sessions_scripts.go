@@ -248,11 +248,21 @@ var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-local seen = {}
-if ARGV[4] ~= '' then seen[#seen + 1] = 'c:' .. ARGV[4] end
-if ARGV[5] ~= '' then seen[#seen + 1] = 'f:' .. ARGV[5] end
-for _, f in ipairs(seen) do
-  local old = redis.call('HGET', KEYS[3], f)
+-- A retry of this very call (a client library's, after a timeout) finds
+-- its own echo: the same write, answered as the first attempt was.
+if ARGV[5] ~= '' then
+  local old = redis.call('HGET', KEYS[3], 'f:' .. ARGV[5])
+  if old then
+    local res = {tonumber(old), 0, ARGV[6]}
+    for i = 14, #ARGV, 2 do
+      res[#res + 1] = tonumber(redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) or '0')
+    end
+    return res
+  end
+end
+-- An earlier message with this client id: the first echo again.
+if ARGV[4] ~= '' then
+  local old = redis.call('HGET', KEYS[3], 'c:' .. ARGV[4])
   if old then
     local r = redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')
     local p = false

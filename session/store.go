@@ -219,6 +219,13 @@ type Sessions interface {
 	// AppendUserMessage stores a user message in one round trip: dedupe by
 	// ClientID, write the step, mark the thread persisted (listed for its
 	// user, named ThreadName) if it was not, and append the echo.
+	//
+	// A call repeated with the same Echo.ID (a client library's retry
+	// after a timeout, when the first attempt was applied) is the same
+	// write: it stores nothing again and returns what the first attempt
+	// did, not a Duplicate, with the seqs of the Then frames that carry an
+	// ID (0 for one without). Duplicate means an earlier message with the
+	// same ClientID.
 	AppendUserMessage(ctx context.Context, rec *Record, m UserMessage) (Appended, error)
 	// Log returns the logged frames with after < seq <= upto, in order.
 	// The log keeps at least the last LogKeep frames; older ones are

@@ -32,7 +32,7 @@ func RunSessions(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"IDsForgotten", testIDsForgotten},
 		{"UserMessageThen", testUserMessageThen},
 		{"AppendUserMessageDuplicate", testUserMessageDuplicate},
-		{"AppendUserMessageDuplicateFrameID", testUserMessageDuplicateFrameID},
+		{"AppendUserMessageRetried", testUserMessageRetried},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"LogRanges", testLogRanges},
 		{"LogKeepsRecentFrames", testLogTrim},

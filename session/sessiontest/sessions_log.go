@@ -109,17 +109,34 @@ func testUserMessageDuplicate(t *testing.T, st session.Store) {
 	}
 }
 
-func testUserMessageDuplicateFrameID(t *testing.T, st session.Store) {
+// testUserMessageRetried: a call repeated with the same echo frame (a
+// client library's retry after a timeout, when the first attempt was
+// applied) is the same write, not a duplicate: it reports the first
+// attempt's seqs, so that its turn is handled, and stores nothing twice.
+func testUserMessageRetried(t *testing.T, st session.Store) {
+	ctx := t.Context()
 	rec := Create(t, st)
-	m := NewUserMessage("hello")
-	m.ClientID = ""
-	first := mustUserMessage(t, st, &rec, m)
-	dup := mustUserMessage(t, st, &rec, m) // a retry of the call
-	if !dup.Duplicate || dup.Seq != first.Seq || !bytes.Equal(dup.Payload, first.Payload) {
-		t.Errorf("retry = %+v, first = %+v", dup, first)
+	for _, clientID := range []string{"", "client-1"} {
+		m := NewUserMessage("hello")
+		m.ClientID = clientID
+		m.Then = []session.Frame{NewFrame(nil), {Payload: []byte(`{"type":"no_id"}`)}}
+		first := mustUserMessage(t, st, &rec, m)
+		last, _ := inspect(t, st).LastSeq(ctx, rec.ID)
+		again := mustUserMessage(t, st, &rec, m) // a retry of the call
+		if again.Duplicate || again.Seq != first.Seq || !bytes.Equal(again.Payload, m.Echo.Payload) ||
+			len(again.ThenSeqs) != 2 || again.ThenSeqs[0] != first.ThenSeqs[0] || again.ThenSeqs[1] != 0 {
+			t.Errorf("client id %q: retry = %+v, first = %+v; want the first's seqs, no duplicate, 0 for a frame without id",
+				clientID, again, first)
+		}
+		if now, _ := inspect(t, st).LastSeq(ctx, rec.ID); now != last {
+			t.Errorf("client id %q: LastSeq %d after a retry, want %d", clientID, now, last)
+		}
+		if seqs := mustAppend(t, st, &rec, m.Echo); seqs[0] != first.Seq {
+			t.Errorf("Append of the echo again = %v, want [%d]", seqs, first.Seq)
+		}
 	}
-	if seqs := mustAppend(t, st, &rec, m.Echo); seqs[0] != first.Seq {
-		t.Errorf("Append of the echo again = %v, want [%d]", seqs, first.Seq)
+	if steps := mustSteps(t, st, rec.ThreadID); len(steps) != 2 {
+		t.Errorf("steps = %v, want the two messages once each", stepIDs(steps))
 	}
 }
 
@@ -291,7 +308,11 @@ func testUserMessageThen(t *testing.T, st session.Store) {
 	if err != nil || len(logged) != 2 || string(logged[0].Payload) != string(a.Payload) || string(logged[1].Payload) != string(b.Payload) {
 		t.Fatalf("Log after the echo = %v, %v", logged, err)
 	}
-	dup := mustUserMessage(t, st, &rec, m)
+	// The client sends it again (the same client id, a new frame).
+	resend := NewUserMessage("hello")
+	resend.ClientID = m.ClientID
+	resend.Then = []session.Frame{NewFrame(nil)}
+	dup := mustUserMessage(t, st, &rec, resend)
 	if !dup.Duplicate || len(dup.ThenSeqs) != 0 {
 		t.Fatalf("duplicate = %+v, want no frames appended", dup)
 	}
