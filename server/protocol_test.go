@@ -19,6 +19,7 @@ const (
 	statusRevoked      = websocket.StatusCode(wire.CloseRevoked)
 	statusHelloTimeout = websocket.StatusCode(wire.CloseHelloTimeout)
 	statusTakenOver    = websocket.StatusCode(wire.CloseTakenOver)
+	statusGone         = websocket.StatusCode(wire.CloseGone)
 )
 
 // The token cookie's names (PROTOCOL §1.1).

@@ -35,6 +35,7 @@ const (
 	statusHelloTimeout = websocket.StatusCode(wire.CloseHelloTimeout)
 	statusTakenOver    = websocket.StatusCode(wire.CloseTakenOver)
 	statusTooSlow      = websocket.StatusCode(wire.CloseTooSlow)
+	statusGone         = websocket.StatusCode(wire.CloseGone)
 )
 
 // closeWait bounds how long a closing socket's writes and close handshake
@@ -263,6 +264,9 @@ func (c *conn) readLoop() {
 // reject answers a client frame with an error; bad frames are counted and
 // too many of them close the socket with 1008.
 func (c *conn) reject(e *wire.Error, ref string) {
+	if e == errGone {
+		return // the socket is closing with 4410
+	}
 	switch e.Code {
 	case wire.CodeBadFrame, wire.CodeUnknownType, wire.CodeInvalidField, wire.CodeProtocol:
 		now := c.s.now()

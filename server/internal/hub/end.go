@@ -19,6 +19,9 @@ func (ls *liveSession) end(c *conn) {
 	ctx, cancel := context.WithTimeout(c.ctx, ls.s.cfg.StoreTimeout)
 	defer cancel()
 	won, err := ls.s.sessions.ClaimEnd(ctx, ls.id, uuid.NewString())
+	if ls.lost(err) {
+		return
+	}
 	if err != nil {
 		c.sendError(ls.s.storeError(ctx, "claim chat end", err), "")
 		return

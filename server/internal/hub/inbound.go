@@ -79,6 +79,9 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		Echo: session.Frame{ID: step.ID, Payload: payload, Step: step}, Then: then,
 	})
 	if err != nil {
+		if ls.lost(err) {
+			return res, errGone
+		}
 		return res, ls.s.storeError(ctx, "store user message", err)
 	}
 	if res.Duplicate {
@@ -117,6 +120,9 @@ func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.sessions.SetSettings(ctx, ls.id, values); err != nil {
+		if ls.lost(err) {
+			return errGone
+		}
 		return s.storeError(ctx, "store settings", err)
 	}
 	ls.us.SyncSettings(values)

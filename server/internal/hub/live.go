@@ -124,7 +124,8 @@ func (ls *liveSession) detach(c *conn) {
 	deadline := ls.s.now().Add(ls.s.cfg.SessionGrace)
 	// Only while the store still has this socket attached: a socket
 	// on another instance may have taken the session over.
-	if _, err := ls.s.sessions.DetachFrom(ctx, ls.id, ls.us.Record().UserID, c.key, deadline); err != nil {
+	if _, err := ls.s.sessions.DetachFrom(ctx, ls.id, ls.us.Record().UserID, c.key, deadline); err != nil &&
+		!errors.Is(err, session.ErrNotFound) {
 		ls.s.log.LogAttrs(ctx, slog.LevelError, "detach session", slog.Any("err", err))
 	}
 	cancel()
@@ -146,6 +147,7 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 	rec := ls.us.Record()
 	seqs, err := ls.s.sessions.Append(ctx, &rec, frames...)
 	if err != nil {
+		ls.lost(err)
 		return nil, err
 	}
 	if c := ls.currentConn(); c != nil {
@@ -312,4 +314,24 @@ func applySettings(schema []settings.Widget, current map[string]any, raw json.Ra
 	default:
 		return nil, wire.Errorf(wire.CodeInvalidSettings, err.Error())
 	}
+}
+
+// errGone answers a frame whose session is gone from the store: nothing is
+// sent, the socket closes with 4410 (see lost).
+var errGone = wire.Errorf(wire.CodeUnavailable, "the session is gone from the store")
+
+// lost reports whether err says that the session's record is gone from the
+// store (expired, evicted, lost in a failover); then the attached socket
+// closes with 4410, so that its client resumes the thread (PROTOCOL §2.5).
+func (ls *liveSession) lost(err error) bool {
+	if !errors.Is(err, session.ErrNotFound) {
+		return false
+	}
+	ls.mu.Lock()
+	ls.ended = true
+	ls.mu.Unlock()
+	if c := ls.currentConn(); c != nil {
+		c.out.CloseNow(statusGone, "the session is gone; resume its thread")
+	}
+	return true
 }

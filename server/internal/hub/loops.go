@@ -87,7 +87,13 @@ func (s *Hub) heartbeat(c *conn) {
 		}
 	}
 	if c.welcomed.Load() {
-		if err := s.sessions.Touch(ctx, c.sessionID(), s.sessionTTL()); err != nil && ctx.Err() == nil {
+		err := s.sessions.Touch(ctx, c.sessionID(), s.sessionTTL())
+		switch {
+		case errors.Is(err, session.ErrNotFound):
+			// The record is gone (expired, evicted, a failover): the
+			// client resumes the thread.
+			c.out.CloseNow(statusGone, "the session is gone; resume its thread")
+		case err != nil && ctx.Err() == nil:
 			s.logErr("touch session", err)
 		}
 	}
