@@ -84,7 +84,7 @@ func (c *config) settings() []setting {
 		}
 	}
 	return []setting{
-		{"CHAT_ADDR", "addr", ":8000", "listen address", str(&c.Addr)},
+		{"CHAT_ADDR", "addr", defaultAddr, "listen address", str(&c.Addr)},
 		{"REDIS_URL", "redis-url", "", "Redis URL; unset: the in-memory store (one instance)", str(&c.RedisURL)},
 		{"CHAT_NAMESPACE", "namespace", "chat:", "prefix of every Redis key", str(&c.Namespace)},
 		{"CHAT_AUTH", "auth", "password", "authentication: password, header or none", str(&c.Auth)},
@@ -161,6 +161,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	return c, nil
 }
+
+// defaultAddr is where chatd listens unless CHAT_ADDR says otherwise.
+const defaultAddr = ":8000"
 
 // serverConfig maps chatd's settings onto the server's.
 func (c config) serverConfig() (server.Config, error) {

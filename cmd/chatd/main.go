@@ -1,5 +1,6 @@
 // Command chatd serves the chat server with its demo application, and
-// manages users: chatd users add|list|delete|passwd.
+// manages users: chatd users add|list|delete|passwd. chatd healthcheck asks
+// the chatd of this host for GET /healthz (a container's HEALTHCHECK).
 //
 // With no configuration it serves on :8000 on the in-memory store, with
 // demo users whose credentials it prints. Set REDIS_URL to run one or more
@@ -47,6 +48,9 @@ var errUsage = errors.New("usage")
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) > 0 && args[0] == "users" {
 		return runUsers(ctx, args[1:], stdin, stdout, stderr, getenv)
+	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return runHealthcheck(ctx, stdout, getenv)
 	}
 	cfg, err := loadConfig(args, getenv, stderr)
 	if err != nil {
