@@ -42,6 +42,7 @@ type config struct {
 	InstanceID      string
 	LogFormat       string
 	DemoStreamDelay time.Duration
+	DemoUsers       string
 	PrintDemoUsers  bool
 }
 
@@ -122,6 +123,14 @@ func (c *config) settings() []setting {
 		{"CHAT_INSTANCE_ID", "instance-id", "", "this instance's id (default random)", str(&c.InstanceID)},
 		{"CHAT_LOG_FORMAT", "log-format", "text", "log format: text or json", str(&c.LogFormat)},
 		{"CHAT_DEMO_STREAM_DELAY", "demo-stream-delay", "50ms", "pause between streamed words in the demo", dur(&c.DemoStreamDelay)},
+		{"CHAT_DEMO_USERS", "demo-users", "auto", "demo users on the in-memory store: auto (only when listening on a loopback address), on or off", func(v string) error {
+			switch v {
+			case "auto", "on", "off":
+				c.DemoUsers = v
+				return nil
+			}
+			return fmt.Errorf("%q is not auto, on or off", v)
+		}},
 	}
 }
 
@@ -141,7 +150,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	for _, s := range ss {
-		fs.Func(s.flag, s.help+" ($"+s.env+")", s.set)
+		help := s.help + " ($" + s.env
+		if s.def != "" {
+			help += fmt.Sprintf(", default %q", s.def)
+		}
+		fs.Func(s.flag, help+")", s.set)
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -163,7 +176,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 }
 
 // defaultAddr is where chatd listens unless CHAT_ADDR says otherwise.
-const defaultAddr = ":8000"
+// It is this machine only: the demo's users have public passwords.
+const defaultAddr = "127.0.0.1:8000"
 
 // serverConfig maps chatd's settings onto the server's.
 func (c config) serverConfig() (server.Config, error) {

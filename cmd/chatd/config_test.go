@@ -55,10 +55,15 @@ func TestHelpListsSettings(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("chatd -h: exit %d, want 0\nstderr: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"-session-grace", "$CHAT_SESSION_GRACE", "-redis-url", "$REDIS_URL", "-shutdown-drain"} {
+	for _, want := range []string{"-session-grace", "$CHAT_SESSION_GRACE", "-redis-url", "$REDIS_URL", "-shutdown-drain",
+		"$CHAT_DEMO_USERS"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("chatd -h does not list %s:\n%s", want, r.stderr)
 		}
+	}
+	// chatd listens on this machine only unless told otherwise.
+	if !strings.Contains(r.stderr, `($CHAT_ADDR, default "127.0.0.1:8000")`) {
+		t.Errorf("chatd -h does not give 127.0.0.1:8000 as the default address:\n%s", r.stderr)
 	}
 }
 

@@ -408,3 +408,33 @@ func TestDemoSettings(t *testing.T) {
 		t.Errorf("streamed content %q, want %q", so.String(), want)
 	}
 }
+
+// TestDemoUsersOnlyOnLoopback: the demo users, whose passwords are public,
+// exist when chatd listens on this machine only, or when asked for; a
+// chatd listening on every interface has none unless CHAT_DEMO_USERS=on.
+func TestDemoUsersOnlyOnLoopback(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		env   map[string]string
+		users bool
+	}{
+		{"loopback", map[string]string{"CHAT_ADDR": "127.0.0.1:0"}, true},
+		{"every interface", map[string]string{"CHAT_ADDR": "0.0.0.0:0"}, false},
+		{"every interface, asked for", map[string]string{"CHAT_ADDR": "0.0.0.0:0", "CHAT_DEMO_USERS": "on"}, true},
+		{"loopback, refused", map[string]string{"CHAT_ADDR": "127.0.0.1:0", "CHAT_DEMO_USERS": "off"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startChatd(t, tt.env)
+			out := p.stdout.String()
+			if got := strings.Contains(out, alicePW); got != tt.users {
+				t.Errorf("the demo password printed: %v, want %v\n%s", got, tt.users, out)
+			}
+			code, _ := p.tryLogin(t, aliceID, alicePW)
+			if (code == http.StatusOK) != tt.users {
+				t.Errorf("login as the demo admin: %d, want success %v", code, tt.users)
+			}
+		})
+	}
+}

@@ -2,8 +2,8 @@
 // manages users: chatd users add|list|delete|passwd. chatd healthcheck asks
 // the chatd of this host for GET /healthz (a container's HEALTHCHECK).
 //
-// With no configuration it serves on :8000 on the in-memory store, with
-// demo users whose credentials it prints. Set REDIS_URL to run one or more
+// With no configuration it serves on 127.0.0.1:8000 on the in-memory
+// store, with demo users whose credentials it prints. Set REDIS_URL to run one or more
 // instances on Redis. Every setting is an environment variable and a flag
 // of the same meaning; chatd -h lists them.
 package main
@@ -79,17 +79,24 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		srv.Close()
 		return err
 	}
-	if st.memory {
-		if err := seedDemoUsers(ctx, srv.Auth(), stdout); err != nil {
-			srv.Close()
-			return err
-		}
-	}
-
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		srv.Close()
 		return err
+	}
+	if st.memory {
+		// The demo users' passwords are public: they exist only where
+		// nobody else can reach them, unless asked for.
+		switch {
+		case cfg.DemoUsers == "on" || cfg.DemoUsers == "auto" && isLoopback(ln.Addr()):
+			if err := seedDemoUsers(ctx, srv.Auth(), stdout); err != nil {
+				_ = ln.Close()
+				srv.Close()
+				return err
+			}
+		case cfg.DemoUsers == "auto":
+			fmt.Fprintln(stdout, "no demo users: chatd listens beyond this machine (CHAT_DEMO_USERS=on creates them)")
+		}
 	}
 	fmt.Fprintf(stdout, "chatd listening on http://%s (store: %s, auth: %s)\n", displayAddr(ln.Addr()), st.name, cfg.Auth)
 	log.Info("serving", "addr", ln.Addr().String(), "store", st.name, "auth", cfg.Auth, "instance", srv.Config().InstanceID)
@@ -98,6 +105,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// isLoopback reports whether a listener's address is on this machine only.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 func displayAddr(a net.Addr) string {
