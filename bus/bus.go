@@ -3,20 +3,50 @@
 // at most once; what must not be lost is re-checked by the receivers.
 package bus
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+)
 
 // Event kinds carried by a Bus.
 const (
 	// KindRevoked: tokens of a user were revoked; their sockets close.
+	// Published to every instance.
 	KindRevoked = "revoked"
+	// KindFrames: sequenced frames appended on another instance for the
+	// socket Socket of session SessionID held by the receiver.
+	KindFrames = "frames"
+	// KindStream: an unsequenced frame (Payload, a stream delta) for the
+	// socket of SessionID held by the receiver.
+	KindStream = "stream"
+	// KindTakenOver: the socket Socket held by the receiver lost session
+	// SessionID to a socket on instance Origin; it closes with 4409, and
+	// the receiver sends Origin a KindCatchUp.
+	KindTakenOver = "taken_over"
+	// KindCatchUp: the sender had appended frames of SessionID up to Seq
+	// for the socket it lost; the receiver brings its socket up to Seq
+	// from the log.
+	KindCatchUp = "catch_up"
 )
 
 // Event is a notice from one instance to every other.
 type Event struct {
-	Kind        string   `json:"kind"`
-	Origin      string   `json:"origin"`
-	UserID      string   `json:"user_id,omitempty"`
-	TokenHashes []string `json:"token_hashes,omitempty"`
+	Kind        string          `json:"kind"`
+	Origin      string          `json:"origin"`
+	UserID      string          `json:"user_id,omitempty"`
+	TokenHashes []string        `json:"token_hashes,omitempty"`
+	SessionID   string          `json:"session_id,omitempty"`
+	Socket      string          `json:"socket,omitempty"`
+	Seq         int64           `json:"seq,omitempty"`
+	Frames      []Frame         `json:"frames,omitempty"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+}
+
+// Frame is a sequenced frame carried by a KindFrames event: its seq and
+// its payload without the seq.
+type Frame struct {
+	Seq     int64           `json:"seq"`
+	Payload json.RawMessage `json:"payload"`
 }
 
 // Bus carries events between the instances that share a store. Delivery is
@@ -25,10 +55,12 @@ type Event struct {
 type Bus interface {
 	// Publish sends ev to every instance.
 	Publish(ctx context.Context, ev Event) error
-	// Run calls fn for each event published by any instance until ctx is
-	// done, and then returns. It calls subscribed each time its
+	// PublishTo sends ev to the instance named instance only.
+	PublishTo(ctx context.Context, instance string, ev Event) error
+	// Run calls fn for each event published to every instance, and to
+	// instance ("" for none), until ctx is done, and then returns. It calls subscribed each time its
 	// subscription is (re)established: events published while it was not
 	// may have been missed. fn may be called from several goroutines at
 	// once (a Memory bus calls it from the publisher's).
-	Run(ctx context.Context, subscribed func(), fn func(Event)) error
+	Run(ctx context.Context, instance string, subscribed func(), fn func(Event)) error
 }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestBus(t *testing.T) {
 				s := sub{got: make(chan bus.Event, 4), done: make(chan error, 1)}
 				ready := make(chan struct{})
 				go func() {
-					s.done <- b.Run(ctx, func() { close(ready) }, func(ev bus.Event) { s.got <- ev })
+					s.done <- b.Run(ctx, fmt.Sprint("i", i), func() { close(ready) }, func(ev bus.Event) { s.got <- ev })
 				}()
 				<-ready
 				subs[i] = s
@@ -55,6 +56,26 @@ func TestBus(t *testing.T) {
 					}
 				case <-time.After(10 * time.Second):
 					t.Fatalf("subscriber %d got nothing", i)
+				}
+			}
+			// An event for one instance reaches it alone: the other's next
+			// event is a broadcast published after it.
+			if err := b.PublishTo(ctx, "i1", bus.Event{Kind: bus.KindFrames, SessionID: "s1", Seq: 7}); err != nil {
+				t.Fatalf("PublishTo: %v", err)
+			}
+			if err := b.Publish(ctx, bus.Event{Kind: "marker"}); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range [][]string{{"marker"}, {bus.KindFrames, "marker"}} {
+				for _, kind := range want {
+					select {
+					case ev := <-subs[i].got:
+						if ev.Kind != kind || kind == bus.KindFrames && (ev.SessionID != "s1" || ev.Seq != 7) {
+							t.Errorf("subscriber %d got %+v, want %s", i, ev, kind)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatalf("subscriber %d got nothing, want %s", i, kind)
+					}
 				}
 			}
 			cancel()
@@ -97,7 +118,7 @@ func TestInstance(t *testing.T) {
 				ready := make(chan struct{})
 				var once sync.Once
 				go func() {
-					done <- x.b.Run(ctx, func() { once.Do(func() { close(ready) }) }, func(ev bus.Event) { x.got <- ev })
+					done <- x.b.Run(ctx, "", func() { once.Do(func() { close(ready) }) }, func(ev bus.Event) { x.got <- ev })
 				}()
 				<-ready
 			}

@@ -31,10 +31,20 @@ func (b *Instance) Publish(ctx context.Context, ev Event) error {
 	return b.shared.Publish(context.WithoutCancel(ctx), ev)
 }
 
-// Run implements Bus: it runs the local and the shared subscription until
-// ctx is done, and reports subscribed once the local one is in place and
-// each time the shared one is (re)established.
-func (b *Instance) Run(ctx context.Context, subscribed func(), fn func(Event)) error {
+// PublishTo implements Bus: an event for this instance is applied here at
+// once; one for another goes through the shared bus.
+func (b *Instance) PublishTo(ctx context.Context, instance string, ev Event) error {
+	if instance == b.origin {
+		return b.local.PublishTo(ctx, instance, ev)
+	}
+	return b.shared.PublishTo(context.WithoutCancel(ctx), instance, ev)
+}
+
+// Run implements Bus for this instance (instance is taken as its origin):
+// it runs the local and the shared subscription until ctx is done, and
+// reports subscribed once the local one is in place and each time the
+// shared one is (re)established.
+func (b *Instance) Run(ctx context.Context, instance string, subscribed func(), fn func(Event)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	localReady := make(chan struct{})
@@ -42,7 +52,7 @@ func (b *Instance) Run(ctx context.Context, subscribed func(), fn func(Event)) e
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = b.local.Run(ctx, func() { close(localReady) }, fn)
+		_ = b.local.Run(ctx, b.origin, func() { close(localReady) }, fn)
 	}()
 	defer wg.Wait()
 	select {
@@ -50,7 +60,7 @@ func (b *Instance) Run(ctx context.Context, subscribed func(), fn func(Event)) e
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	err := b.shared.Run(ctx, subscribed, func(ev Event) {
+	err := b.shared.Run(ctx, b.origin, subscribed, func(ev Event) {
 		if ev.Origin != b.origin {
 			fn(ev)
 		}

@@ -10,16 +10,16 @@ import (
 var _ Lifecycle = (*MemoryStore)(nil)
 
 // Attach implements Lifecycle.
-func (m *MemoryStore) Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error) {
+func (m *MemoryStore) Attach(ctx context.Context, id, userID, instance string, maxLive int) (Attached, error) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.claimLocked(id, now); ok {
-		return 0, ErrEnded
+		return Attached{}, ErrEnded
 	}
 	s := m.sessionLocked(id, now)
 	if s == nil || s.rec.UserID != userID {
-		return 0, ErrNotFound
+		return Attached{}, ErrNotFound
 	}
 	live := m.live[userID]
 	if _, in := live[id]; maxLive > 0 && !in && len(live) >= maxLive {
@@ -29,7 +29,7 @@ func (m *MemoryStore) Attach(ctx context.Context, id, userID, instance string, m
 			}
 		}
 		if len(live) >= maxLive {
-			return 0, ErrTooManySessions
+			return Attached{}, ErrTooManySessions
 		}
 	}
 	if live == nil {
@@ -38,8 +38,21 @@ func (m *MemoryStore) Attach(ctx context.Context, id, userID, instance string, m
 	}
 	live[id] = struct{}{}
 	delete(m.ending, id)
+	prev := s.instance
 	s.instance = instance
-	return s.seq, nil
+	return Attached{LastSeq: s.seq, Previous: prev}, nil
+}
+
+// Holder implements Lifecycle.
+func (m *MemoryStore) Holder(ctx context.Context, id string) (string, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(id, now)
+	if s == nil {
+		return "", ErrNotFound
+	}
+	return s.instance, nil
 }
 
 // Detach marks the session as having no open socket; its grace period runs

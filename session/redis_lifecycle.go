@@ -12,18 +12,40 @@ import (
 var _ Lifecycle = (*RedisStore)(nil)
 
 // Attach implements Lifecycle.
-func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error) {
+func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, maxLive int) (Attached, error) {
 	if !validID(id) || !validID(userID) {
-		return 0, ErrNotFound
+		return Attached{}, ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	seq, err := scriptAttach.Run(ctx, s.c,
+	res, err := scriptAttach.Run(ctx, s.c,
 		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
-		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:").Int64()
+		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:").Slice()
 	if err != nil {
-		return 0, scriptErr("attach", id, err)
+		return Attached{}, scriptErr("attach", id, err)
 	}
-	return seq, nil
+	if len(res) != 2 {
+		return Attached{}, fmt.Errorf("session: attach %s: bad reply %v", id, res)
+	}
+	seq, _ := res[0].(int64)
+	prev, _ := res[1].(string)
+	return Attached{LastSeq: seq, Previous: prev}, nil
+}
+
+// Holder implements Lifecycle.
+func (s *RedisStore) Holder(ctx context.Context, id string) (string, error) {
+	if !validID(id) {
+		return "", ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	res, err := s.c.HMGet(ctx, k.rec, fInstance, fUser).Result()
+	if err != nil {
+		return "", fmt.Errorf("session: holder of %s: %w", id, err)
+	}
+	if res[1] == nil {
+		return "", ErrNotFound
+	}
+	inst, _ := res[0].(string)
+	return inst, nil
 }
 
 // Detach marks the session as having no open socket; its grace period runs

@@ -11,7 +11,7 @@ import "github.com/redis/go-redis/v9"
 // KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
 // ARGV: 1 session id, 2 user id, 3 instance,
 // 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:").
-// Returns the session's seq.
+// Returns the session's seq and where it was attached until then.
 var scriptAttach = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.error_reply('CHATD_ENDED')
@@ -36,8 +36,9 @@ if max > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+local prev = redis.call('HGET', KEYS[1], 'instance') or ''
 redis.call('HSET', KEYS[1], 'instance', ARGV[3])
-return tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+return {tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'), prev}
 `)
 
 // scriptDetach detaches a session, unconditionally or only from instance.

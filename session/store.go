@@ -135,6 +135,16 @@ type Appended struct {
 	ThenSeqs []int64
 }
 
+// Attached is the result of Attach.
+type Attached struct {
+	// LastSeq is the highest seq assigned in the session when it was
+	// attached.
+	LastSeq int64
+	// Previous is where the session was attached until then (the instance
+	// string of the socket taken over), "" when it was detached.
+	Previous string
+}
+
 // Store is everything the server keeps about sessions, as one value: its
 // roles (Sessions, Threads, Asks, Lifecycle) and DeleteUserData, which
 // spans them all. Implementations: NewMemoryStore and NewRedisStore, both
@@ -286,10 +296,15 @@ type Lifecycle interface {
 	// takes it out of its grace period. It fails with ErrTooManySessions
 	// when the user has maxLive attached sessions other than this one
 	// (maxLive 0: no limit), and with ErrEnded for an ended session. It
-	// returns the session's last seq at the moment of attaching. A missing
+	// returns the session's last seq at the moment of attaching, and where
+	// it was attached until then. A missing
 	// session, or one of another user than userID, is ErrNotFound. instance is recorded as where the session is attached;
 	// it may name the socket as well (see DetachFrom).
-	Attach(ctx context.Context, id, userID, instance string, maxLive int) (int64, error)
+	Attach(ctx context.Context, id, userID, instance string, maxLive int) (Attached, error)
+	// Holder returns where the session is attached now: the instance string
+	// given to Attach, or "" when it is detached. ErrNotFound for a missing
+	// session.
+	Holder(ctx context.Context, id string) (string, error)
 	// DetachFrom marks the session as having no open socket, only while it
 	// is still attached as instance (the string given to Attach): a socket
 	// that closes after another one took its session over detaches nothing

@@ -39,3 +39,105 @@ func TestLogoutClosesSocketsOnEveryInstance(t *testing.T) {
 		t.Error("the socket of another token got no answer after the logout")
 	}
 }
+
+// TestReattachOnAnotherInstanceMidStream: a reply streams on instance A
+// when its client reattaches on instance B. A's socket closes with 4409;
+// the handler goes on on A, and its remaining frames reach the socket on
+// B through the bus: the deltas, then the message_update and task_end with
+// the next seqs, none missing or repeated; the reply is stored once.
+func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
+	t.Parallel()
+	env, rs := redisEnv(t)
+	addBob(t, env, "a-long-password")
+	slow := map[string]string{"CHAT_DEMO_STREAM_DELAY": "200ms"}
+	for k, v := range env {
+		slow[k] = v
+	}
+	a, b := startChatd(t, slow), startChatd(t, slow)
+	rc, channel := rs.Client(), env["CHAT_NAMESPACE"]+"events"
+	eventually(t, "both instances subscribed to their event channel", func() bool {
+		n, err := rc.PubSubNumSub(context.Background(), channel).Result()
+		return err == nil && n[channel] >= 2
+	})
+	tok := a.login(t, bobID, "a-long-password")
+	w, welcome, _ := a.openChat(t, tok, "")
+	w.send(map[string]any{"type": "settings_update", "values": map[string]any{"stream": true}})
+	w.nextOf("settings")
+	w.turn()
+
+	const content = "please stream this rather long reply word by word so that a reattach comes while it streams"
+	const reply = "[assistant] Processing: " + content
+	w.send(map[string]any{"type": "message", "content": content})
+	w.nextOf("message") // the echo
+	w.nextOf("task_start")
+	start := w.nextOf("message")
+	id := start.str("id")
+	if start["streaming"] != true || id == "" {
+		t.Fatalf("reply %s, want a streaming message", start)
+	}
+	w.nextOf("stream")
+
+	d := b.dial(t, tok)
+	d.send(map[string]any{"type": "hello", "protocol": 1, "session_id": welcome.str("session_id"),
+		"epoch": welcome.str("epoch"), "last_seq": start.seq()})
+	w2 := d.nextOf("welcome")
+	if w2.str("resumed") != "session" || w2.str("replay") != "log" {
+		t.Fatalf("welcome on B %s, want the session resumed", w2)
+	}
+	if code := w.closeStatusWithin(revocationWait); code != 4409 {
+		t.Errorf("the socket on A closed with %d, want 4409", code)
+	}
+	next := start.seq() + 1
+	for {
+		f := d.next()
+		switch f.typ() {
+		case "stream", "stream_state":
+			if f.str("id") != id {
+				t.Fatalf("frame %s for another message", f)
+			}
+			continue
+		}
+		if f.seq() != next {
+			t.Fatalf("frame %s on B, want seq %d", f, next)
+		}
+		next++
+		if f.typ() == "message_update" {
+			if f.str("id") != id || f.str("content") != reply {
+				t.Fatalf("message_update %s, want %q", f, reply)
+			}
+			continue
+		}
+		if f.typ() != "task_end" || f["error"] != false {
+			t.Fatalf("frame %s on B, want the message_update, then task_end", f)
+		}
+		break
+	}
+	if next != start.seq()+3 {
+		t.Fatalf("the turn ended at seq %d, want %d", next-1, start.seq()+2)
+	}
+	// The socket on B works on: its next message is answered.
+	if got := d.say("and now?"); len(got) == 0 {
+		t.Error("no answer on B after the reattach")
+	}
+	var th struct {
+		Steps []struct {
+			ID      string `json:"id"`
+			Content string `json:"content"`
+		} `json:"steps"`
+	}
+	if code := b.do(t, http.MethodGet, "/threads/"+welcome.str("thread_id"), tok, nil, &th); code != http.StatusOK {
+		t.Fatalf("GET /threads: %d", code)
+	}
+	n := 0
+	for _, s := range th.Steps {
+		if s.ID == id {
+			n++
+			if s.Content != reply {
+				t.Errorf("stored reply %q, want %q", s.Content, reply)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("the reply is stored %d times, want once", n)
+	}
+}

@@ -1,6 +1,7 @@
 package sessiontest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -34,10 +35,17 @@ func testAttachDetachDue(t *testing.T, st session.Store) {
 	ctx := t.Context()
 	rec := Create(t, st)
 	mustAppend(t, st, &rec, NewFrame(nil), NewFrame(nil))
-	seq, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 20)
-	if err != nil || seq != 2 {
-		t.Fatalf("Attach = %d, %v; want 2", seq, err)
+	att, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 20)
+	if err != nil || att.LastSeq != 2 || att.Previous != "" {
+		t.Fatalf("Attach = %+v, %v; want seq 2, no previous holder", att, err)
 	}
+	holder := func(want string) {
+		t.Helper()
+		if h, err := st.Holder(ctx, rec.ID); err != nil || h != want {
+			t.Fatalf("Holder = %q, %v; want %q", h, err, want)
+		}
+	}
+	holder("i1")
 	t0 := time.Now().Truncate(time.Millisecond)
 	due := func(at time.Time) []string {
 		t.Helper()
@@ -54,6 +62,7 @@ func testAttachDetachDue(t *testing.T, st session.Store) {
 	if err := inspect(t, st).Detach(ctx, rec.ID, rec.UserID, deadline); err != nil {
 		t.Fatalf("Detach: %v", err)
 	}
+	holder("")
 	if ids := due(deadline.Add(-time.Millisecond)); len(ids) != 0 {
 		t.Errorf("Due before the deadline = %v", ids)
 	}
@@ -61,8 +70,16 @@ func testAttachDetachDue(t *testing.T, st session.Store) {
 		t.Errorf("Due at the deadline = %v, want [%s]", ids, rec.ID)
 	}
 	// Reattaching within grace takes it out of the due list.
-	if seq, err := st.Attach(ctx, rec.ID, rec.UserID, "i2", 20); err != nil || seq != 2 {
-		t.Fatalf("reattach = %d, %v", seq, err)
+	if att, err := st.Attach(ctx, rec.ID, rec.UserID, "i2", 20); err != nil || att.LastSeq != 2 || att.Previous != "" {
+		t.Fatalf("reattach = %+v, %v", att, err)
+	}
+	// A takeover learns where the session was attached.
+	if att, err := st.Attach(ctx, rec.ID, rec.UserID, "i3/s", 20); err != nil || att.Previous != "i2" {
+		t.Fatalf("takeover = %+v, %v; want previous i2", att, err)
+	}
+	holder("i3/s")
+	if _, err := st.Holder(ctx, NewRecord().ID); !errors.Is(err, session.ErrNotFound) {
+		t.Errorf("Holder of a missing session: %v, want ErrNotFound", err)
 	}
 	if ids := due(deadline.Add(time.Hour)); len(ids) != 0 {
 		t.Errorf("Due after reattach = %v", ids)

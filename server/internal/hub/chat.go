@@ -189,8 +189,11 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	st.n++
 	n := st.n
 	st.mu.Unlock()
+	frame := wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta})
 	if c := ls.currentConn(); c != nil {
-		c.out.Send("stream", wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta}))
+		c.out.Send("stream", frame)
+	} else {
+		ls.forwardUnsequenced(ctx, frame)
 	}
 	return nil
 }

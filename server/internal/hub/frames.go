@@ -283,13 +283,14 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 	ls := s.liveFor(rec, c.id.User)
 	defer s.unpin(ls)
 	var (
-		last  int64
-		reset bool
-		fail  *wire.Error
+		last     int64
+		previous string
+		reset    bool
+		fail     *wire.Error
 	)
 	ls.attach(c, func() bool {
-		var err error
-		last, err = s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive())
+		att, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive())
+		last, previous = att.LastSeq, att.Previous
 		switch {
 		case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrNotFound):
 			fail = wire.Errorf(wire.CodeNotFound, "no such session")
@@ -350,6 +351,8 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 		return fail
 	}
 	c.welcome(ls)
+	// A socket on another instance that held the session closes there.
+	s.tookOver(ctx, rec.ID, previous)
 	return nil
 }
 

@@ -27,6 +27,9 @@ type liveSession struct {
 	// appendMu serializes appending frames to the session's log with
 	// queueing them on the socket, so that the socket sees seqs in order.
 	appendMu sync.Mutex
+	// lastAppended is the highest seq this instance appended; guarded by
+	// appendMu.
+	lastAppended int64
 
 	mu        sync.Mutex // guards the fields below
 	conn      *conn      // the attached socket, nil when none
@@ -150,11 +153,16 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 		ls.lost(err)
 		return nil, err
 	}
+	if len(seqs) > 0 {
+		ls.lastAppended = max(ls.lastAppended, seqs[len(seqs)-1])
+	}
 	if c := ls.currentConn(); c != nil {
 		for i, f := range frames {
 			ls.deliverLocked(ctx, c, seqs[i], f.Payload)
 		}
+		return seqs, nil
 	}
+	ls.forward(ctx, seqs, frames)
 	return seqs, nil
 }
 

@@ -39,7 +39,7 @@ func (s *Hub) Start(app App) error {
 	subscribed := make(chan struct{})
 	var once sync.Once
 	s.goOwned(func() {
-		err := s.bus.Run(s.ctx, func() { once.Do(func() { close(subscribed) }) }, s.applyEvent)
+		err := s.bus.Run(s.ctx, s.cfg.InstanceID, func() { once.Do(func() { close(subscribed) }) }, s.applyEvent)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			s.logErr("event bus stopped", err)
 		}
@@ -136,6 +136,8 @@ func (s *Hub) Sweep() {
 // applyEvent acts on an event from this or another instance.
 func (s *Hub) applyEvent(ev bus.Event) {
 	switch ev.Kind {
+	case bus.KindFrames, bus.KindStream, bus.KindTakenOver, bus.KindCatchUp:
+		s.applyRemote(ev)
 	case bus.KindRevoked:
 		set := make(map[string]bool, len(ev.TokenHashes))
 		for _, h := range ev.TokenHashes {

@@ -97,6 +97,28 @@ func (s *Socket) Deliver(ctx context.Context, seq int64, payload []byte, fill Fi
 	}
 }
 
+// CatchUp brings the socket up to seq upto from the log, when it is
+// behind: frames appended elsewhere that reached it no other way.
+func (s *Socket) CatchUp(ctx context.Context, upto int64, fill Fill) {
+	s.mu.Lock()
+	after := s.lastSeq
+	s.mu.Unlock()
+	if upto <= after {
+		return
+	}
+	missed, err := fill(ctx, after, upto)
+	if err != nil {
+		s.CloseNow(goingAway, "reconnect to resume")
+		return
+	}
+	for _, m := range missed {
+		if _, ok := s.deliver(m.Seq, m.Payload); !ok {
+			s.CloseNow(goingAway, "reconnect to resume")
+			return
+		}
+	}
+}
+
 // deliver queues a sequenced frame if it is the next one; it reports false
 // with the last seq queued when the frame skips ahead.
 func (s *Socket) deliver(seq int64, payload []byte) (int64, bool) {

@@ -1,0 +1,144 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/session"
+)
+
+// Frames for a socket on another instance. A session's frames are appended
+// by whichever instance runs its handlers; its socket may be held by
+// another. The log stays the source of truth: what the bus loses, the
+// socket's Deliver fills from the log on the next frame, and a reattach
+// replays it.
+
+// instanceOf is the instance part of a socket's key "<instance>/<socket>".
+func instanceOf(key string) string {
+	inst, _, _ := strings.Cut(key, "/")
+	return inst
+}
+
+// forward sends frames appended here to the socket of the session when
+// another instance holds it. ls.appendMu is held.
+func (ls *liveSession) forward(ctx context.Context, seqs []int64, frames []session.Frame) {
+	holder, ok := ls.remoteHolder(ctx)
+	if !ok {
+		return
+	}
+	ev := bus.Event{Kind: bus.KindFrames, Origin: ls.s.cfg.InstanceID, SessionID: ls.id, Socket: holder}
+	for i, f := range frames {
+		ev.Frames = append(ev.Frames, bus.Frame{Seq: seqs[i], Payload: f.Payload})
+	}
+	ls.publishTo(ctx, instanceOf(holder), ev)
+}
+
+// forwardUnsequenced sends an unsequenced frame (a stream delta) to the
+// socket of the session when another instance holds it.
+func (ls *liveSession) forwardUnsequenced(ctx context.Context, payload []byte) {
+	holder, ok := ls.remoteHolder(ctx)
+	if !ok {
+		return
+	}
+	ls.publishTo(ctx, instanceOf(holder), bus.Event{Kind: bus.KindStream, Origin: ls.s.cfg.InstanceID,
+		SessionID: ls.id, Socket: holder, Payload: payload})
+}
+
+// remoteHolder returns the socket holding the session when it is on
+// another instance.
+func (ls *liveSession) remoteHolder(ctx context.Context) (string, bool) {
+	holder, err := ls.s.sessions.Holder(ctx, ls.id)
+	if err != nil {
+		if ctx.Err() == nil && !ls.lost(err) {
+			ls.s.log.LogAttrs(ctx, slog.LevelError, "find the session's socket", slog.Any("err", err))
+		}
+		return "", false
+	}
+	if holder == "" || instanceOf(holder) == ls.s.cfg.InstanceID {
+		return "", false
+	}
+	return holder, true
+}
+
+func (ls *liveSession) publishTo(ctx context.Context, instance string, ev bus.Event) {
+	if err := ls.s.bus.PublishTo(ctx, instance, ev); err != nil && ctx.Err() == nil {
+		ls.s.log.LogAttrs(ctx, slog.LevelWarn, "send frames to another instance", slog.Any("err", err))
+	}
+}
+
+// tookOver tells the instance that held the session's socket until the
+// attach of c that it lost it.
+func (s *Hub) tookOver(ctx context.Context, sessionID, previous string) {
+	if previous == "" || instanceOf(previous) == s.cfg.InstanceID {
+		return // none, or here: attach closed it
+	}
+	ev := bus.Event{Kind: bus.KindTakenOver, Origin: s.cfg.InstanceID, SessionID: sessionID, Socket: previous}
+	if err := s.bus.PublishTo(ctx, instanceOf(previous), ev); err != nil && ctx.Err() == nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "tell an instance its socket was taken over", slog.Any("err", err))
+	}
+}
+
+// liveHere returns the live session held by this instance, if any.
+func (s *Hub) liveHere(id string) *liveSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live[id]
+}
+
+// applyRemote acts on an event about a session's socket from another
+// instance.
+func (s *Hub) applyRemote(ev bus.Event) {
+	ls := s.liveHere(ev.SessionID)
+	if ls == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	switch ev.Kind {
+	case bus.KindFrames:
+		ls.appendMu.Lock()
+		defer ls.appendMu.Unlock()
+		if c := ls.currentConn(); c != nil && c.key == ev.Socket {
+			for _, f := range ev.Frames {
+				ls.deliverLocked(ctx, c, f.Seq, f.Payload)
+			}
+		}
+	case bus.KindStream:
+		if c := ls.currentConn(); c != nil && c.key == ev.Socket {
+			c.out.Send("stream", ev.Payload)
+		}
+	case bus.KindTakenOver:
+		// Under the append lock: every frame appended here from now on
+		// goes to the new socket through the bus.
+		ls.appendMu.Lock()
+		ls.mu.Lock()
+		old := ls.conn
+		if old != nil && old.key == ev.Socket {
+			ls.conn = nil
+		}
+		ls.mu.Unlock()
+		last := ls.lastAppended
+		ls.appendMu.Unlock()
+		if old == nil || old.key != ev.Socket {
+			return
+		}
+		old.out.CloseAfterFlush(statusTakenOver, "chat opened elsewhere")
+		if last > 0 {
+			// Frames appended here for the old socket after the new one
+			// attached reached only the old one.
+			catchUp := bus.Event{Kind: bus.KindCatchUp, Origin: s.cfg.InstanceID, SessionID: ev.SessionID, Seq: last}
+			if err := s.bus.PublishTo(ctx, ev.Origin, catchUp); err != nil && ctx.Err() == nil {
+				s.logErr("ask the new socket's instance to catch up", err)
+			}
+		}
+		s.releaseIfIdle(ls)
+	case bus.KindCatchUp:
+		ls.appendMu.Lock()
+		defer ls.appendMu.Unlock()
+		if c := ls.currentConn(); c != nil {
+			c.out.CatchUp(ctx, ev.Seq, ls.fill)
+		}
+	}
+}
