@@ -27,6 +27,14 @@ const (
 	// for the socket it lost; the receiver brings its socket up to Seq
 	// from the log.
 	KindCatchUp = "catch_up"
+	// KindStop: the user stopped (or ended) session SessionID on instance
+	// Origin; an instance running a handler of it cancels it. Published to
+	// every instance.
+	KindStop = "stop"
+	// KindAskAnswered: the ask AskID of SessionID was answered on instance
+	// Origin; an instance whose handler waits for it reads the answer.
+	// Published to every instance.
+	KindAskAnswered = "ask_answered"
 )
 
 // Event is a notice from one instance to every other.
@@ -36,6 +44,7 @@ type Event struct {
 	UserID      string          `json:"user_id,omitempty"`
 	TokenHashes []string        `json:"token_hashes,omitempty"`
 	SessionID   string          `json:"session_id,omitempty"`
+	AskID       string          `json:"ask_id,omitempty"`
 	Socket      string          `json:"socket,omitempty"`
 	Seq         int64           `json:"seq,omitempty"`
 	Frames      []Frame         `json:"frames,omitempty"`

@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/clock"
 	"github.com/chatd-project/chatd/session"
 	"github.com/chatd-project/chatd/wire"
@@ -50,10 +51,19 @@ type envOption func(*envConfig)
 type envConfig struct {
 	cfg      Config
 	sessions session.Store
+	users    *auth.MemoryStore
+	bus      bus.Bus
 	authCfg  auth.Config
 	hasher   auth.Hasher
 	setup    func(*Server)
 }
+
+// withUsers shares a user store between servers (instances of one
+// deployment).
+func withUsers(u *auth.MemoryStore) envOption { return func(c *envConfig) { c.users = u } }
+
+// withBus shares an event bus between servers.
+func withBus(b bus.Bus) envOption { return func(c *envConfig) { c.bus = b } }
 
 func withConfig(f func(*Config)) envOption { return func(c *envConfig) { f(&c.cfg) } }
 func withSetup(f func(*Server)) envOption  { return func(c *envConfig) { c.setup = f } }
@@ -73,7 +83,10 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&ec)
 	}
-	users := auth.NewMemoryStore(nil)
+	users := ec.users
+	if users == nil {
+		users = auth.NewMemoryStore(nil)
+	}
 	if ec.sessions == nil {
 		ec.sessions = session.NewMemoryStore(nil)
 	}
@@ -84,8 +97,12 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	cfg := ec.cfg
 	cfg.Login = ec.authCfg
-	srv, err := New(cfg, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
-		WithSessions(ec.sessions), WithHasher(ec.hasher), WithLogger(discardLogger()))
+	srvOpts := []Option{WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
+		WithSessions(ec.sessions), WithHasher(ec.hasher), WithLogger(discardLogger())}
+	if ec.bus != nil {
+		srvOpts = append(srvOpts, WithBus(ec.bus))
+	}
+	srv, err := New(cfg, srvOpts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/wire"
 
@@ -95,6 +96,14 @@ func (w *askWaiters) remove(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.m, id)
+}
+
+// waiting reports whether a handler here waits for the ask id.
+func (w *askWaiters) waiting(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.m[id]
+	return ok
 }
 
 func (w *askWaiters) deliver(id string, a session.AskAnswer) {
@@ -417,6 +426,8 @@ func (ls *liveSession) answerAsk(c *conn, askID string, f wire.InFrame) *wire.Er
 		return s.storeError(ctx, "answer ask", err)
 	}
 	s.asks.deliver(askID, ans)
+	// The handler waiting for it may run on another instance.
+	ls.tellOthers(bus.Event{Kind: bus.KindAskAnswered, AskID: askID})
 	return nil
 }
 

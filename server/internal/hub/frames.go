@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/server/internal/metrics"
 	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/settings"
@@ -54,8 +55,10 @@ func (c *conn) handleFrame(data []byte) {
 		err = c.handleAskResponse(f)
 	case "stop":
 		c.ls.stop()
+		c.ls.tellOthers(bus.Event{Kind: bus.KindStop})
 	case "end":
 		c.ls.end(c)
+		c.ls.tellOthers(bus.Event{Kind: bus.KindStop})
 	default:
 		err = wire.Errorf(wire.CodeUnknownType, fmt.Sprintf("unknown frame type %q", objects.Truncate(f.Type, 64)))
 	}

@@ -138,6 +138,8 @@ func (s *Hub) applyEvent(ev bus.Event) {
 	switch ev.Kind {
 	case bus.KindFrames, bus.KindStream, bus.KindTakenOver, bus.KindCatchUp:
 		s.applyRemote(ev)
+	case bus.KindStop, bus.KindAskAnswered:
+		s.applyOthers(ev)
 	case bus.KindRevoked:
 		set := make(map[string]bool, len(ev.TokenHashes))
 		for _, h := range ev.TokenHashes {

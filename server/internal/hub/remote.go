@@ -142,3 +142,41 @@ func (s *Hub) applyRemote(ev bus.Event) {
 		}
 	}
 }
+
+// tellOthers publishes an event about the session to every other instance:
+// its handler may run there.
+func (ls *liveSession) tellOthers(ev bus.Event) {
+	ev.Origin, ev.SessionID = ls.s.cfg.InstanceID, ls.id
+	ctx, cancel := context.WithTimeout(ls.s.ctx, ls.s.cfg.StoreTimeout)
+	defer cancel()
+	if err := ls.s.bus.Publish(ctx, ev); err != nil && ctx.Err() == nil {
+		ls.s.log.LogAttrs(ctx, slog.LevelWarn, "tell the other instances", slog.String("kind", ev.Kind), slog.Any("err", err))
+	}
+}
+
+// applyOthers acts on an event about a session from another instance: a
+// stop for a handler running here, an answer for an ask waiting here.
+func (s *Hub) applyOthers(ev bus.Event) {
+	if ev.Origin == s.cfg.InstanceID {
+		return // acted on where it happened
+	}
+	switch ev.Kind {
+	case bus.KindStop:
+		if ls := s.liveHere(ev.SessionID); ls != nil {
+			ls.stop()
+		}
+	case bus.KindAskAnswered:
+		if !s.asks.waiting(ev.AskID) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+		defer cancel()
+		ans, ok, err := s.sessions.AskAnswer(ctx, ev.SessionID, ev.AskID)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.logErr("read an answer given on another instance", err)
+		case ok:
+			s.asks.deliver(ev.AskID, ans)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/session"
+)
+
+// twoInstances starts instances A and B of one deployment: one session
+// store, one user store, one bus. Their clock is a fake that the test
+// never moves, so that nothing happens by a timer or a poll: what crosses
+// from one instance to the other goes by the bus.
+func twoInstances(t *testing.T, setup func(*Server)) (a, b *env, tok string) {
+	t.Helper()
+	st, users, events := session.NewMemoryStore(nil), auth.NewMemoryStore(nil), bus.NewMemory()
+	clk := clock.NewFake(time.Now())
+	mk := func(id string) *env {
+		return newEnv(t, withSessions(st), withUsers(users), withBus(events), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID, c.Clock = id, clk }))
+	}
+	a, b = mk("A"), mk("B")
+	a.addUser("bob", "Bob", nil)
+	return a, b, a.login("bob")
+}
+
+// crossApp asks for a name on "ask", and on "block" waits until stopped.
+func crossApp(s *Server) {
+	s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+		switch m.Content {
+		case "ask":
+			name, err := c.AskUser(ctx, AskUser{Content: "Your name?", Timeout: time.Hour})
+			if err != nil {
+				return err
+			}
+			return c.Send(ctx, "hello "+name)
+		case "block":
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return c.Send(ctx, "re: "+m.Content)
+	})
+}
+
+// open says hello on e and returns the socket and the welcome.
+func open(e *env, tok string) (*client, map[string]any) {
+	c := e.dial(bearer(tok))
+	return c, c.hello(nil)
+}
+
+// moveTo reattaches the chat of welcome w, last seen at seq, on e.
+func moveTo(e *env, tok string, w map[string]any, seq int64) *client {
+	c := e.dial(bearer(tok))
+	nw := c.hello(map[string]any{"session_id": w["session_id"], "epoch": w["epoch"], "last_seq": seq})
+	if nw["resumed"] != "session" || nw["replay"] != "log" {
+		e.t.Fatalf("reattach on the other instance: %v", nw)
+	}
+	return c
+}
+
+// TestAskAnsweredOnAnotherInstance: a handler on A waits for an ask; the
+// client moves to B and answers there. The answer reaches A's handler by
+// the bus (no poll runs), and the handler's reply reaches the socket on B,
+// gapless.
+func TestAskAnsweredOnAnotherInstance(t *testing.T) {
+	a, b, tok := twoInstances(t, crossApp)
+	ca, w := open(a, tok)
+	ca.send(msg("ask"))
+	ask, _ := ca.expect("ask")
+	cb := moveTo(b, tok, w, seqOf(ask))
+	ca.expectClose(statusTakenOver)
+	cb.send(askResponse(ask["ask_id"].(string), map[string]any{"content": "Ada"}))
+	frames := cb.untilTaskEnd()
+	if got := frameTypes(frames); got != "ask_end message:user_message message:assistant_message task_end" {
+		t.Fatalf("on B after the answer: %s (%v)", got, frames)
+	}
+	checkGapless(t, frames, seqOf(ask)+1)
+	if frames[2]["content"] != "hello Ada" {
+		t.Fatalf("reply %v, want hello Ada", frames[2]["content"])
+	}
+}
+
+// TestStopOnAnotherInstance: a handler on A runs until stopped; the client
+// moves to B and sends stop there. The handler on A is cancelled, and its
+// task_end (stopped) reaches the socket on B.
+func TestStopOnAnotherInstance(t *testing.T) {
+	a, b, tok := twoInstances(t, crossApp)
+	ca, w := open(a, tok)
+	ca.send(msg("block"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	cb.send(map[string]any{"type": "stop"})
+	end, _ := cb.expect("task_end")
+	if end["stopped"] != true || seqOf(end) != seqOf(ts)+1 {
+		t.Fatalf("task_end on B %v, want stopped at seq %d", end, seqOf(ts)+1)
+	}
+	// B serves the chat on.
+	cb.send(msg("again"))
+	if f, _ := cb.expect("task_end"); seqOf(f) != seqOf(end)+4 {
+		t.Fatalf("next turn ended at %v", f)
+	}
+}
