@@ -31,9 +31,9 @@ func TestAskTimeoutOnClock(t *testing.T) {
 	if want := clk.Now().Add(DefaultTextTimeout).Format(time.RFC3339); ask["expires_at"] != want {
 		t.Fatalf("expires_at = %v, want %s", ask["expires_at"], want)
 	}
-	// The loops' two tickers, the socket's hello and expiry timers, and the
+	// The loops' three tickers, the socket's hello and expiry timers, and the
 	// ask's timer and poll ticker.
-	if !clk.WaitForWaiters(6, timeoutChan(t)) {
+	if !clk.WaitForWaiters(7, timeoutChan(t)) {
 		t.Fatal("the ask's timers were not set")
 	}
 	clk.Advance(DefaultTextTimeout - time.Millisecond)

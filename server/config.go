@@ -85,6 +85,11 @@ type Config struct {
 	// InstanceID names this instance. Default: a random id.
 	InstanceID string
 
+	// LeaseTTL is how long this instance counts as alive without renewing
+	// its lease (it renews at a third of it). When an instance's lease
+	// runs out, any other instance detaches its sessions: their grace
+	// starts. Default 10s.
+	LeaseTTL time.Duration
 	// StoreTimeout bounds each call to the stores made on the server's own
 	// behalf (a hello, a user message, a detach, a sweep). Default 10s.
 	StoreTimeout time.Duration
@@ -144,6 +149,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 10 * time.Second
 	}
@@ -188,6 +196,6 @@ func (c Config) hub() hub.Config {
 		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, QueueMax: c.QueueMax,
 		OutboundQueueMax: c.OutboundQueueMax, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout,
-		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, InstanceID: c.InstanceID, Clock: c.Clock,
+		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
 	}
 }

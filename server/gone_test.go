@@ -39,8 +39,8 @@ func TestSessionGone(t *testing.T) {
 			c, w := e.openChat(tok, nil)
 			c.send(msg("m1")) // persists the thread
 			c.untilTaskEnd()
-			// The heartbeat's and the sweeper's tickers are running.
-			if !clk.WaitForWaiters(2, timeoutChan(t)) {
+			// The lease's, the heartbeat's and the sweeper's tickers are running.
+			if !clk.WaitForWaiters(3, timeoutChan(t)) {
 				t.Fatal("no loops")
 			}
 			sid := w["session_id"].(string)

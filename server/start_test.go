@@ -60,8 +60,8 @@ func TestNoSweepBeforeStart(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// The heartbeat's and the sweeper's tickers.
-	if !clk.WaitForWaiters(2, timeoutChan(t)) {
+	// The lease's, the heartbeat's and the sweeper's tickers.
+	if !clk.WaitForWaiters(3, timeoutChan(t)) {
 		t.Fatal("the loops made no tickers after Start")
 	}
 	clk.Advance(hub.SweepInterval)

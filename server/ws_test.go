@@ -343,9 +343,9 @@ func TestCloseCodes(t *testing.T) {
 		clk := clock.NewFake(time.Now())
 		e, tok := chatEnv(t, withConfig(func(c *Config) { c.Clock = clk }))
 		c := e.dial(bearer(tok))
-		// The heartbeat's and the sweeper's tickers, and the socket's hello
+		// The loops' three tickers, and the socket's hello
 		// and token-expiry timers.
-		if !clk.WaitForWaiters(4, timeoutChan(t)) {
+		if !clk.WaitForWaiters(5, timeoutChan(t)) {
 			t.Fatal("the socket's timers were not set")
 		}
 		clk.Advance(10*time.Second - time.Millisecond)

@@ -23,6 +23,7 @@ type MemoryStore struct {
 	userThreads map[string]map[string]int64    // user id → persisted thread id → updated_at ms
 	live        map[string]map[string]struct{} // user id → attached session ids
 	ending      map[string]int64               // session id → grace deadline ms
+	instances   map[string]time.Time           // instance → end of its lease
 	creates     int                            // Creates since the last sweep
 	af          memAskFiles                    // asks and files (memory_asks.go)
 }
@@ -78,6 +79,7 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 		userThreads: make(map[string]map[string]int64),
 		live:        make(map[string]map[string]struct{}),
 		ending:      make(map[string]int64),
+		instances:   make(map[string]time.Time),
 		af:          newMemAskFiles(),
 	}
 }

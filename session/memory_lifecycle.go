@@ -3,7 +3,10 @@ package session
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -41,6 +44,50 @@ func (m *MemoryStore) Attach(ctx context.Context, id, userID, instance string, m
 	prev := s.instance
 	s.instance = instance
 	return Attached{LastSeq: s.seq, Previous: prev}, nil
+}
+
+// RenewInstance implements Lifecycle.
+func (m *MemoryStore) RenewInstance(ctx context.Context, instance string, ttl time.Duration) error {
+	if instance == "" || strings.Contains(instance, "/") {
+		return fmt.Errorf("session: renew instance: bad name %q", instance)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.instances[instance] = m.now().Add(ttl)
+	return nil
+}
+
+// DetachDead implements Lifecycle.
+func (m *MemoryStore) DetachDead(ctx context.Context, deadline time.Time) ([]string, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for inst, until := range m.instances {
+		if now.Before(until) {
+			continue
+		}
+		delete(m.instances, inst)
+		for id, s := range m.sessions {
+			if s.instance == "" || instanceOf(s.instance) != inst || m.sessionLocked(id, now) == nil {
+				continue
+			}
+			m.unliveLocked(s.rec.UserID, id)
+			s.instance = ""
+			if _, ended := m.claimLocked(id, now); !ended {
+				m.ending[id] = deadline.UnixMilli()
+			}
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// instanceOf is the instance part of an attachment "<instance>/<socket>".
+func instanceOf(attached string) string {
+	inst, _, _ := strings.Cut(attached, "/")
+	return inst
 }
 
 // Holder implements Lifecycle.

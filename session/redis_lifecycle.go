@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,7 +20,7 @@ func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, ma
 	k := s.sessionKeys(id)
 	res, err := scriptAttach.Run(ctx, s.c,
 		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
-		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:").Slice()
+		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:", s.ns).Slice()
 	if err != nil {
 		return Attached{}, scriptErr("attach", id, err)
 	}
@@ -29,6 +30,32 @@ func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, ma
 	seq, _ := res[0].(int64)
 	prev, _ := res[1].(string)
 	return Attached{LastSeq: seq, Previous: prev}, nil
+}
+
+// RenewInstance implements Lifecycle.
+func (s *RedisStore) RenewInstance(ctx context.Context, instance string, ttl time.Duration) error {
+	if instance == "" || strings.Contains(instance, "/") {
+		return fmt.Errorf("session: renew instance: bad name %q", instance)
+	}
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, s.ns+"inst:"+instance, "1", ttl)
+		p.SAdd(ctx, s.ns+"instances", instance)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("session: renew instance %s: %w", instance, err)
+	}
+	return nil
+}
+
+// DetachDead implements Lifecycle.
+func (s *RedisStore) DetachDead(ctx context.Context, deadline time.Time) ([]string, error) {
+	ids, err := scriptDetachDead.Run(ctx, s.c, []string{s.ns + "instances", s.endingKey()},
+		s.ns, deadline.UnixMilli()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("session: detach the sessions of dead instances: %w", err)
+	}
+	return ids, nil
 }
 
 // Holder implements Lifecycle.
@@ -75,7 +102,7 @@ func (s *RedisStore) detach(ctx context.Context, id, userID, instance string, co
 	}
 	n, err := scriptDetach.Run(ctx, s.c,
 		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
-		id, deadline.UnixMilli(), flag, instance).Int64()
+		id, deadline.UnixMilli(), flag, instance, s.ns).Int64()
 	if err != nil {
 		return false, scriptErr("detach", id, err)
 	}

@@ -10,7 +10,8 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
 // ARGV: 1 session id, 2 user id, 3 instance,
-// 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:").
+// 4 max live (0: no limit), 5 session key prefix (namespace .. "s:{s:"),
+// 6 namespace.
 // Returns the session's seq and where it was attached until then.
 var scriptAttach = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -38,13 +39,20 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 local prev = redis.call('HGET', KEYS[1], 'instance') or ''
 redis.call('HSET', KEYS[1], 'instance', ARGV[3])
+-- The instance's set of attached sessions, for the sweep of a dead one.
+local inst = string.match(ARGV[3], '^[^/]*')
+if prev ~= '' and string.match(prev, '^[^/]*') ~= inst then
+  redis.call('SREM', ARGV[6] .. 'inst:' .. string.match(prev, '^[^/]*') .. ':sessions', ARGV[1])
+end
+redis.call('SADD', ARGV[6] .. 'inst:' .. inst .. ':sessions', ARGV[1])
 return {tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'), prev}
 `)
 
 // scriptDetach detaches a session, unconditionally or only from instance.
 //
 // KEYS: 1 record, 2 end claim, 3 the user's live set, 4 ending.
-// ARGV: 1 session id, 2 deadline ms, 3 "1" when conditional, 4 instance.
+// ARGV: 1 session id, 2 deadline ms, 3 "1" when conditional, 4 instance,
+// 5 namespace.
 // Returns 1 when detached, 0 when attached elsewhere.
 var scriptDetach = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -55,6 +63,10 @@ if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'instance') or '') ~= ARGV[4]
   return 0
 end
 redis.call('SREM', KEYS[3], ARGV[1])
+local cur = redis.call('HGET', KEYS[1], 'instance')
+if cur then
+  redis.call('SREM', ARGV[5] .. 'inst:' .. string.match(cur, '^[^/]*') .. ':sessions', ARGV[1])
+end
 redis.call('HDEL', KEYS[1], 'instance')
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
@@ -102,3 +114,33 @@ else
 end
 return 1
 `
+
+// scriptDetachDead detaches the sessions of every instance whose lease ran
+// out, as their sockets' close would have, and forgets the instance.
+//
+// KEYS: 1 the set of instances, 2 ending. ARGV: 1 namespace, 2 deadline ms.
+// Returns the ids of the sessions detached.
+var scriptDetachDead = redis.NewScript(`
+local out = {}
+for _, inst in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. 'inst:' .. inst) == 0 then
+    local set = ARGV[1] .. 'inst:' .. inst .. ':sessions'
+    for _, sid in ipairs(redis.call('SMEMBERS', set)) do
+      local rec = ARGV[1] .. 's:{s:' .. sid .. '}'
+      local cur = redis.call('HGET', rec, 'instance')
+      if cur and string.match(cur, '^[^/]*') == inst then
+        local uid = redis.call('HGET', rec, 'user')
+        if uid then redis.call('SREM', ARGV[1] .. 'u:{u:' .. uid .. '}:live', sid) end
+        redis.call('HDEL', rec, 'instance')
+        if redis.call('EXISTS', rec .. ':end') == 0 then
+          redis.call('ZADD', KEYS[2], ARGV[2], sid)
+        end
+        out[#out + 1] = sid
+      end
+    end
+    redis.call('DEL', set)
+    redis.call('SREM', KEYS[1], inst)
+  end
+end
+return out
+`)

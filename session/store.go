@@ -301,6 +301,14 @@ type Lifecycle interface {
 	// session, or one of another user than userID, is ErrNotFound. instance is recorded as where the session is attached;
 	// it may name the socket as well (see DetachFrom).
 	Attach(ctx context.Context, id, userID, instance string, maxLive int) (Attached, error)
+	// RenewInstance records that instance (no "/" in it) is alive for ttl
+	// from now; an instance renews its lease well within its ttl.
+	RenewInstance(ctx context.Context, instance string, ttl time.Duration) error
+	// DetachDead detaches every session attached on an instance whose lease
+	// ran out (as if its socket had closed, with deadline as the end of its
+	// grace period), forgets the instance, and returns the sessions it
+	// detached. Any instance may call it, any number of times.
+	DetachDead(ctx context.Context, deadline time.Time) ([]string, error)
 	// Holder returns where the session is attached now: the instance string
 	// given to Attach, or "" when it is detached. ErrNotFound for a missing
 	// session.

@@ -212,6 +212,7 @@ func (c config) serverConfig() (server.Config, error) {
 		ShutdownTimeout:    c.ShutdownTimeout,
 		ShutdownDrain:      c.ShutdownDrain,
 		InstanceID:         c.InstanceID,
+		LeaseTTL:           c.LeaseTTL,
 		HashWorkers:        max(c.HashWorkers, 1),
 		Login:              auth.Config{TokenTTL: c.TokenTTL, TokenIdleTTL: c.TokenIdleTTL},
 	}

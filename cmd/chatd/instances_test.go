@@ -141,3 +141,40 @@ func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
 		t.Errorf("the reply is stored %d times, want once", n)
 	}
 }
+
+// TestDeadInstanceEndsItsChats: the instance holding a chat is killed
+// (SIGKILL: no shutdown, no detach) and nobody reattaches. Once its lease
+// has run out, another instance detaches the session, and when the grace
+// has run out too, ends it: the chat-end handler runs once.
+func TestDeadInstanceEndsItsChats(t *testing.T) {
+	t.Parallel()
+	env, rs := redisEnv(t)
+	addBob(t, env, "a-long-password")
+	fast := map[string]string{"CHAT_LEASE_TTL": "1s", "CHAT_SESSION_GRACE": "1s"}
+	for k, v := range env {
+		fast[k] = v
+	}
+	a, b := startChatd(t, fast), startChatd(t, fast)
+	tok := a.login(t, bobID, "a-long-password")
+	w, welcome, _ := a.openChat(t, tok, "")
+	w.say("before the crash")
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.exited
+
+	eventually(t, "the chat-end handler ran on the other instance", func() bool {
+		return b.mustMe(t, tok).Metadata["chats_ended"] == 1.0
+	})
+	sid := welcome.str("session_id")
+	ctx := context.Background()
+	if _, err := rs.Client().ZScore(ctx, env["CHAT_NAMESPACE"]+"ending", sid).Result(); err == nil {
+		t.Errorf("the ended session is still due: its chat-end handler could run again")
+	}
+	if n, _ := rs.Client().Exists(ctx, env["CHAT_NAMESPACE"]+"s:{s:"+sid+"}:end").Result(); n != 1 {
+		t.Errorf("the session has no end claim")
+	}
+	if md := b.mustMe(t, tok).Metadata; md["chats_ended"] != 1.0 || md["last_score"] != 1.0 {
+		t.Errorf("metadata after the chat end: %v, want one chat ended with one message", md)
+	}
+}

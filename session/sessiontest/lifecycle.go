@@ -20,6 +20,7 @@ func RunLifecycle(t *testing.T, newStore func(t *testing.T) session.Store) {
 	t.Helper()
 	run(t, newStore, []testCase{
 		{"AttachDetachDue", testAttachDetachDue},
+		{"DetachDead", testDetachDead},
 		{"DueOrderAndLimit", testDueOrderLimit},
 		{"AttachNotFound", testAttachNotFound},
 		{"TooManySessions", testTooManySessions},
@@ -347,4 +348,63 @@ func testClaimDue(t *testing.T, st session.Store) {
 	}
 	_, err := st.Attach(ctx, rec.ID, rec.UserID, "i1", 0)
 	wantErr(t, "Attach of an ended session", err, session.ErrEnded)
+}
+
+// testDetachDead: the sessions attached on an instance whose lease ran out
+// are detached, with the deadline given, and only those: a live
+// instance's, and one taken over by a live instance, stay attached.
+func testDetachDead(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	attach := func(rec session.Record, at string) {
+		t.Helper()
+		if _, err := st.Attach(ctx, rec.ID, rec.UserID, at, 0); err != nil {
+			t.Fatalf("Attach %s: %v", at, err)
+		}
+	}
+	for _, inst := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"dead", time.Millisecond}, {"gone", time.Millisecond}, {"alive", time.Hour}} {
+		if err := st.RenewInstance(ctx, inst.name, inst.ttl); err != nil {
+			t.Fatalf("RenewInstance %s: %v", inst.name, err)
+		}
+	}
+	if err := st.RenewInstance(ctx, "a/b", time.Hour); err == nil {
+		t.Error("RenewInstance took a name with a slash")
+	}
+	onDead, onAlive, movedAway := Create(t, st), Create(t, st), Create(t, st)
+	attach(onDead, "dead/s1")
+	attach(onAlive, "alive/s2")
+	attach(movedAway, "gone/s3")
+	attach(movedAway, "alive/s4") // taken over before the sweep
+
+	deadline := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	var got []string
+	for start := time.Now(); len(got) == 0; {
+		var err error
+		if got, err = st.DetachDead(ctx, deadline); err != nil {
+			t.Fatalf("DetachDead: %v", err)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the 1 ms leases never ran out")
+		}
+		time.Sleep(time.Millisecond) // a lease running out, by the store's clock
+	}
+	if !slices.Equal(got, []string{onDead.ID}) {
+		t.Fatalf("DetachDead = %v, want only %s", got, onDead.ID)
+	}
+	for _, c := range []struct {
+		rec  session.Record
+		want string
+	}{{onDead, ""}, {onAlive, "alive/s2"}, {movedAway, "alive/s4"}} {
+		if h, err := st.Holder(ctx, c.rec.ID); err != nil || h != c.want {
+			t.Errorf("Holder = %q, %v; want %q", h, err, c.want)
+		}
+	}
+	if ids, err := st.Due(ctx, deadline, 0); err != nil || !slices.Equal(ids, []string{onDead.ID}) {
+		t.Errorf("Due at the deadline = %v, %v; want [%s]", ids, err, onDead.ID)
+	}
+	if again, err := st.DetachDead(ctx, deadline); err != nil || len(again) != 0 {
+		t.Errorf("a second DetachDead = %v, %v; want nothing", again, err)
+	}
 }

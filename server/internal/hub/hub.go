@@ -341,6 +341,7 @@ type Config struct {
 	HelloTimeout       time.Duration
 	ShutdownTimeout    time.Duration
 	StoreTimeout       time.Duration
+	LeaseTTL           time.Duration
 	InstanceID         string
 	Clock              clock.Clock
 }

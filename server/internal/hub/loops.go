@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -44,6 +45,8 @@ func (s *Hub) Start(app App) error {
 			s.logErr("event bus stopped", err)
 		}
 	})
+	s.renewLease()
+	s.goOwned(s.leaseLoop)
 	s.goOwned(s.heartbeatLoop)
 	s.goOwned(s.sweepLoop)
 	// A revocation published right after Start must not be missed; later
@@ -99,6 +102,29 @@ func (s *Hub) heartbeat(c *conn) {
 	}
 }
 
+// leaseLoop renews this instance's lease at a third of its TTL, so that
+// the others do not take it for dead.
+func (s *Hub) leaseLoop() {
+	t := s.clock.NewTicker(s.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C():
+		}
+		s.renewLease()
+	}
+}
+
+func (s *Hub) renewLease() {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	if err := s.sessions.RenewInstance(ctx, s.cfg.InstanceID, s.cfg.LeaseTTL); err != nil && ctx.Err() == nil {
+		s.logErr("renew this instance's lease", err)
+	}
+}
+
 // sweepLoop ends the chats whose grace period ran out.
 func (s *Hub) sweepLoop() {
 	t := s.clock.NewTicker(SweepInterval)
@@ -118,6 +144,15 @@ func (s *Hub) sweepLoop() {
 func (s *Hub) Sweep() {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
+	// The sessions of a dead instance start their grace now, as if their
+	// sockets had closed.
+	if dead, err := s.sessions.DetachDead(ctx, s.now().Add(s.cfg.SessionGrace)); err != nil {
+		if ctx.Err() == nil {
+			s.logErr("detach the sessions of dead instances", err)
+		}
+	} else if len(dead) > 0 {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "sessions of a dead instance detached", slog.Int("sessions", len(dead)))
+	}
 	ids, err := s.sessions.Due(ctx, s.now(), 100)
 	if err != nil {
 		if ctx.Err() == nil {
