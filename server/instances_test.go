@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -103,5 +107,150 @@ func TestStopOnAnotherInstance(t *testing.T) {
 	cb.send(msg("again"))
 	if f, _ := cb.expect("task_end"); seqOf(f) != seqOf(end)+4 {
 		t.Fatalf("next turn ended at %v", f)
+	}
+}
+
+// TestPubSubLostDuringBurst: a handler on A sends a burst to the socket on
+// B; B's pub/sub connection is killed in the middle. Whatever the bus lost
+// meanwhile, the client gets every seq once, in order, and its socket stays
+// open: on resubscribing, B catches its sockets up from the log.
+func TestPubSubLostDuringBurst(t *testing.T) {
+	r := redistest.Start(t)
+	r.RequireOwn()
+	ns := r.Namespace()
+	st, users := session.NewRedisStore(r.Client(), ns), auth.NewMemoryStore(nil)
+	gate := make(chan struct{})
+	setup := func(s *Server) {
+		s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+			for i := 1; i <= 30; i++ {
+				if i == 11 {
+					select {
+					case <-gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				if err := c.Send(ctx, fmt.Sprint("part ", i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	mk := func(id string) *env {
+		return newEnv(t, withSessions(st), withUsers(users), withBus(bus.NewRedis(r.Client(), ns)), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID = id }))
+	}
+	a, b := mk("A"), mk("B")
+	a.addUser("bob", "Bob", nil)
+	tok := a.login("bob")
+	ca, w := open(a, tok)
+	ca.send(msg("burst"))
+	var last map[string]any
+	for i := 1; i <= 10; i++ {
+		last, _ = ca.expect("message")
+		if last["step_type"] == "user_message" {
+			i--
+		}
+	}
+	cb := moveTo(b, tok, w, seqOf(last))
+	ca.expectClose(statusTakenOver)
+
+	if err := r.Client().Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+	}
+	close(gate)
+	frames := cb.untilTaskEnd()
+	checkGapless(t, frames, seqOf(last)+1)
+	if n := len(frames); n != 21 {
+		t.Fatalf("%d frames after part 10, want parts 11-30 and task_end: %s", n, frameTypes(frames))
+	}
+	if frames[19]["content"] != "part 30" {
+		t.Fatalf("last part %v", frames[19]["content"])
+	}
+}
+
+// lossyBus is a shared bus that loses the events sent to one instance
+// while told to, as Redis pub/sub does while a subscription is down, and
+// reports a resubscription when told to.
+type lossyBus struct {
+	*bus.Memory
+	mu         sync.Mutex
+	drop       map[string]bool
+	subscribed map[string]func()
+}
+
+func (b *lossyBus) PublishTo(ctx context.Context, instance string, ev bus.Event) error {
+	b.mu.Lock()
+	drop := b.drop[instance]
+	b.mu.Unlock()
+	if drop {
+		return nil
+	}
+	return b.Memory.PublishTo(ctx, instance, ev)
+}
+
+func (b *lossyBus) Run(ctx context.Context, instance string, subscribed func(), fn func(bus.Event)) error {
+	b.mu.Lock()
+	b.subscribed[instance] = subscribed
+	b.mu.Unlock()
+	return b.Memory.Run(ctx, instance, subscribed, fn)
+}
+
+func (b *lossyBus) lose(instance string, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.drop[instance] = on
+}
+
+func (b *lossyBus) resubscribed(instance string) {
+	b.mu.Lock()
+	f := b.subscribed[instance]
+	b.mu.Unlock()
+	f()
+}
+
+// TestResubscribeCatchesUp: the events for B are lost while a handler on A
+// finishes its turn for the socket on B; when B's subscription comes back,
+// B brings the socket up to date from the log: every seq, once, in order.
+func TestResubscribeCatchesUp(t *testing.T) {
+	st, users := session.NewMemoryStore(nil), auth.NewMemoryStore(nil)
+	lossy := &lossyBus{Memory: bus.NewMemory(), drop: map[string]bool{}, subscribed: map[string]func(){}}
+	gate, done := make(chan struct{}), make(chan struct{})
+	setup := func(s *Server) {
+		s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+			defer close(done)
+			<-gate
+			for i := 1; i <= 5; i++ {
+				if err := c.Send(ctx, fmt.Sprint("part ", i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	mk := func(id string) *env {
+		return newEnv(t, withSessions(st), withUsers(users), withBus(lossy), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID = id }))
+	}
+	a, b := mk("A"), mk("B")
+	a.addUser("bob", "Bob", nil)
+	tok := a.login("bob")
+	ca, w := open(a, tok)
+	ca.send(msg("burst"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+
+	lossy.lose("B", true)
+	close(gate)
+	<-done
+	a.waitRunnersIdle(t) // task_end too was sent, and lost
+	lossy.lose("B", false)
+	lossy.resubscribed("B")
+	frames := cb.untilTaskEnd()
+	checkGapless(t, frames, seqOf(ts)+1)
+	if got := frameTypes(frames); got != strings.Repeat("message:assistant_message ", 5)+"task_end" {
+		t.Fatalf("after the resubscription: %s", got)
 	}
 }

@@ -39,8 +39,20 @@ func (s *Hub) Start(app App) error {
 	s.started.Store(true)
 	subscribed := make(chan struct{})
 	var once sync.Once
+	onSubscribed := func() {
+		first := false
+		once.Do(func() {
+			first = true
+			close(subscribed)
+		})
+		if !first {
+			// Events sent while the subscription was down are lost: bring
+			// every socket up to date from the log.
+			s.goOwned(s.catchUpAll)
+		}
+	}
 	s.goOwned(func() {
-		err := s.bus.Run(s.ctx, s.cfg.InstanceID, func() { once.Do(func() { close(subscribed) }) }, s.applyEvent)
+		err := s.bus.Run(s.ctx, s.cfg.InstanceID, onSubscribed, s.applyEvent)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			s.logErr("event bus stopped", err)
 		}

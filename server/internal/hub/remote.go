@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strings"
 
 	"github.com/chatd-project/chatd/bus"
@@ -178,5 +179,20 @@ func (s *Hub) applyOthers(ev bus.Event) {
 		case ok:
 			s.asks.deliver(ev.AskID, ans)
 		}
+	}
+}
+
+// catchUpAll brings every socket of this instance up to date from its
+// session's log, after the bus lost events.
+func (s *Hub) catchUpAll() {
+	for _, c := range s.connsWhere(func(c *conn) bool { return c.welcomed.Load() }) {
+		ls := c.ls
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+		ls.appendMu.Lock()
+		if ls.currentConn() == c {
+			c.out.CatchUp(ctx, math.MaxInt64, ls.fill)
+		}
+		ls.appendMu.Unlock()
+		cancel()
 	}
 }
