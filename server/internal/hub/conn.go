@@ -229,6 +229,13 @@ func (s *Hub) track(c *conn) bool {
 func (s *Hub) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if s.draining && len(s.conns) == 0 {
+		select {
+		case <-s.connsGone:
+		default:
+			close(s.connsGone)
+		}
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

@@ -93,10 +93,13 @@ type Hub struct {
 	ctx    context.Context // cancelled by Close: ends every goroutine below
 	cancel context.CancelFunc
 
-	mu       sync.Mutex // guards conns, live, draining
+	mu       sync.Mutex // guards conns, live, draining, connsGone
 	conns    map[*conn]struct{}
 	live     map[string]*liveSession
 	draining bool
+	// connsGone, made when draining starts, is closed once no socket is
+	// left.
+	connsGone chan struct{}
 
 	// wg counts every goroutine the hub starts (socket readers included);
 	// Close waits for it.
@@ -214,6 +217,12 @@ func (s *Hub) Shutdown(ctx context.Context) error {
 func (s *Hub) BeginShutdown() {
 	s.mu.Lock()
 	s.draining = true
+	if s.connsGone == nil {
+		s.connsGone = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.connsGone)
+		}
+	}
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -229,6 +238,18 @@ func (s *Hub) BeginShutdown() {
 // goroutine of the server.
 func (s *Hub) Close() {
 	s.BeginShutdown()
+	// Let the sockets' close handshakes finish (bounded): cancelling the
+	// hub's context aborts a socket's read, and with it the connection,
+	// before the peer has its 1001.
+	s.mu.Lock()
+	closed := s.connsGone
+	s.mu.Unlock()
+	wait := time.NewTimer(closeWait)
+	select {
+	case <-closed:
+	case <-wait.C:
+	}
+	wait.Stop()
 	s.closeOnce.Do(s.cancel)
 	s.wgMu.Lock()
 	s.closed = true
