@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/chatd-project/chatd/wire"
-
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
@@ -49,21 +47,6 @@ func (ls *liveSession) endByServer() {
 	ls.stopLocked()
 	ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
 	ls.startRunnerLocked()
-}
-
-// saveToThread keeps the session's values (never env, which is not among
-// them) and settings with its thread.
-func (ls *liveSession) saveToThread(ctx context.Context) error {
-	rec := ls.us.Record()
-	values, err := ls.s.sessions.Values(ctx, ls.id)
-	if err != nil {
-		return err
-	}
-	if err := ls.s.sessions.SaveThreadValues(ctx, rec.ThreadID, values); err != nil {
-		return err
-	}
-	return ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
-		"chat_profile": wire.Null(rec.ChatProfile), "chat_settings": rec.Settings})
 }
 
 // endSession ends a session whose grace ran out (or that is ended by the
@@ -131,4 +114,14 @@ func (ls *liveSession) stopLocked() {
 	ls.jobs = ls.jobs[:0]
 	ls.stopped = true
 	ls.runCancel()
+}
+
+// endSessionAndWait ends a session if this instance wins its claim and
+// waits for its chat-end handler to finish here.
+func (s *Hub) endSessionAndWait(ctx context.Context, id string) error {
+	ls, err := s.claimEnd(ctx, id)
+	if err != nil || ls == nil {
+		return err
+	}
+	return ls.waitIdleContext(ctx)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/settings"
 	"github.com/chatd-project/chatd/wire"
 	"github.com/google/uuid"
@@ -342,4 +343,51 @@ func (ls *liveSession) lost(err error) bool {
 		c.out.CloseNow(statusGone, "the session is gone; resume its thread")
 	}
 	return true
+}
+
+// forward sends frames appended here to the socket of the session when
+// another instance holds it. ls.appendMu is held.
+func (ls *liveSession) forward(ctx context.Context, seqs []int64, frames []session.Frame) {
+	holder, ok := ls.remoteHolder(ctx)
+	if !ok {
+		return
+	}
+	ev := bus.Event{Kind: bus.KindFrames, Origin: ls.s.cfg.InstanceID, SessionID: ls.id, Socket: holder}
+	for i, f := range frames {
+		ev.Frames = append(ev.Frames, bus.Frame{Seq: seqs[i], Payload: f.Payload})
+	}
+	ls.publishTo(ctx, instanceOf(holder), ev)
+}
+
+// forwardUnsequenced sends an unsequenced frame (a stream delta) to the
+// socket of the session when another instance holds it.
+func (ls *liveSession) forwardUnsequenced(ctx context.Context, payload []byte) {
+	holder, ok := ls.remoteHolder(ctx)
+	if !ok {
+		return
+	}
+	ls.publishTo(ctx, instanceOf(holder), bus.Event{Kind: bus.KindStream, Origin: ls.s.cfg.InstanceID,
+		SessionID: ls.id, Socket: holder, Payload: payload})
+}
+
+// remoteHolder returns the socket holding the session when it is on
+// another instance.
+func (ls *liveSession) remoteHolder(ctx context.Context) (string, bool) {
+	holder, err := ls.s.sessions.Holder(ctx, ls.id)
+	if err != nil {
+		if ctx.Err() == nil && !ls.lost(err) {
+			ls.s.log.LogAttrs(ctx, slog.LevelError, "find the session's socket", slog.Any("err", err))
+		}
+		return "", false
+	}
+	if holder == "" || instanceOf(holder) == ls.s.cfg.InstanceID {
+		return "", false
+	}
+	return holder, true
+}
+
+func (ls *liveSession) publishTo(ctx context.Context, instance string, ev bus.Event) {
+	if err := ls.s.bus.PublishTo(ctx, instance, ev); err != nil && ctx.Err() == nil {
+		ls.s.log.LogAttrs(ctx, slog.LevelWarn, "send frames to another instance", slog.Any("err", err))
+	}
 }

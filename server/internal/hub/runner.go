@@ -166,3 +166,18 @@ func (ls *liveSession) runChatEnd(chat *Chat) {
 		c.out.CloseAfterFlush(statusNormal, "chat ended")
 	}
 }
+
+// saveToThread keeps the session's values (never env, which is not among
+// them) and settings with its thread.
+func (ls *liveSession) saveToThread(ctx context.Context) error {
+	rec := ls.us.Record()
+	values, err := ls.s.sessions.Values(ctx, ls.id)
+	if err != nil {
+		return err
+	}
+	if err := ls.s.sessions.SaveThreadValues(ctx, rec.ThreadID, values); err != nil {
+		return err
+	}
+	return ls.s.sessions.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{
+		"chat_profile": wire.Null(rec.ChatProfile), "chat_settings": rec.Settings})
+}

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -165,14 +164,4 @@ func (s *Hub) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// endSessionAndWait ends a session if this instance wins its claim and
-// waits for its chat-end handler to finish here.
-func (s *Hub) endSessionAndWait(ctx context.Context, id string) error {
-	ls, err := s.claimEnd(ctx, id)
-	if err != nil || ls == nil {
-		return err
-	}
-	return ls.waitIdleContext(ctx)
 }
