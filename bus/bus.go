@@ -20,8 +20,9 @@ const (
 	// socket of SessionID held by the receiver.
 	KindStream = "stream"
 	// KindTakenOver: the socket Socket held by the receiver lost session
-	// SessionID to a socket on instance Origin; it closes with 4409, and
-	// the receiver sends Origin a KindCatchUp.
+	// SessionID to the socket NewSocket on instance Origin; it closes with
+	// 4409, and the receiver sends Origin a KindCatchUp and the state of
+	// the messages streaming there.
 	KindTakenOver = "taken_over"
 	// KindCatchUp: the sender had appended frames of SessionID up to Seq
 	// for the socket it lost; the receiver brings its socket up to Seq
@@ -46,6 +47,7 @@ type Event struct {
 	SessionID   string          `json:"session_id,omitempty"`
 	AskID       string          `json:"ask_id,omitempty"`
 	Socket      string          `json:"socket,omitempty"`
+	NewSocket   string          `json:"new_socket,omitempty"`
 	Seq         int64           `json:"seq,omitempty"`
 	Frames      []Frame         `json:"frames,omitempty"`
 	Payload     json.RawMessage `json:"payload,omitempty"`

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -42,9 +43,10 @@ func TestLogoutClosesSocketsOnEveryInstance(t *testing.T) {
 
 // TestReattachOnAnotherInstanceMidStream: a reply streams on instance A
 // when its client reattaches on instance B. A's socket closes with 4409;
-// the handler goes on on A, and its remaining frames reach the socket on
-// B through the bus: the deltas, then the message_update and task_end with
-// the next seqs, none missing or repeated; the reply is stored once.
+// the handler goes on on A, and the socket on B gets, through the bus, the
+// stream_state of the reply, every later delta, then the message_update
+// and task_end with the next seqs, none missing or repeated; the reply is
+// stored once.
 func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
 	t.Parallel()
 	env, rs := redisEnv(t)
@@ -87,13 +89,21 @@ func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
 	if code := w.closeStatusWithin(revocationWait); code != 4409 {
 		t.Errorf("the socket on A closed with %d, want 4409", code)
 	}
+	// The streamed content so far, from A, then the deltas after it.
+	state := d.next()
+	if state.typ() != "stream_state" || state.str("id") != id || !strings.HasPrefix(reply, state.str("content")) {
+		t.Fatalf("first frame on B after the welcome: %s, want the stream_state of %s", state, id)
+	}
+	got, n := state.str("content"), int(state["n"].(float64))
 	next := start.seq() + 1
 	for {
 		f := d.next()
-		switch f.typ() {
-		case "stream", "stream_state":
-			if f.str("id") != id {
-				t.Fatalf("frame %s for another message", f)
+		if f.typ() == "stream" {
+			if fn := int(f["n"].(float64)); fn > n {
+				if fn != n+1 {
+					t.Fatalf("delta %d after %d", fn, n)
+				}
+				got, n = got+f.str("delta"), fn
 			}
 			continue
 		}
@@ -112,6 +122,9 @@ func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
 		}
 		break
 	}
+	if got != reply {
+		t.Fatalf("stream_state and deltas on B made %q, want %q", got, reply)
+	}
 	if next != start.seq()+3 {
 		t.Fatalf("the turn ended at seq %d, want %d", next-1, start.seq()+2)
 	}
@@ -128,17 +141,17 @@ func TestReattachOnAnotherInstanceMidStream(t *testing.T) {
 	if code := b.do(t, http.MethodGet, "/threads/"+welcome.str("thread_id"), tok, nil, &th); code != http.StatusOK {
 		t.Fatalf("GET /threads: %d", code)
 	}
-	n := 0
+	stored := 0
 	for _, s := range th.Steps {
 		if s.ID == id {
-			n++
+			stored++
 			if s.Content != reply {
 				t.Errorf("stored reply %q, want %q", s.Content, reply)
 			}
 		}
 	}
-	if n != 1 {
-		t.Errorf("the reply is stored %d times, want once", n)
+	if stored != 1 {
+		t.Errorf("the reply is stored %d times, want once", stored)
 	}
 }
 

@@ -355,7 +355,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 	}
 	c.welcome(ls)
 	// A socket on another instance that held the session closes there.
-	s.tookOver(ctx, rec.ID, previous)
+	s.tookOver(ctx, rec.ID, previous, c.key)
 	return nil
 }
 

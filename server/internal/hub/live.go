@@ -184,16 +184,25 @@ func (ls *liveSession) fill(ctx context.Context, after, upto int64) ([]session.L
 
 // sendStreamStates sends stream_state for each message streaming now.
 func (ls *liveSession) sendStreamStates(c *conn) {
+	for _, state := range ls.streamStates() {
+		c.out.Send("stream_state", state)
+	}
+}
+
+// streamStates are the stream_state frames of the messages streaming now.
+func (ls *liveSession) streamStates() [][]byte {
 	ls.mu.Lock()
 	streams := make([]*Stream, 0, len(ls.streams))
 	for _, st := range ls.streams {
 		streams = append(streams, st)
 	}
 	ls.mu.Unlock()
+	out := make([][]byte, 0, len(streams))
 	for _, st := range streams {
 		content, n := st.state()
-		c.out.Send("stream_state", wire.Encode(wire.StreamState{Type: "stream_state", ID: st.id, Content: content, N: n}))
+		out = append(out, wire.Encode(wire.StreamState{Type: "stream_state", ID: st.id, Content: content, N: n}))
 	}
+	return out
 }
 
 type jobKind int

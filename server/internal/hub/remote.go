@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/wire"
 )
 
 // Frames for a socket on another instance. A session's frames are appended
@@ -23,11 +24,11 @@ func instanceOf(key string) string {
 
 // tookOver tells the instance that held the session's socket until the
 // attach of c that it lost it.
-func (s *Hub) tookOver(ctx context.Context, sessionID, previous string) {
+func (s *Hub) tookOver(ctx context.Context, sessionID, previous, by string) {
 	if previous == "" || instanceOf(previous) == s.cfg.InstanceID {
 		return // none, or here: attach closed it
 	}
-	ev := bus.Event{Kind: bus.KindTakenOver, Origin: s.cfg.InstanceID, SessionID: sessionID, Socket: previous}
+	ev := bus.Event{Kind: bus.KindTakenOver, Origin: s.cfg.InstanceID, SessionID: sessionID, Socket: previous, NewSocket: by}
 	if err := s.bus.PublishTo(ctx, instanceOf(previous), ev); err != nil && ctx.Err() == nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "tell an instance its socket was taken over", slog.Any("err", err))
 	}
@@ -60,32 +61,27 @@ func (s *Hub) applyRemote(ev bus.Event) {
 		}
 	case bus.KindStream:
 		if c := ls.currentConn(); c != nil && c.key == ev.Socket {
-			c.out.Send("stream", ev.Payload)
+			c.out.Send(wire.TypeOf(ev.Payload), ev.Payload)
 		}
 	case bus.KindTakenOver:
 		// Under the append lock: every frame appended here from now on
-		// goes to the new socket through the bus.
+		// goes to the new socket through the bus, after what follows.
 		ls.appendMu.Lock()
 		ls.mu.Lock()
 		old := ls.conn
-		if old != nil && old.key == ev.Socket {
+		taken := old != nil && old.key == ev.Socket
+		if taken {
 			ls.conn = nil
 		}
 		ls.mu.Unlock()
-		last := ls.lastAppended
+		if taken {
+			ls.handOver(ctx, ev.Origin, ev.NewSocket)
+		}
 		ls.appendMu.Unlock()
-		if old == nil || old.key != ev.Socket {
+		if !taken {
 			return
 		}
 		old.out.CloseAfterFlush(statusTakenOver, "chat opened elsewhere")
-		if last > 0 {
-			// Frames appended here for the old socket after the new one
-			// attached reached only the old one.
-			catchUp := bus.Event{Kind: bus.KindCatchUp, Origin: s.cfg.InstanceID, SessionID: ev.SessionID, Seq: last}
-			if err := s.bus.PublishTo(ctx, ev.Origin, catchUp); err != nil && ctx.Err() == nil {
-				s.logErr("ask the new socket's instance to catch up", err)
-			}
-		}
 		s.releaseIfIdle(ls)
 	case bus.KindCatchUp:
 		ls.appendMu.Lock()
@@ -146,5 +142,24 @@ func (s *Hub) catchUpAll() {
 		}
 		ls.appendMu.Unlock()
 		cancel()
+	}
+}
+
+// handOver gives the socket that took the session over on instance what
+// only the old socket got: the frames appended here since it attached (a
+// catch-up up to the last seq appended here), then the state of the
+// messages streaming here, whose later deltas follow through the bus.
+// ls.appendMu is held.
+func (ls *liveSession) handOver(ctx context.Context, instance, socket string) {
+	s := ls.s
+	if ls.lastAppended > 0 {
+		ev := bus.Event{Kind: bus.KindCatchUp, Origin: s.cfg.InstanceID, SessionID: ls.id, Seq: ls.lastAppended}
+		if err := s.bus.PublishTo(ctx, instance, ev); err != nil && ctx.Err() == nil {
+			s.logErr("ask the new socket's instance to catch up", err)
+		}
+	}
+	for _, state := range ls.streamStates() {
+		ls.publishTo(ctx, instance, bus.Event{Kind: bus.KindStream, Origin: s.cfg.InstanceID,
+			SessionID: ls.id, Socket: socket, Payload: state})
 	}
 }
