@@ -351,8 +351,10 @@ func (s *Service) Revoke(ctx context.Context, token string) error {
 }
 
 // ValidateIdentifier returns an error wrapping ErrInvalid unless identifier
-// is valid UTF-8 of 1 to MaxIdentifierBytes bytes without control
-// characters.
+// is valid UTF-8 of 1 to MaxIdentifierBytes bytes without control or
+// bidirectional formatting characters (which make "evil\u202euser" read as
+// another name). It applies to every source: the CLI, header mode and the
+// application's own CreateUser.
 func ValidateIdentifier(identifier string) error {
 	switch {
 	case identifier == "":
@@ -365,6 +367,9 @@ func ValidateIdentifier(identifier string) error {
 	for _, r := range identifier {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("%w: identifier holds a control character", ErrInvalid)
+		}
+		if unicode.Is(unicode.Bidi_Control, r) {
+			return fmt.Errorf("%w: identifier holds a bidirectional formatting character", ErrInvalid)
 		}
 	}
 	return nil

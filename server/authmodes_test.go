@@ -53,9 +53,12 @@ func TestHeaderMode(t *testing.T) {
 
 		// Without the header, or with an invalid one, the trusted peer is
 		// no one.
-		for _, hdr := range []http.Header{nil, header(strings.Repeat("a", 256))} {
+		for _, hdr := range []http.Header{nil, header(strings.Repeat("a", 256)), header("evil\u202euser")} {
 			res, body = e.do("GET", "/auth/me", nil, hdr)
 			expectHTTPError(t, res, body, 401, wire.CodeUnauthorized)
+		}
+		if _, _, err := e.users.GetUserByIdentifier(context.Background(), "evil\u202euser"); !errors.Is(err, auth.ErrNotFound) {
+			t.Fatalf("a bidi override in the header created a user: %v", err)
 		}
 		res, body = e.loginAs("alice", "password-alice", header("alice"))
 		expectHTTPError(t, res, body, 404, wire.CodeNotFound)
