@@ -69,6 +69,11 @@ type Config struct {
 	// OutboundQueueMax is how many frames may wait to be written to one
 	// socket before it is closed with 4429. Default 256.
 	OutboundQueueMax int
+	// OutboundQueueBytes bounds the bytes of the frames waiting for one
+	// socket, so that a slow client holds a known amount of memory; a
+	// frame that would pass it closes the socket with 4429 (a frame alone
+	// always goes). Default 4 MiB.
+	OutboundQueueBytes int
 	// PingInterval is the heartbeat period; a socket that has not answered
 	// a ping within it closes. Default 20s.
 	PingInterval time.Duration
@@ -140,6 +145,9 @@ func (c Config) withDefaults() Config {
 	if c.OutboundQueueMax == 0 {
 		c.OutboundQueueMax = 256
 	}
+	if c.OutboundQueueBytes == 0 {
+		c.OutboundQueueBytes = 4 << 20
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = 20 * time.Second
 	}
@@ -195,7 +203,7 @@ func (c Config) hub() hub.Config {
 		AllowedOrigins: c.AllowedOrigins, CookieSecure: c.CookieSecure, SessionGrace: c.SessionGrace,
 		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, QueueMax: c.QueueMax,
-		OutboundQueueMax: c.OutboundQueueMax, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout,
+		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout,
 		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
 	}
 }

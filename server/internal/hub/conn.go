@@ -174,7 +174,7 @@ func (s *Hub) originAllowed(r *http.Request) bool {
 func (s *Hub) serveConn(ws *websocket.Conn, id caller.Identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
-	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
+	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, s.cfg.OutboundQueueBytes, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	if !s.track(c) {

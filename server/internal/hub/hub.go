@@ -358,6 +358,7 @@ type Config struct {
 	RateBurst          int
 	QueueMax           int
 	OutboundQueueMax   int
+	OutboundQueueBytes int
 	PingInterval       time.Duration
 	HelloTimeout       time.Duration
 	ShutdownTimeout    time.Duration

@@ -28,13 +28,15 @@ type Fill func(ctx context.Context, after, upto int64) ([]session.Logged, error)
 // Socket queues frames for one WebSocket and writes them in order. Its
 // methods are safe for concurrent use.
 type Socket struct {
-	ws      *websocket.Conn
-	ctx     context.Context // done when the socket is finished with
-	max     int
-	counted func(typ string)
+	ws       *websocket.Conn
+	ctx      context.Context // done when the socket is finished with
+	max      int
+	maxBytes int
+	counted  func(typ string)
 
 	mu       sync.Mutex // guards the fields below
 	queue    [][]byte
+	bytes    int  // bytes of the frames queued or being written
 	writing  bool // a writer goroutine is running
 	closing  bool // a close is requested: nothing more is queued
 	code     websocket.StatusCode
@@ -44,14 +46,16 @@ type Socket struct {
 	wg       sync.WaitGroup
 }
 
-// New returns the outbound side of ws. Writes stop when ctx is done; at
-// most maxQueue frames wait, and one more closes the socket with 4429.
-// counted, if not nil, is told the type of each frame queued.
-func New(ctx context.Context, ws *websocket.Conn, maxQueue int, counted func(typ string)) *Socket {
+// New returns the outbound side of ws. Writes stop when ctx is done. At
+// most maxQueue frames and maxBytes bytes wait (a frame alone goes
+// whatever its size), so that the memory a slow client holds has a known
+// ceiling; a frame past either closes the socket with 4429. counted, if not
+// nil, is told the type of each frame queued.
+func New(ctx context.Context, ws *websocket.Conn, maxQueue, maxBytes int, counted func(typ string)) *Socket {
 	if counted == nil {
 		counted = func(string) {}
 	}
-	return &Socket{ws: ws, ctx: ctx, max: maxQueue, counted: counted}
+	return &Socket{ws: ws, ctx: ctx, max: maxQueue, maxBytes: maxBytes, counted: counted}
 }
 
 // Send queues an unsequenced frame.
@@ -141,13 +145,14 @@ func (s *Socket) enqueueLocked(typ string, b []byte) {
 	if s.closing {
 		return
 	}
-	if len(s.queue) >= s.max {
+	if len(s.queue) >= s.max || s.bytes > 0 && s.bytes+len(b) > s.maxBytes {
 		s.queue = nil
 		s.closeNowLocked(websocket.StatusCode(wire.CloseTooSlow), "client too slow")
 		return
 	}
 	s.counted(typ)
 	s.queue = append(s.queue, b)
+	s.bytes += len(b)
 	s.startWriterLocked()
 }
 
@@ -182,12 +187,16 @@ func (s *Socket) writer() {
 			if err := s.ws.Write(s.ctx, websocket.MessageText, b); err != nil {
 				s.mu.Lock()
 				s.queue = nil
+				s.bytes = 0
 				s.writing = false
 				s.mu.Unlock()
 				_ = s.ws.CloseNow()
 				return
 			}
 			batch[i] = nil
+			s.mu.Lock()
+			s.bytes -= len(b)
+			s.mu.Unlock()
 		}
 	}
 }

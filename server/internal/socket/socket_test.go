@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pair returns a Socket on the server side of a WebSocket and the client
 // side to read from.
-func pair(t *testing.T) (*Socket, *websocket.Conn) {
+func pair(t *testing.T, maxQueue, maxBytes int) (*Socket, *websocket.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	made := make(chan *Socket, 1)
@@ -32,7 +32,7 @@ func pair(t *testing.T) (*Socket, *websocket.Conn) {
 		if err != nil {
 			return
 		}
-		s := New(ctx, ws, 16, nil)
+		s := New(ctx, ws, maxQueue, maxBytes, nil)
 		made <- s
 		// The reader: until the client goes.
 		for {
@@ -82,7 +82,7 @@ var frame = []byte(`{"type":"message"}`)
 // frame that skips ahead is preceded by the missed ones from the log; one
 // whose gap cannot be filled closes the socket with 1001.
 func TestDeliver(t *testing.T) {
-	s, c := pair(t)
+	s, c := pair(t, 16, 1<<20)
 	ctx := context.Background()
 	s.StartAt(1) // the client has seq 1 already
 	s.Deliver(ctx, 1, frame, nil)
@@ -120,7 +120,7 @@ func TestDeliver(t *testing.T) {
 // socket's bounded queue once the network buffers are full, and the socket
 // closes with 4429 instead of queueing without bound.
 func TestOverflowClosesTooSlow(t *testing.T) {
-	s, c := pair(t)
+	s, c := pair(t, 16, 64<<20)
 	big := []byte(`{"type":"message","content":"` + strings.Repeat("x", 64<<10) + `"}`)
 	closing := func() bool {
 		s.mu.Lock()
@@ -154,4 +154,47 @@ func TestOverflowClosesTooSlow(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestByteBound: what waits for one socket is bounded in bytes too: a
+// client that does not read is cut when its queue would pass the bound,
+// long before the frame count would; a frame alone goes whatever its size.
+func TestByteBound(t *testing.T) {
+	t.Run("a frame alone", func(t *testing.T) {
+		s, c := pair(t, 16, 1024)
+		big := []byte(`{"type":"history","thread":"` + strings.Repeat("h", 8<<10) + `"}`)
+		s.Send("history", big)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, b, err := c.Read(ctx); err != nil || len(b) != len(big) {
+			t.Fatalf("read %d bytes, %v; want the %d-byte frame", len(b), err, len(big))
+		}
+	})
+	t.Run("a slow reader", func(t *testing.T) {
+		s, c := pair(t, 1<<20, 256<<10)
+		frame := []byte(`{"type":"message","content":"` + strings.Repeat("x", 64<<10) + `"}`)
+		closing := func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.closing
+		}
+		sent := 0
+		for ; sent < 4096 && !closing(); sent++ {
+			s.Send("message", frame)
+		}
+		if !closing() {
+			t.Fatalf("%d unread frames of 64 KiB did not pass a bound of 256 KiB", sent)
+		}
+		c.SetReadLimit(1 << 20)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				if got := websocket.CloseStatus(err); got != wire.CloseTooSlow {
+					t.Fatalf("read: %v, want close 4429", err)
+				}
+				return
+			}
+		}
+	})
 }
