@@ -11,20 +11,22 @@ import (
 	"github.com/chatd-project/chatd/internal/redistest"
 )
 
+// impls are the buses under test: every test runs on each.
+var impls = []struct {
+	name string
+	new  func(t *testing.T) bus.Bus
+}{
+	{"memory", func(*testing.T) bus.Bus { return bus.NewMemory() }},
+	{"redis", func(t *testing.T) bus.Bus {
+		rs := redistest.Start(t)
+		return bus.NewRedis(rs.Client(), rs.Namespace())
+	}},
+}
+
 // TestBus checks each implementation: an event published after Run
 // reported its subscription reaches every subscriber, and Run returns when
 // its context is done.
 func TestBus(t *testing.T) {
-	impls := []struct {
-		name string
-		new  func(t *testing.T) bus.Bus
-	}{
-		{"memory", func(*testing.T) bus.Bus { return bus.NewMemory() }},
-		{"redis", func(t *testing.T) bus.Bus {
-			rs := redistest.Start(t)
-			return bus.NewRedis(rs.Client(), rs.Namespace())
-		}},
-	}
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
 			b := impl.new(t)
@@ -94,17 +96,7 @@ func TestBus(t *testing.T) {
 // Publish returns, once, and reaches the other instance on the shared bus
 // once; an instance never applies the shared copy of its own event.
 func TestInstance(t *testing.T) {
-	shared := []struct {
-		name string
-		new  func(t *testing.T) bus.Bus
-	}{
-		{"memory", func(*testing.T) bus.Bus { return bus.NewMemory() }},
-		{"redis", func(t *testing.T) bus.Bus {
-			rs := redistest.Start(t)
-			return bus.NewRedis(rs.Client(), rs.Namespace())
-		}},
-	}
-	for _, sh := range shared {
+	for _, sh := range impls {
 		t.Run(sh.name, func(t *testing.T) {
 			b := sh.new(t)
 			ctx, cancel := context.WithCancel(context.Background())

@@ -77,7 +77,16 @@ func (s *Hub) Start(app App) error {
 // missed on the bus are caught here, and socket activity keeps the token's
 // idle expiry fresh) and keeps its session's keys alive.
 func (s *Hub) heartbeatLoop() {
-	t := s.clock.NewTicker(s.cfg.PingInterval)
+	s.every(s.cfg.PingInterval, func() {
+		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
+			c.out.Go(func() { s.heartbeat(c) })
+		}
+	})
+}
+
+// every calls f every interval on the hub's clock until the hub closes.
+func (s *Hub) every(interval time.Duration, f func()) {
+	t := s.clock.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -85,9 +94,7 @@ func (s *Hub) heartbeatLoop() {
 			return
 		case <-t.C():
 		}
-		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
-			c.out.Go(func() { s.heartbeat(c) })
-		}
+		f()
 	}
 }
 
@@ -116,18 +123,7 @@ func (s *Hub) heartbeat(c *conn) {
 
 // leaseLoop renews this instance's lease at a third of its TTL, so that
 // the others do not take it for dead.
-func (s *Hub) leaseLoop() {
-	t := s.clock.NewTicker(s.cfg.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C():
-		}
-		s.renewLease()
-	}
-}
+func (s *Hub) leaseLoop() { s.every(s.cfg.LeaseTTL/3, s.renewLease) }
 
 func (s *Hub) renewLease() {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
@@ -138,18 +134,7 @@ func (s *Hub) renewLease() {
 }
 
 // sweepLoop ends the chats whose grace period ran out.
-func (s *Hub) sweepLoop() {
-	t := s.clock.NewTicker(SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C():
-		}
-		s.Sweep()
-	}
-}
+func (s *Hub) sweepLoop() { s.every(SweepInterval, s.Sweep) }
 
 // Sweep ends the chats whose grace period ran out by now; the sweeper runs
 // it every SweepInterval.
