@@ -63,12 +63,15 @@
 //
 //	s:{s:<id>}           hash    user, thread, profile, client, epoch, env (JSON),
 //	                             settings (JSON), created_at (RFC 3339), seq (counter),
-//	                             instance (where attached)
+//	                             instance (where attached), runner (the instance
+//	                             holding the runner lease), fence (its token, a
+//	                             counter), started (id of the turn it started)
 //	s:{s:<id>}:kv        hash    application values, raw JSON
 //	s:{s:<id>}:log       stream  outbound frames, ids <seq>-0, field p = payload;
 //	                             trimmed to about 2,000 entries (at least LogKeep kept)
 //	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq
 //	s:{s:<id>}:end       string  the end claim's nonce
+//	s:{s:<id>}:inbox     list    queued turns, oldest first: "<id>\n<kind>\n<data>"
 //	s:{s:<id>}:ask       hash    the session's latest ask: id, kind, state (pending,
 //	                             answered, ended), exp (ExpiresAt, Unix ms; 0: none),
 //	                             ask (JSON), max_size, max_files, nfiles (slots taken),
@@ -95,6 +98,10 @@
 //	                             lives as long as their longest end claim
 //	u:{u:<id>}:live      set     ids of the user's attached sessions
 //	ending               zset    detached session ids scored by grace deadline (ms)
+//	instances            set     instances that hold sessions or runner leases
+//	inst:<id>            string  an instance's lease (expires with it)
+//	inst:<id>:sessions   set     ids of the sessions attached there
+//	inst:<id>:runs       set     ids of the sessions whose runner lease it holds
 //
 // Session keys expire together: Create and Touch set their TTL, and a write
 // that creates one of them gives it the record's remaining TTL. The end claim

@@ -41,6 +41,13 @@ type memSession struct {
 	log      []Logged // contiguous seqs, oldest first
 	fids     map[string]int64
 	idsBySeq map[int64][]string // the keys of fids by seq, to forget old ones
+
+	// The turns (memory_turns.go): the inbox, oldest first; the runner
+	// lease's instance and fence; the id of the started head.
+	inbox   []Turn
+	runner  string
+	fence   int64
+	started string
 }
 
 type memClaim struct {

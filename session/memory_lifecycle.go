@@ -53,7 +53,7 @@ func (m *MemoryStore) RenewInstance(ctx context.Context, instance string, ttl ti
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.instances[instance] = m.now().Add(ttl)
+	m.instances[instance] = m.now().Add(max(ttl, 0))
 	return nil
 }
 

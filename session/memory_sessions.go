@@ -174,6 +174,9 @@ func (m *MemoryStore) SetValue(ctx context.Context, id, key string, value []byte
 	if s == nil {
 		return ErrNotFound
 	}
+	if !fencedLocked(ctx, s) {
+		return ErrLeaseLost
+	}
 	s.kv[key] = bytes.Clone(value)
 	return nil
 }
@@ -264,6 +267,9 @@ func (m *MemoryStore) Append(ctx context.Context, rec *Record, frames ...Frame) 
 	if s == nil {
 		return nil, ErrNotFound
 	}
+	if !fencedLocked(ctx, s) {
+		return nil, ErrLeaseLost
+	}
 	seqs := make([]int64, len(frames))
 	var t *memThread
 	for i, f := range frames {
@@ -300,6 +306,12 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
 		}
 	}
+	queued := um.Turn.ID != ""
+	if queued {
+		if err := checkTurn(rec.ID, um.Turn); err != nil {
+			return Appended{}, err
+		}
+	}
 	now := m.now()
 	ms := now.UnixMilli()
 	m.mu.Lock()
@@ -311,14 +323,20 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	// A retry of this very call finds its own echo: the same write,
 	// answered as the first attempt was.
 	if seq, ok := s.fids["f:"+um.Echo.ID]; ok && um.Echo.ID != "" {
-		a := Appended{Seq: seq, Payload: um.Echo.Payload}
+		a := Appended{Seq: seq, Payload: um.Echo.Payload, Runner: s.runner}
 		for _, f := range um.Then {
 			a.ThenSeqs = append(a.ThenSeqs, s.fids["f:"+f.ID])
+		}
+		if queued && s.runner == um.Instance && s.started == um.Turn.ID {
+			a.Fence = s.fence
 		}
 		return a, nil
 	}
 	if seq, ok := s.fids["c:"+um.ClientID]; ok && um.ClientID != "" {
 		return Appended{Seq: seq, Payload: s.loggedLocked(seq), Duplicate: true}, nil
+	}
+	if queued && um.QueueMax > 0 && s.waitingLocked() >= um.QueueMax {
+		return Appended{}, ErrBusy
 	}
 	seq := m.appendLocked(s, um.Echo)
 	if um.ClientID != "" {
@@ -346,6 +364,13 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 		m.touchThreadLocked(t, rec.ThreadID, rec.UserID, ms)
 	}
 	a := Appended{Seq: seq, Payload: bytes.Clone(um.Echo.Payload)}
+	if queued {
+		a.Fence, a.Runner, _ = s.enqueueLocked(um.Turn, um.Instance, 0)
+		if a.Fence == 0 {
+			return a, nil
+		}
+		s.started = um.Turn.ID // the head: the inbox was empty
+	}
 	for _, f := range um.Then {
 		a.ThenSeqs = append(a.ThenSeqs, m.appendLocked(s, f))
 	}

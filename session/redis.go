@@ -49,12 +49,12 @@ const (
 	fInstance = "instance"
 )
 
-type sessionKeys struct{ rec, kv, log, fids, end, ask, files string }
+type sessionKeys struct{ rec, kv, log, fids, end, ask, files, inbox string }
 
 func (s *RedisStore) sessionKeys(id string) sessionKeys {
 	rec := s.ns + "s:{s:" + id + "}"
 	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end",
-		ask: rec + ":ask", files: rec + ":files"}
+		ask: rec + ":ask", files: rec + ":files", inbox: rec + ":inbox"}
 }
 
 type threadKeys struct{ hash, steps, order, meta, values, files string }
@@ -96,6 +96,10 @@ func scriptErr(op, id string, err error) error {
 		return ErrTooManyFiles
 	case strings.Contains(msg, "CHATD_FILEEXISTS"):
 		return fmt.Errorf("session: %s %s: %w", op, id, errFileIDTaken)
+	case strings.Contains(msg, "CHATD_LEASELOST"):
+		return ErrLeaseLost
+	case strings.Contains(msg, "CHATD_BUSY"):
+		return ErrBusy
 	case strings.Contains(msg, "CHATD_TOOMANY"):
 		return ErrTooManySessions
 	}

@@ -38,7 +38,13 @@ func (s *RedisStore) RenewInstance(ctx context.Context, instance string, ttl tim
 		return fmt.Errorf("session: renew instance: bad name %q", instance)
 	}
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.ns+"inst:"+instance, "1", ttl)
+		if ttl <= 0 {
+			// Ended now: the sweepers find it dead (it stays a member of
+			// instances until one has detached its sessions).
+			p.Del(ctx, s.ns+"inst:"+instance)
+		} else {
+			p.Set(ctx, s.ns+"inst:"+instance, "1", ttl)
+		}
 		p.SAdd(ctx, s.ns+"instances", instance)
 		return nil
 	})

@@ -139,7 +139,10 @@ for _, inst in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       end
     end
     redis.call('DEL', set)
-    redis.call('SREM', KEYS[1], inst)
+    -- Its runner leases are taken over first (Orphans, TakeRunner).
+    if redis.call('EXISTS', ARGV[1] .. 'inst:' .. inst .. ':runs') == 0 then
+      redis.call('SREM', KEYS[1], inst)
+    end
   end
 end
 return out

@@ -100,7 +100,7 @@ func (s *RedisStore) Touch(ctx context.Context, id string, ttl time.Duration) er
 	if ttl > 0 && ms == 0 {
 		ms = 1
 	}
-	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files},
+	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files, k.inbox},
 		ms, claimMargin.Milliseconds(), s.ns, id, s.now().UnixMilli(), askMargin.Milliseconds()).Err()
 	return scriptErr("touch", id, err)
 }
@@ -161,7 +161,7 @@ func (s *RedisStore) SetValue(ctx context.Context, id, key string, value []byte)
 		return ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	err := scriptSetField.Run(ctx, s.c, []string{k.rec, k.kv}, key, value).Err()
+	err := scriptSetValue.Run(ctx, s.c, []string{k.rec, k.kv}, FenceOf(ctx), key, value).Err()
 	return scriptErr("set value", id, err)
 }
 
@@ -214,8 +214,8 @@ func (s *RedisStore) Append(ctx context.Context, rec *Record, frames ...Frame) (
 		}
 		return []int64{}, nil
 	}
-	args := make([]any, 0, 4+4*len(frames))
-	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID)
+	args := make([]any, 0, 5+4*len(frames))
+	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID, FenceOf(ctx))
 	for i, f := range frames {
 		sid := ""
 		if f.Step != nil {
@@ -251,31 +251,39 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	if err != nil {
 		return Appended{}, err
 	}
+	entry := ""
+	if m.Turn.ID != "" {
+		if err := checkTurn(rec.ID, m.Turn); err != nil {
+			return Appended{}, err
+		}
+		entry = encodeTurn(m.Turn)
+	}
 	args := []any{now, rec.ThreadID, logMax,
 		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
-		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName)}
+		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName),
+		m.Instance, max(m.QueueMax, 0), m.Turn.ID, entry, s.ns, rec.ID}
 	for _, f := range m.Then {
 		if f.Step != nil {
 			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
 		}
 		args = append(args, f.ID, f.Payload)
 	}
-	res, err := scriptUserMessage.Run(ctx, s.c, s.appendKeys(rec), args...).Slice()
+	res, err := scriptUserMessage.Run(ctx, s.c, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}
-	if len(res) < 2 {
+	if len(res) < 5 {
 		return Appended{}, fmt.Errorf("session: append user message %s: bad reply %v", rec.ID, res)
 	}
 	seq, _ := res[0].(int64)
 	dup, _ := res[1].(int64)
 	a := Appended{Seq: seq, Duplicate: dup == 1}
-	if len(res) > 2 {
-		if p, ok := res[2].(string); ok {
-			a.Payload = []byte(p)
-		}
+	if p, ok := res[2].(string); ok {
+		a.Payload = []byte(p)
 	}
-	for _, v := range res[min(len(res), 3):] {
+	a.Fence, _ = res[3].(int64)
+	a.Runner, _ = res[4].(string)
+	for _, v := range res[5:] {
 		n, _ := v.(int64)
 		a.ThenSeqs = append(a.ThenSeqs, n)
 	}

@@ -63,17 +63,27 @@ return 1
 // exists, aligning the hash's expiry with the record's.
 //
 // KEYS: 1 record, 2 target hash. ARGV: field, value, [field, value ...].
-var scriptSetField = redis.NewScript(`
+var scriptSetField = redis.NewScript(strings.Replace(setFieldBody, "FIRST", "1", 1))
+
+// scriptSetValue is scriptSetField for the application's values, behind
+// the fence check: ARGV[1] is the fence ("0": none), the fields follow.
+var scriptSetValue = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 and ARGV[1] ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') ~= ARGV[1] then
+  return redis.error_reply('CHATD_LEASELOST')
+end
+` + strings.Replace(setFieldBody, "FIRST", "2", 1))
+
+const setFieldBody = `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-redis.call('HSET', KEYS[2], unpack(ARGV))
+redis.call('HSET', KEYS[2], unpack(ARGV, FIRST))
 if KEYS[2] ~= KEYS[1] then
   local pttl = redis.call('PTTL', KEYS[1])
   if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
 end
 return 1
-`)
+`
 
 // scriptTouch sets the expiry of every key of a session, its files not kept
 // with a thread included, and of its thread's keys while the thread is not
@@ -83,7 +93,8 @@ return 1
 // user's keys and the files' keys are built from the record and the
 // session's files, so this script is not Redis Cluster ready.
 //
-// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim, 6 ask, 7 files.
+// KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim, 6 ask, 7 files,
+// 8 inbox.
 // ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 namespace,
 // 4 session id, 5 now ms, 6 ask margin ms.
 var scriptTouch = redis.NewScript(fileLib + `
@@ -107,6 +118,7 @@ elseif askttl ~= -2 then
   if askttl == -1 or askttl < want then redis.call('PEXPIRE', KEYS[6], want) end
 end
 expire(KEYS[7], ttl)
+expire(KEYS[8], ttl)
 for _, fid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   local meta = filemeta(ARGV[3], ARGV[4], fid)
   if not redis.call('HGET', meta, 'thread') then expirefile(meta, ttl) end
@@ -197,16 +209,19 @@ end
 
 // scriptAppend appends frames (and writes their steps).
 //
-// ARGV after the common three: 4 user id, then four per frame: frame id,
-// payload, step id
-// ("" for none), step JSON. Returns the seqs.
+// ARGV after the common three: 4 user id, 5 fence ("0": none), then four
+// per frame: frame id, payload, step id ("" for none), step JSON. Returns
+// the seqs.
 var scriptAppend = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
+if ARGV[5] ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') ~= ARGV[5] then
+  return redis.error_reply('CHATD_LEASELOST')
+end
 local out = {}
 local wrote, stepped = false, false
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local fid = ARGV[i]
   local seq = false
   if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
@@ -237,14 +252,17 @@ return out
 
 // scriptUserMessage stores a user message: dedupe, echo, step, persist.
 //
+// KEYS: those of scriptAppend, then 12 the inbox.
 // ARGV after the common three: 4 client id, 5 frame id, 6 payload, 7 step
 // id, 8 step JSON, 9 thread name, 10 user id, 11 chat profile, 12 the
 // thread's summary JSON and 13 its folded name (written when this message
-// persists it), then frame id, payload pairs of frames appended after the
-// echo.
-// Returns {seq, duplicate (0 or 1), payload (nil if trimmed), the seqs of
-// the frames after the echo...}.
-var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + `
+// persists it), 14 instance, 15 max waiting turns (0: none), 16 turn id
+// ("": no turn), 17 turn entry, 18 namespace, 19 session id, then frame
+// id, payload pairs of frames appended after the echo (with a turn: only
+// when the lease was taken).
+// Returns {seq, duplicate (0 or 1), payload (nil if trimmed), fence taken
+// (0 for none), runner, the seqs of the frames after the echo...}.
+var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -253,8 +271,13 @@ end
 if ARGV[5] ~= '' then
   local old = redis.call('HGET', KEYS[3], 'f:' .. ARGV[5])
   if old then
-    local res = {tonumber(old), 0, ARGV[6]}
-    for i = 14, #ARGV, 2 do
+    local runner = redis.call('HGET', KEYS[1], 'runner') or ''
+    local fence = 0
+    if ARGV[16] ~= '' and runner == ARGV[14] and redis.call('HGET', KEYS[1], 'started') == ARGV[16] then
+      fence = tonumber(redis.call('HGET', KEYS[1], 'fence'))
+    end
+    local res = {tonumber(old), 0, ARGV[6], fence, runner}
+    for i = 20, #ARGV, 2 do
       res[#res + 1] = tonumber(redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) or '0')
     end
     return res
@@ -267,8 +290,11 @@ if ARGV[4] ~= '' then
     local r = redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')
     local p = false
     if r[1] then p = r[1][2][2] end
-    return {tonumber(old), 1, p}
+    return {tonumber(old), 1, p, 0, ''}
   end
+end
+if ARGV[16] ~= '' and tonumber(ARGV[15]) > 0 and waiting() >= tonumber(ARGV[15]) then
+  return redis.error_reply('CHATD_BUSY')
 end
 local now = tonumber(ARGV[1])
 local seq = logframe(ARGV[5], ARGV[6])
@@ -285,8 +311,15 @@ if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
 else
   touchthread(now, ARGV[10])
 end
-local res = {seq, 0, ARGV[6]}
-for i = 14, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
+local res = {seq, 0, ARGV[6], 0, ''}
+if ARGV[16] ~= '' then
+  push(ARGV[16], ARGV[17])
+  local l = lease(ARGV[18], ARGV[19], ARGV[14])
+  res[4], res[5] = l[1], l[2]
+  if l[1] == 0 then return res end
+  redis.call('HSET', KEYS[1], 'started', ARGV[16])
+end
+for i = 20, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 return res
 `)
 

@@ -87,8 +87,15 @@ type UserMessage struct {
 	ThreadName string
 	// Then are frames appended right after the echo in the same operation
 	// (a task_start, say), only when the message is not a duplicate. They
-	// carry no step.
+	// carry no step. With a Turn, they are appended only when this call
+	// took the runner lease: the turn starts at once.
 	Then []Frame
+	// Turn, when its ID is set, is queued in the session's inbox with the
+	// message, as Turns.Enqueue does for Instance, and refused with ErrBusy
+	// (nothing stored) when QueueMax turns wait already (0: no limit).
+	Turn     Turn
+	Instance string
+	QueueMax int
 }
 
 // Thread is a persisted thread: its summary and its steps in the order they
@@ -133,6 +140,12 @@ type Appended struct {
 	// ThenSeqs are the seqs of UserMessage.Then, in order (none for a
 	// duplicate).
 	ThenSeqs []int64
+	// Fence is above 0 when the call took the session's runner lease for
+	// UserMessage.Instance (the caller starts a runner, whose turn is
+	// UserMessage.Turn, started); Runner is the instance holding the lease
+	// otherwise ("" for none).
+	Fence  int64
+	Runner string
 }
 
 // Attached is the result of Attach.
@@ -146,7 +159,7 @@ type Attached struct {
 }
 
 // Store is everything the server keeps about sessions, as one value: its
-// roles (Sessions, Threads, Asks, Lifecycle) and DeleteUserData, which
+// roles (Sessions, Threads, Asks, Lifecycle, Turns) and DeleteUserData, which
 // spans them all. Implementations: NewMemoryStore and NewRedisStore, both
 // checked by sessiontest.Run.
 type Store interface {
@@ -154,6 +167,7 @@ type Store interface {
 	Threads
 	Asks
 	Lifecycle
+	Turns
 
 	// DeleteUserData deletes everything the store keeps about the user:
 	// every thread of theirs (as DeleteThread does), every session of
@@ -302,7 +316,9 @@ type Lifecycle interface {
 	// it may name the socket as well (see DetachFrom).
 	Attach(ctx context.Context, id, userID, instance string, maxLive int) (Attached, error)
 	// RenewInstance records that instance (no "/" in it) is alive for ttl
-	// from now; an instance renews its lease well within its ttl.
+	// from now; an instance renews its lease well within its ttl. A ttl of
+	// zero or less ends the lease now: an instance that shuts down hands
+	// its sessions and their queued turns to the others at once.
 	RenewInstance(ctx context.Context, instance string, ttl time.Duration) error
 	// DetachDead detaches every session attached on an instance whose lease
 	// ran out (as if its socket had closed, with deadline as the end of its

@@ -1,8 +1,8 @@
 // Package sessiontest is the conformance suite of session.Store: every
 // implementation runs Run and RunClocked and must pass all of them. The
 // suite of each role of the store (RunSessions, RunThreads, RunAsks,
-// RunLifecycle) can also run on its own; its cases still create and feed
-// sessions through the whole Store.
+// RunLifecycle, RunTurns) can also run on its own; its cases still create
+// and feed sessions through the whole Store.
 package sessiontest
 
 import (
@@ -22,16 +22,17 @@ import (
 const TTL = time.Hour
 
 // Run runs the whole suite on stores from newStore: RunSessions,
-// RunThreads, RunAsks and RunLifecycle, and the case of DeleteUserData,
-// which spans all the roles. Each case runs on a store of its own, in
-// parallel. RunClocked runs the cases that need to control the store's
-// clock; every implementation runs both.
+// RunThreads, RunAsks, RunLifecycle and RunTurns, and the case of
+// DeleteUserData, which spans all the roles. Each case runs on a store of
+// its own, in parallel. RunClocked runs the cases that need to control the
+// store's clock; every implementation runs both.
 func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	t.Helper()
 	RunSessions(t, newStore)
 	RunThreads(t, newStore)
 	RunAsks(t, newStore)
 	RunLifecycle(t, newStore)
+	RunTurns(t, newStore)
 	run(t, newStore, []testCase{{"DeleteUserData", testDeleteUserData}})
 }
 

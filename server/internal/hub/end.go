@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -28,7 +29,7 @@ func (ls *liveSession) end(c *conn) {
 	ls.ended = true
 	ls.stopLocked()
 	if won {
-		ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+		ls.endPending = true
 		ls.startRunnerLocked()
 		ls.mu.Unlock()
 		return
@@ -45,7 +46,7 @@ func (ls *liveSession) endByServer() {
 	defer ls.mu.Unlock()
 	ls.ended = true
 	ls.stopLocked()
-	ls.jobs = append(ls.jobs[:0], job{kind: jobEnd})
+	ls.endPending = true
 	ls.startRunnerLocked()
 }
 
@@ -80,6 +81,18 @@ func (s *Hub) claimEnd(ctx context.Context, id string) (*liveSession, error) {
 // queueEnd queues the chat-end run of a session whose end this instance
 // claimed, and returns the live session running it.
 func (s *Hub) queueEnd(ctx context.Context, id string) (*liveSession, error) {
+	ls, err := s.loadLive(ctx, id)
+	if err != nil || ls == nil {
+		return nil, err
+	}
+	defer s.unpin(ls)
+	ls.endByServer()
+	return ls, nil
+}
+
+// loadLive returns the live session id, loaded from the store unless this
+// instance holds it, pinned (see liveFor); nil for a missing session.
+func (s *Hub) loadLive(ctx context.Context, id string) (*liveSession, error) {
 	rec, err := s.sessions.Get(ctx, id)
 	if errors.Is(err, session.ErrNotFound) {
 		return nil, nil
@@ -93,14 +106,22 @@ func (s *Hub) queueEnd(ctx context.Context, id string) (*liveSession, error) {
 	} else if !errors.Is(err, auth.ErrNotFound) {
 		return nil, err
 	}
-	ls := s.liveFor(rec, u)
-	defer s.unpin(ls)
-	ls.endByServer()
-	return ls, nil
+	return s.liveFor(rec, u), nil
 }
 
-// stop cancels the running handler and drops the runs queued behind it.
-// With nothing running it does nothing.
+// stopAll is a client's stop: the turns queued behind the running one are
+// dropped from the inbox, then the running handler is cancelled wherever
+// it runs.
+func (ls *liveSession) stopAll(ctx context.Context) {
+	if _, err := ls.s.sessions.DropQueued(ctx, ls.id); err != nil && !ls.lost(err) {
+		ls.s.logErr("drop the turns queued behind a stopped one", err)
+	}
+	ls.stop()
+	ls.tellOthers(bus.Event{Kind: bus.KindStop})
+}
+
+// stop cancels the handler running here. With nothing running it does
+// nothing.
 func (ls *liveSession) stop() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -111,7 +132,6 @@ func (ls *liveSession) stopLocked() {
 	if ls.runCancel == nil {
 		return
 	}
-	ls.jobs = ls.jobs[:0]
 	ls.stopped = true
 	ls.runCancel()
 }

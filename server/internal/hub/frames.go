@@ -54,8 +54,9 @@ func (c *conn) handleFrame(data []byte) {
 	case "ask_response":
 		err = c.handleAskResponse(f)
 	case "stop":
-		c.ls.stop()
-		c.ls.tellOthers(bus.Event{Kind: bus.KindStop})
+		ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.StoreTimeout)
+		c.ls.stopAll(ctx)
+		cancel()
 	case "end":
 		c.ls.end(c)
 		c.ls.tellOthers(bus.Event{Kind: bus.KindStop})
@@ -217,14 +218,14 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 		"chat_profile": wire.Null(profile), "chat_settings": rec.Settings}); err != nil {
 		return s.storeError(ctx, "create thread", err)
 	}
-	return c.startSession(ctx, rec, ps, schema, "none", nil, job{kind: jobChatStart})
+	return c.startSession(ctx, rec, ps, schema, "none", nil, turnChatStart)
 }
 
 // startSession attaches a socket to a session it just created, welcomes
 // it (with a history frame after the welcome when history is set) and
-// queues the session's first handler run.
+// queues the session's first turn (chat start or resume).
 func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []settings.Widget,
-	resumed string, history *wire.Thread, first job) *wire.Error {
+	resumed string, history *wire.Thread, first string) *wire.Error {
 	s := c.s
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
@@ -247,7 +248,12 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 		return true
 	}, 0)
 	c.welcome(ls)
-	ls.enqueue(first)
+	if s.app.handles(first) {
+		if e := ls.enqueue(ctx, first, nil); e != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "queue the chat's first turn", slog.String("session", rec.ID),
+				slog.String("error", e.Message))
+		}
+	}
 	return nil
 }
 
@@ -427,7 +433,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 		}
 	}
 	history := objects.Thread(t, c.id.User)
-	return c.startSession(ctx, rec, ps, schema, "thread", &history, job{kind: jobResume, thread: t})
+	return c.startSession(ctx, rec, ps, schema, "thread", &history, turnResume)
 }
 
 // historyOf is the thread of a session for a history frame: the persisted

@@ -255,6 +255,16 @@ func (s *Hub) Close() {
 	s.closed = true
 	s.wgMu.Unlock()
 	s.wg.Wait()
+	if s.started.Load() {
+		// This instance is gone: its lease ends now, so that the others
+		// detach its sessions and run their queued turns without waiting
+		// for it to run out.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+		if err := s.sessions.RenewInstance(ctx, s.cfg.InstanceID, 0); err != nil {
+			s.logErr("end this instance's lease", err)
+		}
+		cancel()
+	}
 }
 
 // Busy reports whether a session of this instance has a handler running

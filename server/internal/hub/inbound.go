@@ -2,32 +2,32 @@ package hub
 
 import (
 	"context"
-
-	"github.com/chatd-project/chatd/server/internal/objects"
-	"github.com/chatd-project/chatd/settings"
-
-	"github.com/chatd-project/chatd/wire"
+	"encoding/json"
+	"errors"
 
 	"github.com/google/uuid"
 
+	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/settings"
+	"github.com/chatd-project/chatd/wire"
 )
 
 // admit refuses a frame that would queue a handler run when the chat has
-// ended or its queue is full.
+// ended. (A full inbox is refused by the store: session.ErrBusy.)
 func (ls *liveSession) admit() *wire.Error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.ended {
 		return wire.Errorf(wire.CodeNotFound, "the chat has ended")
 	}
-	if len(ls.jobs) >= ls.s.cfg.QueueMax {
-		return wire.Errorf(wire.CodeBusy, "too many frames waiting for the handler; try again shortly")
-	}
 	return nil
 }
 
-// userMessage stores a user message with its echo and queues its handler.
+var errBusy = wire.Errorf(wire.CodeBusy, "too many frames waiting for the handler; try again shortly")
+
+// userMessage stores a user message with its echo and queues its turn in
+// the session's inbox, in one round trip.
 func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *wire.Error {
 	s := ls.s
 	if e := ls.admit(); e != nil {
@@ -46,39 +46,67 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.StoreTimeout)
 	defer cancel()
 
-	// When no handler runs or waits, the run of this message starts at
-	// once: its task_start goes in the echo's round trip.
-	var then []session.Frame
-	if s.app.Message != nil && ls.quiet() {
-		then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
+	um := session.UserMessage{ClientID: clientID, ThreadName: objects.ThreadName(content),
+		Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step}}
+	if s.app.Message != nil {
+		// The message's turn; when no runner holds the session it starts
+		// at once, and its task_start goes in the echo's round trip.
+		data, err := json.Marshal(Message{ID: step.ID, ClientID: clientID, Content: content, Command: command, CreatedAt: now})
+		if err != nil {
+			return s.storeError(ctx, "encode a turn", err)
+		}
+		um.Turn = session.Turn{ID: step.ID, Kind: turnMessage, Data: data}
+		um.Instance, um.QueueMax = s.cfg.InstanceID, s.cfg.QueueMax
+		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
 	}
-	res, e := ls.storeUserMessage(ctx, c, rec, clientID, content, payload, &step, then)
+	res, e := ls.storeUserMessage(ctx, c, rec, um)
 	if e != nil || res.Duplicate {
 		return e
 	}
-	ls.enqueue(job{kind: jobMessage, started: len(res.ThenSeqs) > 0, msg: Message{ID: step.ID,
-		ClientID: clientID, Content: content, Command: command, CreatedAt: now}})
+	if res.Fence > 0 {
+		ls.grant(res.Fence, &runTurn{Turn: um.Turn, started: true})
+	}
 	return nil
 }
 
-// quiet reports whether no handler runs or waits.
-func (ls *liveSession) quiet() bool {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	return !ls.running && len(ls.jobs) == 0
+// enqueue queues a turn in the session's inbox, and runs it here when no
+// runner holds the session.
+func (ls *liveSession) enqueue(ctx context.Context, kind string, data []byte) *wire.Error {
+	fence, e := ls.queue(ctx, kind, data)
+	if fence > 0 {
+		ls.grant(fence, nil)
+	}
+	return e
+}
+
+// queue queues a turn in the session's inbox; a fence above 0 says that
+// the runner lease came with it, for the caller to grant.
+func (ls *liveSession) queue(ctx context.Context, kind string, data []byte) (int64, *wire.Error) {
+	s := ls.s
+	fence, _, err := s.sessions.Enqueue(ctx, ls.id, s.cfg.InstanceID,
+		session.Turn{ID: uuid.NewString(), Kind: kind, Data: data}, s.cfg.QueueMax)
+	switch {
+	case errors.Is(err, session.ErrBusy):
+		return 0, errBusy
+	case err != nil:
+		if ls.lost(err) {
+			return 0, errGone
+		}
+		return 0, s.storeError(ctx, "queue a turn", err)
+	}
+	return fence, nil
 }
 
 // storeUserMessage stores a user message with its echo and sends the echo
 // (for a repeated client id, the first echo again with its seq).
-func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, clientID, content string,
-	payload []byte, step *session.Step, then []session.Frame) (session.Appended, *wire.Error) {
+func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, um session.UserMessage) (session.Appended, *wire.Error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
-	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, session.UserMessage{
-		ClientID: clientID, ThreadName: objects.ThreadName(content),
-		Echo: session.Frame{ID: step.ID, Payload: payload, Step: step}, Then: then,
-	})
+	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, um)
 	if err != nil {
+		if errors.Is(err, session.ErrBusy) {
+			return res, errBusy
+		}
 		if ls.lost(err) {
 			return res, errGone
 		}
@@ -90,20 +118,22 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		// client has processed that seq already and drops it either way.
 		p := res.Payload
 		if len(p) < 2 {
-			p = payload
+			p = um.Echo.Payload
 		}
 		c.out.Send("message", wire.WithSeq(p, res.Seq))
 		return res, nil
 	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
 	for i, seq := range res.ThenSeqs {
-		ls.deliverLocked(ctx, c, seq, then[i].Payload)
+		ls.deliverLocked(ctx, c, seq, um.Then[i].Payload)
 	}
 	return res, nil
 }
 
 // settingsUpdate validates and stores new settings values, sends the
-// settings frame and queues the settings handler.
+// settings frame and queues the settings handler. The turn is queued first,
+// so that a full inbox refuses the update before anything is stored; it
+// carries the values, so that wherever it runs its handler sees them.
 func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 	s := ls.s
 	if e := ls.admit(); e != nil {
@@ -119,6 +149,23 @@ func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
+	var fence int64
+	if s.app.SettingsUpdate != nil {
+		data, err := json.Marshal(values)
+		if err != nil {
+			return s.storeError(ctx, "encode a turn", err)
+		}
+		var e *wire.Error
+		if fence, e = ls.queue(ctx, turnSettings, data); e != nil {
+			return e
+		}
+	}
+	// The runner starts only once the settings are stored.
+	defer func() {
+		if fence > 0 {
+			ls.grant(fence, nil)
+		}
+	}()
 	if err := s.sessions.SetSettings(ctx, ls.id, values); err != nil {
 		if ls.lost(err) {
 			return errGone
@@ -133,14 +180,5 @@ func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 		Payload: wire.Encode(wire.Settings{Type: "settings", Schema: settings.NonNil(schema), Values: values})}); err != nil {
 		return s.storeError(ctx, "append settings frame", err)
 	}
-	ls.enqueue(job{kind: jobSettings, values: copyMap(values)})
 	return nil
-}
-
-func copyMap(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -18,8 +18,10 @@ import (
 )
 
 // liveSession is a session held by this instance: it has an open socket
-// here or a handler running here. Its handlers run one at a time on a
-// runner goroutine that exists only while jobs are queued.
+// here or a handler running here. Its turns wait in the store (the
+// session's inbox); they run one at a time, on the runner goroutine of the
+// instance that holds the session's runner lease, which exists only while
+// there is work (see runner.go).
 type liveSession struct {
 	s  *Hub
 	id string
@@ -32,15 +34,19 @@ type liveSession struct {
 	// appendMu.
 	lastAppended int64
 
-	mu        sync.Mutex // guards the fields below
-	conn      *conn      // the attached socket, nil when none
-	jobs      []job
-	running   bool               // a runner goroutine exists
-	runCancel context.CancelFunc // cancels the handler running now
-	stopped   bool               // stop was requested for the running handler
-	ended     bool               // the chat ended (or is ending) here
-	idle      chan struct{}      // closed when the runner exits
-	streams   map[string]*Stream // messages streaming now, by message id
+	mu   sync.Mutex // guards the fields below
+	conn *conn      // the attached socket, nil when none
+	// fence is the runner lease this instance holds (0: none); first is
+	// the turn the runner starts with, when the lease came with one.
+	fence      int64
+	first      *runTurn
+	endPending bool               // the chat end runs next, here
+	running    bool               // a runner goroutine exists
+	runCancel  context.CancelFunc // cancels the handler running now
+	stopped    bool               // stop was requested for the running handler
+	ended      bool               // the chat ended (or is ending) here
+	idle       chan struct{}      // closed when the runner exits
+	streams    map[string]*Stream // messages streaming now, by message id
 
 	// settingsMu serializes changes of the settings (a client's update, a
 	// handler's push), each a read, a merge and a write.
@@ -151,20 +157,40 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 	rec := ls.us.Record()
 	seqs, err := ls.s.sessions.Append(ctx, &rec, frames...)
 	if err != nil {
+		if errors.Is(err, session.ErrLeaseLost) {
+			ls.cutOff(session.FenceOf(ctx))
+		}
 		ls.lost(err)
 		return nil, err
 	}
-	if len(seqs) > 0 {
-		ls.lastAppended = max(ls.lastAppended, seqs[len(seqs)-1])
+	ls.deliverAppended(ctx, seqs, frames)
+	return seqs, nil
+}
+
+// deliverAppended sends frames just appended with their seqs to the
+// session's socket, here or through the bus. ls.appendMu is held.
+func (ls *liveSession) deliverAppended(ctx context.Context, seqs []int64, frames []session.Frame) {
+	if len(seqs) == 0 {
+		return
 	}
+	ls.lastAppended = max(ls.lastAppended, seqs[len(seqs)-1])
 	if c := ls.currentConn(); c != nil {
 		for i, f := range frames {
 			ls.deliverLocked(ctx, c, seqs[i], f.Payload)
 		}
-		return seqs, nil
+		return
 	}
 	ls.forward(ctx, seqs, frames)
-	return seqs, nil
+}
+
+// cutOff stops the handler running under fence: another instance took the
+// session's turns over, and nothing it does can be stored any more.
+func (ls *liveSession) cutOff(fence int64) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if fence > 0 && ls.fence == fence && ls.runCancel != nil {
+		ls.runCancel()
+	}
 }
 
 // deliverLocked hands a sequenced frame to c, which fills a gap from the
@@ -205,35 +231,6 @@ func (ls *liveSession) streamStates() [][]byte {
 	return out
 }
 
-type jobKind int
-
-const (
-	jobChatStart jobKind = iota
-	jobMessage
-	jobSettings
-	jobResume
-	jobEnd
-)
-
-// job is one queued handler run of a session.
-type job struct {
-	kind   jobKind
-	msg    Message
-	values map[string]any
-	thread session.Thread
-	// started is set when the run's task_start was sent already (with the
-	// user message's echo).
-	started bool
-}
-
-// enqueue queues a handler run and starts the runner if none runs.
-func (ls *liveSession) enqueue(j job) {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	ls.jobs = append(ls.jobs, j)
-	ls.startRunnerLocked()
-}
-
 func (ls *liveSession) startRunnerLocked() {
 	if ls.running {
 		return
@@ -243,7 +240,7 @@ func (ls *liveSession) startRunnerLocked() {
 	if !ls.s.goOwned(ls.run) {
 		// The server is closed: nothing runs any more.
 		ls.running = false
-		ls.jobs = ls.jobs[:0]
+		ls.fence, ls.first, ls.endPending = 0, nil, false
 		close(ls.idle)
 	}
 }

@@ -58,6 +58,11 @@ func (s *Hub) Start(app App) error {
 		}
 	})
 	s.renewLease()
+	// Turns left by an earlier process under this instance's name run
+	// here; then the sweeper takes over those of dead instances.
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	s.adoptOrphans(ctx, s.cfg.InstanceID)
+	cancel()
 	s.goOwned(s.leaseLoop)
 	s.goOwned(s.heartbeatLoop)
 	s.goOwned(s.sweepLoop)
@@ -150,6 +155,7 @@ func (s *Hub) Sweep() {
 	} else if len(dead) > 0 {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "sessions of a dead instance detached", slog.Int("sessions", len(dead)))
 	}
+	s.adoptOrphans(ctx, "")
 	ids, err := s.sessions.Due(ctx, s.now(), 100)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -162,6 +168,41 @@ func (s *Hub) Sweep() {
 		if err := s.endDue(ctx, id, now); err != nil && ctx.Err() == nil && !errors.Is(err, session.ErrNotFound) {
 			s.logErr("end session", err)
 		}
+	}
+}
+
+// adoptOrphans takes over the turns of sessions whose runner's instance is
+// dead (or is restarted, this instance's earlier life): a turn that runner
+// had started ends as interrupted, the others run here.
+func (s *Hub) adoptOrphans(ctx context.Context, restarted string) {
+	ids, err := s.sessions.Orphans(ctx, restarted, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logErr("list orphaned turns", err)
+		}
+		return
+	}
+	for _, id := range ids {
+		if ls := s.liveHere(id); ls != nil && ls.holdsLease() {
+			continue // its lease ran out under a stalled clock or store: the runner's writes will tell
+		}
+		fence, err := s.sessions.TakeRunner(ctx, id, s.cfg.InstanceID)
+		if err != nil || fence == 0 {
+			if err != nil && ctx.Err() == nil && !errors.Is(err, session.ErrNotFound) && !errors.Is(err, session.ErrEnded) {
+				s.logErr("take orphaned turns over", err)
+			}
+			continue
+		}
+		ls, err := s.loadLive(ctx, id)
+		if err != nil || ls == nil {
+			if err != nil {
+				s.logErr("load a session whose turns were taken over", err)
+			}
+			continue
+		}
+		s.log.LogAttrs(ctx, slog.LevelInfo, "took over the turns of a dead instance", slog.String("session", id))
+		ls.grant(fence, nil)
+		s.unpin(ls)
 	}
 }
 

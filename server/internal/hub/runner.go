@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,79 +13,180 @@ import (
 	"github.com/chatd-project/chatd/wire"
 )
 
-// run executes queued jobs one at a time, then exits.
-func (ls *liveSession) run() {
-	for {
-		ls.mu.Lock()
-		if len(ls.jobs) == 0 {
-			ls.running = false
-			close(ls.idle)
-			ls.mu.Unlock()
-			ls.s.releaseIfIdle(ls)
-			return
-		}
-		j := ls.jobs[0]
-		ls.jobs[0] = job{}
-		ls.jobs = ls.jobs[1:]
-		ctx, cancel := context.WithCancel(ls.s.ctx)
-		ls.runCancel = cancel
-		ls.stopped = false
-		ls.mu.Unlock()
+// The names of the turns in a session's inbox (session.Turn.Kind).
+const (
+	turnChatStart = "chat_start"
+	turnMessage   = "message"
+	turnSettings  = "settings_update"
+	turnResume    = "chat_resume"
+)
 
-		ls.execute(ctx, j)
+// runTurn is a turn handed to the runner.
+type runTurn struct {
+	session.Turn
+	// started: its task_start is in the log already (it went with the
+	// user message's echo).
+	started bool
+	// resumed: an earlier runner started it and lost its lease (its
+	// instance died): it ends as interrupted.
+	resumed bool
+}
 
-		ls.mu.Lock()
-		ls.runCancel = nil
-		ls.mu.Unlock()
-		cancel()
+// grant hands the session's runner lease, taken under fence, to this
+// instance's runner (starting one if none runs), with the turn it starts
+// with when the lease came with one.
+func (ls *liveSession) grant(fence int64, first *runTurn) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if fence <= ls.fence {
+		return // an older grant
+	}
+	ls.fence, ls.first = fence, first
+	ls.startRunnerLocked()
+}
+
+// leaseGone forgets the runner lease taken under fence (released, lost or
+// kept for a successor) unless a newer grant replaced it.
+func (ls *liveSession) leaseGone(fence int64) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.fence == fence {
+		ls.fence, ls.first = 0, nil
 	}
 }
 
-// execute runs one job: task_start, the handler, then task_end, or the
-// stop handler when the user stopped it.
-func (ls *liveSession) execute(ctx context.Context, j job) {
-	s := ls.s
-	chat := &Chat{ls: ls}
-	if j.kind == jobEnd {
-		ls.runChatEnd(chat)
-		return
-	}
+// holdsLease reports whether this instance's runner holds the session's
+// runner lease.
+func (ls *liveSession) holdsLease() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.fence > 0
+}
+
+// run runs the session's turns while this instance holds the runner lease,
+// one at a time and in order, then the chat end when one was asked for; it
+// exits when there is nothing left to do here.
+func (ls *liveSession) run() {
 	var (
-		name string
-		fn   func(ctx context.Context) error
+		done string          // the turn just run, still at the inbox's head
+		tail []session.Frame // its task_end
 	)
-	switch j.kind {
-	case jobChatStart:
-		name = "chat_start"
-		if s.app.ChatStart != nil {
-			fn = func(ctx context.Context) error { return s.app.ChatStart(ctx, chat) }
+	for {
+		ls.mu.Lock()
+		fence, t, ending := ls.fence, ls.first, ls.endPending
+		ls.first = nil
+		if fence == 0 {
+			ls.endPending = false
+			if !ending {
+				ls.running = false
+				close(ls.idle)
+				ls.mu.Unlock()
+				ls.s.releaseIfIdle(ls)
+				return
+			}
 		}
-	case jobMessage:
-		name = "message"
-		if s.app.Message != nil {
-			fn = func(ctx context.Context) error { return s.app.Message(ctx, chat, j.msg) }
+		ls.mu.Unlock()
+		if fence == 0 {
+			ls.runChatEnd(&Chat{ls: ls})
+			continue
 		}
-	case jobSettings:
-		name = "settings_update"
-		if s.app.SettingsUpdate != nil {
-			fn = func(ctx context.Context) error { return s.app.SettingsUpdate(ctx, chat, j.values) }
+		if t == nil {
+			// A runner of a chat that ends, or of an instance that shuts
+			// down, keeps the lease and takes no new turn: the chat end
+			// follows, or another instance takes the turns left over.
+			stop := ending || ls.s.isDraining()
+			n, err := ls.nextTurn(fence, done, stop, tail)
+			done, tail = "", nil
+			if err != nil || !n.OK {
+				ls.leaseGone(fence)
+				continue
+			}
+			t = &runTurn{Turn: n.Turn, resumed: n.Resumed}
 		}
-	case jobResume:
-		name = "chat_resume"
-		if s.app.ChatResume != nil {
-			fn = func(ctx context.Context) error { return s.app.ChatResume(ctx, chat, j.thread) }
+		done, tail = t.ID, ls.execute(fence, *t)
+	}
+}
+
+// nextTurn drops the turn done from the inbox with its task_end (tail) and
+// takes the next one, retrying while the store cannot be reached: the turn
+// is finished only once that is stored.
+func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail []session.Frame) (session.Next, error) {
+	s := ls.s
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.StoreTimeout)
+		n, err := ls.appendTurnEnd(ctx, fence, done, stop, tail)
+		cancel()
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, session.ErrLeaseLost), errors.Is(err, session.ErrNotFound):
+			return n, err
+		case s.ctx.Err() != nil:
+			return n, err
 		}
+		s.log.LogAttrs(s.ctx, slog.LevelError, "finish a turn", slog.String("session", ls.id), slog.Any("err", err))
+		t := s.clock.NewTimer(backoff)
+		select {
+		case <-t.C():
+		case <-s.ctx.Done():
+		}
+		t.Stop()
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// appendTurnEnd is one NextTurn, its frames delivered as emit delivers
+// them.
+func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done string, stop bool, tail []session.Frame) (session.Next, error) {
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
+	rec := ls.us.Record()
+	n, err := ls.s.sessions.NextTurn(ctx, &rec, fence, done, stop, tail...)
+	if err != nil {
+		ls.lost(err)
+		return n, err
+	}
+	ls.deliverAppended(ctx, n.Seqs, tail)
+	return n, nil
+}
+
+// execute runs one turn: task_start (unless it went with the echo), the
+// handler, the stop handler when the user stopped it; it returns the
+// turn's task_end, which the next NextTurn appends. A turn an earlier
+// runner started ends as interrupted without running again.
+func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
+	s := ls.s
+	if t.resumed {
+		return []session.Frame{taskFrame("task_end", taskFrameFields{interrupted: true})}
+	}
+	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
+	defer cancel()
+	ls.mu.Lock()
+	ls.runCancel, ls.stopped = cancel, false
+	ls.mu.Unlock()
+	name, fn, err := ls.handlerOf(ctx, t.Turn)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "read a queued turn", slog.String("session", ls.id), slog.Any("err", err))
+		ls.mu.Lock()
+		ls.runCancel = nil
+		ls.mu.Unlock()
+		return []session.Frame{taskFrame("task_end", taskFrameFields{failed: true})}
 	}
 	if fn == nil {
-		return
+		// No handler for it: no task either.
+		ls.mu.Lock()
+		ls.runCancel = nil
+		ls.mu.Unlock()
+		return nil
 	}
 	bg := s.ctx
-	if !j.started {
+	if !t.started {
 		if _, err := ls.emit(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelError, "append task_start", slog.Any("err", err), slog.String("session", ls.id))
 		}
 	}
-	err := ls.call(ctx, name, fn)
+	err = ls.call(ctx, name, fn)
 	// The handler has returned: a stop from now on finds nothing running,
 	// and a stream it left open is closed as interrupted.
 	ls.mu.Lock()
@@ -95,8 +197,9 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 		open = append(open, st)
 	}
 	ls.mu.Unlock()
+	closeCtx := session.WithFence(context.WithoutCancel(bg), fence)
 	for _, st := range open {
-		if err := st.close(context.WithoutCancel(bg), true); err != nil {
+		if err := st.close(closeCtx, true); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelError, "close a stream left open", slog.Any("err", err), slog.String("session", ls.id))
 		}
 	}
@@ -105,23 +208,80 @@ func (ls *liveSession) execute(ctx context.Context, j job) {
 	case stopped:
 		end.stopped = true
 		if s.app.Stop != nil {
-			stopCtx, cancel := context.WithTimeout(bg, s.cfg.ShutdownTimeout)
-			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.app.Stop(ctx, chat) }); err != nil {
+			stopCtx, cancel := context.WithTimeout(closeCtx, s.cfg.ShutdownTimeout)
+			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.app.Stop(ctx, &Chat{ls: ls}) }); err != nil {
 				ls.handlerFailed("stop", err)
 			}
 			cancel()
 		}
-	case err != nil && s.ctx.Err() != nil:
+	case err != nil && (s.ctx.Err() != nil || errors.Is(err, session.ErrLeaseLost)):
 		end.interrupted = true
 	case err != nil:
 		end.failed = true
 		ls.handlerFailed(name, err)
 	}
-	endCtx, cancel := context.WithTimeout(context.WithoutCancel(bg), s.cfg.StoreTimeout)
-	defer cancel()
-	if _, err := ls.emit(endCtx, taskFrame("task_end", end)); err != nil {
-		s.log.LogAttrs(endCtx, slog.LevelError, "append task_end", slog.Any("err", err), slog.String("session", ls.id))
+	return []session.Frame{taskFrame("task_end", end)}
+}
+
+// handles reports whether the application has a handler for turns of
+// kind.
+func (a App) handles(kind string) bool {
+	switch kind {
+	case turnChatStart:
+		return a.ChatStart != nil
+	case turnMessage:
+		return a.Message != nil
+	case turnSettings:
+		return a.SettingsUpdate != nil
+	case turnResume:
+		return a.ChatResume != nil
 	}
+	return false
+}
+
+// handlerOf is the handler a turn runs (nil when the application has none
+// for it).
+func (ls *liveSession) handlerOf(ctx context.Context, t session.Turn) (string, func(ctx context.Context) error, error) {
+	s := ls.s
+	chat := &Chat{ls: ls}
+	switch t.Kind {
+	case turnChatStart:
+		if s.app.ChatStart == nil {
+			return t.Kind, nil, nil
+		}
+		return t.Kind, func(ctx context.Context) error { return s.app.ChatStart(ctx, chat) }, nil
+	case turnMessage:
+		var m Message
+		if err := json.Unmarshal(t.Data, &m); err != nil {
+			return t.Kind, nil, err
+		}
+		if s.app.Message == nil {
+			return t.Kind, nil, nil
+		}
+		return t.Kind, func(ctx context.Context) error { return s.app.Message(ctx, chat, m) }, nil
+	case turnSettings:
+		var values map[string]any
+		if err := json.Unmarshal(t.Data, &values); err != nil {
+			return t.Kind, nil, err
+		}
+		// The settings may have changed through a socket on another
+		// instance: the handler sees the values it runs for.
+		ls.us.SyncSettings(values)
+		if s.app.SettingsUpdate == nil {
+			return t.Kind, nil, nil
+		}
+		return t.Kind, func(ctx context.Context) error { return s.app.SettingsUpdate(ctx, chat, values) }, nil
+	case turnResume:
+		if s.app.ChatResume == nil {
+			return t.Kind, nil, nil
+		}
+		th, err := s.sessions.Thread(ctx, ls.us.Record().ThreadID)
+		if err != nil {
+			return t.Kind, nil, err
+		}
+		return t.Kind, func(ctx context.Context) error { return s.app.ChatResume(ctx, chat, th) }, nil
+	}
+	return t.Kind, nil, fmt.Errorf("unknown turn kind %q", t.Kind)
 }
 
 // call runs a handler, turning a panic into an error and timing it.

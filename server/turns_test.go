@@ -1,0 +1,282 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/clock"
+	"github.com/chatd-project/chatd/internal/redistest"
+	"github.com/chatd-project/chatd/session"
+)
+
+// turnApp replies to every message, holding "hold" until its gate opens
+// (or the handler is cancelled). It records how many handlers of the
+// session ran at once, at most, and on which instance each message ran.
+type turnApp struct {
+	gate chan struct{}
+
+	running, most atomic.Int32
+	mu            sync.Mutex
+	ranOn         map[string]string // content -> instance
+}
+
+func newTurnApp() *turnApp {
+	return &turnApp{gate: make(chan struct{}), ranOn: map[string]string{}}
+}
+
+func (a *turnApp) setup(s *Server) {
+	instance := s.Config().InstanceID
+	s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+		n := a.running.Add(1)
+		defer a.running.Add(-1)
+		for old := a.most.Load(); n > old && !a.most.CompareAndSwap(old, n); old = a.most.Load() {
+		}
+		a.mu.Lock()
+		a.ranOn[m.Content] = instance
+		a.mu.Unlock()
+		if m.Content == "hold" {
+			select {
+			case <-a.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return c.Send(ctx, "re: "+m.Content)
+	})
+}
+
+func (a *turnApp) instanceOf(content string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ranOn[content]
+}
+
+// sharedInstances starts instances of one deployment on st, with a clock
+// that the test never moves.
+func sharedInstances(t *testing.T, st session.Store, setup func(*Server), ids ...string) (envs []*env, tok string) {
+	t.Helper()
+	users, events := auth.NewMemoryStore(nil), bus.NewMemory()
+	clk := clock.NewFake(time.Now())
+	for _, id := range ids {
+		envs = append(envs, newEnv(t, withSessions(st), withUsers(users), withBus(events), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID, c.Clock = id, clk })))
+	}
+	envs[0].addUser("bob", "Bob", nil)
+	return envs, envs[0].login("bob")
+}
+
+// untilTaskEnds reads frames up to the n-th task_end.
+func (c *client) untilTaskEnds(n int) []map[string]any {
+	c.t.Helper()
+	var out []map[string]any
+	for range n {
+		out = append(out, c.untilTaskEnd()...)
+	}
+	return out
+}
+
+// contents lists the content of the assistant messages among frames.
+func contents(frames []map[string]any) []string {
+	var out []string
+	for _, f := range frames {
+		if f["type"] == "message" && f["step_type"] == "assistant_message" {
+			out = append(out, f["content"].(string))
+		}
+	}
+	return out
+}
+
+// TestQueuedTurnsWaitForTheRunner: a handler holds on A; the client moves
+// to B and sends two messages there. They are stored and echoed at once
+// but queued: they run only after A's handler returns, one at a time, and
+// their replies reach the socket on B in order.
+func TestQueuedTurnsWaitForTheRunner(t *testing.T) {
+	app := newTurnApp()
+	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
+	a, b := envs[0], envs[1]
+	ca, w := open(a, tok)
+	ca.send(msg("hold"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	cb.send(msg("second"))
+	cb.send(msg("third"))
+	for _, want := range []string{"second", "third"} {
+		echo, _ := cb.expect("message")
+		if echo["step_type"] != "user_message" || echo["content"] != want {
+			t.Fatalf("echo %v, want the user message %q (and no task_start before it)", echo, want)
+		}
+	}
+	close(app.gate)
+	frames := cb.untilTaskEnds(3)
+	checkGapless(t, frames, seqOf(ts)+3)
+	want := "message:assistant_message task_end task_start message:assistant_message task_end task_start message:assistant_message task_end"
+	if got := frameTypes(frames); got != want {
+		t.Fatalf("after the hold: %s, want %s", got, want)
+	}
+	if got := contents(frames); len(got) != 3 || got[0] != "re: hold" || got[1] != "re: second" || got[2] != "re: third" {
+		t.Fatalf("replies %v", got)
+	}
+	if n := app.most.Load(); n != 1 {
+		t.Fatalf("%d handlers of the session ran at once", n)
+	}
+}
+
+// TestStopDropsQueuedTurns: stop sent on B cancels the handler on A and
+// drops the turns queued behind it; their user messages stay stored, and
+// the next message runs.
+func TestStopDropsQueuedTurns(t *testing.T) {
+	app := newTurnApp()
+	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
+	a, b := envs[0], envs[1]
+	ca, w := open(a, tok)
+	ca.send(msg("hold"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	cb.send(msg("queued"))
+	cb.expect("message")
+	cb.send(map[string]any{"type": "stop"})
+	end, _ := cb.expect("task_end")
+	if end["stopped"] != true {
+		t.Fatalf("task_end %v, want stopped", end)
+	}
+	cb.send(msg("after"))
+	frames := cb.untilTaskEnd()
+	if got := frameTypes(frames); got != "message:user_message task_start message:assistant_message task_end" {
+		t.Fatalf("after the stop: %s", got)
+	}
+	if got := contents(frames); len(got) != 1 || got[0] != "re: after" {
+		t.Fatalf("replies %v, want only re: after (the queued turn was dropped)", got)
+	}
+	if app.instanceOf("queued") != "" {
+		t.Fatal("the turn queued behind the stopped one ran")
+	}
+}
+
+// TestShutdownHandsQueuedTurnsOver: A shuts down while its handler holds
+// and two more turns wait behind it. A finishes the running turn and takes
+// no new one; its lease ends as it closes, and B's sweeper runs the
+// queued turns on B. Nothing is lost, nothing runs twice.
+func TestShutdownHandsQueuedTurnsOver(t *testing.T) {
+	app := newTurnApp()
+	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
+	a, b := envs[0], envs[1]
+	ca, w := open(a, tok)
+	ca.send(msg("hold"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	cb.send(msg("second"))
+	cb.expect("message")
+	cb.send(msg("third"))
+	cb.expect("message")
+
+	shut := make(chan error, 1)
+	go func() { shut <- a.srv.Shutdown(context.Background()) }()
+	// A is draining: its handler finishes, and A runs nothing more.
+	waitFor(t, "A draining", func() bool {
+		res, _ := a.do("GET", "/readyz", nil, nil)
+		return res.StatusCode == 503
+	})
+	close(app.gate)
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown of A: %v", err)
+	}
+	frames := cb.untilTaskEnd()
+	if got := contents(frames); len(got) != 1 || got[0] != "re: hold" {
+		t.Fatalf("before B takes over: %v", got)
+	}
+	b.srv.hub.Sweep()
+	rest := cb.untilTaskEnds(2)
+	checkGapless(t, append(frames, rest...), seqOf(ts)+3)
+	if got := contents(rest); len(got) != 2 || got[0] != "re: second" || got[1] != "re: third" {
+		t.Fatalf("replies after the takeover %v", got)
+	}
+	if on := app.instanceOf("second") + app.instanceOf("third"); on != "BB" {
+		t.Fatalf("queued turns ran on %q, want B for both", on)
+	}
+}
+
+// TestDeadRunnersTurnsResume: the runner of a session died (its instance
+// X never renews its lease) with one turn started and two queued. The
+// sweeper of B takes the turns over: the started one ends interrupted
+// without running again, the queued ones run, in order.
+func TestDeadRunnersTurnsResume(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		st   func(t *testing.T) session.Store
+	}{
+		{"memory", func(t *testing.T) session.Store { return session.NewMemoryStore(nil) }},
+		{"redis", func(t *testing.T) session.Store {
+			r := redistest.Start(t)
+			return session.NewRedisStore(r.Client(), r.Namespace())
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := tt.st(t)
+			app := newTurnApp()
+			envs, tok := sharedInstances(t, st, app.setup, "B")
+			b := envs[0]
+			cb, w := open(b, tok)
+			sid := w["session_id"].(string)
+			ctx := context.Background()
+			turn := func(id, content string) session.Turn {
+				data, _ := json.Marshal(Message{ID: id, Content: content})
+				return session.Turn{ID: id, Kind: "message", Data: data}
+			}
+			fence, runner, err := st.Enqueue(ctx, sid, "X", turn("m1", "lost"), 64)
+			if err != nil || runner != "X" || fence == 0 {
+				t.Fatalf("enqueue as X: fence %d runner %q err %v", fence, runner, err)
+			}
+			for _, tn := range []session.Turn{turn("m2", "second"), turn("m3", "third")} {
+				if _, _, err := st.Enqueue(ctx, sid, "X", tn, 64); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec, err := st.Get(ctx, sid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := st.NextTurn(ctx, &rec, fence, "", false); err != nil || !n.OK || n.Turn.ID != "m1" {
+				t.Fatalf("X starts m1: %+v %v", n, err)
+			}
+
+			b.srv.hub.Sweep()
+			first := cb.untilTaskEnd()
+			if len(first) != 1 || first[0]["interrupted"] != true {
+				t.Fatalf("the started turn: %s (%v), want only task_end interrupted", frameTypes(first), first)
+			}
+			rest := cb.untilTaskEnds(2)
+			checkGapless(t, append(first, rest...), seqOf(first[0]))
+			if got := contents(rest); len(got) != 2 || got[0] != "re: second" || got[1] != "re: third" {
+				t.Fatalf("replies %v", got)
+			}
+			if app.instanceOf("lost") != "" {
+				t.Fatal("the interrupted turn ran again")
+			}
+			// The lease is B's now: a write under X's fence is refused.
+			if _, err := st.Append(session.WithFence(ctx, fence), &rec, session.Frame{Payload: []byte(`{"type":"x"}`)}); err == nil {
+				t.Fatal("X's write after the takeover was stored")
+			}
+		})
+	}
+}
+
+// waitFor polls cond (a state with no event to wait on) until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,173 @@
+package session
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+)
+
+var _ Turns = (*MemoryStore)(nil)
+
+// instanceAliveLocked reports whether instance holds an unexpired lease.
+func (m *MemoryStore) instanceAliveLocked(instance string, now time.Time) bool {
+	until, ok := m.instances[instance]
+	return ok && now.Before(until)
+}
+
+// fencedLocked reports whether a write under ctx's fence may go on.
+func fencedLocked(ctx context.Context, s *memSession) bool {
+	f := FenceOf(ctx)
+	return f == 0 || f == s.fence
+}
+
+// waitingLocked is how many turns of s wait (a started head does not).
+func (s *memSession) waitingLocked() int {
+	if s.started != "" && len(s.inbox) > 0 && s.inbox[0].ID == s.started {
+		return len(s.inbox) - 1
+	}
+	return len(s.inbox)
+}
+
+// enqueueLocked queues t (unless seen) and takes the lease for instance when
+// nobody holds it.
+func (s *memSession) enqueueLocked(t Turn, instance string, max int) (int64, string, error) {
+	if _, seen := s.fids["q:"+t.ID]; !seen {
+		if max > 0 && s.waitingLocked() >= max {
+			return 0, s.runner, ErrBusy
+		}
+		t.Data = slices.Clone(t.Data)
+		s.inbox = append(s.inbox, t)
+		s.rememberLocked("q:"+t.ID, s.seq)
+	}
+	if s.runner != "" {
+		return 0, s.runner, nil
+	}
+	s.runner = instance
+	s.fence++
+	return s.fence, instance, nil
+}
+
+// Enqueue implements Turns.
+func (m *MemoryStore) Enqueue(ctx context.Context, id, instance string, t Turn, max int) (int64, string, error) {
+	if err := checkTurn(id, t); err != nil {
+		return 0, "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(id, m.now())
+	if s == nil {
+		return 0, "", ErrNotFound
+	}
+	return s.enqueueLocked(t, instance, max)
+}
+
+// NextTurn implements Turns.
+func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, frames ...Frame) (Next, error) {
+	if rec == nil || !validID(rec.ID) {
+		return Next{}, ErrNotFound
+	}
+	for _, f := range frames {
+		if f.Step != nil {
+			return Next{}, errStepInTurnFrames(rec.ID)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(rec.ID, m.now())
+	if s == nil {
+		return Next{}, ErrNotFound
+	}
+	if s.fence != fence || s.runner == "" {
+		return Next{}, ErrLeaseLost
+	}
+	var n Next
+	for _, f := range frames {
+		if old, ok := s.fids["f:"+f.ID]; f.ID != "" && ok {
+			n.Seqs = append(n.Seqs, old)
+			continue
+		}
+		n.Seqs = append(n.Seqs, m.appendLocked(s, f))
+	}
+	if done != "" && len(s.inbox) > 0 && s.inbox[0].ID == done {
+		s.inbox[0] = Turn{}
+		s.inbox = s.inbox[1:]
+		if s.started == done {
+			s.started = ""
+		}
+	}
+	if stop {
+		return n, nil
+	}
+	if len(s.inbox) == 0 {
+		s.runner, s.started = "", ""
+		s.inbox = nil
+		return n, nil
+	}
+	head := s.inbox[0]
+	n.Turn = Turn{ID: head.ID, Kind: head.Kind, Data: slices.Clone(head.Data)}
+	n.OK = true
+	n.Resumed = s.started == head.ID
+	s.started = head.ID
+	return n, nil
+}
+
+// DropQueued implements Turns.
+func (m *MemoryStore) DropQueued(ctx context.Context, id string) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(id, m.now())
+	if s == nil {
+		return 0, ErrNotFound
+	}
+	if s.started == "" || len(s.inbox) == 0 || s.inbox[0].ID != s.started {
+		return 0, nil
+	}
+	n := len(s.inbox) - 1
+	clear(s.inbox[1:])
+	s.inbox = s.inbox[:1]
+	return n, nil
+}
+
+// Orphans implements Turns.
+func (m *MemoryStore) Orphans(ctx context.Context, restarted string, limit int) ([]string, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for id, s := range m.sessions {
+		if s.runner == "" || s.runner != restarted && m.instanceAliveLocked(s.runner, now) || m.sessionLocked(id, now) == nil {
+			continue
+		}
+		if _, ended := m.claimLocked(id, now); ended || len(s.inbox) == 0 {
+			s.runner, s.started = "", ""
+			continue
+		}
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// TakeRunner implements Turns.
+func (m *MemoryStore) TakeRunner(ctx context.Context, id, instance string) (int64, error) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ended := m.claimLocked(id, now); ended {
+		return 0, ErrEnded
+	}
+	s := m.sessionLocked(id, now)
+	if s == nil {
+		return 0, ErrNotFound
+	}
+	if s.runner != "" && s.runner != instance && m.instanceAliveLocked(s.runner, now) {
+		return 0, nil
+	}
+	s.runner = instance
+	s.fence++
+	return s.fence, nil
+}

@@ -1,0 +1,108 @@
+package session
+
+import (
+	"context"
+	"fmt"
+)
+
+var _ Turns = (*RedisStore)(nil)
+
+// turnKeys are the KEYS of the turn scripts: those of scriptAppend, then
+// the inbox.
+func (s *RedisStore) turnKeys(rec *Record) []string {
+	return append(s.appendKeys(rec), s.sessionKeys(rec.ID).inbox)
+}
+
+// Enqueue implements Turns.
+func (s *RedisStore) Enqueue(ctx context.Context, id, instance string, t Turn, max int) (int64, string, error) {
+	if !validID(id) {
+		return 0, "", ErrNotFound
+	}
+	if err := checkTurn(id, t); err != nil {
+		return 0, "", err
+	}
+	res, err := scriptEnqueue.Run(ctx, s.c, s.turnKeys(&Record{ID: id}),
+		s.ns, id, instance, max, t.ID, encodeTurn(t)).Slice()
+	if err != nil {
+		return 0, "", scriptErr("enqueue", id, err)
+	}
+	if len(res) != 2 {
+		return 0, "", fmt.Errorf("session: enqueue to %s: bad reply %v", id, res)
+	}
+	fence, _ := res[0].(int64)
+	runner, _ := res[1].(string)
+	return fence, runner, nil
+}
+
+// NextTurn implements Turns.
+func (s *RedisStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, frames ...Frame) (Next, error) {
+	if rec == nil || !validID(rec.ID) {
+		return Next{}, ErrNotFound
+	}
+	stopArg := "0"
+	if stop {
+		stopArg = "1"
+	}
+	args := []any{s.now().UnixMilli(), rec.ThreadID, logMax, fence, done, stopArg, s.ns, rec.ID}
+	for _, f := range frames {
+		if f.Step != nil {
+			return Next{}, errStepInTurnFrames(rec.ID)
+		}
+		args = append(args, f.ID, f.Payload)
+	}
+	res, err := scriptNextTurn.Run(ctx, s.c, s.turnKeys(rec), args...).Slice()
+	if err != nil {
+		return Next{}, scriptErr("next turn", rec.ID, err)
+	}
+	if len(res) != 3+len(frames) {
+		return Next{}, fmt.Errorf("session: next turn of %s: bad reply %v", rec.ID, res)
+	}
+	ok, _ := res[0].(int64)
+	resumed, _ := res[1].(int64)
+	n := Next{OK: ok == 1, Resumed: resumed == 1}
+	if n.OK {
+		entry, _ := res[2].(string)
+		if n.Turn, err = decodeTurn(entry); err != nil {
+			return Next{}, err
+		}
+	}
+	for _, v := range res[3:] {
+		seq, _ := v.(int64)
+		n.Seqs = append(n.Seqs, seq)
+	}
+	return n, nil
+}
+
+// DropQueued implements Turns.
+func (s *RedisStore) DropQueued(ctx context.Context, id string) (int, error) {
+	if !validID(id) {
+		return 0, ErrNotFound
+	}
+	n, err := scriptDropQueued.Run(ctx, s.c, s.turnKeys(&Record{ID: id})).Int()
+	if err != nil {
+		return 0, scriptErr("drop queued turns", id, err)
+	}
+	return n, nil
+}
+
+// Orphans implements Turns.
+func (s *RedisStore) Orphans(ctx context.Context, restarted string, limit int) ([]string, error) {
+	ids, err := scriptOrphans.Run(ctx, s.c, []string{s.ns + "instances"}, s.ns, max(limit, 0), restarted).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("session: orphaned turns: %w", err)
+	}
+	return ids, nil
+}
+
+// TakeRunner implements Turns.
+func (s *RedisStore) TakeRunner(ctx context.Context, id, instance string) (int64, error) {
+	if !validID(id) {
+		return 0, ErrNotFound
+	}
+	k := s.sessionKeys(id)
+	f, err := scriptTakeRunner.Run(ctx, s.c, []string{k.rec, k.end}, s.ns, id, instance).Int64()
+	if err != nil {
+		return 0, scriptErr("take runner", id, err)
+	}
+	return f, nil
+}

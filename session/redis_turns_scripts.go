@@ -1,0 +1,189 @@
+package session
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts of the Redis store's turns: the inbox, the runner lease
+// and its fence (see redis.go for the conventions). The turn scripts take
+// the KEYS of scriptAppend (appendKeys) with the inbox as KEYS[12]; an
+// instance's runner leases are the set inst:<instance>:runs, built from
+// the namespace, so these scripts are not Redis Cluster ready.
+
+// turnLib holds the Lua functions shared by the turn scripts; it follows
+// appendLib.
+const turnLib = `
+local function headid()
+  local h = redis.call('LINDEX', KEYS[12], 0)
+  if not h then return false end
+  return string.match(h, '^[^\n]*')
+end
+-- waiting is how many turns wait (a started head does not).
+local function waiting()
+  local n = redis.call('LLEN', KEYS[12])
+  local st = redis.call('HGET', KEYS[1], 'started')
+  if st and n > 0 and headid() == st then n = n - 1 end
+  return n
+end
+local function runs(ns, inst) return ns .. 'inst:' .. inst .. ':runs' end
+-- push queues a turn unless the session saw its id.
+local function push(tid, entry)
+  if redis.call('HGET', KEYS[3], 'q:' .. tid) then return end
+  redis.call('RPUSH', KEYS[12], entry)
+  remember('q:' .. tid, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl > 0 then redis.call('PEXPIRE', KEYS[12], pttl) end
+end
+-- lease takes the runner lease for inst when nobody holds it: {fence, runner}.
+-- inst joins the set of instances, for Orphans to find its leases even if
+-- its own lease never existed or was forgotten by DetachDead.
+local function lease(ns, sid, inst)
+  local cur = redis.call('HGET', KEYS[1], 'runner')
+  if cur and cur ~= '' then return {0, cur} end
+  local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+  redis.call('HSET', KEYS[1], 'runner', inst)
+  redis.call('SADD', runs(ns, inst), sid)
+  redis.call('SADD', ns .. 'instances', inst)
+  return {f, inst}
+end
+-- fenced fails unless ARGV fence f holds the lease (a runner's fence is
+-- never "0").
+local function fenced(f)
+  return f ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') == f
+end
+`
+
+// scriptEnqueue queues a turn.
+//
+// ARGV: 1 namespace, 2 session id, 3 instance, 4 max waiting (0: none),
+// 5 turn id, 6 turn entry. Returns {fence, runner}.
+var scriptEnqueue = redis.NewScript(withIDKeep(appendLib) + turnLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local max = tonumber(ARGV[4])
+if not redis.call('HGET', KEYS[3], 'q:' .. ARGV[5]) and max > 0 and waiting() >= max then
+  return redis.error_reply('CHATD_BUSY')
+end
+push(ARGV[5], ARGV[6])
+return lease(ARGV[1], ARGV[2], ARGV[3])
+`)
+
+// scriptNextTurn finishes a turn and takes the next.
+//
+// ARGV: 1 now ms, 2 thread id, 3 log max length, 4 fence, 5 done turn id,
+// 6 "1" to stop, 7 namespace, 8 session id, then frame id, payload pairs.
+// Returns {ok, resumed, head entry, the frames' seqs...}.
+var scriptNextTurn = redis.NewScript(withIDKeep(appendLib) + turnLib + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local runner = redis.call('HGET', KEYS[1], 'runner')
+if (not runner) or runner == '' or not fenced(ARGV[4]) then
+  return redis.error_reply('CHATD_LEASELOST')
+end
+local seqs, wrote = {}, false
+for i = 9, #ARGV, 2 do
+  local seq = false
+  if ARGV[i] ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) end
+  if seq then
+    seqs[#seqs + 1] = tonumber(seq)
+  else
+    seqs[#seqs + 1] = logframe(ARGV[i], ARGV[i + 1])
+    wrote = true
+  end
+end
+if wrote then expirelog(redis.call('PTTL', KEYS[1])) end
+local started = redis.call('HGET', KEYS[1], 'started')
+if ARGV[5] ~= '' and headid() == ARGV[5] then
+  redis.call('LPOP', KEYS[12])
+  if started == ARGV[5] then
+    redis.call('HDEL', KEYS[1], 'started')
+    started = false
+  end
+end
+local res = {0, 0, ''}
+if ARGV[6] ~= '1' then
+  local h = redis.call('LINDEX', KEYS[12], 0)
+  if not h then
+    redis.call('HDEL', KEYS[1], 'runner', 'started')
+    redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
+  else
+    local id = string.match(h, '^[^\n]*')
+    if started == id then res[2] = 1 end
+    redis.call('HSET', KEYS[1], 'started', id)
+    res[1], res[3] = 1, h
+  end
+end
+for _, s in ipairs(seqs) do res[#res + 1] = s end
+return res
+`)
+
+// scriptDropQueued drops the turns behind a started head.
+//
+// KEYS: as the other turn scripts. Returns how many it dropped.
+var scriptDropQueued = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'started')
+local h = redis.call('LINDEX', KEYS[12], 0)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+if (not st) or (not h) or string.match(h, '^[^\n]*') ~= st then return 0 end
+local n = redis.call('LLEN', KEYS[12]) - 1
+redis.call('LTRIM', KEYS[12], 0, 0)
+return n
+`)
+
+// scriptOrphans lists the sessions whose runner's instance lease ran out,
+// with turns to run, and releases the others such an instance held.
+//
+// KEYS: 1 the set of instances. ARGV: 1 namespace, 2 limit (0: none),
+// 3 an instance whose leases are all orphans ("": none).
+var scriptOrphans = redis.NewScript(`
+local ns, limit = ARGV[1], tonumber(ARGV[2])
+local out = {}
+local insts = redis.call('SMEMBERS', KEYS[1])
+if ARGV[3] ~= '' and redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then
+  table.insert(insts, 1, ARGV[3])
+end
+for _, inst in ipairs(insts) do
+  if inst == ARGV[3] or redis.call('EXISTS', ns .. 'inst:' .. inst) == 0 then
+    local set = ns .. 'inst:' .. inst .. ':runs'
+    for _, sid in ipairs(redis.call('SMEMBERS', set)) do
+      local rec = ns .. 's:{s:' .. sid .. '}'
+      if redis.call('HGET', rec, 'runner') ~= inst then
+        redis.call('SREM', set, sid)
+      elseif redis.call('EXISTS', rec .. ':end') == 1 or redis.call('LLEN', rec .. ':inbox') == 0 then
+        redis.call('HDEL', rec, 'runner', 'started')
+        redis.call('SREM', set, sid)
+      elseif limit <= 0 or #out < limit then
+        out[#out + 1] = sid
+      end
+    end
+  end
+end
+return out
+`)
+
+// scriptTakeRunner takes a runner lease from nobody, from the caller's own
+// name, or from an instance whose lease ran out.
+//
+// KEYS: 1 record, 2 end claim. ARGV: 1 namespace, 2 session id,
+// 3 instance. Returns the new fence, or 0.
+var scriptTakeRunner = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('CHATD_ENDED')
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('CHATD_NOTFOUND')
+end
+local ns = ARGV[1]
+local cur = redis.call('HGET', KEYS[1], 'runner')
+if cur and cur ~= '' then
+  if cur ~= ARGV[3] and redis.call('EXISTS', ns .. 'inst:' .. cur) == 1 then return 0 end
+  redis.call('SREM', ns .. 'inst:' .. cur .. ':runs', ARGV[2])
+end
+local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'runner', ARGV[3])
+redis.call('SADD', ns .. 'inst:' .. ARGV[3] .. ':runs', ARGV[2])
+redis.call('SADD', ns .. 'instances', ARGV[3])
+return f
+`)
