@@ -13,6 +13,8 @@ import (
 	"github.com/chatd-project/chatd/clock"
 	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/session/sessiontest"
+	"github.com/chatd-project/chatd/wire"
 )
 
 // turnApp replies to every message, holding "hold" until its gate opens
@@ -247,11 +249,14 @@ func TestDeadRunnersTurnsResume(t *testing.T) {
 			if n, err := st.NextTurn(ctx, &rec, fence, "", false); err != nil || !n.OK || n.Turn.ID != "m1" {
 				t.Fatalf("X starts m1: %+v %v", n, err)
 			}
+			// m1's handler on X waits for an answer.
+			ask := sessiontest.PutAsk(t, st, sessiontest.NewTextAsk(sid))
 
 			b.srv.hub.Sweep()
 			first := cb.untilTaskEnd()
-			if len(first) != 1 || first[0]["interrupted"] != true {
-				t.Fatalf("the started turn: %s (%v), want only task_end interrupted", frameTypes(first), first)
+			if got := frameTypes(first); got != "ask_end task_end" || first[0]["ask_id"] != ask.ID ||
+				first[0]["reason"] != "interrupted" || first[1]["interrupted"] != true {
+				t.Fatalf("the started turn: %s (%v), want ask_end and task_end, interrupted", got, first)
 			}
 			rest := cb.untilTaskEnds(2)
 			checkGapless(t, append(first, rest...), seqOf(first[0]))
@@ -261,6 +266,8 @@ func TestDeadRunnersTurnsResume(t *testing.T) {
 			if app.instanceOf("lost") != "" {
 				t.Fatal("the interrupted turn ran again")
 			}
+			cb.send(askResponse(ask.ID, map[string]any{"content": "too late"}))
+			cb.expectError(wire.CodeNotFound)
 			// The lease is B's now: a write under X's fence is refused.
 			if _, err := st.Append(session.WithFence(ctx, fence), &rec, session.Frame{Payload: []byte(`{"type":"x"}`)}); err == nil {
 				t.Fatal("X's write after the takeover was stored")

@@ -101,6 +101,11 @@ type Asks interface {
 	// AskAnswer returns the stored answer of the session's ask askID, and
 	// whether there is one. ErrNotFound when askID is not the session's ask.
 	AskAnswer(ctx context.Context, sessionID, askID string) (AskAnswer, bool, error)
+	// OpenAsk returns the session's ask while it is neither answered nor
+	// ended, past its ExpiresAt or not: the ask a runner that died left
+	// waiting, which the runner taking its turns over ends as interrupted.
+	// ErrNotFound when there is none.
+	OpenAsk(ctx context.Context, sessionID string) (Ask, error)
 	// EndAsk ends a pending ask without an answer (timeout, cancel,
 	// interruption): true when this call ended it, even past its ExpiresAt;
 	// false when it was answered or ended already. ErrNotFound when askID

@@ -179,6 +179,20 @@ func (m *MemoryStore) PendingAsk(ctx context.Context, sessionID, askID string) (
 	return decodeAsk(sessionID, raw)
 }
 
+// OpenAsk implements Asks.
+func (m *MemoryStore) OpenAsk(ctx context.Context, sessionID string) (Ask, error) {
+	m.mu.Lock()
+	var raw []byte
+	if a := m.askLocked(sessionID, m.now()); a != nil && a.state == askPending {
+		raw = a.raw
+	}
+	m.mu.Unlock()
+	if raw == nil {
+		return Ask{}, ErrNotFound
+	}
+	return decodeAsk(sessionID, raw)
+}
+
 // AnswerAsk implements Asks.
 func (m *MemoryStore) AnswerAsk(ctx context.Context, sessionID, askID string, ans AskAnswer) (bool, error) {
 	now := m.now()

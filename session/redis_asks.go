@@ -74,6 +74,23 @@ func (s *RedisStore) PendingAsk(ctx context.Context, sessionID, askID string) (A
 	return decodeAsk(sessionID, []byte(raw))
 }
 
+// OpenAsk implements Asks.
+func (s *RedisStore) OpenAsk(ctx context.Context, sessionID string) (Ask, error) {
+	if !validID(sessionID) {
+		return Ask{}, ErrNotFound
+	}
+	v, err := s.c.HMGet(ctx, s.sessionKeys(sessionID).ask, "state", "ask").Result()
+	if err != nil {
+		return Ask{}, wrap("open ask of", sessionID, err)
+	}
+	state, _ := v[0].(string)
+	raw, _ := v[1].(string)
+	if state != askPending || raw == "" {
+		return Ask{}, ErrNotFound
+	}
+	return decodeAsk(sessionID, []byte(raw))
+}
+
 // AnswerAsk implements Asks, in one script.
 func (s *RedisStore) AnswerAsk(ctx context.Context, sessionID, askID string, a AskAnswer) (bool, error) {
 	now := s.now()

@@ -25,6 +25,7 @@ func RunAsks(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"AskReplaced", testAskReplaced},
 		{"AskAnswerConcurrent", testAskAnswerConcurrent},
 		{"AskInvalid", testAskInvalid},
+		{"OpenAsk", testOpenAsk},
 		{"FileRoundTrip", testFileRoundTrip},
 		{"FileTooLarge", testFileTooLarge},
 		{"FileTooManyConcurrent", testFileTooManyConcurrent},
@@ -287,6 +288,10 @@ func testAskExpiry(t *testing.T, st session.Store, c *Clock) {
 	c.Advance(time.Second) // exactly at ExpiresAt
 	_, err := st.PendingAsk(ctx, rec.ID, a.ID)
 	wantErr(t, "PendingAsk of an expired ask", err, session.ErrNotFound)
+	// Nobody ended it yet: it is open still, for its end to be told.
+	if got, err := st.OpenAsk(ctx, rec.ID); err != nil || got.ID != a.ID {
+		t.Fatalf("OpenAsk of an expired ask nobody ended = %v, %v", got.ID, err)
+	}
 	_, err = st.PutFile(ctx, NewFileMeta(a), bytes.NewReader([]byte("late")), 0)
 	wantErr(t, "PutFile for an expired ask", err, session.ErrNotFound)
 	ok, err := st.AnswerAsk(ctx, rec.ID, a.ID, session.AskAnswer{Content: "late"})
@@ -310,4 +315,37 @@ func testAskExpiry(t *testing.T, st session.Store, c *Clock) {
 	}
 	ok, err = st.AnswerAsk(ctx, rec.ID, b.ID, session.AskAnswer{Content: "whenever"})
 	claim(t, "AnswerAsk of an ask without timeout", ok, err, true)
+}
+
+// testOpenAsk: OpenAsk finds the session's ask while it is neither
+// answered nor ended, and only that session's.
+func testOpenAsk(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec, other := Create(t, st), Create(t, st)
+	_, err := st.OpenAsk(ctx, rec.ID)
+	wantErr(t, "OpenAsk before any ask", err, session.ErrNotFound)
+	for _, c := range []struct {
+		name  string
+		close func(a session.Ask) (bool, error)
+	}{
+		{"answered", func(a session.Ask) (bool, error) {
+			return st.AnswerAsk(ctx, a.SessionID, a.ID, session.AskAnswer{Content: "x"})
+		}},
+		{"ended", func(a session.Ask) (bool, error) { return st.EndAsk(ctx, a.SessionID, a.ID) }},
+	} {
+		a := PutAsk(t, st, NewTextAsk(rec.ID))
+		got, err := st.OpenAsk(ctx, rec.ID)
+		if err != nil {
+			t.Fatalf("OpenAsk of a pending ask: %v", err)
+		}
+		sameAsk(t, got, a)
+		_, err = st.OpenAsk(ctx, other.ID)
+		wantErr(t, "OpenAsk of another session", err, session.ErrNotFound)
+		ok, err := c.close(a)
+		claim(t, c.name, ok, err, true)
+		_, err = st.OpenAsk(ctx, rec.ID)
+		wantErr(t, "OpenAsk of an ask "+c.name, err, session.ErrNotFound)
+	}
+	_, err = st.OpenAsk(ctx, "a{b}")
+	wantErr(t, "OpenAsk of a bad id", err, session.ErrNotFound)
 }

@@ -158,6 +158,7 @@ func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done stri
 func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 	s := ls.s
 	if t.resumed {
+		ls.endOrphanedAsk(fence)
 		return []session.Frame{taskFrame("task_end", taskFrameFields{interrupted: true})}
 	}
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
@@ -221,6 +222,31 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 		ls.handlerFailed(name, err)
 	}
 	return []session.Frame{taskFrame("task_end", end)}
+}
+
+// endOrphanedAsk ends the ask that the handler of a dead runner left
+// waiting (ask_end interrupted): nobody will take its answer.
+func (ls *liveSession) endOrphanedAsk(fence int64) {
+	s := ls.s
+	ctx, cancel := context.WithTimeout(session.WithFence(context.WithoutCancel(s.ctx), fence), s.cfg.StoreTimeout)
+	defer cancel()
+	a, err := s.sessions.OpenAsk(ctx, ls.id)
+	if err != nil {
+		if !errors.Is(err, session.ErrNotFound) {
+			s.logErr("find the ask of an interrupted turn", err)
+		}
+		return
+	}
+	if ended, err := s.sessions.EndAsk(ctx, ls.id, a.ID); err != nil || !ended {
+		if err != nil {
+			s.logErr("end the ask of an interrupted turn", err)
+		}
+		return
+	}
+	if _, err := ls.emit(ctx, session.Frame{ID: a.ID + ":end",
+		Payload: wire.Encode(wire.AskEnd{Type: "ask_end", AskID: a.ID, Reason: "interrupted"})}); err != nil {
+		s.logErr("append ask_end", err)
+	}
 }
 
 // handles reports whether the application has a handler for turns of
