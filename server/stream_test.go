@@ -180,6 +180,13 @@ func testStreamReattach(t *testing.T, st session.Store, back int64) {
 	if got := recv(t, app.paused, "the paused stream"); got != id {
 		t.Fatalf("paused stream %s, want %s", got, id)
 	}
+	// The store has the stream so far, for an instance that would take
+	// the turn over if this one died.
+	sid := w["session_id"].(string)
+	if open, err := e.sessions.OpenStreams(context.Background(), sid); err != nil || len(open) != 1 ||
+		open[0].Step.ID != id || open[0].Step.Content != "Hello, " || open[0].N != 2 {
+		t.Fatalf("open streams in the store: %+v, %v; want %s with \"Hello, \" after 2 deltas", open, err, id)
+	}
 	c.close()
 
 	d := e.dial(bearer(tok))
@@ -204,6 +211,9 @@ func testStreamReattach(t *testing.T, st session.Store, back int64) {
 	checkDelta(t, d.next(), id, 4)
 	checkStreamEnd(t, d, id, seqOf(start)+1)
 	checkStoredOnce(t, e.sessions, tid, id, "stream paused")
+	if open, err := e.sessions.OpenStreams(context.Background(), w["session_id"].(string)); err != nil || len(open) != 0 {
+		t.Fatalf("open streams after the close: %+v, %v", open, err)
+	}
 	askTurn(t, d, "after the stream")
 }
 

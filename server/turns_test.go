@@ -233,30 +233,76 @@ func TestDeadRunnersTurnsResume(t *testing.T) {
 				data, _ := json.Marshal(Message{ID: id, Content: content})
 				return session.Turn{ID: id, Kind: "message", Data: data}
 			}
-			fence, runner, err := st.Enqueue(ctx, sid, "X", turn("m1", "lost"), 64)
-			if err != nil || runner != "X" || fence == 0 {
-				t.Fatalf("enqueue as X: fence %d runner %q err %v", fence, runner, err)
-			}
-			for _, tn := range []session.Turn{turn("m2", "second"), turn("m3", "third")} {
-				if _, _, err := st.Enqueue(ctx, sid, "X", tn, 64); err != nil {
-					t.Fatal(err)
-				}
-			}
 			rec, err := st.Get(ctx, sid)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// X stored and queued three user messages; the first took the
+			// runner lease.
+			var fence int64
+			for _, m := range []struct{ id, content string }{{"m1", "lost"}, {"m2", "second"}, {"m3", "third"}} {
+				step := sessiontest.NewStep("user_message", m.content)
+				echo := session.Frame{ID: step.ID, Step: step, Payload: []byte(
+					`{"type":"message","step_type":"user_message","content":"` + m.content + `"}`)}
+				res, err := st.AppendUserMessage(ctx, &rec, session.UserMessage{Echo: echo, ThreadName: "t",
+					Turn: turn(m.id, m.content), Instance: "X", QueueMax: 64})
+				if err != nil {
+					t.Fatalf("X stores %s: %v", m.id, err)
+				}
+				if m.id == "m1" {
+					if res.Fence == 0 || res.Runner != "X" {
+						t.Fatalf("X's first message: fence %d runner %q", res.Fence, res.Runner)
+					}
+					fence = res.Fence
+				}
+			}
 			if n, err := st.NextTurn(ctx, &rec, fence, "", false); err != nil || !n.OK || n.Turn.ID != "m1" {
 				t.Fatalf("X starts m1: %+v %v", n, err)
 			}
-			// m1's handler on X waits for an answer.
+			// m1's handler on X streamed "Hello" so far, then asked.
+			xctx := session.WithFence(ctx, fence)
+			step := sessiontest.NewStep("assistant_message", "")
+			start := session.Frame{ID: step.ID, Step: step, Payload: []byte(
+				`{"type":"message","step_type":"assistant_message","streaming":true,"id":"` + step.ID + `"}`)}
+			if _, err := st.Append(xctx, &rec, start); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.OpenStream(xctx, sid, *step); err != nil {
+				t.Fatal(err)
+			}
+			for i, d := range []string{"Hel", "lo"} {
+				if err := st.StreamDelta(xctx, sid, step.ID, i+1, d); err != nil {
+					t.Fatal(err)
+				}
+			}
 			ask := sessiontest.PutAsk(t, st, sessiontest.NewTextAsk(sid))
 
 			b.srv.hub.Sweep()
 			first := cb.untilTaskEnd()
-			if got := frameTypes(first); got != "ask_end task_end" || first[0]["ask_id"] != ask.ID ||
-				first[0]["reason"] != "interrupted" || first[1]["interrupted"] != true {
-				t.Fatalf("the started turn: %s (%v), want ask_end and task_end, interrupted", got, first)
+			if got := frameTypes(first[:3]); got != "message:user_message message:user_message message:user_message" {
+				t.Fatalf("X's echoes, from the log: %s", got)
+			}
+			first = first[3:]
+			if got := frameTypes(first); got != "message:assistant_message message_update ask_end task_end" ||
+				first[1]["id"] != step.ID || first[1]["content"] != "Hello" ||
+				first[2]["ask_id"] != ask.ID || first[2]["reason"] != "interrupted" || first[3]["interrupted"] != true {
+				t.Fatalf("the started turn: %s (%v), want its stream ended with Hello, ask_end and task_end, interrupted", got, first)
+			}
+			if open, err := st.OpenStreams(ctx, sid); err != nil || len(open) != 0 {
+				t.Fatalf("open streams after the takeover: %v, %v", open, err)
+			}
+			th, err := st.Thread(ctx, rec.ThreadID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored *session.Step
+			for i := range th.Steps {
+				if th.Steps[i].ID == step.ID {
+					stored = &th.Steps[i]
+				}
+			}
+			if stored == nil || stored.Content != "Hello" || stored.Metadata["interrupted"] != true {
+				t.Fatalf("the streamed step is stored as %+v, want Hello, interrupted", stored)
 			}
 			rest := cb.untilTaskEnds(2)
 			checkGapless(t, append(first, rest...), seqOf(first[0]))

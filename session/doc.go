@@ -72,6 +72,8 @@
 //	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq
 //	s:{s:<id>}:end       string  the end claim's nonce
 //	s:{s:<id>}:inbox     list    queued turns, oldest first: "<id>\n<kind>\n<data>"
+//	s:{s:<id>}:streams   hash    the messages streaming now: step:<mid> (step JSON
+//	                             without content), n:<mid> (deltas), c:<mid> (content)
 //	s:{s:<id>}:ask       hash    the session's latest ask: id, kind, state (pending,
 //	                             answered, ended), exp (ExpiresAt, Unix ms; 0: none),
 //	                             ask (JSON), max_size, max_files, nfiles (slots taken),

@@ -48,6 +48,9 @@ type memSession struct {
 	runner  string
 	fence   int64
 	started string
+
+	// The messages streaming now, by message id (memory_streams.go).
+	streams map[string]*memStream
 }
 
 type memClaim struct {

@@ -49,12 +49,13 @@ const (
 	fInstance = "instance"
 )
 
-type sessionKeys struct{ rec, kv, log, fids, end, ask, files, inbox string }
+type sessionKeys struct{ rec, kv, log, fids, end, ask, files, inbox, streams string }
 
 func (s *RedisStore) sessionKeys(id string) sessionKeys {
 	rec := s.ns + "s:{s:" + id + "}"
 	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end",
-		ask: rec + ":ask", files: rec + ":files", inbox: rec + ":inbox"}
+		ask: rec + ":ask", files: rec + ":files", inbox: rec + ":inbox",
+		streams: rec + ":streams"}
 }
 
 type threadKeys struct{ hash, steps, order, meta, values, files string }
@@ -100,6 +101,8 @@ func scriptErr(op, id string, err error) error {
 		return ErrLeaseLost
 	case strings.Contains(msg, "CHATD_BUSY"):
 		return ErrBusy
+	case strings.Contains(msg, "CHATD_STREAMGAP"):
+		return ErrStreamGap
 	case strings.Contains(msg, "CHATD_TOOMANY"):
 		return ErrTooManySessions
 	}

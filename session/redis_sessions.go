@@ -100,7 +100,7 @@ func (s *RedisStore) Touch(ctx context.Context, id string, ttl time.Duration) er
 	if ttl > 0 && ms == 0 {
 		ms = 1
 	}
-	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files, k.inbox},
+	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files, k.inbox, k.streams},
 		ms, claimMargin.Milliseconds(), s.ns, id, s.now().UnixMilli(), askMargin.Milliseconds()).Err()
 	return scriptErr("touch", id, err)
 }

@@ -94,7 +94,7 @@ return 1
 // session's files, so this script is not Redis Cluster ready.
 //
 // KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim, 6 ask, 7 files,
-// 8 inbox.
+// 8 inbox, 9 streams.
 // ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 namespace,
 // 4 session id, 5 now ms, 6 ask margin ms.
 var scriptTouch = redis.NewScript(fileLib + `
@@ -119,6 +119,7 @@ elseif askttl ~= -2 then
 end
 expire(KEYS[7], ttl)
 expire(KEYS[8], ttl)
+expire(KEYS[9], ttl)
 for _, fid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   local meta = filemeta(ARGV[3], ARGV[4], fid)
   if not redis.call('HGET', meta, 'thread') then expirefile(meta, ttl) end

@@ -36,7 +36,7 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     if rec[1] then deleted[#deleted + 1] = sid end
     if rec[2] then delthread(rec[2]) end
     delsessionfiles(ns, sid)
-    redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':end', s .. ':inbox')
+    redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':end', s .. ':inbox', s .. ':streams')
     redis.call('ZREM', KEYS[5], sid)
   end
 end

@@ -159,7 +159,7 @@ type Attached struct {
 }
 
 // Store is everything the server keeps about sessions, as one value: its
-// roles (Sessions, Threads, Asks, Lifecycle, Turns) and DeleteUserData, which
+// roles (Sessions, Threads, Asks, Lifecycle, Turns, Streams) and DeleteUserData, which
 // spans them all. Implementations: NewMemoryStore and NewRedisStore, both
 // checked by sessiontest.Run.
 type Store interface {
@@ -168,6 +168,7 @@ type Store interface {
 	Asks
 	Lifecycle
 	Turns
+	Streams
 
 	// DeleteUserData deletes everything the store keeps about the user:
 	// every thread of theirs (as DeleteThread does), every session of

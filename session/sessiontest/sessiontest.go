@@ -1,7 +1,7 @@
 // Package sessiontest is the conformance suite of session.Store: every
 // implementation runs Run and RunClocked and must pass all of them. The
 // suite of each role of the store (RunSessions, RunThreads, RunAsks,
-// RunLifecycle, RunTurns) can also run on its own; its cases still create
+// RunLifecycle, RunTurns, RunStreams) can also run on its own; its cases still create
 // and feed sessions through the whole Store.
 package sessiontest
 
@@ -22,7 +22,7 @@ import (
 const TTL = time.Hour
 
 // Run runs the whole suite on stores from newStore: RunSessions,
-// RunThreads, RunAsks, RunLifecycle and RunTurns, and the case of
+// RunThreads, RunAsks, RunLifecycle, RunTurns and RunStreams, and the case of
 // DeleteUserData, which spans all the roles. Each case runs on a store of
 // its own, in parallel. RunClocked runs the cases that need to control the
 // store's clock; every implementation runs both.
@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	RunAsks(t, newStore)
 	RunLifecycle(t, newStore)
 	RunTurns(t, newStore)
+	RunStreams(t, newStore)
 	run(t, newStore, []testCase{{"DeleteUserData", testDeleteUserData}})
 }
 

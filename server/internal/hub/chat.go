@@ -148,20 +148,27 @@ type Stream struct {
 	closed  bool
 }
 
-// Stream starts a streamed assistant message.
+// Stream starts a streamed assistant message. The stream is kept in the
+// store delta by delta, so that if this instance dies, the one taking the
+// session's turns over ends it with the content it had.
 func (c *Chat) Stream(ctx context.Context) (*Stream, error) {
 	f, id, err := c.messageFrame(OutMessage{}, true)
 	if err != nil {
 		return nil, err
 	}
+	ls := c.ls
+	if err := ls.s.sessions.OpenStream(ctx, ls.id, *f.Step); err != nil {
+		ls.storeFailed(ctx, err)
+		return nil, err
+	}
 	st := &Stream{chat: c, id: id, step: *f.Step}
-	c.ls.mu.Lock()
-	c.ls.streams[id] = st
-	c.ls.mu.Unlock()
-	if _, err := c.ls.emit(ctx, f); err != nil {
-		c.ls.mu.Lock()
-		delete(c.ls.streams, id)
-		c.ls.mu.Unlock()
+	ls.mu.Lock()
+	ls.streams[id] = st
+	ls.mu.Unlock()
+	if _, err := ls.emit(ctx, f); err != nil {
+		ls.mu.Lock()
+		delete(ls.streams, id)
+		ls.mu.Unlock()
 		return nil, err
 	}
 	return st, nil
@@ -170,7 +177,7 @@ func (c *Chat) Stream(ctx context.Context) (*Stream, error) {
 // ID is the streamed message's id.
 func (st *Stream) ID() string { return st.id }
 
-// Write sends a delta of the message.
+// Write sends a delta of the message, once it is stored.
 func (st *Stream) Write(ctx context.Context, delta string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -181,13 +188,18 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
+	closed, n := st.closed, st.n+1
+	st.mu.Unlock()
+	if closed {
 		return errors.New("server: write to a closed stream")
 	}
+	if err := ls.s.sessions.StreamDelta(ctx, ls.id, st.id, n, delta); err != nil {
+		ls.storeFailed(ctx, err)
+		return err
+	}
+	st.mu.Lock()
 	st.content.WriteString(delta)
-	st.n++
-	n := st.n
+	st.n = n
 	st.mu.Unlock()
 	frame := wire.Encode(wire.StreamDelta{Type: "stream", ID: st.id, N: n, Delta: delta})
 	if c := ls.currentConn(); c != nil {
@@ -244,17 +256,30 @@ func (st *Stream) close(ctx context.Context, interrupted bool) error {
 	ls.mu.Lock()
 	delete(ls.streams, st.id)
 	ls.mu.Unlock()
-	step := st.step
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.s.cfg.StoreTimeout)
+	defer cancel()
+	return ls.endStream(ctx, st.step, content, interrupted)
+}
+
+// endStream stores a stream's content with its step, sends it as a
+// message_update, and forgets the stream in the store. The update's frame
+// id is the message's, so that ending a stream twice (its producer, then
+// the instance taking over from it) stores it once.
+func (ls *liveSession) endStream(ctx context.Context, step session.Step, content string, interrupted bool) error {
 	step.Content = content
 	if interrupted {
 		step.Metadata = map[string]any{"interrupted": true}
 	}
-	f := session.Frame{ID: uuid.NewString(), Step: &step,
-		Payload: wire.Encode(wire.MessageUpdate{Type: "message_update", ID: st.id, Content: content})}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.s.cfg.StoreTimeout)
-	defer cancel()
-	_, err := ls.emit(ctx, f)
-	return err
+	f := session.Frame{ID: step.ID + ":end", Step: &step,
+		Payload: wire.Encode(wire.MessageUpdate{Type: "message_update", ID: step.ID, Content: content})}
+	if _, err := ls.emit(ctx, f); err != nil {
+		return err
+	}
+	if err := ls.s.sessions.CloseStream(ctx, ls.id, step.ID); err != nil {
+		ls.storeFailed(ctx, err)
+		return err
+	}
+	return nil
 }
 
 // ErrInvalidSettings is returned by UpdateSettings for a value that is not

@@ -157,10 +157,7 @@ func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int
 	rec := ls.us.Record()
 	seqs, err := ls.s.sessions.Append(ctx, &rec, frames...)
 	if err != nil {
-		if errors.Is(err, session.ErrLeaseLost) {
-			ls.cutOff(session.FenceOf(ctx))
-		}
-		ls.lost(err)
+		ls.storeFailed(ctx, err)
 		return nil, err
 	}
 	ls.deliverAppended(ctx, seqs, frames)
@@ -181,6 +178,16 @@ func (ls *liveSession) deliverAppended(ctx context.Context, seqs []int64, frames
 		return
 	}
 	ls.forward(ctx, seqs, frames)
+}
+
+// storeFailed acts on the failure of a write made under ctx: a lost
+// runner lease stops the handler that made it, a missing session closes
+// its socket.
+func (ls *liveSession) storeFailed(ctx context.Context, err error) {
+	if errors.Is(err, session.ErrLeaseLost) {
+		ls.cutOff(session.FenceOf(ctx))
+	}
+	ls.lost(err)
 }
 
 // cutOff stops the handler running under fence: another instance took the

@@ -158,6 +158,7 @@ func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done stri
 func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 	s := ls.s
 	if t.resumed {
+		ls.endOrphanedStreams(fence)
 		ls.endOrphanedAsk(fence)
 		return []session.Frame{taskFrame("task_end", taskFrameFields{interrupted: true})}
 	}
@@ -222,6 +223,26 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 		ls.handlerFailed(name, err)
 	}
 	return []session.Frame{taskFrame("task_end", end)}
+}
+
+// endOrphanedStreams ends the streams that the handler of a dead runner
+// left open, each with the content it had stored and as interrupted.
+func (ls *liveSession) endOrphanedStreams(fence int64) {
+	s := ls.s
+	ctx, cancel := context.WithTimeout(session.WithFence(context.WithoutCancel(s.ctx), fence), s.cfg.StoreTimeout)
+	defer cancel()
+	open, err := s.sessions.OpenStreams(ctx, ls.id)
+	if err != nil {
+		if !errors.Is(err, session.ErrNotFound) {
+			s.logErr("find the streams of an interrupted turn", err)
+		}
+		return
+	}
+	for _, st := range open {
+		if err := ls.endStream(ctx, st.Step, st.Step.Content, true); err != nil {
+			s.logErr("end a stream of an interrupted turn", err)
+		}
+	}
 }
 
 // endOrphanedAsk ends the ask that the handler of a dead runner left
