@@ -210,8 +210,12 @@ func TestShutdownHandsQueuedTurnsOver(t *testing.T) {
 // X never renews its lease) with one turn started and two queued. The
 // sweeper of B takes the turns over: the started one ends interrupted
 // without running again, the queued ones run, in order.
+//
+// The same holds when the runner is B itself but B lost track of its
+// lease (the store's reply to the write that took it never came back):
+// B's sweeper looks at its own leases too.
 func TestDeadRunnersTurnsResume(t *testing.T) {
-	for _, tt := range []struct {
+	stores := []struct {
 		name string
 		st   func(t *testing.T) session.Store
 	}{
@@ -220,105 +224,109 @@ func TestDeadRunnersTurnsResume(t *testing.T) {
 			r := redistest.Start(t)
 			return session.NewRedisStore(r.Client(), r.Namespace())
 		}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			st := tt.st(t)
-			app := newTurnApp()
-			envs, tok := sharedInstances(t, st, app.setup, "B")
-			b := envs[0]
-			cb, w := open(b, tok)
-			sid := w["session_id"].(string)
-			ctx := context.Background()
-			turn := func(id, content string) session.Turn {
-				data, _ := json.Marshal(Message{ID: id, Content: content})
-				return session.Turn{ID: id, Kind: "message", Data: data}
-			}
-			rec, err := st.Get(ctx, sid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// X stored and queued three user messages; the first took the
-			// runner lease.
-			var fence int64
-			for _, m := range []struct{ id, content string }{{"m1", "lost"}, {"m2", "second"}, {"m3", "third"}} {
-				step := sessiontest.NewStep("user_message", m.content)
-				echo := session.Frame{ID: step.ID, Step: step, Payload: []byte(
-					`{"type":"message","step_type":"user_message","content":"` + m.content + `"}`)}
-				res, err := st.AppendUserMessage(ctx, &rec, session.UserMessage{Echo: echo, ThreadName: "t",
-					Turn: turn(m.id, m.content), Instance: "X", QueueMax: 64})
-				if err != nil {
-					t.Fatalf("X stores %s: %v", m.id, err)
-				}
-				if m.id == "m1" {
-					if res.Fence == 0 || res.Runner != "X" {
-						t.Fatalf("X's first message: fence %d runner %q", res.Fence, res.Runner)
-					}
-					fence = res.Fence
-				}
-			}
-			if n, err := st.NextTurn(ctx, &rec, fence, "", false); err != nil || !n.OK || n.Turn.ID != "m1" {
-				t.Fatalf("X starts m1: %+v %v", n, err)
-			}
-			// m1's handler on X streamed "Hello" so far, then asked.
-			xctx := session.WithFence(ctx, fence)
-			step := sessiontest.NewStep("assistant_message", "")
-			start := session.Frame{ID: step.ID, Step: step, Payload: []byte(
-				`{"type":"message","step_type":"assistant_message","streaming":true,"id":"` + step.ID + `"}`)}
-			if _, err := st.Append(xctx, &rec, start); err != nil {
-				t.Fatal(err)
-			}
-			if err := st.OpenStream(xctx, sid, *step); err != nil {
-				t.Fatal(err)
-			}
-			for i, d := range []string{"Hel", "lo"} {
-				if err := st.StreamDelta(xctx, sid, step.ID, i+1, d); err != nil {
-					t.Fatal(err)
-				}
-			}
-			ask := sessiontest.PutAsk(t, st, sessiontest.NewTextAsk(sid))
+	}
+	for _, runner := range []string{"X", "B"} {
+		for _, tt := range stores {
+			t.Run(runner+"/"+tt.name, func(t *testing.T) { testRunnerTurnsResume(t, tt.st(t), runner) })
+		}
+	}
+}
 
-			b.srv.hub.Sweep()
-			first := cb.untilTaskEnd()
-			if got := frameTypes(first[:3]); got != "message:user_message message:user_message message:user_message" {
-				t.Fatalf("X's echoes, from the log: %s", got)
+func testRunnerTurnsResume(t *testing.T, st session.Store, x string) {
+	app := newTurnApp()
+	envs, tok := sharedInstances(t, st, app.setup, "B")
+	b := envs[0]
+	cb, w := open(b, tok)
+	sid := w["session_id"].(string)
+	ctx := context.Background()
+	turn := func(id, content string) session.Turn {
+		data, _ := json.Marshal(Message{ID: id, Content: content})
+		return session.Turn{ID: id, Kind: "message", Data: data}
+	}
+	rec, err := st.Get(ctx, sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// X stored and queued three user messages; the first took the
+	// runner lease.
+	var fence int64
+	for _, m := range []struct{ id, content string }{{"m1", "lost"}, {"m2", "second"}, {"m3", "third"}} {
+		step := sessiontest.NewStep("user_message", m.content)
+		echo := session.Frame{ID: step.ID, Step: step, Payload: []byte(
+			`{"type":"message","step_type":"user_message","content":"` + m.content + `"}`)}
+		res, err := st.AppendUserMessage(ctx, &rec, session.UserMessage{Echo: echo, ThreadName: "t",
+			Turn: turn(m.id, m.content), Instance: x, QueueMax: 64})
+		if err != nil {
+			t.Fatalf("X stores %s: %v", m.id, err)
+		}
+		if m.id == "m1" {
+			if res.Fence == 0 || res.Runner != x {
+				t.Fatalf("X's first message: fence %d runner %q", res.Fence, res.Runner)
 			}
-			first = first[3:]
-			if got := frameTypes(first); got != "message:assistant_message message_update ask_end task_end" ||
-				first[1]["id"] != step.ID || first[1]["content"] != "Hello" ||
-				first[2]["ask_id"] != ask.ID || first[2]["reason"] != "interrupted" || first[3]["interrupted"] != true {
-				t.Fatalf("the started turn: %s (%v), want its stream ended with Hello, ask_end and task_end, interrupted", got, first)
-			}
-			if open, err := st.OpenStreams(ctx, sid); err != nil || len(open) != 0 {
-				t.Fatalf("open streams after the takeover: %v, %v", open, err)
-			}
-			th, err := st.Thread(ctx, rec.ThreadID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stored *session.Step
-			for i := range th.Steps {
-				if th.Steps[i].ID == step.ID {
-					stored = &th.Steps[i]
-				}
-			}
-			if stored == nil || stored.Content != "Hello" || stored.Metadata["interrupted"] != true {
-				t.Fatalf("the streamed step is stored as %+v, want Hello, interrupted", stored)
-			}
-			rest := cb.untilTaskEnds(2)
-			checkGapless(t, append(first, rest...), seqOf(first[0]))
-			if got := contents(rest); len(got) != 2 || got[0] != "re: second" || got[1] != "re: third" {
-				t.Fatalf("replies %v", got)
-			}
-			if app.instanceOf("lost") != "" {
-				t.Fatal("the interrupted turn ran again")
-			}
-			cb.send(askResponse(ask.ID, map[string]any{"content": "too late"}))
-			cb.expectError(wire.CodeNotFound)
-			// The lease is B's now: a write under X's fence is refused.
-			if _, err := st.Append(session.WithFence(ctx, fence), &rec, session.Frame{Payload: []byte(`{"type":"x"}`)}); err == nil {
-				t.Fatal("X's write after the takeover was stored")
-			}
-		})
+			fence = res.Fence
+		}
+	}
+	if n, err := st.NextTurn(ctx, &rec, fence, "", false); err != nil || !n.OK || n.Turn.ID != "m1" {
+		t.Fatalf("X starts m1: %+v %v", n, err)
+	}
+	// m1's handler on X streamed "Hello" so far, then asked.
+	xctx := session.WithFence(ctx, fence)
+	step := sessiontest.NewStep("assistant_message", "")
+	start := session.Frame{ID: step.ID, Step: step, Payload: []byte(
+		`{"type":"message","step_type":"assistant_message","streaming":true,"id":"` + step.ID + `"}`)}
+	if _, err := st.Append(xctx, &rec, start); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.OpenStream(xctx, sid, *step); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range []string{"Hel", "lo"} {
+		if err := st.StreamDelta(xctx, sid, step.ID, i+1, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask := sessiontest.PutAsk(t, st, sessiontest.NewTextAsk(sid))
+
+	b.srv.hub.Sweep()
+	first := cb.untilTaskEnd()
+	if got := frameTypes(first[:3]); got != "message:user_message message:user_message message:user_message" {
+		t.Fatalf("X's echoes, from the log: %s", got)
+	}
+	first = first[3:]
+	if got := frameTypes(first); got != "message:assistant_message message_update ask_end task_end" ||
+		first[1]["id"] != step.ID || first[1]["content"] != "Hello" ||
+		first[2]["ask_id"] != ask.ID || first[2]["reason"] != "interrupted" || first[3]["interrupted"] != true {
+		t.Fatalf("the started turn: %s (%v), want its stream ended with Hello, ask_end and task_end, interrupted", got, first)
+	}
+	if open, err := st.OpenStreams(ctx, sid); err != nil || len(open) != 0 {
+		t.Fatalf("open streams after the takeover: %v, %v", open, err)
+	}
+	th, err := st.Thread(ctx, rec.ThreadID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored *session.Step
+	for i := range th.Steps {
+		if th.Steps[i].ID == step.ID {
+			stored = &th.Steps[i]
+		}
+	}
+	if stored == nil || stored.Content != "Hello" || stored.Metadata["interrupted"] != true {
+		t.Fatalf("the streamed step is stored as %+v, want Hello, interrupted", stored)
+	}
+	rest := cb.untilTaskEnds(2)
+	checkGapless(t, append(first, rest...), seqOf(first[0]))
+	if got := contents(rest); len(got) != 2 || got[0] != "re: second" || got[1] != "re: third" {
+		t.Fatalf("replies %v", got)
+	}
+	if app.instanceOf("lost") != "" {
+		t.Fatal("the interrupted turn ran again")
+	}
+	cb.send(askResponse(ask.ID, map[string]any{"content": "too late"}))
+	cb.expectError(wire.CodeNotFound)
+	// The lease is B's now: a write under X's fence is refused.
+	if _, err := st.Append(session.WithFence(ctx, fence), &rec, session.Frame{Payload: []byte(`{"type":"x"}`)}); err == nil {
+		t.Fatal("X's write after the takeover was stored")
 	}
 }
 

@@ -101,6 +101,8 @@ func scriptErr(op, id string, err error) error {
 		return ErrLeaseLost
 	case strings.Contains(msg, "CHATD_BUSY"):
 		return ErrBusy
+	case strings.Contains(msg, "CHATD_LATE"):
+		return fmt.Errorf("session: %s %s: %w", op, id, ErrTooLate)
 	case strings.Contains(msg, "CHATD_STREAMGAP"):
 		return ErrStreamGap
 	case strings.Contains(msg, "CHATD_TOOMANY"):

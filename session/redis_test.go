@@ -347,3 +347,64 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("Append with Redis down = %v, want a connection error", err)
 	}
 }
+
+// TestRedisLateWriteDoesNothing: a user message and a queued turn sent
+// while Redis is paused time out; when Redis wakes up and runs the
+// commands waiting in its buffers, they do nothing, as their callers,
+// having timed out, told their clients.
+func TestRedisLateWriteDoesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.RequireOwn()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	ns := srv.Namespace()
+	st := session.NewRedisStore(c, ns)
+	ctx := t.Context()
+	rec := sessiontest.Create(t, st)
+	// The scripts are loaded, as on a server that has been up a while.
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("before")); err != nil {
+		t.Fatal(err)
+	}
+	// The turn goes through a client of its own, whose connection is open
+	// already: a client whose connection broke would not get through to
+	// a paused server.
+	c2 := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { _ = c2.Close() })
+	st2 := session.NewRedisStore(c2, ns)
+	if _, _, err := st2.Enqueue(ctx, rec.ID, "i", sessiontest.NewTurn(), 0); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := st.LastSeq(ctx, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Resume)
+	srv.Pause()
+	late := sessiontest.NewUserMessage("while paused")
+	if _, err := st.AppendUserMessage(ctx, &rec, late); err == nil {
+		t.Fatal("AppendUserMessage to a paused Redis succeeded")
+	}
+	turn := sessiontest.NewTurn()
+	if _, _, err := st2.Enqueue(ctx, rec.ID, "i", turn, 0); err == nil {
+		t.Fatal("Enqueue to a paused Redis succeeded")
+	}
+	srv.Resume()
+	// A new connection's command runs after those waiting in Redis's
+	// buffers since before the pause ended.
+	check := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = check.Close() })
+	cst := session.NewRedisStore(check, ns)
+	if got, err := cst.LastSeq(ctx, rec.ID); err != nil || got != seq {
+		t.Fatalf("LastSeq after the pause = %d, %v; want %d: the late echo was stored", got, err, seq)
+	}
+	if n, err := check.LLen(ctx, ns+"s:{s:"+rec.ID+"}:inbox").Result(); err != nil || n != 1 {
+		t.Fatalf("inbox length %d, %v; want 1 (the turn queued before the pause): a late turn was queued", n, err)
+	}
+	// The same writes sent again in time are stored.
+	if _, err := cst.AppendUserMessage(ctx, &rec, late); err != nil {
+		t.Fatalf("AppendUserMessage again: %v", err)
+	}
+	if got, _ := cst.LastSeq(ctx, rec.ID); got != seq+1 {
+		t.Fatalf("LastSeq = %d after the message sent again, want %d", got, seq+1)
+	}
+}

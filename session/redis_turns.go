@@ -22,7 +22,7 @@ func (s *RedisStore) Enqueue(ctx context.Context, id, instance string, t Turn, m
 		return 0, "", err
 	}
 	res, err := scriptEnqueue.Run(ctx, s.c, s.turnKeys(&Record{ID: id}),
-		s.ns, id, instance, max, t.ID, encodeTurn(t)).Slice()
+		s.ns, id, instance, max, t.ID, encodeTurn(t), s.writeDeadline(ctx)).Slice()
 	if err != nil {
 		return 0, "", scriptErr("enqueue", id, err)
 	}

@@ -54,10 +54,14 @@ end
 // scriptEnqueue queues a turn.
 //
 // ARGV: 1 namespace, 2 session id, 3 instance, 4 max waiting (0: none),
-// 5 turn id, 6 turn entry. Returns {fence, runner}.
-var scriptEnqueue = redis.NewScript(withIDKeep(appendLib) + turnLib + `
+// 5 turn id, 6 turn entry, 7 deadline (see latecheck). Returns {fence,
+// runner}.
+var scriptEnqueue = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
+end
+if not redis.call('HGET', KEYS[3], 'q:' .. ARGV[5]) and late(ARGV[7]) then
+  return redis.error_reply('CHATD_LATE')
 end
 local max = tonumber(ARGV[4])
 if not redis.call('HGET', KEYS[3], 'q:' .. ARGV[5]) and max > 0 and waiting() >= max then

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,8 +33,9 @@ type Server struct {
 	own  bool
 	dir  string
 
-	mu  sync.Mutex // guards cmd
+	mu  sync.Mutex // guards cmd and aof
 	cmd *exec.Cmd
+	aof bool // appendonly yes, appendfsync always (AppendOnly)
 }
 
 // Start returns a running Redis server for tb, stopped when tb ends. It
@@ -75,10 +77,15 @@ func freePort() (int, error) {
 
 func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.addr)
-	cmd := exec.Command("redis-server",
-		"--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--daemonize", "no", "--loglevel", "warning")
+	persistence := []string{"--appendonly", "no"}
+	s.mu.Lock()
+	if s.aof {
+		persistence = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	s.mu.Unlock()
+	cmd := exec.Command("redis-server", append([]string{
+		"--port", port, "--bind", "127.0.0.1", "--save", "",
+		"--dir", s.dir, "--daemonize", "no", "--loglevel", "warning"}, persistence...)...)
 	cmd.Stdout = io.Discard // Wait waits for the copying goroutine
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -156,13 +163,49 @@ func (s *Server) Stop() {
 	_ = cmd.Wait()
 }
 
-// Restart stops the server and starts it again on the same port, empty.
+// Restart stops the server and starts it again on the same port, empty
+// unless AppendOnly was called.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.RequireOwn()
 	s.Stop()
 	if err := s.start(); err != nil {
 		s.tb.Fatalf("redistest: restart: %v", err)
+	}
+}
+
+// AppendOnly restarts the server, empty, with the append-only file on and
+// synced at every write (appendonly yes, appendfsync always), as the
+// protocol's guarantees assume; every later Restart keeps what was
+// acknowledged before it. Call it before the server is used.
+func (s *Server) AppendOnly() {
+	s.tb.Helper()
+	s.RequireOwn()
+	s.mu.Lock()
+	s.aof = true
+	s.mu.Unlock()
+	s.Restart()
+}
+
+// Pause stops the server process with SIGSTOP: it keeps its port and its
+// connections, and takes commands into its socket buffers, but answers
+// nothing until Resume. Stop and Restart work on a paused server.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP, "pause") }
+
+// Resume continues a server stopped by Pause (SIGCONT); it does nothing
+// to a running server, so that it is safe in a Cleanup.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT, "resume") }
+
+func (s *Server) signal(sig syscall.Signal, what string) {
+	s.tb.Helper()
+	s.RequireOwn()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.tb.Fatalf("redistest: %s: %v", what, err)
 	}
 }
 

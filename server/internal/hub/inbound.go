@@ -58,6 +58,7 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 		um.Turn = session.Turn{ID: step.ID, Kind: turnMessage, Data: data}
 		um.Instance, um.QueueMax = s.cfg.InstanceID, s.cfg.QueueMax
 		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
+		defer ls.leasing()()
 	}
 	res, e := ls.storeUserMessage(ctx, c, rec, um)
 	if e != nil || res.Duplicate {
@@ -72,6 +73,7 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 // enqueue queues a turn in the session's inbox, and runs it here when no
 // runner holds the session.
 func (ls *liveSession) enqueue(ctx context.Context, kind string, data []byte) *wire.Error {
+	defer ls.leasing()()
 	fence, e := ls.queue(ctx, kind, data)
 	if fence > 0 {
 		ls.grant(fence, nil)
@@ -149,6 +151,7 @@ func (ls *liveSession) settingsUpdate(raw []byte) *wire.Error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
 	defer cancel()
+	defer ls.leasing()()
 	var fence int64
 	if s.app.SettingsUpdate != nil {
 		data, err := json.Marshal(values)

@@ -38,15 +38,18 @@ type liveSession struct {
 	conn *conn      // the attached socket, nil when none
 	// fence is the runner lease this instance holds (0: none); first is
 	// the turn the runner starts with, when the lease came with one.
-	fence      int64
-	first      *runTurn
-	endPending bool               // the chat end runs next, here
-	running    bool               // a runner goroutine exists
-	runCancel  context.CancelFunc // cancels the handler running now
-	stopped    bool               // stop was requested for the running handler
-	ended      bool               // the chat ended (or is ending) here
-	idle       chan struct{}      // closed when the runner exits
-	streams    map[string]*Stream // messages streaming now, by message id
+	fence int64
+	first *runTurn
+	// leasingCalls counts the store calls in flight that may take the
+	// runner lease (see leasing).
+	leasingCalls int
+	endPending   bool               // the chat end runs next, here
+	running      bool               // a runner goroutine exists
+	runCancel    context.CancelFunc // cancels the handler running now
+	stopped      bool               // stop was requested for the running handler
+	ended        bool               // the chat ended (or is ending) here
+	idle         chan struct{}      // closed when the runner exits
+	streams      map[string]*Stream // messages streaming now, by message id
 
 	// settingsMu serializes changes of the settings (a client's update, a
 	// handler's push), each a read, a merge and a write.

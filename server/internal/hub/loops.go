@@ -155,7 +155,10 @@ func (s *Hub) Sweep() {
 	} else if len(dead) > 0 {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "sessions of a dead instance detached", slog.Int("sessions", len(dead)))
 	}
-	s.adoptOrphans(ctx, "")
+	// This instance's own leases are looked at too: one whose grant was
+	// lost with a store reply (a timeout after the write) has no runner
+	// here, and would hold the session's turns for ever.
+	s.adoptOrphans(ctx, s.cfg.InstanceID)
 	ids, err := s.sessions.Due(ctx, s.now(), 100)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -172,8 +175,9 @@ func (s *Hub) Sweep() {
 }
 
 // adoptOrphans takes over the turns of sessions whose runner's instance is
-// dead (or is restarted, this instance's earlier life): a turn that runner
-// had started ends as interrupted, the others run here.
+// dead, or is this one (restarted) without a runner here (its earlier
+// life, or a grant lost with a store reply): a turn that runner had
+// started ends as interrupted, the others run here.
 func (s *Hub) adoptOrphans(ctx context.Context, restarted string) {
 	ids, err := s.sessions.Orphans(ctx, restarted, 100)
 	if err != nil {

@@ -56,11 +56,26 @@ func (ls *liveSession) leaseGone(fence int64) {
 }
 
 // holdsLease reports whether this instance's runner holds the session's
-// runner lease.
+// runner lease, or may be about to (a store call that can take it is in
+// flight).
 func (ls *liveSession) holdsLease() bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return ls.fence > 0
+	return ls.fence > 0 || ls.leasingCalls > 0
+}
+
+// leasing marks a store call that may hand this instance the session's
+// runner lease as in flight until the function it returns is called, after
+// the grant: the sweeper leaves the session's lease alone meanwhile.
+func (ls *liveSession) leasing() func() {
+	ls.mu.Lock()
+	ls.leasingCalls++
+	ls.mu.Unlock()
+	return func() {
+		ls.mu.Lock()
+		ls.leasingCalls--
+		ls.mu.Unlock()
+	}
 }
 
 // run runs the session's turns while this instance holds the runner lease,
