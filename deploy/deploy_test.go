@@ -126,7 +126,8 @@ func TestCompose(t *testing.T) {
 			t.Errorf("haproxy.cfg makes sessions sticky: %s", sc.Text())
 		}
 	}
-	for _, want := range []string{"balance roundrobin", "option httpchk GET /healthz", "option forwardfor"} {
+	for _, want := range []string{"balance roundrobin", "option httpchk GET /healthz", "option forwardfor",
+		"option redispatch 1", "retry-on conn-failure empty-response 503"} {
 		if !directives[want] {
 			t.Errorf("haproxy.cfg lacks %q", want)
 		}

@@ -56,6 +56,12 @@ defaults
     timeout server 65s
     # A WebSocket stays open; the server pings every 20 s.
     timeout tunnel 1h
+    # A request an instance refused (503 while it drains after SIGTERM) or
+    # could not take (it died) goes to another one: requests that reach
+    # chatd before a body (logins, upgrades) are safe to send again.
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response 503
     default-server init-addr last,libc,none check inter 200ms fall 1 rise 1
 
 frontend chat
