@@ -8,7 +8,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -489,6 +492,7 @@ func TestRedisOutageRecovers(t *testing.T) {
 	const before, during = 2, int(redisOutage / time.Second)
 	var down, back time.Time
 	recovered := make([]bool, sessions)
+	var goroutines [3]int // 2 s into the outage, at its end, after it
 	allRecovered := func() bool { return !slices.Contains(recovered, false) }
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -525,7 +529,10 @@ func TestRedisOutageRecovers(t *testing.T) {
 		case before:
 			rs.Stop()
 			down = time.Now()
+		case before + 2:
+			goroutines[0] = p.goroutines(t)
 		case before + during:
+			goroutines[1] = p.goroutines(t)
 			rs.Restart()
 			back = time.Now()
 			t.Logf("Redis back after %v", back.Sub(down).Round(time.Millisecond))
@@ -553,6 +560,15 @@ func TestRedisOutageRecovers(t *testing.T) {
 			t.Errorf("%s: the socket closed: %v", l.name, l.w.err)
 		default:
 		}
+	}
+	// Nothing piles up while the store is away: the goroutines at the end
+	// of the outage are those of its start, though 80 messages came in
+	// meanwhile (a few may come and go: pings, retries of the sessions'
+	// runners), and they are no more once it is over.
+	goroutines[2] = p.goroutines(t)
+	t.Logf("goroutines: 2 s into the outage %d, at its end %d, after it %d", goroutines[0], goroutines[1], goroutines[2])
+	if goroutines[1] > goroutines[0]+sessions || goroutines[2] > goroutines[0]+sessions {
+		t.Errorf("goroutines grew while the store was away: %v", goroutines)
 	}
 	if t.Failed() {
 		for _, l := range logs {
@@ -629,4 +645,35 @@ func TestSessionRecordDeletedClosesWith4410(t *testing.T) {
 	if got := r.say(after); !slices.Equal(got, []string{replyPrefix + after}) {
 		t.Fatalf("reply to %q after the resume: %q", after, got)
 	}
+}
+
+// goroutines reads the process's go_goroutines gauge from /metrics.
+func (p *chatd) goroutines(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("go_goroutines %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no go_goroutines in /metrics:\n%s", body)
+	return 0
 }
