@@ -367,6 +367,46 @@ func (s *MemoryStore) Count(ctx context.Context, key string) (int64, time.Durati
 	return c.n, c.until.Sub(now), nil
 }
 
+// Reserve implements ThrottleStore.
+func (s *MemoryStore) Reserve(ctx context.Context, key string, limit int64, window time.Duration) (int64, time.Duration, bool, error) {
+	window = max(window, time.Millisecond)
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(now)
+	c, ok := s.throttle[key]
+	if !ok || !now.Before(c.until) {
+		if limit < 1 {
+			return 0, 0, false, nil
+		}
+		c = memCounter{until: now.Add(window)}
+	}
+	if c.n >= limit {
+		return c.n, c.until.Sub(now), false, nil
+	}
+	c.n++
+	s.throttle[key] = c
+	return c.n, c.until.Sub(now), true, nil
+}
+
+// Release implements ThrottleStore.
+func (s *MemoryStore) Release(ctx context.Context, key string, left time.Duration) error {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.throttle[key]
+	if !ok || !now.Before(c.until) || c.until.Sub(now) > left {
+		return nil
+	}
+	c.n--
+	if c.n <= 0 {
+		delete(s.throttle, key)
+		return nil
+	}
+	s.throttle[key] = c
+	return nil
+}
+
 // Reset implements ThrottleStore.
 func (s *MemoryStore) Reset(ctx context.Context, key string) error {
 	s.mu.Lock()

@@ -32,6 +32,35 @@ if ttl <= 0 then
 end
 return {redis.call('INCR', KEYS[1]), ttl}`)
 
+// reserve increments counter KEYS[1] as hit does, unless it holds ARGV[2]
+// (the limit) or more already, and returns the count, the ms left in the
+// window and 1 if it counted, 0 if not.
+var reserve = redis.NewScript(`
+local limit = tonumber(ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then
+  if limit < 1 then return {0, 0, 0} end
+  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+  return {1, tonumber(ARGV[1]), 1}
+end
+local n = tonumber(redis.call('GET', KEYS[1])) or 0
+if n >= limit then return {n, ttl, 0} end
+return {redis.call('INCR', KEYS[1]), ttl, 1}`)
+
+// release decrements counter KEYS[1] when its window has at most ARGV[1] ms
+// left (it is the window the attempt was counted in, not a later one),
+// deleting it at zero; it returns 1 if it did.
+var release = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 or ttl > tonumber(ARGV[1]) then return 0 end
+local n = tonumber(redis.call('GET', KEYS[1])) or 0
+if n <= 1 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('DECR', KEYS[1])
+end
+return 1`)
+
 // CreateToken implements TokenStore. The token's TTL is ExpiresAt −
 // CreatedAt, so that a token is dropped at its expiry by the clock that
 // issued it. The cap is enforced after the write by reading the user's set:
@@ -273,6 +302,31 @@ func (s *RedisStore) Count(ctx context.Context, key string) (int64, time.Duratio
 		return 0, 0, nil
 	}
 	return n, left, nil
+}
+
+// Reserve implements ThrottleStore with one script on the counter's key.
+func (s *RedisStore) Reserve(ctx context.Context, key string, limit int64, window time.Duration) (int64, time.Duration, bool, error) {
+	ms := max(window.Milliseconds(), 1)
+	v, err := reserve.Run(ctx, s.c, []string{s.throttleKey(key)}, ms, limit).Int64Slice()
+	if err != nil {
+		return 0, 0, false, wrapRedis("throttle reserve", err)
+	}
+	if len(v) != 3 {
+		return 0, 0, false, fmt.Errorf("auth: redis throttle reserve: unexpected reply %v", v)
+	}
+	return v[0], time.Duration(v[1]) * time.Millisecond, v[2] == 1, nil
+}
+
+// Release implements ThrottleStore with one script on the counter's key.
+func (s *RedisStore) Release(ctx context.Context, key string, left time.Duration) error {
+	if left <= 0 {
+		return nil
+	}
+	ms := (left + time.Millisecond - 1) / time.Millisecond // Reserve's are whole ms
+	if err := release.Run(ctx, s.c, []string{s.throttleKey(key)}, int64(ms)).Err(); err != nil {
+		return wrapRedis("throttle release", err)
+	}
+	return nil
 }
 
 // Reset implements ThrottleStore.

@@ -149,49 +149,41 @@ func identKey(identifier string) string { return "i:" + HashToken(identifier) }
 
 // Login checks identifier and password and issues a token.
 //
-// It returns a *ThrottledError, without hashing, when the (identifier,
-// clientAddr) pair or the identifier has used up its failures in the
-// current window. An unknown identifier, a user without a password and a
-// wrong password all cost one Compare and return ErrInvalidCredentials,
-// counting a failure for the pair and for the identifier. A success resets
-// the pair's failures. ErrBusy from the Hasher is returned as is.
+// Every attempt is counted, before any hashing, against the limits of the
+// (identifier, clientAddr) pair and of the identifier, each count taken in
+// one atomic step with its check (ThrottleStore.Reserve). When either limit
+// is used up in the current window, Login returns a *ThrottledError without
+// hashing, and without counting the attempt: however many attempts run at
+// once, at most the limit of them are answered in a window. An unknown
+// identifier, a user without a password and a wrong password all cost one
+// Compare and return ErrInvalidCredentials; the attempt stays counted, as a
+// failure for the pair and for the identifier.
 //
-// The limits are checked before and counted after the hashing, not in one
-// step: concurrent failures may go past a limit by the number in flight.
+// An attempt that is not answered is given back (ThrottleStore.Release):
+// one refused by the identifier's limit gives back its count of the pair,
+// and one that ends in an error (ErrBusy from the Hasher, returned as is,
+// a cancelled ctx, a store error) gives back both. A success resets the
+// pair's failures and gives back its count of the identifier, so that
+// logging in never uses up the identifier's limit (the reset, as before,
+// also forgets the pair's attempts still in flight). Giving back is best
+// effort: when it fails, the attempt stays counted.
 func (s *Service) Login(ctx context.Context, identifier, password, clientAddr string) (*PersistedUser, Token, error) {
-	pk, ik := pairKey(identifier, clientAddr), identKey(identifier)
-	if err := s.checkThrottle(ctx, pk, ik); err != nil {
-		return nil, Token{}, err
-	}
-	dummy, err := s.dummyHash(ctx)
+	a, err := s.reserve(ctx, pairKey(identifier, clientAddr), identKey(identifier))
 	if err != nil {
 		return nil, Token{}, err
 	}
-	u, hash, err := s.users.GetUserByIdentifier(ctx, identifier)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		u, hash = nil, ""
-	case err != nil:
-		return nil, Token{}, err
-	}
-	known := u != nil && hash != ""
-	if !known {
-		hash = dummy // the same work, whatever the answer
-	}
-	ok, err := s.hasher.Compare(ctx, password, hash)
+	u, ok, err := s.checkPassword(ctx, identifier, password)
 	if err != nil {
+		s.giveBack(ctx, a.pk, a.pairLeft, a.at)
+		s.giveBack(ctx, a.ik, a.identLeft, a.at)
 		return nil, Token{}, err
 	}
-	if !ok || !known {
-		if _, _, err := s.throttle.Hit(ctx, pk, s.cfg.PairWindow); err != nil {
-			return nil, Token{}, err
-		}
-		if _, _, err := s.throttle.Hit(ctx, ik, s.cfg.IdentWindow); err != nil {
-			return nil, Token{}, err
-		}
-		return nil, Token{}, ErrInvalidCredentials
+	if !ok {
+		return nil, Token{}, ErrInvalidCredentials // the attempt stays counted
 	}
-	if err := s.throttle.Reset(ctx, pk); err != nil {
+	s.giveBack(ctx, a.ik, a.identLeft, a.at)
+	if err := s.throttle.Reset(ctx, a.pk); err != nil {
+		s.giveBack(ctx, a.pk, a.pairLeft, a.at)
 		return nil, Token{}, err
 	}
 	tok, err := s.issue(ctx, u.ID)
@@ -201,25 +193,93 @@ func (s *Service) Login(ctx context.Context, identifier, password, clientAddr st
 	return u, tok, nil
 }
 
-// checkThrottle returns a *ThrottledError when either key has reached its
-// limit, with the longer of the times left, rounded up to a second.
-func (s *Service) checkThrottle(ctx context.Context, pk, ik string) error {
-	var wait time.Duration
-	for _, k := range []struct {
-		key   string
-		limit int
-	}{{pk, s.cfg.PairFailures}, {ik, s.cfg.IdentFailures}} {
-		n, left, err := s.throttle.Count(ctx, k.key)
+// checkPassword returns the user with the given identifier and whether
+// password is theirs. It costs one Compare whatever the answer: an unknown
+// identifier, or a user without a password, is compared with the dummy
+// hash, and is not theirs.
+func (s *Service) checkPassword(ctx context.Context, identifier, password string) (*PersistedUser, bool, error) {
+	dummy, err := s.dummyHash(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	u, hash, err := s.users.GetUserByIdentifier(ctx, identifier)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		u, hash = nil, ""
+	case err != nil:
+		return nil, false, err
+	}
+	known := u != nil && hash != ""
+	if !known {
+		hash = dummy // the same work, whatever the answer
+	}
+	ok, err := s.hasher.Compare(ctx, password, hash)
+	if err != nil {
+		return nil, false, err
+	}
+	return u, ok && known, nil
+}
+
+// attempt is a login attempt counted against the pair's and the
+// identifier's limits: the keys, when it was counted and the time that
+// was left in each window then (for giveBack).
+type attempt struct {
+	pk, ik              string
+	at                  time.Time
+	pairLeft, identLeft time.Duration
+}
+
+// reserve counts an attempt for the pair pk and the identifier ik, or
+// returns a *ThrottledError, counting nothing, when either has reached its
+// limit: the Retry-After is the longer of the times left for the limits
+// reached, rounded up to a second.
+func (s *Service) reserve(ctx context.Context, pk, ik string) (attempt, error) {
+	a := attempt{pk: pk, ik: ik, at: s.cfg.Now()}
+	_, left, ok, err := s.throttle.Reserve(ctx, pk, int64(s.cfg.PairFailures), s.cfg.PairWindow)
+	if err != nil {
+		return attempt{}, err
+	}
+	if !ok {
+		wait := left
+		n, identLeft, err := s.throttle.Count(ctx, ik)
 		if err != nil {
-			return err
+			return attempt{}, err
 		}
-		if n >= int64(k.limit) {
-			wait = max(wait, left)
+		if n >= int64(s.cfg.IdentFailures) {
+			wait = max(wait, identLeft)
 		}
+		return attempt{}, throttled(wait)
 	}
-	if wait == 0 {
-		return nil
+	a.pairLeft = left
+	_, left, ok, err = s.throttle.Reserve(ctx, ik, int64(s.cfg.IdentFailures), s.cfg.IdentWindow)
+	if err != nil || !ok {
+		s.giveBack(ctx, pk, a.pairLeft, a.at)
+		if err != nil {
+			return attempt{}, err
+		}
+		return attempt{}, throttled(left)
 	}
+	a.identLeft = left
+	return a, nil
+}
+
+// giveBack releases an attempt counted under key at the time at, when
+// the window had left left. An attempt older than that has no window to
+// go back to. The release runs even when ctx is cancelled (a client that
+// went away gets no answer, so its attempt does not count); a failure is
+// logged, and leaves the attempt counted.
+func (s *Service) giveBack(ctx context.Context, key string, left time.Duration, at time.Time) {
+	if s.cfg.Now().Sub(at) >= left {
+		return
+	}
+	if err := s.throttle.Release(context.WithoutCancel(ctx), key, left); err != nil {
+		s.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "auth: give back a login attempt", slog.Any("err", err))
+	}
+}
+
+// throttled is the *ThrottledError for a wait, rounded up to a whole
+// second, at least one.
+func throttled(wait time.Duration) error {
 	secs := max((wait+time.Second-1)/time.Second, 1)
 	return &ThrottledError{RetryAfter: secs * time.Second}
 }

@@ -71,7 +71,10 @@ type TokenStore interface {
 	RevokeUserTokens(ctx context.Context, userID string) ([]string, error)
 }
 
-// ThrottleStore counts failures per key in fixed windows.
+// ThrottleStore counts failures per key in fixed windows. Login counts its
+// attempts with Reserve before it hashes, so that concurrent attempts
+// cannot go past a limit, and gives back with Release those that were not
+// answered; Hit counts without a limit of its own.
 type ThrottleStore interface {
 	// Hit counts one failure under key in a fixed window starting at the
 	// first failure; returns the count and the time left in the window.
@@ -80,6 +83,22 @@ type ThrottleStore interface {
 	Count(ctx context.Context, key string) (int64, time.Duration, error)
 	// Reset forgets the failures under key.
 	Reset(ctx context.Context, key string) error
+	// Reserve counts one attempt under key, as Hit does, unless limit are
+	// counted already in the current window; the check and the count are
+	// one atomic step, so that concurrent callers never get more than limit
+	// reservations in a window. It returns ok with the count including this
+	// attempt, or !ok with the count as it is (nothing counted); left is the
+	// time left in the window (0 when there is none). limit < 1 refuses
+	// every attempt.
+	Reserve(ctx context.Context, key string, limit int64, window time.Duration) (n int64, left time.Duration, ok bool, err error)
+	// Release takes back one attempt that Reserve counted and for which it
+	// returned left: when the key's current window has at most left left,
+	// it is the window the attempt was counted in, and its count goes down
+	// by one (a count of zero forgets the key, as Reset does). A later
+	// window, with more time left, is never lowered; an ended one is gone
+	// already. The caller must not release an attempt reserved longer than
+	// a window ago, nor the same attempt twice.
+	Release(ctx context.Context, key string, left time.Duration) error
 }
 
 // Stores are the stores a Service works on; one implementation (MemoryStore,

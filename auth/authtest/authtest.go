@@ -575,4 +575,162 @@ func testThrottle(t *testing.T, newStores func(t *testing.T) auth.Stores) {
 			t.Fatalf("Hit after the window = %d, %v, %v; want 1 in a new window of 1h", n, left, err)
 		}
 	})
+
+	t.Run("Reserve", func(t *testing.T) {
+		th := newStores(t).Throttle
+		const window = time.Hour
+		var prevLeft time.Duration = window
+		for want := int64(1); want <= 3; want++ {
+			n, left, ok, err := th.Reserve(ctx, "k", 3, window)
+			if err != nil || !ok || n != want {
+				t.Fatalf("Reserve %d = %d, %v, %v; want %d, ok", want, n, ok, err, want)
+			}
+			if left <= 0 || left > prevLeft {
+				t.Fatalf("Reserve %d: left = %v, want in (0, %v]", want, left, prevLeft)
+			}
+			prevLeft = left
+		}
+		// At the limit: refused, nothing counted, the same window.
+		for range 2 {
+			n, left, ok, err := th.Reserve(ctx, "k", 3, window)
+			if err != nil || ok || n != 3 || left <= 0 || left > prevLeft {
+				t.Fatalf("Reserve at the limit = %d, %v, %v, %v; want 3, refused, left in (0, %v]", n, left, ok, err, prevLeft)
+			}
+		}
+		if n, _, _ := th.Count(ctx, "k"); n != 3 {
+			t.Fatalf("Count after refused reservations = %d, want 3", n)
+		}
+		// A higher limit lets more through; Hit and Reserve share the count.
+		if n, _, ok, err := th.Reserve(ctx, "k", 4, window); err != nil || !ok || n != 4 {
+			t.Fatalf("Reserve with limit 4 = %d, %v, %v; want 4, ok", n, ok, err)
+		}
+		if n, _, _ := th.Hit(ctx, "k", window); n != 5 {
+			t.Fatalf("Hit after Reserve = %d, want 5", n)
+		}
+		// Another key is not affected; a limit below 1 refuses all.
+		if n, _, ok, err := th.Reserve(ctx, "other", 1, window); err != nil || !ok || n != 1 {
+			t.Fatalf("Reserve of another key = %d, %v, %v; want 1, ok", n, ok, err)
+		}
+		if n, left, ok, err := th.Reserve(ctx, "none", 0, window); err != nil || ok || n != 0 || left != 0 {
+			t.Fatalf("Reserve with limit 0 = %d, %v, %v, %v; want 0, 0, refused", n, left, ok, err)
+		}
+		if n, left, _ := th.Count(ctx, "none"); n != 0 || left != 0 {
+			t.Fatalf("Count after a reservation refused by limit 0 = %d, %v; want 0, 0", n, left)
+		}
+	})
+
+	t.Run("ReserveConcurrent", func(t *testing.T) {
+		th := newStores(t).Throttle
+		const goroutines, limit = 50, 10
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var got []int64
+		for range goroutines {
+			wg.Go(func() {
+				n, _, ok, err := th.Reserve(ctx, "k", limit, time.Hour)
+				if err != nil {
+					t.Errorf("Reserve: %v", err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					got = append(got, n)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		slices.Sort(got)
+		want := make([]int64, limit)
+		for i := range want {
+			want[i] = int64(i + 1)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%d concurrent reservations with limit %d: granted counts %v, want %v", goroutines, limit, got, want)
+		}
+		if n, _, _ := th.Count(ctx, "k"); n != limit {
+			t.Fatalf("Count = %d, want %d", n, limit)
+		}
+	})
+
+	t.Run("Release", func(t *testing.T) {
+		th := newStores(t).Throttle
+		var lefts []time.Duration
+		for range 3 {
+			_, left, ok, err := th.Reserve(ctx, "k", 3, time.Hour)
+			if err != nil || !ok {
+				t.Fatalf("Reserve = %v, %v", ok, err)
+			}
+			lefts = append(lefts, left)
+		}
+		if _, _, ok, _ := th.Reserve(ctx, "k", 3, time.Hour); ok {
+			t.Fatalf("Reserve past the limit: ok")
+		}
+		if err := th.Release(ctx, "k", lefts[1]); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if n, left, err := th.Count(ctx, "k"); err != nil || n != 2 || left <= 0 || left > lefts[2] {
+			t.Fatalf("Count after Release = %d, %v, %v; want 2 in the same window", n, left, err)
+		}
+		// The slot given back can be taken again, once.
+		if n, _, ok, err := th.Reserve(ctx, "k", 3, time.Hour); err != nil || !ok || n != 3 {
+			t.Fatalf("Reserve after Release = %d, %v, %v; want 3, ok", n, ok, err)
+		}
+		if _, _, ok, _ := th.Reserve(ctx, "k", 3, time.Hour); ok {
+			t.Fatalf("Reserve past the limit after Release: ok")
+		}
+		for i := range 3 {
+			if err := th.Release(ctx, "k", lefts[i]); err != nil {
+				t.Fatalf("Release: %v", err)
+			}
+		}
+		// Down to zero: the key is forgotten.
+		if n, left, err := th.Count(ctx, "k"); err != nil || n != 0 || left != 0 {
+			t.Fatalf("Count after releasing all = %d, %v, %v; want 0, 0", n, left, err)
+		}
+		if err := th.Release(ctx, "k", time.Hour); err != nil {
+			t.Fatalf("Release of a forgotten key: %v", err)
+		}
+		if err := th.Release(ctx, "never", time.Hour); err != nil {
+			t.Fatalf("Release of an unknown key: %v", err)
+		}
+		for _, k := range []string{"k", "never"} {
+			if n, left, _ := th.Count(ctx, k); n != 0 || left != 0 {
+				t.Fatalf("Count(%s) after a Release of nothing = %d, %v; want 0, 0", k, n, left)
+			}
+		}
+		// Another key is not affected.
+		th.Hit(ctx, "other", time.Hour)
+		if err := th.Release(ctx, "k", time.Hour); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if n, _, _ := th.Count(ctx, "other"); n != 1 {
+			t.Fatalf("Release changed another key: count %d, want 1", n)
+		}
+	})
+
+	t.Run("ReleaseLaterWindow", func(t *testing.T) {
+		th := newStores(t).Throttle
+		_, old, ok, err := th.Reserve(ctx, "k", 5, 100*time.Millisecond)
+		if err != nil || !ok {
+			t.Fatalf("Reserve = %v, %v", ok, err)
+		}
+		waitFor(t, "the window to end", func() bool {
+			n, _, err := th.Count(ctx, "k")
+			if err != nil {
+				t.Fatalf("Count: %v", err)
+			}
+			return n == 0
+		})
+		if n, _, ok, err := th.Reserve(ctx, "k", 5, time.Hour); err != nil || !ok || n != 1 {
+			t.Fatalf("Reserve in a new window = %d, %v, %v; want 1, ok", n, ok, err)
+		}
+		// The attempt of the ended window is not taken from the new one.
+		if err := th.Release(ctx, "k", old); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if n, left, err := th.Count(ctx, "k"); err != nil || n != 1 || left <= time.Hour-time.Minute {
+			t.Fatalf("Count after releasing an attempt of an ended window = %d, %v, %v; want 1 in the new window", n, left, err)
+		}
+	})
 }
