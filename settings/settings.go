@@ -248,7 +248,7 @@ func decodeStrings(raw json.RawMessage) ([]string, error) {
 		return nil, fmt.Errorf("must be a list of strings")
 	}
 	var ss []string
-	if err := json.Unmarshal(raw, &ss); err != nil {
+	if err := wire.Unmarshal(raw, &ss); err != nil {
 		return nil, fmt.Errorf("must be a list of strings")
 	}
 	return nonNil(ss), nil
@@ -432,21 +432,31 @@ func InitialValues(schema []Widget) map[string]any {
 // ErrNotObject is returned by Apply when the values are not a JSON object.
 var ErrNotObject = errors.New("values must be an object")
 
+// errDuplicateKey is returned by Apply for values with a key given twice
+// (in the object or nested in a value): they are not an object the client
+// and a proxy in between would read alike.
+var errDuplicateKey = fmt.Errorf("%w with each key once", ErrNotObject)
+
 // ErrInvalid is wrapped by every error Apply returns for a key that is not
 // a widget of the schema or a value not valid for its widget; the error's
 // text names the key.
 var ErrInvalid = errors.New("invalid settings")
 
 // Apply validates a client's values (a JSON object) against the schema and
-// merges them into current, returning the new full values. An invalid key
-// or value gives an error wrapping ErrInvalid that names the key, and a
-// body that is not an object ErrNotObject; current is never changed.
+// merges them into current, returning the new full values. Keys match
+// widget ids exactly. An invalid key or value gives an error wrapping
+// ErrInvalid that names the key, and a body that is not an object, or that
+// has a name twice in any of its objects, an error wrapping ErrNotObject;
+// current is never changed.
 func Apply(schema []Widget, current map[string]any, raw json.RawMessage) (map[string]any, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, ErrNotObject
 	}
 	var in map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &in); err != nil {
+	if err := wire.Unmarshal(raw, &in); err != nil {
+		if errors.Is(err, wire.ErrDuplicateName) {
+			return nil, errDuplicateKey
+		}
 		return nil, ErrNotObject
 	}
 	byID := make(map[string]Widget, len(schema))

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"unicode/utf8"
 
@@ -41,8 +42,10 @@ type InFrame struct {
 // MaxRef is the longest ref copied into an error.
 const MaxRef = 64
 
-// Decode parses a client text frame. Its errors have the code bad_frame;
-// the ref is returned whenever it could be read.
+// Decode parses a client text frame with Unmarshal: names match exactly
+// and a name given twice in any object of the frame is bad_frame. Its
+// errors have the code bad_frame; the ref is returned whenever it could be
+// read.
 func Decode(data []byte) (InFrame, *Error) {
 	var f InFrame
 	if !utf8.Valid(data) {
@@ -52,8 +55,13 @@ func Decode(data []byte) (InFrame, *Error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return f, Errorf(CodeBadFrame, "frame is not a JSON object")
 	}
-	if err := json.Unmarshal(data, &f.Raw); err != nil {
-		return f, Errorf(CodeBadFrame, "frame is not valid JSON")
+	if err := Unmarshal(data, &f.Raw); err != nil {
+		// Fields read before the error are not to be trusted, the ref
+		// included.
+		if errors.Is(err, ErrDuplicateName) {
+			return InFrame{}, Errorf(CodeBadFrame, "frame has a name twice in an object")
+		}
+		return InFrame{}, Errorf(CodeBadFrame, "frame is not valid JSON")
 	}
 	if ref, ok := RawString(f.Raw.Ref); ok && len(ref) <= MaxRef {
 		f.Ref = ref

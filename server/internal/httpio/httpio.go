@@ -59,7 +59,7 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) *wire.Error {
 		}
 		return wire.Errorf(wire.CodeBadRequest, "the body could not be read")
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := wire.Unmarshal(body, v); err != nil {
 		return wire.Errorf(wire.CodeBadRequest, "the body is not a valid JSON object of the expected shape")
 	}
 	return nil

@@ -395,7 +395,7 @@ func (ls *liveSession) answerAsk(c *conn, askID string, f wire.InFrame) *wire.Er
 			return wire.Errorf(wire.CodeInvalidField, "a file ask is answered with files")
 		}
 		var ids []string
-		if len(f.Raw.Files) == 0 || f.Raw.Files[0] != '[' || json.Unmarshal(f.Raw.Files, &ids) != nil || len(ids) == 0 {
+		if len(f.Raw.Files) == 0 || f.Raw.Files[0] != '[' || wire.Unmarshal(f.Raw.Files, &ids) != nil || len(ids) == 0 {
 			return wire.Errorf(wire.CodeInvalidField, "files must be a non-empty list of file ids")
 		}
 		if len(ids) > a.MaxFiles {

@@ -136,7 +136,7 @@ func (s *Hub) parseEnv(raw json.RawMessage) (map[string]string, *wire.Error) {
 	env := map[string]string{}
 	if !wire.IsNull(raw) {
 		var in map[string]json.RawMessage
-		if raw[0] != '{' || json.Unmarshal(raw, &in) != nil {
+		if raw[0] != '{' || wire.Unmarshal(raw, &in) != nil {
 			return nil, wire.Errorf(wire.CodeInvalidField, "env must be an object of strings")
 		}
 		for _, k := range s.app.EnvKeys {
