@@ -80,6 +80,14 @@ type Config struct {
 	// HelloTimeout closes a socket with 4408 that has no welcome by then.
 	// Default 10s.
 	HelloTimeout time.Duration
+	// HTTPTimeout is how long a plain HTTP request (not a socket) has to
+	// send its body and to take its response; an upload has that long
+	// between two chunks, so that it works on a slow link and a stalled
+	// one is cut. A negative value turns it off. Default 30s.
+	HTTPTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no new
+	// request within it (Serve). Default 60s.
+	IdleTimeout time.Duration
 	// ShutdownTimeout bounds Shutdown when its context has no deadline.
 	// Default 30s.
 	ShutdownTimeout time.Duration
@@ -154,6 +162,12 @@ func (c Config) withDefaults() Config {
 	if c.HelloTimeout == 0 {
 		c.HelloTimeout = 10 * time.Second
 	}
+	if c.HTTPTimeout == 0 {
+		c.HTTPTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
@@ -203,7 +217,7 @@ func (c Config) hub() hub.Config {
 		AllowedOrigins: c.AllowedOrigins, CookieSecure: c.CookieSecure, SessionGrace: c.SessionGrace,
 		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, QueueMax: c.QueueMax,
-		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout,
+		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout, HTTPTimeout: c.HTTPTimeout,
 		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
 	}
 }

@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// MaxHeaderBytes bounds the size of a request's headers (Serve): a
+// request with more gets 431.
+const MaxHeaderBytes = 64 << 10
+
 // ListenAndServe listens on addr (host:port) and serves until ctx is done;
 // see Serve.
 func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
@@ -31,8 +35,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return err
 	}
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	// The handler bounds each request's body and response (HTTPTimeout);
+	// the server bounds its headers in time and size, and idle keep-alive
+	// connections.
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: MaxHeaderBytes,
+		IdleTimeout: s.cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }() // waited for below, on every path
 	select {

@@ -37,6 +37,8 @@ type config struct {
 	QueueMax        int
 	HashWorkers     int
 	LeaseTTL        time.Duration
+	HTTPTimeout     time.Duration
+	IdleTimeout     time.Duration
 	ShutdownTimeout time.Duration
 	ShutdownDrain   time.Duration
 	InstanceID      string
@@ -118,6 +120,8 @@ func (c *config) settings() []setting {
 		{"CHAT_QUEUE_MAX", "queue-max", "64", "frames waiting for a session's handler", num(&c.QueueMax)},
 		{"CHAT_HASH_WORKERS", "hash-workers", strconv.Itoa(runtime.NumCPU()), "password hashing workers", num(&c.HashWorkers)},
 		{"CHAT_LEASE_TTL", "lease-ttl", "10s", "an instance's lease", dur(&c.LeaseTTL)},
+		{"CHAT_HTTP_TIMEOUT", "http-timeout", "30s", "how long an HTTP request may take to send its body and take its response (an upload: between two chunks); 0: no limit", dur(&c.HTTPTimeout)},
+		{"CHAT_IDLE_TIMEOUT", "idle-timeout", "60s", "how long an idle keep-alive connection stays open", dur(&c.IdleTimeout)},
 		{"CHAT_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long running handlers may finish at shutdown", dur(&c.ShutdownTimeout)},
 		{"CHAT_SHUTDOWN_DRAIN", "shutdown-drain", "0s", "how long /readyz answers 503 before the listener closes", dur(&c.ShutdownDrain)},
 		{"CHAT_INSTANCE_ID", "instance-id", "", "this instance's id (default random)", str(&c.InstanceID)},
@@ -213,10 +217,15 @@ func (c config) serverConfig() (server.Config, error) {
 		ShutdownDrain:      c.ShutdownDrain,
 		InstanceID:         c.InstanceID,
 		LeaseTTL:           c.LeaseTTL,
+		HTTPTimeout:        c.HTTPTimeout,
+		IdleTimeout:        c.IdleTimeout,
 		HashWorkers:        max(c.HashWorkers, 1),
 		Login:              auth.Config{TokenTTL: c.TokenTTL, TokenIdleTTL: c.TokenIdleTTL},
 	}
 	// In the environment 0 means "off"; in server.Config 0 means "default".
+	if c.HTTPTimeout == 0 {
+		sc.HTTPTimeout = -1
+	}
 	if c.MaxSessions == 0 {
 		sc.MaxSessionsPerUser = -1
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -162,7 +163,7 @@ func (s *Hub) handleUpload(w http.ResponseWriter, r *http.Request) {
 		httpio.WriteError(w, wire.Errorf(wire.CodeUnsupportedMediaType, "the body must be multipart/form-data"))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	r.Body = http.MaxBytesReader(w, s.progressDeadline(w, r.Body), limit)
 	mr, err := r.MultipartReader()
 	if err != nil {
 		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "the body is not a valid multipart form"))
@@ -259,4 +260,30 @@ func (s *Hub) storePart(ctx context.Context, a session.Ask, part *multipart.Part
 		}
 		return meta, s.storeError(ctx, "store file", err)
 	}
+}
+
+// progressDeadline returns body such that every chunk read from it gives
+// the request HTTPTimeout more to send the next and to take its response:
+// an upload works on a slow link, and one that stalls is cut.
+func (s *Hub) progressDeadline(w http.ResponseWriter, body io.ReadCloser) io.ReadCloser {
+	if s.cfg.HTTPTimeout <= 0 {
+		return body
+	}
+	return &progressBody{ReadCloser: body, rc: http.NewResponseController(w), d: s.cfg.HTTPTimeout}
+}
+
+type progressBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		end := time.Now().Add(b.d)
+		_ = b.rc.SetReadDeadline(end)
+		_ = b.rc.SetWriteDeadline(end)
+	}
+	return n, err
 }

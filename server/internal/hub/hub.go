@@ -145,11 +145,28 @@ func New(cfg Config, d Deps) (*Hub, error) {
 }
 
 // Handler returns the hub's HTTP handler. Until Start it answers 503.
+//
+// A request other than a socket's upgrade gets HTTPTimeout to send its
+// body and to take its response (an upload, that long between two chunks),
+// whatever http.Server serves it; a socket keeps its own deadlines.
 func (s *Hub) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.started.Load() {
 			httpio.WriteError(w, wire.Errorf(wire.CodeUnavailable, "the server has not started"))
 			return
+		}
+		if s.cfg.HTTPTimeout > 0 {
+			// A socket takes over a connection that may have served plain
+			// requests before: it starts without their deadlines. Errors:
+			// a ResponseWriter without deadlines (a test recorder) serves
+			// on without them.
+			var end time.Time
+			if !isUpgrade(r) {
+				end = time.Now().Add(s.cfg.HTTPTimeout)
+			}
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(end)
+			_ = rc.SetWriteDeadline(end)
 		}
 		s.mux.ServeHTTP(w, r)
 	})
@@ -371,6 +388,7 @@ type Config struct {
 	OutboundQueueBytes int
 	PingInterval       time.Duration
 	HelloTimeout       time.Duration
+	HTTPTimeout        time.Duration
 	ShutdownTimeout    time.Duration
 	StoreTimeout       time.Duration
 	LeaseTTL           time.Duration
