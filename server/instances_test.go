@@ -254,3 +254,75 @@ func TestResubscribeCatchesUp(t *testing.T) {
 		t.Fatalf("after the resubscription: %s", got)
 	}
 }
+
+// TestResubscribeCatchesUpStream: the deltas of a stream produced on A for
+// the socket on B are lost while B's subscription is down; when it comes
+// back, B sends the socket the stream's state from the store, and the
+// later deltas follow.
+func TestResubscribeCatchesUpStream(t *testing.T) {
+	st, users := session.NewMemoryStore(nil), auth.NewMemoryStore(nil)
+	lossy := &lossyBus{Memory: bus.NewMemory(), drop: map[string]bool{}, subscribed: map[string]func(){}}
+	started, wrote, gate := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	setup := func(s *Server) {
+		s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+			select {
+			case <-started:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			out, err := c.Stream(ctx)
+			if err != nil {
+				return err
+			}
+			for i, d := range []string{"Hel", "lo", ", ", "world"} {
+				if i == 2 {
+					close(wrote)
+					select {
+					case <-gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				if err := out.Write(ctx, d); err != nil {
+					return err
+				}
+			}
+			return out.Close(ctx)
+		})
+	}
+	mk := func(id string) *env {
+		return newEnv(t, withSessions(st), withUsers(users), withBus(lossy), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID = id }))
+	}
+	a, b := mk("A"), mk("B")
+	a.addUser("bob", "Bob", nil)
+	tok := a.login("bob")
+	ca, w := open(a, tok)
+	ca.send(msg("stream"))
+	ts, _ := ca.expect("task_start")
+	cb := moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+
+	lossy.lose("B", true)
+	close(started)
+	<-wrote // the start and two deltas were sent, and lost
+	lossy.lose("B", false)
+	lossy.resubscribed("B")
+	start := cb.next()
+	if start["type"] != "message" || start["streaming"] != true {
+		t.Fatalf("first frame after the resubscription: %v, want the streaming message", start)
+	}
+	state := cb.next()
+	if state["type"] != "stream_state" || state["id"] != start["id"] || state["content"] != "Hello" || state["n"] != 2.0 {
+		t.Fatalf("then %v, want the stream_state with Hello after 2 deltas", state)
+	}
+	close(gate)
+	for _, n := range []float64{3, 4} {
+		if d := cb.next(); d["type"] != "stream" || d["n"] != n {
+			t.Fatalf("delta %v, want n %v", d, n)
+		}
+	}
+	if up, _ := cb.expect("message_update"); up["content"] != "Hello, world" {
+		t.Fatalf("message_update %v", up)
+	}
+}

@@ -2,11 +2,13 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"strings"
 
 	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/session"
 	"github.com/chatd-project/chatd/wire"
 )
 
@@ -139,10 +141,38 @@ func (s *Hub) catchUpAll() {
 		ls.appendMu.Lock()
 		if ls.currentConn() == c {
 			c.out.CatchUp(ctx, math.MaxInt64, ls.fill)
+			// The deltas of a stream produced elsewhere may be lost as well:
+			// the state stored of each such stream stands in for them (the
+			// client ignores the deltas it covers).
+			for _, state := range ls.remoteStreamStates(ctx) {
+				c.out.Send("stream_state", state)
+			}
 		}
 		ls.appendMu.Unlock()
 		cancel()
 	}
+}
+
+// remoteStreamStates are the stream_state frames, from the store, of the
+// session's messages streaming on another instance.
+func (ls *liveSession) remoteStreamStates(ctx context.Context) [][]byte {
+	open, err := ls.s.sessions.OpenStreams(ctx, ls.id)
+	if err != nil {
+		if !errors.Is(err, session.ErrNotFound) && ctx.Err() == nil {
+			ls.s.logErr("read the streams of a session", err)
+		}
+		return nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	var out [][]byte
+	for _, st := range open {
+		if _, here := ls.streams[st.Step.ID]; here {
+			continue
+		}
+		out = append(out, wire.Encode(wire.StreamState{Type: "stream_state", ID: st.Step.ID, Content: st.Step.Content, N: st.N}))
+	}
+	return out
 }
 
 // handOver gives the socket that took the session over on instance what
