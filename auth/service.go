@@ -508,6 +508,10 @@ func (s *Service) DeleteUser(ctx context.Context, identifier string) (*Persisted
 	if err := s.users.DeleteUser(ctx, u.ID); err != nil {
 		return nil, err
 	}
+	// Nothing of theirs stays behind, not even their rate count.
+	if err := s.throttle.Reset(ctx, rateKey(u.ID)); err != nil {
+		return nil, err
+	}
 	return u, nil
 }
 
@@ -552,6 +556,29 @@ func (s *Service) CreateAnonymous(ctx context.Context, clientAddr string) (*Pers
 	}
 	return s.users.CreateUser(ctx, User{Identifier: AnonymousPrefix + uuid.NewString()}, "", true)
 }
+
+// AllowRate counts one frame of the user's against a limit of limit frames
+// in a fixed window of the given length, starting at the first frame. The
+// count is kept in the throttle store under "r:"+userID, so every socket
+// and every instance on the same stores shares it, and the check and the
+// count are one atomic step (ThrottleStore.Reserve). Over the limit it
+// returns !ok, counting nothing, with retryAfter the time left in the
+// window rounded up to a whole second (at least one). limit < 1 refuses
+// every frame. A store error is returned as is, with !ok.
+func (s *Service) AllowRate(ctx context.Context, userID string, limit int, window time.Duration) (retryAfter time.Duration, ok bool, err error) {
+	_, left, ok, err := s.throttle.Reserve(ctx, rateKey(userID), int64(limit), window)
+	if err != nil {
+		return 0, false, err
+	}
+	if !ok {
+		secs := max((left+time.Second-1)/time.Second, 1)
+		return secs * time.Second, false, nil
+	}
+	return 0, true, nil
+}
+
+// rateKey is the throttle key of a user's frame rate (AllowRate).
+func rateKey(userID string) string { return "r:" + userID }
 
 // User returns the user with the given id, or ErrNotFound.
 func (s *Service) User(ctx context.Context, id string) (*PersistedUser, error) {

@@ -63,9 +63,22 @@ type Config struct {
 	// the limit off.
 	RatePerSecond float64
 	RateBurst     int
+	// UserRatePerMinute limits the message, settings_update and hello
+	// frames of one user, across all of their sockets and every instance
+	// on the same stores, in a fixed window of a minute (counted in the
+	// auth throttle store: in Redis on the Redis stores), so that
+	// reconnecting does not reset the limit. Default 120; negative turns
+	// it off.
+	UserRatePerMinute int
 	// QueueMax is how many frames may wait for a session's handler.
 	// Default 64.
 	QueueMax int
+	// MaxThreadSteps caps the steps (messages of every kind) of one
+	// thread: a user message to a thread that holds that many already is
+	// refused with too_large and nothing is stored; the application's
+	// replies to accepted messages are still stored, so a thread may end a
+	// few steps past it. Default 10,000; negative means no limit.
+	MaxThreadSteps int
 	// OutboundQueueMax is how many frames may wait to be written to one
 	// socket before it is closed with 4429. Default 256.
 	OutboundQueueMax int
@@ -147,8 +160,14 @@ func (c Config) withDefaults() Config {
 	if c.RateBurst == 0 {
 		c.RateBurst = 30
 	}
+	if c.UserRatePerMinute == 0 {
+		c.UserRatePerMinute = 120
+	}
 	if c.QueueMax == 0 {
 		c.QueueMax = 64
+	}
+	if c.MaxThreadSteps == 0 {
+		c.MaxThreadSteps = 10000
 	}
 	if c.OutboundQueueMax == 0 {
 		c.OutboundQueueMax = 256
@@ -216,8 +235,9 @@ func (c Config) hub() hub.Config {
 		Name: c.Name, Auth: string(c.Auth), AuthHeader: c.AuthHeader, TrustedProxies: c.TrustedProxies,
 		AllowedOrigins: c.AllowedOrigins, CookieSecure: c.CookieSecure, SessionGrace: c.SessionGrace,
 		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
-		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, QueueMax: c.QueueMax,
+		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, UserRatePerMinute: c.UserRatePerMinute, QueueMax: c.QueueMax,
 		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout, HTTPTimeout: c.HTTPTimeout,
 		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
+		MaxThreadSteps: max(c.MaxThreadSteps, 0),
 	}
 }

@@ -28,7 +28,7 @@
 //   - [Server.OnSettingsUpdate]: the user changed chat settings, already
 //     validated against the schema (on_settings_update).
 //   - [Server.OnChatResume]: the user resumed a persisted thread; the
-//     handler gets the thread with its steps (on_chat_resume).
+//     handler gets the thread with its newest steps (on_chat_resume).
 //   - [Server.OnStop]: the user stopped the running handler, whose context
 //     is cancelled (on_stop).
 //   - [Server.OnChatEnd]: the chat ended, once: on end, logout, thread

@@ -156,7 +156,8 @@ func (s *Server) OnSettingsUpdate(f func(ctx context.Context, c *Chat, values ma
 
 // OnChatResume registers the handler that runs when a user resumes a
 // persisted thread, after the history was sent; t is the thread with its
-// steps (the seed's ThreadDict).
+// newest steps, at most 100 in the order stored, as the history frame has
+// them (the seed's ThreadDict, bounded for a large thread).
 func (s *Server) OnChatResume(f func(ctx context.Context, c *Chat, t session.Thread) error) {
 	s.register("OnChatResume", func() {
 		s.app.ChatResume = nil

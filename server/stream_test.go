@@ -250,7 +250,8 @@ func TestStreamReattachLosesNoDelta(t *testing.T) {
 			}
 		})
 	}
-	e := newEnv(t, withSetup(setup))
+	// 200 reattaches by one user: over the per-user rate, which is off.
+	e := newEnv(t, withSetup(setup), withConfig(func(c *Config) { c.UserRatePerMinute = -1 }))
 	e.addUser("bob", "Bob", nil)
 	tok := e.login("bob")
 	c, w := e.openChat(tok, nil)

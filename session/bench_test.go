@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,68 @@ func BenchmarkListThreads(b *testing.B) {
 	// No thread matches: every one is scanned.
 	b.Run("threads=10000/q-nomatch", func(b *testing.B) {
 		list(b, users[10_000], session.ThreadQuery{Limit: 20, Q: "haystack"}, 0)
+	})
+}
+
+// BenchmarkListSteps measures reading a thread of 10,000 steps (the default
+// cap) of 1 KiB each: its record alone (ThreadInfo, the owner check), the
+// newest page of 100 steps, a page of 100 from a cursor in the middle, and,
+// for comparison, the whole thread (Thread), which the server no longer
+// reads.
+func BenchmarkListSteps(b *testing.B) {
+	benchStores(b, func(b *testing.B, st session.Store) {
+		ctx := context.Background()
+		rec := sessiontest.Create(b, st)
+		content := strings.Repeat("x", 1024)
+		m := sessiontest.NewUserMessage(content)
+		if _, err := st.AppendUserMessage(ctx, &rec, m); err != nil {
+			b.Fatal(err)
+		}
+		for i := 1; i < 10_000; i += 100 {
+			frames := make([]session.Frame, 0, 100)
+			for j := i; j < min(i+100, 10_000); j++ {
+				frames = append(frames, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", content)))
+			}
+			if _, err := st.Append(ctx, &rec, frames...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		first, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100})
+		if err != nil || len(first.Steps) != 100 {
+			b.Fatal(len(first.Steps), err)
+		}
+		middle := first
+		for range 49 {
+			if middle, err = st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100, Cursor: middle.Next}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run("info", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := st.ThreadInfo(ctx, rec.ThreadID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		for name, cursor := range map[string]string{"page": "", "page-middle": middle.Next} {
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					p, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100, Cursor: cursor})
+					if err != nil || len(p.Steps) != 100 {
+						b.Fatal(len(p.Steps), err)
+					}
+				}
+			})
+		}
+		b.Run("whole-thread", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if th, err := st.Thread(ctx, rec.ThreadID); err != nil || len(th.Steps) != 10_000 {
+					b.Fatal(len(th.Steps), err)
+				}
+			}
+		})
 	})
 }

@@ -37,6 +37,19 @@
 // page reads only keys of the user's hash tag, in one script, in O(log N +
 // page); a search by name (ThreadQuery.Q) scans the list from the cursor.
 //
+// A thread's steps are read a page at a time (ListSteps): the newest page
+// first, each page in the order the steps were stored, with a keyset cursor
+// on the steps' positions (base64url of the decimal position of the oldest
+// step of the page, the same in both stores; the next page holds the steps
+// before it). On Redis a page is one script over the thread's order and
+// steps: a by-score range of the order with LIMIT, then one HMGET, in
+// O(log N + page). ThreadInfo reads a thread's hash and metadata without
+// any step, so that its owner is checked before a step is loaded; Thread
+// and Steps read every step and are not used by the server. A user message
+// may cap the thread's steps (UserMessage.MaxSteps, counted with ZCARD of
+// the order in the same script): past the cap it is refused, nothing
+// stored.
+//
 // # Concurrency
 //
 // An ask's answer and its end are claims: one atomic check-and-set that

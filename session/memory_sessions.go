@@ -335,6 +335,13 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	if seq, ok := s.fids["c:"+um.ClientID]; ok && um.ClientID != "" {
 		return Appended{Seq: seq, Payload: s.loggedLocked(seq), Duplicate: true}, nil
 	}
+	if um.MaxSteps > 0 && um.Echo.Step != nil {
+		if t := m.threadLocked(rec.ThreadID, now); t != nil && len(t.order) >= um.MaxSteps {
+			if _, replaced := t.steps[um.Echo.Step.ID]; !replaced {
+				return Appended{}, ErrThreadFull
+			}
+		}
+	}
 	if queued && um.QueueMax > 0 && s.waitingLocked() >= um.QueueMax {
 		return Appended{}, ErrBusy
 	}

@@ -181,6 +181,16 @@ func (m *MemoryStore) ThreadPersisted(ctx context.Context, threadID string) (boo
 
 // Thread implements Threads.
 func (m *MemoryStore) Thread(ctx context.Context, threadID string) (Thread, error) {
+	return m.thread(threadID, true)
+}
+
+// ThreadInfo implements Threads.
+func (m *MemoryStore) ThreadInfo(ctx context.Context, threadID string) (Thread, error) {
+	return m.thread(threadID, false)
+}
+
+// thread reads a persisted thread, with its steps when withSteps.
+func (m *MemoryStore) thread(threadID string, withSteps bool) (Thread, error) {
 	m.mu.Lock()
 	t := m.threadLocked(threadID, m.now())
 	if t == nil || !t.persisted {
@@ -192,9 +202,12 @@ func (m *MemoryStore) Thread(ctx context.Context, threadID string) (Thread, erro
 		CreatedAt: msTime(t.created), UpdatedAt: msTime(t.updated),
 		Tags: []string{}, SessionID: t.session,
 	}
-	raw := make([][]byte, len(t.order))
-	for i, id := range t.order {
-		raw[i] = t.steps[id]
+	var raw [][]byte
+	if withSteps {
+		raw = make([][]byte, len(t.order))
+		for i, id := range t.order {
+			raw[i] = t.steps[id]
+		}
 	}
 	meta := maps.Clone(t.meta) // values are never modified in place
 	m.mu.Unlock()
@@ -204,4 +217,42 @@ func (m *MemoryStore) Thread(ctx context.Context, threadID string) (Thread, erro
 	}
 	th.Metadata, err = decodeMetadata(meta)
 	return th, err
+}
+
+// ListSteps implements Threads. A step's position is its index in the
+// thread's order + 1.
+func (m *MemoryStore) ListSteps(ctx context.Context, threadID string, q StepQuery) (StepPage, error) {
+	before, hasCursor, err := decodeStepCursor(q.Cursor)
+	if err != nil {
+		return StepPage{}, err
+	}
+	limit := clampLimit(q.Limit)
+	page := StepPage{Steps: []Step{}}
+	m.mu.Lock()
+	t := m.threadLocked(threadID, m.now())
+	if t == nil {
+		m.mu.Unlock()
+		return page, nil
+	}
+	end := int64(len(t.order)) // the page ends before this index
+	if hasCursor {
+		end = min(end, before-1)
+	}
+	start := max(end-int64(limit), 0)
+	raw := make([][]byte, 0, end-start)
+	for _, id := range t.order[start:end] {
+		raw = append(raw, t.steps[id])
+	}
+	m.mu.Unlock()
+	steps, err := decodeSteps(raw)
+	if err != nil {
+		return StepPage{}, err
+	}
+	if len(steps) > 0 {
+		page.Steps = steps
+	}
+	if start > 0 {
+		page.Next = encodeStepCursor(start + 1)
+	}
+	return page, nil
 }

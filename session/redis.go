@@ -80,7 +80,7 @@ func (s *RedisStore) endingKey() string { return s.ns + "ending" }
 // nothing was written (Detach's live mark excepted, which is meant).
 //
 // Errors the Go side maps to sentinels: CHATD_NOTFOUND, CHATD_ENDED,
-// CHATD_TOOMANY.
+// CHATD_TOOMANY, CHATD_THREADFULL.
 
 // scriptErr maps the scripts' error replies to the package's sentinels.
 func scriptErr(op, id string, err error) error {
@@ -107,6 +107,8 @@ func scriptErr(op, id string, err error) error {
 		return ErrStreamGap
 	case strings.Contains(msg, "CHATD_TOOMANY"):
 		return ErrTooManySessions
+	case strings.Contains(msg, "CHATD_THREADFULL"):
+		return ErrThreadFull
 	}
 	return fmt.Errorf("session: %s %s: %w", op, id, err)
 }

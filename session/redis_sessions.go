@@ -261,7 +261,7 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	args := []any{now, rec.ThreadID, logMax,
 		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
 		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName),
-		m.Instance, max(m.QueueMax, 0), m.Turn.ID, entry, s.ns, rec.ID, s.writeDeadline(ctx)}
+		m.Instance, max(m.QueueMax, 0), m.Turn.ID, entry, s.ns, rec.ID, s.writeDeadline(ctx), max(m.MaxSteps, 0)}
 	for _, f := range m.Then {
 		if f.Step != nil {
 			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)

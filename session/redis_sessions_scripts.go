@@ -259,8 +259,9 @@ return out
 // thread's summary JSON and 13 its folded name (written when this message
 // persists it), 14 instance, 15 max waiting turns (0: none), 16 turn id
 // ("": no turn), 17 turn entry, 18 namespace, 19 session id, 20 deadline
-// (see latecheck), then frame id, payload pairs of frames appended after
-// the echo (with a turn: only when the lease was taken).
+// (see latecheck), 21 the thread's maximum of steps (0: none), then frame
+// id, payload pairs of frames appended after the echo (with a turn: only
+// when the lease was taken).
 // Returns {seq, duplicate (0 or 1), payload (nil if trimmed), fence taken
 // (0 for none), runner, the seqs of the frames after the echo...}.
 var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
@@ -278,7 +279,7 @@ if ARGV[5] ~= '' then
       fence = tonumber(redis.call('HGET', KEYS[1], 'fence'))
     end
     local res = {tonumber(old), 0, ARGV[6], fence, runner}
-    for i = 21, #ARGV, 2 do
+    for i = 22, #ARGV, 2 do
       res[#res + 1] = tonumber(redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) or '0')
     end
     return res
@@ -295,6 +296,11 @@ if ARGV[4] ~= '' then
   end
 end
 if late(ARGV[20]) then return redis.error_reply('CHATD_LATE') end
+local maxsteps = tonumber(ARGV[21])
+if maxsteps > 0 and ARGV[7] ~= '' and redis.call('ZCARD', KEYS[6]) >= maxsteps
+    and not redis.call('ZSCORE', KEYS[6], ARGV[7]) then
+  return redis.error_reply('CHATD_THREADFULL')
+end
 if ARGV[16] ~= '' and tonumber(ARGV[15]) > 0 and waiting() >= tonumber(ARGV[15]) then
   return redis.error_reply('CHATD_BUSY')
 end
@@ -321,7 +327,7 @@ if ARGV[16] ~= '' then
   if l[1] == 0 then return res end
   redis.call('HSET', KEYS[1], 'started', ARGV[16])
 end
-for i = 21, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
+for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 return res
 `)
 

@@ -225,6 +225,81 @@ func (s *RedisStore) Thread(ctx context.Context, threadID string) (Thread, error
 	if err != nil {
 		return Thread{}, err
 	}
+	return threadOf(threadID, h, meta, steps)
+}
+
+// ThreadInfo implements Threads: the thread's hash and metadata in one
+// MULTI (both of the thread's hash tag), no step.
+func (s *RedisStore) ThreadInfo(ctx context.Context, threadID string) (Thread, error) {
+	if !validID(threadID) {
+		return Thread{}, ErrNotFound
+	}
+	t := s.threadKeys(threadID)
+	var h, meta *redis.MapStringStringCmd
+	if _, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		h = p.HGetAll(ctx, t.hash)
+		meta = p.HGetAll(ctx, t.meta)
+		return nil
+	}); err != nil {
+		return Thread{}, wrap("read thread", threadID, err)
+	}
+	return threadOf(threadID, h.Val(), meta.Val(), nil)
+}
+
+// ListSteps implements Threads, in one script (see scriptListSteps).
+func (s *RedisStore) ListSteps(ctx context.Context, threadID string, q StepQuery) (StepPage, error) {
+	before, hasCursor, err := decodeStepCursor(q.Cursor)
+	if err != nil {
+		return StepPage{}, err
+	}
+	page := StepPage{Steps: []Step{}}
+	if !validID(threadID) {
+		return page, nil
+	}
+	upper := "+inf"
+	if hasCursor {
+		upper = "(" + strconv.FormatInt(before, 10)
+	}
+	t := s.threadKeys(threadID)
+	res, err := scriptListSteps.Run(ctx, s.c, []string{t.steps, t.order}, clampLimit(q.Limit), upper).Slice()
+	if err != nil {
+		return StepPage{}, wrap("list steps of", threadID, err)
+	}
+	if len(res) == 0 || (len(res)-1)%2 != 0 {
+		return StepPage{}, fmt.Errorf("session: list steps of %s: bad reply", threadID)
+	}
+	// The reply is newest first; the page is in thread order.
+	raw := make([][]byte, 0, (len(res)-1)/2)
+	var oldest int64
+	for i := len(res) - 2; i >= 1; i -= 2 {
+		score, _ := res[i].(string)
+		f, err := strconv.ParseFloat(score, 64)
+		if err != nil || math.IsNaN(f) {
+			return StepPage{}, fmt.Errorf("session: list steps of %s: position %q", threadID, score)
+		}
+		if oldest == 0 {
+			oldest = int64(f)
+		}
+		if str, ok := res[i+1].(string); ok {
+			raw = append(raw, []byte(str))
+		}
+	}
+	steps, err := decodeSteps(raw)
+	if err != nil {
+		return StepPage{}, wrap("list steps of", threadID, err)
+	}
+	if len(steps) > 0 {
+		page.Steps = steps
+	}
+	if more, _ := res[0].(int64); more == 1 && oldest > 0 {
+		page.Next = encodeStepCursor(oldest)
+	}
+	return page, nil
+}
+
+// threadOf makes a Thread of the thread's hash and metadata (JSON by key);
+// ErrNotFound unless it is persisted.
+func threadOf(threadID string, h, meta map[string]string, steps []Step) (Thread, error) {
 	if h["persisted"] != "1" {
 		return Thread{}, ErrNotFound
 	}

@@ -163,6 +163,33 @@ end
 return 1
 `)
 
+// scriptListSteps reads one page of a thread's steps, newest first: the
+// ids of the order set below a position (score), Limit+1 of them in one
+// by-score range with LIMIT (O(log N + Limit)), then the steps of the first
+// Limit ids in one HMGET.
+//
+// KEYS: 1 steps, 2 order. ARGV: 1 limit, 2 the highest score to read
+// ("+inf", or "(<position>" for the steps before a cursor's).
+// Returns {more (0 or 1), position, step JSON (nil if missing), position,
+// ...} for up to limit steps, newest first; more is 1 when an older step
+// follows the last one.
+var scriptListSteps = redis.NewScript(`
+local limit = tonumber(ARGV[1])
+local r = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[2], '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
+local n = #r / 2
+local out = {0}
+if n > limit then out[1] = 1; n = limit end
+if n == 0 then return out end
+local ids = {}
+for i = 1, n do ids[i] = r[2 * i - 1] end
+local steps = redis.call('HMGET', KEYS[1], unpack(ids))
+for i = 1, n do
+  out[#out + 1] = r[2 * i]
+  out[#out + 1] = steps[i]
+end
+return out
+`)
+
 // scriptThread reads a thread's steps in order, and its hash and metadata
 // when asked.
 //

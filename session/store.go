@@ -18,8 +18,12 @@ var (
 	ErrTooManySessions = errors.New("session: too many live sessions")
 	// ErrEnded: the session has ended; it cannot be attached again.
 	ErrEnded = errors.New("session: ended")
-	// ErrBadCursor: a ThreadQuery.Cursor that is not a ThreadPage.Next.
+	// ErrBadCursor: a ThreadQuery.Cursor that is not a ThreadPage.Next, or
+	// a StepQuery.Cursor that is not a StepPage.Next.
 	ErrBadCursor = errors.New("session: malformed cursor")
+	// ErrThreadFull: a user message to a thread that holds
+	// UserMessage.MaxSteps steps already; nothing was stored.
+	ErrThreadFull = errors.New("session: thread is full")
 )
 
 // Record is what the server keeps about one session, besides the
@@ -96,6 +100,11 @@ type UserMessage struct {
 	Turn     Turn
 	Instance string
 	QueueMax int
+	// MaxSteps, when above 0, caps the steps of the thread: a message whose
+	// echo would add a step to a thread that holds MaxSteps steps already
+	// (of every type) is refused with ErrThreadFull and nothing is stored.
+	// A Duplicate and a retry of a stored message are answered as always.
+	MaxSteps int
 }
 
 // Thread is a persisted thread: its summary and its steps in the order they
@@ -264,11 +273,28 @@ type Sessions interface {
 // and the metadata and application values kept with a thread.
 type Threads interface {
 	// Steps returns the steps of a thread in the order they were stored
-	// (none for an unknown thread), persisted or not.
+	// (none for an unknown thread), persisted or not. It reads every step:
+	// the server reads ListSteps, one bounded page at a time.
 	Steps(ctx context.Context, threadID string) ([]Step, error)
 	// Thread returns a persisted thread with its steps and metadata, in one
-	// round trip; ErrNotFound when it is unknown or not persisted yet.
+	// round trip; ErrNotFound when it is unknown or not persisted yet. It
+	// reads every step: the server reads ThreadInfo and ListSteps instead.
 	Thread(ctx context.Context, threadID string) (Thread, error)
+	// ThreadInfo is Thread without the steps (Steps nil): the thread's own
+	// record (owner, name, profile, times, latest session) and its
+	// metadata, in one round trip, reading no step, so that a caller checks
+	// the owner before any step is loaded. ErrNotFound when the thread is
+	// unknown or not persisted yet.
+	ThreadInfo(ctx context.Context, threadID string) (Thread, error)
+	// ListSteps returns one page of a thread's steps, persisted or not, in
+	// one round trip in O(log N + Limit) for a thread of N steps. The
+	// first page (no cursor) holds the newest Limit steps; StepPage.Next
+	// leads to the steps stored before them. Within a page the steps are in
+	// the order they were stored. The cursor is a keyset on the steps'
+	// positions: steps stored while paging never appear on the later
+	// (older) pages, and no step appears twice. A cursor that does not
+	// decode is ErrBadCursor; an unknown thread has an empty page.
+	ListSteps(ctx context.Context, threadID string, q StepQuery) (StepPage, error)
 	// ListThreads returns a page of the user's persisted threads, ordered
 	// by (UpdatedAt descending, ID descending), in one round trip. The
 	// cursor is a keyset on that pair: no thread appears twice while

@@ -74,11 +74,61 @@ func decodeCursor(s string) (c threadCursor, ok bool, err error) {
 		return threadCursor{}, false, ErrBadCursor
 	}
 	c.id = id
+	// Other spellings of a position (base64 with line breaks or non-zero
+	// trailing bits, a time with a sign or leading zeros) are refused.
+	if encodeCursor(c.updated, c.id) != s {
+		return threadCursor{}, false, ErrBadCursor
+	}
 	return c, true, nil
 }
 
 // maxCursorMS keeps cursor times exact as Redis scores (float64).
 const maxCursorMS = 1<<53 - 1
+
+// StepQuery asks ListSteps for one page of a thread's steps.
+type StepQuery struct {
+	Limit  int    // 1..100 (the caller validates; the stores clamp to it)
+	Cursor string // "" for the newest page; else a StepPage.Next
+}
+
+// StepPage is one page of ListSteps.
+type StepPage struct {
+	Steps []Step // in the order they were stored; never nil
+	Next  string // opaque cursor of the page of older steps, "" when there is none
+}
+
+// A step's position in its thread is the thread's step counter when the
+// step was first stored: 1, 2, 3... (the Redis store's order scores; the
+// memory store's order index + 1). Steps are never deleted one by one, so
+// positions have no gaps.
+//
+// encodeStepCursor encodes the cursor of the page before the one whose
+// oldest step is at pos: base64url of "<pos>" in decimal, the same in both
+// stores. It has no ":", so that a thread list cursor is not a step cursor
+// nor the other way round.
+func encodeStepCursor(pos int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(pos, 10)))
+}
+
+// decodeStepCursor decodes a StepQuery.Cursor into the position the page
+// ends before; ok is false for "" (the newest page), and err is
+// ErrBadCursor for anything encodeStepCursor does not make.
+func decodeStepCursor(s string) (pos int64, ok bool, err error) {
+	if s == "" {
+		return 0, false, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return 0, false, ErrBadCursor
+	}
+	pos, err = strconv.ParseInt(string(b), 10, 64)
+	// Only the spelling encodeStepCursor makes (no line breaks in the
+	// base64, no stray final bits, no leading zeros or sign).
+	if err != nil || pos < 1 || pos > maxCursorMS || encodeStepCursor(pos) != s {
+		return 0, false, ErrBadCursor
+	}
+	return pos, true, nil
+}
 
 // foldName is how names are compared with ThreadQuery.Q: lower-cased by
 // Unicode rules. The Redis store keeps the folded name of every thread (in

@@ -34,7 +34,9 @@ type config struct {
 	MaxSessions     int
 	RatePerS        float64
 	RateBurst       int
+	UserRatePerMin  int
 	QueueMax        int
+	MaxThreadSteps  int
 	HashWorkers     int
 	LeaseTTL        time.Duration
 	HTTPTimeout     time.Duration
@@ -117,7 +119,9 @@ func (c *config) settings() []setting {
 			return nil
 		}},
 		{"CHAT_RATE_BURST", "rate-burst", "30", "socket rate burst; 0: no limit", num(&c.RateBurst)},
+		{"CHAT_USER_RATE_PER_MIN", "user-rate-per-min", "120", "a user's rate across sockets and instances (frames per minute); 0: no limit", num(&c.UserRatePerMin)},
 		{"CHAT_QUEUE_MAX", "queue-max", "64", "frames waiting for a session's handler", num(&c.QueueMax)},
+		{"CHAT_MAX_THREAD_STEPS", "max-thread-steps", "10000", "steps a thread may hold before a user message to it is refused (too_large); 0: no limit", num(&c.MaxThreadSteps)},
 		{"CHAT_HASH_WORKERS", "hash-workers", strconv.Itoa(runtime.NumCPU()), "password hashing workers", num(&c.HashWorkers)},
 		{"CHAT_LEASE_TTL", "lease-ttl", "10s", "an instance's lease", dur(&c.LeaseTTL)},
 		{"CHAT_HTTP_TIMEOUT", "http-timeout", "30s", "how long an HTTP request may take to send its body and take its response (an upload: between two chunks); 0: no limit", dur(&c.HTTPTimeout)},
@@ -212,7 +216,9 @@ func (c config) serverConfig() (server.Config, error) {
 		MaxSessionsPerUser: c.MaxSessions,
 		RatePerSecond:      c.RatePerS,
 		RateBurst:          c.RateBurst,
+		UserRatePerMinute:  c.UserRatePerMin,
 		QueueMax:           c.QueueMax,
+		MaxThreadSteps:     c.MaxThreadSteps,
 		ShutdownTimeout:    c.ShutdownTimeout,
 		ShutdownDrain:      c.ShutdownDrain,
 		InstanceID:         c.InstanceID,
@@ -231,6 +237,12 @@ func (c config) serverConfig() (server.Config, error) {
 	}
 	if c.RatePerS == 0 || c.RateBurst == 0 {
 		sc.RatePerSecond = -1
+	}
+	if c.UserRatePerMin == 0 {
+		sc.UserRatePerMinute = -1
+	}
+	if c.MaxThreadSteps == 0 {
+		sc.MaxThreadSteps = -1
 	}
 	return sc, nil
 }

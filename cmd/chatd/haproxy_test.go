@@ -859,6 +859,7 @@ func TestRollingRestartThroughHAProxy(t *testing.T) {
 	c := startCluster(t, map[string]string{
 		"CHAT_LEASE_TTL":             "1s",
 		"CHAT_MAX_SESSIONS_PER_USER": "0", // one user, 50 chats
+		"CHAT_USER_RATE_PER_MIN":     "0", // and 50 messages a second
 	})
 	tok := c.lb.login(t, bobID, clusterPW)
 

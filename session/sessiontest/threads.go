@@ -33,6 +33,12 @@ func RunThreads(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"ThreadResumedBySecondSession", testThreadResumed},
 		{"ThreadMetadata", testThreadMetadata},
 		{"ThreadValues", testThreadValues},
+		{"ListStepsPaging", testListStepsPaging},
+		{"ListStepsWhileAppending", testListStepsWhileAppending},
+		{"ListStepsEdges", testListStepsEdges},
+		{"ListStepsBadCursor", testListStepsBadCursor},
+		{"ThreadInfo", testThreadInfo},
+		{"ThreadStepCap", testThreadStepCap},
 	})
 }
 

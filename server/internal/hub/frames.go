@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/server/internal/metrics"
@@ -69,10 +70,28 @@ func (c *conn) handleFrame(data []byte) {
 }
 
 // rateLimited reports whether a message, settings_update or hello is over
-// the socket's rate.
+// the socket's rate, or over the user's rate across all of their sockets
+// on every instance (Config.UserRatePerMinute, counted in the auth
+// service's throttle store, so that reconnecting does not reset it). A
+// frame refused by the socket's rate is not counted for the user. When the
+// throttle store cannot be reached the frame is refused with unavailable
+// (nothing stored): the limit does not open up in an outage, and the
+// frame's own store, the same one in a deployment, is down with it.
 func (c *conn) rateLimited() *wire.Error {
 	if !c.limiter.allow(c.s.now()) {
 		return wire.Errorf(wire.CodeRateLimited, "too many frames; slow down")
+	}
+	if c.s.cfg.UserRatePerMinute < 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.StoreTimeout)
+	defer cancel()
+	wait, ok, err := c.s.auth.AllowRate(ctx, c.id.User.ID, c.s.cfg.UserRatePerMinute, time.Minute)
+	if err != nil {
+		return c.s.storeError(ctx, "user rate limit", err)
+	}
+	if !ok {
+		return wire.Errorf(wire.CodeRateLimited, fmt.Sprintf("too many frames from this user; try again in %d s", ceilSeconds(wait)))
 	}
 	return nil
 }
@@ -225,7 +244,7 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 // it (with a history frame after the welcome when history is set) and
 // queues the session's first turn (chat start or resume).
 func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []settings.Widget,
-	resumed string, history *wire.Thread, first string) *wire.Error {
+	resumed string, history *threadPage, first string) *wire.Error {
 	s := c.s
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
@@ -243,7 +262,7 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 			Token: c.pendingToken,
 		}))
 		if history != nil {
-			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: *history}))
+			c.out.Send("history", wire.Encode(historyFrame{Type: "history", Thread: *history}))
 		}
 		return true
 	}, 0)
@@ -347,7 +366,7 @@ func (c *conn) reattach(ctx context.Context, h helloRequest) *wire.Error {
 		}
 		c.out.Send("welcome", wire.Encode(wf))
 		if reset {
-			c.out.Send("history", wire.Encode(wire.History{Type: "history", Thread: s.historyOf(ctx, rec, c.id.User)}))
+			c.out.Send("history", wire.Encode(historyFrame{Type: "history", Thread: s.historyOf(ctx, rec, c.id.User)}))
 		} else {
 			for _, m := range missed {
 				c.out.Deliver(ctx, m.Seq, m.Payload, nil)
@@ -410,6 +429,13 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 		Settings:    settings.Restore(schema, saved),
 		CreatedAt:   s.now(),
 	}
+	// The history holds the thread's newest steps only, read before the
+	// session is created; the client reads older ones from GET
+	// /threads/{id} (next_cursor).
+	recent, err := s.recentSteps(ctx, t.ID)
+	if err != nil {
+		return s.storeError(ctx, "read the thread's steps", err)
+	}
 	// Of two resumes racing to start a session on the thread, one creates
 	// it; the other takes the winner's session over.
 	created, err := s.sessions.CreateOnThread(ctx, rec, s.sessionTTL(), t.SessionID)
@@ -432,22 +458,23 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 			return s.storeError(ctx, "restore session values", err)
 		}
 	}
-	history := objects.Thread(t, c.id.User)
+	history := newThreadPage(t, c.id.User, recent)
 	return c.startSession(ctx, rec, ps, schema, "thread", &history, turnResume)
 }
 
-// historyOf is the thread of a session for a history frame: the persisted
-// thread, or, before it is persisted, one made of its steps so far.
-func (s *Hub) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) wire.Thread {
-	t, err := s.sessions.Thread(ctx, rec.ThreadID)
-	if err == nil {
-		return objects.Thread(t, u)
-	}
-	steps, err := s.sessions.Steps(ctx, rec.ThreadID)
+// historyOf is the thread of a session for a history frame, with its
+// newest steps (historySteps): the persisted thread, or, before it is
+// persisted, one made of its steps so far.
+func (s *Hub) historyOf(ctx context.Context, rec session.Record, u *auth.PersistedUser) threadPage {
+	recent, err := s.recentSteps(ctx, rec.ThreadID)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "history: read steps", slog.Any("err", err))
 	}
-	return objects.SessionThread(rec, u, steps)
+	t, err := s.sessions.ThreadInfo(ctx, rec.ThreadID)
+	if err == nil {
+		return newThreadPage(t, u, recent)
+	}
+	return threadPage{Thread: objects.SessionThread(rec, u, recent.Steps), NextCursor: wire.Null(recent.Next)}
 }
 
 func (c *conn) handleMessage(f wire.InFrame) *wire.Error {

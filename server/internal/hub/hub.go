@@ -383,7 +383,9 @@ type Config struct {
 	MaxSessionsPerUser int
 	RatePerSecond      float64
 	RateBurst          int
+	UserRatePerMinute  int
 	QueueMax           int
+	MaxThreadSteps     int // 0: no limit
 	OutboundQueueMax   int
 	OutboundQueueBytes int
 	PingInterval       time.Duration
@@ -423,13 +425,15 @@ func (s *Hub) sessionTTL() time.Duration {
 	return s.cfg.SessionGrace + 2*s.cfg.PingInterval + 10*time.Minute
 }
 
-// ownThread returns the caller's persisted thread; every other case is the
-// same not_found, so that nothing tells another user's thread from none.
+// ownThread returns the caller's persisted thread without its steps; every
+// other case is the same not_found, so that nothing tells another user's
+// thread from none. It reads the thread's own record only (ThreadInfo): no
+// step is loaded before the owner is checked, whatever the thread's size.
 func (s *Hub) ownThread(ctx context.Context, userID, id string) (session.Thread, *wire.Error) {
 	if !wire.ValidID(id) {
 		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
 	}
-	t, err := s.sessions.Thread(ctx, id)
+	t, err := s.sessions.ThreadInfo(ctx, id)
 	if errors.Is(err, session.ErrNotFound) || err == nil && t.UserID != userID {
 		return session.Thread{}, wire.Errorf(wire.CodeNotFound, "no such thread")
 	}

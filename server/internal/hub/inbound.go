@@ -47,7 +47,7 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 	defer cancel()
 
 	um := session.UserMessage{ClientID: clientID, ThreadName: objects.ThreadName(content),
-		Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step}}
+		Echo: session.Frame{ID: step.ID, Payload: payload, Step: &step}, MaxSteps: s.maxThreadSteps()}
 	if s.app.Message != nil {
 		// The message's turn; when no runner holds the session it starts
 		// at once, and its task_start goes in the echo's round trip.
@@ -108,6 +108,9 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 	if err != nil {
 		if errors.Is(err, session.ErrBusy) {
 			return res, errBusy
+		}
+		if errors.Is(err, session.ErrThreadFull) {
+			return res, ls.s.errThreadFull()
 		}
 		if ls.lost(err) {
 			return res, errGone

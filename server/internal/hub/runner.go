@@ -337,10 +337,18 @@ func (ls *liveSession) handlerOf(ctx context.Context, t session.Turn) (string, f
 		if s.app.ChatResume == nil {
 			return t.Kind, nil, nil
 		}
-		th, err := s.sessions.Thread(ctx, ls.us.Record().ThreadID)
+		// The handler gets the thread with its newest steps, as the
+		// history frame has them: never the whole of a large thread.
+		tid := ls.us.Record().ThreadID
+		th, err := s.sessions.ThreadInfo(ctx, tid)
 		if err != nil {
 			return t.Kind, nil, err
 		}
+		recent, err := s.recentSteps(ctx, tid)
+		if err != nil {
+			return t.Kind, nil, err
+		}
+		th.Steps = recent.Steps
 		return t.Kind, func(ctx context.Context) error { return s.app.ChatResume(ctx, chat, th) }, nil
 	}
 	return t.Kind, nil, fmt.Errorf("unknown turn kind %q", t.Kind)

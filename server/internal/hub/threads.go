@@ -1,13 +1,16 @@
 package hub
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/server/internal/caller"
 	"github.com/chatd-project/chatd/server/internal/httpio"
 	"github.com/chatd-project/chatd/server/internal/objects"
@@ -65,7 +68,8 @@ func (s *Hub) handleListThreads(w http.ResponseWriter, r *http.Request) {
 }
 
 // callerThread authenticates the request and loads the caller's thread
-// named by the path; on failure it has written the error.
+// named by the path, without its steps; on failure it has written the
+// error.
 func (s *Hub) callerThread(w http.ResponseWriter, r *http.Request) (caller.Identity, session.Thread, bool) {
 	id, e := s.authenticate(r)
 	if e != nil {
@@ -80,12 +84,81 @@ func (s *Hub) callerThread(w http.ResponseWriter, r *http.Request) (caller.Ident
 	return id, t, true
 }
 
+// historySteps is how many of a thread's newest steps a history frame
+// carries (a resume, a replay reset) and the chat-resume handler gets; the
+// client reads older ones from GET /threads/{id}.
+const historySteps = 100
+
+// threadPage is the Thread object of GET /threads/{id} and of a history
+// frame: the thread with one page of its steps, and the cursor of the page
+// of older steps (null on the oldest page).
+type threadPage struct {
+	wire.Thread
+	NextCursor *string `json:"next_cursor"`
+}
+
+// historyFrame is the history frame, whose thread holds its newest steps.
+type historyFrame struct {
+	Type   string     `json:"type"`
+	Thread threadPage `json:"thread"`
+}
+
+func newThreadPage(t session.Thread, u *auth.PersistedUser, p session.StepPage) threadPage {
+	t.Steps = p.Steps
+	return threadPage{Thread: objects.Thread(t, u), NextCursor: wire.Null(p.Next)}
+}
+
+// recentSteps reads the newest steps of a thread for a history frame or the
+// chat-resume handler: one bounded page.
+func (s *Hub) recentSteps(ctx context.Context, threadID string) (session.StepPage, error) {
+	return s.sessions.ListSteps(ctx, threadID, session.StepQuery{Limit: historySteps})
+}
+
+// maxThreadSteps is the cap of a thread's steps for a user message (0: none).
+func (s *Hub) maxThreadSteps() int { return max(s.cfg.MaxThreadSteps, 0) }
+
+// errThreadFull answers a user message to a thread at its cap of steps.
+func (s *Hub) errThreadFull() *wire.Error {
+	return wire.Errorf(wire.CodeTooLarge, fmt.Sprintf(
+		"the thread holds the maximum of %d steps; start a new chat", s.cfg.MaxThreadSteps))
+}
+
+// handleGetThread answers GET /threads/{id}: the thread with one page of
+// its steps. The query is checked first (the same 400 whoever's the thread
+// is), then the owner on the thread's own record (the same 404 for a
+// thread of someone else and none, with no step read), then one page is
+// read.
 func (s *Hub) handleGetThread(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	limit := historySteps
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "limit must be an integer from 1 to 100"))
+			return
+		}
+		limit = n
+	}
+	cursor := q.Get("cursor")
+	if len(cursor) > 200 {
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "malformed cursor"))
+		return
+	}
 	id, t, ok := s.callerThread(w, r)
 	if !ok {
 		return
 	}
-	httpio.WriteJSON(w, http.StatusOK, objects.Thread(t, id.User))
+	page, err := s.sessions.ListSteps(ctx, t.ID, session.StepQuery{Limit: limit, Cursor: cursor})
+	if errors.Is(err, session.ErrBadCursor) {
+		httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "malformed cursor"))
+		return
+	}
+	if err != nil {
+		httpio.WriteError(w, s.storeError(ctx, "read thread steps", err))
+		return
+	}
+	httpio.WriteJSON(w, http.StatusOK, newThreadPage(t, id.User, page))
 }
 
 type renameRequest struct {
