@@ -44,10 +44,11 @@ type memSession struct {
 
 	// The turns (memory_turns.go): the inbox, oldest first; the runner
 	// lease's instance and fence; the id of the started head.
-	inbox   []Turn
-	runner  string
-	fence   int64
-	started string
+	inbox        []Turn
+	runner       string
+	fence        int64
+	started      string
+	startedFence int64 // the fence the started turn was started under
 
 	// The messages streaming now, by message id (memory_streams.go).
 	streams map[string]*memStream

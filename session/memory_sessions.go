@@ -376,7 +376,7 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 		if a.Fence == 0 {
 			return a, nil
 		}
-		s.started = um.Turn.ID // the head: the inbox was empty
+		s.started, s.startedFence = um.Turn.ID, a.Fence // the head: the inbox was empty
 	}
 	for _, f := range um.Then {
 		a.ThenSeqs = append(a.ThenSeqs, m.appendLocked(s, f))

@@ -96,19 +96,27 @@ func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, do
 			s.started = ""
 		}
 	}
+	if _, ended := m.claimLocked(rec.ID, m.now()); ended {
+		// The chat ended: no turn runs after its end.
+		s.runner, s.started, s.startedFence = "", "", 0
+		s.inbox = nil
+		return n, nil
+	}
 	if stop {
 		return n, nil
 	}
 	if len(s.inbox) == 0 {
-		s.runner, s.started = "", ""
+		s.runner, s.started, s.startedFence = "", "", 0
 		s.inbox = nil
 		return n, nil
 	}
 	head := s.inbox[0]
 	n.Turn = Turn{ID: head.ID, Kind: head.Kind, Data: slices.Clone(head.Data)}
 	n.OK = true
-	n.Resumed = s.started == head.ID
-	s.started = head.ID
+	// Started under another fence: an earlier runner began it. Under this
+	// one: this very call, retried after its reply was lost.
+	n.Resumed = s.started == head.ID && s.startedFence != fence
+	s.started, s.startedFence = head.ID, fence
 	return n, nil
 }
 
@@ -140,7 +148,7 @@ func (m *MemoryStore) Orphans(ctx context.Context, restarted string, limit int) 
 			continue
 		}
 		if _, ended := m.claimLocked(id, now); ended || len(s.inbox) == 0 {
-			s.runner, s.started = "", ""
+			s.runner, s.started, s.startedFence = "", "", 0
 			continue
 		}
 		out = append(out, id)

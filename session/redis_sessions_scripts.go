@@ -325,7 +325,7 @@ if ARGV[16] ~= '' then
   local l = lease(ARGV[18], ARGV[19], ARGV[14])
   res[4], res[5] = l[1], l[2]
   if l[1] == 0 then return res end
-  redis.call('HSET', KEYS[1], 'started', ARGV[16])
+  redis.call('HSET', KEYS[1], 'started', ARGV[16], 'sfence', l[1])
 end
 for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 return res

@@ -100,20 +100,27 @@ local started = redis.call('HGET', KEYS[1], 'started')
 if ARGV[5] ~= '' and headid() == ARGV[5] then
   redis.call('LPOP', KEYS[12])
   if started == ARGV[5] then
-    redis.call('HDEL', KEYS[1], 'started')
+    redis.call('HDEL', KEYS[1], 'started', 'sfence')
     started = false
   end
 end
 local res = {0, 0, ''}
-if ARGV[6] ~= '1' then
+if redis.call('EXISTS', KEYS[1] .. ':end') == 1 then
+  -- The chat ended: no turn runs after its end.
+  redis.call('DEL', KEYS[12])
+  redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
+  redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
+elseif ARGV[6] ~= '1' then
   local h = redis.call('LINDEX', KEYS[12], 0)
   if not h then
-    redis.call('HDEL', KEYS[1], 'runner', 'started')
+    redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
     redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
   else
     local id = string.match(h, '^[^\n]*')
-    if started == id then res[2] = 1 end
-    redis.call('HSET', KEYS[1], 'started', id)
+    -- Started under another fence: an earlier runner began it. Under
+    -- this one: this very call, retried after its reply was lost.
+    if started == id and redis.call('HGET', KEYS[1], 'sfence') ~= ARGV[4] then res[2] = 1 end
+    redis.call('HSET', KEYS[1], 'started', id, 'sfence', ARGV[4])
     res[1], res[3] = 1, h
   end
 end
@@ -156,7 +163,7 @@ for _, inst in ipairs(insts) do
       if redis.call('HGET', rec, 'runner') ~= inst then
         redis.call('SREM', set, sid)
       elseif redis.call('EXISTS', rec .. ':end') == 1 or redis.call('LLEN', rec .. ':inbox') == 0 then
-        redis.call('HDEL', rec, 'runner', 'started')
+        redis.call('HDEL', rec, 'runner', 'started', 'sfence')
         redis.call('SREM', set, sid)
       elseif limit <= 0 or #out < limit then
         out[#out + 1] = sid

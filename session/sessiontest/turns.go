@@ -3,6 +3,7 @@ package sessiontest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -34,6 +35,8 @@ func RunTurns(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"NextTurnStop", testNextTurnStop},
 		{"NextTurnLeaseLost", testNextTurnLeaseLost},
 		{"NextTurnResumed", testNextTurnResumed},
+		{"NextTurnRetried", testNextTurnRetried},
+		{"NextTurnAfterEnd", testNextTurnAfterEnd},
 		{"FencedWrites", testFencedWrites},
 		{"DropQueued", testDropQueued},
 		{"Orphans", testOrphans},
@@ -1015,5 +1018,52 @@ func testOrphansLeaseEnded(t *testing.T, st session.Store) {
 	}
 	if ids := orphansOf(t, st, "", 0); !slices.Equal(ids, []string{rec.ID}) {
 		t.Fatalf("Orphans after the lease ended = %v, want %s", ids, rec.ID)
+	}
+}
+
+// testNextTurnRetried: a NextTurn retried with the same arguments after
+// its reply was lost is the same call: the turn it started is not taken
+// for an earlier runner's (resumed), and its frames are stored once.
+func testNextTurnRetried(t *testing.T, st session.Store) {
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	t1, t2 := NewTurn(), NewTurn()
+	f := mustLease(t, st, rec.ID, inst, t1)
+	mustEnqueue(t, st, rec.ID, inst, t2, 0)
+	wantTurn(t, "first NextTurn", mustNext(t, st, &rec, f, "", false), t1, false)
+	wantTurn(t, "the first NextTurn again", mustNext(t, st, &rec, f, "", false), t1, false)
+	end := NewFrame(nil)
+	n := mustNext(t, st, &rec, f, t1.ID, false, end)
+	wantTurn(t, "NextTurn after t1", n, t2, false)
+	again := mustNext(t, st, &rec, f, t1.ID, false, end)
+	wantTurn(t, "NextTurn after t1, retried", again, t2, false)
+	if len(n.Seqs) != 1 || len(again.Seqs) != 1 || n.Seqs[0] != again.Seqs[0] {
+		t.Fatalf("seqs of t1's end %v, then %v on the retry; want the same one", n.Seqs, again.Seqs)
+	}
+	wantNone(t, "NextTurn after t2", mustNext(t, st, &rec, f, t2.ID, false))
+}
+
+// testNextTurnAfterEnd: once the chat's end is claimed, NextTurn stores
+// the finished turn's frames but starts no other: the turns left are
+// dropped and the lease is released.
+func testNextTurnAfterEnd(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	t1, t2 := NewTurn(), NewTurn()
+	f := mustLease(t, st, rec.ID, inst, t1)
+	mustEnqueue(t, st, rec.ID, inst, t2, 0)
+	wantTurn(t, "first NextTurn", mustNext(t, st, &rec, f, "", false), t1, false)
+	if ok, err := st.ClaimEnd(ctx, rec.ID, "n"); err != nil || !ok {
+		t.Fatalf("ClaimEnd = %v, %v", ok, err)
+	}
+	before := lastSeq(t, st, rec.ID)
+	n := mustNext(t, st, &rec, f, t1.ID, false, NewFrame(nil))
+	wantNone(t, "NextTurn after the end", n)
+	if got := lastSeq(t, st, rec.ID); got != before+1 {
+		t.Fatalf("LastSeq %d after the end, want %d: t1's end stored", got, before+1)
+	}
+	if _, err := st.NextTurn(ctx, &rec, f, "", false); !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("NextTurn after the lease went with the end: %v, want ErrLeaseLost", err)
 	}
 }

@@ -157,8 +157,12 @@ func (s *Hub) Sweep() {
 	}
 	// This instance's own leases are looked at too: one whose grant was
 	// lost with a store reply (a timeout after the write) has no runner
-	// here, and would hold the session's turns for ever.
-	s.adoptOrphans(ctx, s.cfg.InstanceID)
+	// here, and would hold the session's turns for ever. An instance that
+	// shuts down takes over nothing: it would hold the turns until it is
+	// gone.
+	if !s.isDraining() {
+		s.adoptOrphans(ctx, s.cfg.InstanceID)
+	}
 	ids, err := s.sessions.Due(ctx, s.now(), 100)
 	if err != nil {
 		if ctx.Err() == nil {
