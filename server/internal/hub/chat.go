@@ -142,6 +142,8 @@ type Stream struct {
 	id   string
 	step session.Step
 
+	writeMu sync.Mutex // serializes Write
+
 	mu      sync.Mutex // guards the fields below
 	content strings.Builder
 	n       int
@@ -182,21 +184,25 @@ func (st *Stream) Write(ctx context.Context, delta string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Under the append lock, as a reattach is: a delta is either in the
-	// stream_state a reattaching socket gets, or sent to that socket.
-	ls := st.chat.ls
-	ls.appendMu.Lock()
-	defer ls.appendMu.Unlock()
+	// One delta at a time, in order; the store's round trip is made
+	// outside the session's append lock, which the bus consumer needs.
+	st.writeMu.Lock()
+	defer st.writeMu.Unlock()
 	st.mu.Lock()
 	closed, n := st.closed, st.n+1
 	st.mu.Unlock()
 	if closed {
 		return errors.New("server: write to a closed stream")
 	}
+	ls := st.chat.ls
 	if err := ls.s.sessions.StreamDelta(ctx, ls.id, st.id, n, delta); err != nil {
 		ls.storeFailed(ctx, err)
 		return err
 	}
+	// Under the append lock, as a reattach is: a delta is either in the
+	// stream_state a reattaching socket gets, or sent to that socket.
+	ls.appendMu.Lock()
+	defer ls.appendMu.Unlock()
 	st.mu.Lock()
 	st.content.WriteString(delta)
 	st.n = n
@@ -244,6 +250,8 @@ func (st *Stream) Close(ctx context.Context) error { return st.close(ctx, false)
 // stopped or returned without closing it) is stored with what it had and
 // metadata.interrupted.
 func (st *Stream) close(ctx context.Context, interrupted bool) error {
+	st.writeMu.Lock() // after the delta being written, if any
+	defer st.writeMu.Unlock()
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
