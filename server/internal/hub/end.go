@@ -130,6 +130,9 @@ func (ls *liveSession) stop() {
 
 func (ls *liveSession) stopLocked() {
 	if ls.runCancel == nil {
+		// A turn whose task_start went with its echo may not have begun
+		// yet: it is stopped as soon as it begins.
+		ls.stopFor = ls.echoStarted
 		return
 	}
 	ls.stopped = true

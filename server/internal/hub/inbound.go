@@ -60,7 +60,21 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
 		defer ls.leasing()()
 	}
+	if um.Turn.ID != "" {
+		// Its task_start may reach the client before the runner begins
+		// it: a stop meanwhile must find it (see stopLocked).
+		ls.mu.Lock()
+		ls.echoStarted = um.Turn.ID
+		ls.mu.Unlock()
+	}
 	res, e := ls.storeUserMessage(ctx, c, rec, um)
+	if e != nil || res.Duplicate || res.Fence == 0 {
+		ls.mu.Lock()
+		if ls.echoStarted == um.Turn.ID {
+			ls.echoStarted = ""
+		}
+		ls.mu.Unlock()
+	}
 	if e != nil || res.Duplicate {
 		return e
 	}

@@ -43,13 +43,17 @@ type liveSession struct {
 	// leasingCalls counts the store calls in flight that may take the
 	// runner lease (see leasing).
 	leasingCalls int
-	endPending   bool               // the chat end runs next, here
-	running      bool               // a runner goroutine exists
-	runCancel    context.CancelFunc // cancels the handler running now
-	stopped      bool               // stop was requested for the running handler
-	ended        bool               // the chat ended (or is ending) here
-	idle         chan struct{}      // closed when the runner exits
-	streams      map[string]*Stream // messages streaming now, by message id
+	// echoStarted is the turn whose task_start went with its echo and
+	// whose run has not begun yet; stopFor is that turn when a stop came
+	// for it meanwhile.
+	echoStarted, stopFor string
+	endPending           bool               // the chat end runs next, here
+	running              bool               // a runner goroutine exists
+	runCancel            context.CancelFunc // cancels the handler running now
+	stopped              bool               // stop was requested for the running handler
+	ended                bool               // the chat ended (or is ending) here
+	idle                 chan struct{}      // closed when the runner exits
+	streams              map[string]*Stream // messages streaming now, by message id
 
 	// settingsMu serializes changes of the settings (a client's update, a
 	// handler's push), each a read, a merge and a write.

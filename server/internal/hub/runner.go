@@ -181,6 +181,12 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 	defer cancel()
 	ls.mu.Lock()
 	ls.runCancel, ls.stopped = cancel, false
+	if ls.stopFor == t.ID {
+		// Stopped between its task_start and now.
+		ls.stopped = true
+		cancel()
+	}
+	ls.echoStarted, ls.stopFor = "", ""
 	ls.mu.Unlock()
 	name, fn, err := ls.handlerOf(ctx, t.Turn)
 	if err != nil {
