@@ -210,6 +210,26 @@ func (b *lossyBus) resubscribed(instance string) {
 	f()
 }
 
+// lossyMove starts instances A and B on st, users and lossy; the client
+// sends content on A, then moves to B once its turn has started there (A's
+// socket closes 4409). It returns A, the socket on B and the task_start.
+func lossyMove(t *testing.T, st session.Store, users *auth.MemoryStore, lossy *lossyBus, setup func(*Server), content string) (a *env, cb *client, ts map[string]any) {
+	t.Helper()
+	mk := func(id string) *env {
+		return newEnv(t, withSessions(st), withUsers(users), withBus(lossy), withSetup(setup),
+			withConfig(func(c *Config) { c.InstanceID = id }))
+	}
+	a, b := mk("A"), mk("B")
+	a.addUser("bob", "Bob", nil)
+	tok := a.login("bob")
+	ca, w := open(a, tok)
+	ca.send(msg(content))
+	ts, _ = ca.expect("task_start")
+	cb = moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	return a, cb, ts
+}
+
 // TestResubscribeCatchesUp: the events for B are lost while a handler on A
 // finishes its turn for the socket on B; when B's subscription comes back,
 // B brings the socket up to date from the log: every seq, once, in order.
@@ -229,18 +249,7 @@ func TestResubscribeCatchesUp(t *testing.T) {
 			return nil
 		})
 	}
-	mk := func(id string) *env {
-		return newEnv(t, withSessions(st), withUsers(users), withBus(lossy), withSetup(setup),
-			withConfig(func(c *Config) { c.InstanceID = id }))
-	}
-	a, b := mk("A"), mk("B")
-	a.addUser("bob", "Bob", nil)
-	tok := a.login("bob")
-	ca, w := open(a, tok)
-	ca.send(msg("burst"))
-	ts, _ := ca.expect("task_start")
-	cb := moveTo(b, tok, w, seqOf(ts))
-	ca.expectClose(statusTakenOver)
+	a, cb, ts := lossyMove(t, st, users, lossy, setup, "burst")
 
 	lossy.lose("B", true)
 	close(gate)
@@ -290,18 +299,7 @@ func TestResubscribeCatchesUpStream(t *testing.T) {
 			return out.Close(ctx)
 		})
 	}
-	mk := func(id string) *env {
-		return newEnv(t, withSessions(st), withUsers(users), withBus(lossy), withSetup(setup),
-			withConfig(func(c *Config) { c.InstanceID = id }))
-	}
-	a, b := mk("A"), mk("B")
-	a.addUser("bob", "Bob", nil)
-	tok := a.login("bob")
-	ca, w := open(a, tok)
-	ca.send(msg("stream"))
-	ts, _ := ca.expect("task_start")
-	cb := moveTo(b, tok, w, seqOf(ts))
-	ca.expectClose(statusTakenOver)
+	_, cb, _ := lossyMove(t, st, users, lossy, setup, "stream")
 
 	lossy.lose("B", true)
 	close(started)

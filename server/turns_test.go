@@ -73,6 +73,22 @@ func sharedInstances(t *testing.T, st session.Store, setup func(*Server), ids ..
 	return envs, envs[0].login("bob")
 }
 
+// holdOnAMoveToB starts instances A and B of turnApp; the client's "hold"
+// runs on A, then the client moves to B (A's socket closes 4409). It
+// returns the hold's task_start.
+func holdOnAMoveToB(t *testing.T) (app *turnApp, a, b *env, cb *client, ts map[string]any) {
+	t.Helper()
+	app = newTurnApp()
+	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
+	a, b = envs[0], envs[1]
+	ca, w := open(a, tok)
+	ca.send(msg("hold"))
+	ts, _ = ca.expect("task_start")
+	cb = moveTo(b, tok, w, seqOf(ts))
+	ca.expectClose(statusTakenOver)
+	return app, a, b, cb, ts
+}
+
 // untilTaskEnds reads frames up to the n-th task_end.
 func (c *client) untilTaskEnds(n int) []map[string]any {
 	c.t.Helper()
@@ -99,14 +115,7 @@ func contents(frames []map[string]any) []string {
 // but queued: they run only after A's handler returns, one at a time, and
 // their replies reach the socket on B in order.
 func TestQueuedTurnsWaitForTheRunner(t *testing.T) {
-	app := newTurnApp()
-	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
-	a, b := envs[0], envs[1]
-	ca, w := open(a, tok)
-	ca.send(msg("hold"))
-	ts, _ := ca.expect("task_start")
-	cb := moveTo(b, tok, w, seqOf(ts))
-	ca.expectClose(statusTakenOver)
+	app, _, _, cb, ts := holdOnAMoveToB(t)
 	cb.send(msg("second"))
 	cb.send(msg("third"))
 	for _, want := range []string{"second", "third"} {
@@ -134,14 +143,7 @@ func TestQueuedTurnsWaitForTheRunner(t *testing.T) {
 // drops the turns queued behind it; their user messages stay stored, and
 // the next message runs.
 func TestStopDropsQueuedTurns(t *testing.T) {
-	app := newTurnApp()
-	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
-	a, b := envs[0], envs[1]
-	ca, w := open(a, tok)
-	ca.send(msg("hold"))
-	ts, _ := ca.expect("task_start")
-	cb := moveTo(b, tok, w, seqOf(ts))
-	ca.expectClose(statusTakenOver)
+	app, _, _, cb, _ := holdOnAMoveToB(t)
 	cb.send(msg("queued"))
 	cb.expect("message")
 	cb.send(map[string]any{"type": "stop"})
@@ -167,14 +169,7 @@ func TestStopDropsQueuedTurns(t *testing.T) {
 // no new one; its lease ends as it closes, and B's sweeper runs the
 // queued turns on B. Nothing is lost, nothing runs twice.
 func TestShutdownHandsQueuedTurnsOver(t *testing.T) {
-	app := newTurnApp()
-	envs, tok := sharedInstances(t, session.NewMemoryStore(nil), app.setup, "A", "B")
-	a, b := envs[0], envs[1]
-	ca, w := open(a, tok)
-	ca.send(msg("hold"))
-	ts, _ := ca.expect("task_start")
-	cb := moveTo(b, tok, w, seqOf(ts))
-	ca.expectClose(statusTakenOver)
+	app, a, b, cb, ts := holdOnAMoveToB(t)
 	cb.send(msg("second"))
 	cb.expect("message")
 	cb.send(msg("third"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode"
@@ -32,14 +33,10 @@ func (s *Hub) handleListThreads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	limit := 20
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "limit must be an integer from 1 to 100"))
-			return
-		}
-		limit = n
+	limit, e := pageLimit(q, 20)
+	if e != nil {
+		httpio.WriteError(w, e)
+		return
 	}
 	search := q.Get("q")
 	if len(search) > 100 || !utf8.ValidString(search) {
@@ -131,14 +128,10 @@ func (s *Hub) errThreadFull() *wire.Error {
 func (s *Hub) handleGetThread(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	limit := historySteps
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			httpio.WriteError(w, wire.Errorf(wire.CodeBadRequest, "limit must be an integer from 1 to 100"))
-			return
-		}
-		limit = n
+	limit, e := pageLimit(q, historySteps)
+	if e != nil {
+		httpio.WriteError(w, e)
+		return
 	}
 	cursor := q.Get("cursor")
 	if len(cursor) > 200 {
@@ -237,4 +230,18 @@ func (s *Hub) handleDeleteThread(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// pageLimit is a listing's limit query parameter: 1 to 100, def when it is
+// absent or empty.
+func pageLimit(q url.Values, def int) (int, *wire.Error) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100 {
+		return 0, wire.Errorf(wire.CodeBadRequest, "limit must be an integer from 1 to 100")
+	}
+	return n, nil
 }
