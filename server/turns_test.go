@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -335,4 +336,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestLeaseLostStopsTheHandler: while a handler runs on A, another
+// instance takes the session's runner lease over (as a sweeper does when
+// A's lease seems to have run out). A's handler's next write is refused,
+// and the handler is cancelled though it ignores the error: it stops.
+func TestLeaseLostStopsTheHandler(t *testing.T) {
+	st := session.NewMemoryStore(nil)
+	gate, wrote := make(chan struct{}), make(chan error, 1)
+	setup := func(s *Server) {
+		s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			wrote <- c.Send(ctx, "late")
+			<-ctx.Done() // a handler that carries on, whatever the error
+			return ctx.Err()
+		})
+	}
+	envs, tok := sharedInstances(t, st, setup, "A")
+	a := envs[0]
+	ca, w := open(a, tok)
+	ca.send(msg("go"))
+	ca.expect("task_start")
+	if err := st.RenewInstance(context.Background(), "B", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// A seems dead: its lease ended.
+	if err := st.RenewInstance(context.Background(), "A", 0); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := st.TakeRunner(context.Background(), w["session_id"].(string), "B"); err != nil || f == 0 {
+		t.Fatalf("TakeRunner by B: %d, %v", f, err)
+	}
+	close(gate)
+	if err := <-wrote; !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("the write after the takeover: %v, want ErrLeaseLost", err)
+	}
+	a.waitRunnersIdle(t) // the handler was cancelled, and the runner is gone
 }

@@ -50,6 +50,7 @@ type liveSession struct {
 	endPending           bool               // the chat end runs next, here
 	running              bool               // a runner goroutine exists
 	runCancel            context.CancelFunc // cancels the handler running now
+	runFence             int64              // the lease fence that handler runs under
 	stopped              bool               // stop was requested for the running handler
 	ended                bool               // the chat ended (or is ending) here
 	idle                 chan struct{}      // closed when the runner exits
@@ -202,7 +203,9 @@ func (ls *liveSession) storeFailed(ctx context.Context, err error) {
 func (ls *liveSession) cutOff(fence int64) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if fence > 0 && ls.fence == fence && ls.runCancel != nil {
+	// The handler's own fence, not the lease's: a later grant may have
+	// replaced the latter while the handler ran on.
+	if fence > 0 && ls.runFence == fence && ls.runCancel != nil {
 		ls.runCancel()
 	}
 }

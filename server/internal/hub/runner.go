@@ -180,7 +180,7 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
 	defer cancel()
 	ls.mu.Lock()
-	ls.runCancel, ls.stopped = cancel, false
+	ls.runCancel, ls.runFence, ls.stopped = cancel, fence, false
 	if ls.stopFor == t.ID {
 		// Stopped between its task_start and now.
 		ls.stopped = true
