@@ -119,6 +119,15 @@ type Config struct {
 	// StoreTimeout bounds each call to the stores made on the server's own
 	// behalf (a hello, a user message, a detach, a sweep). Default 10s.
 	StoreTimeout time.Duration
+	// SendLinger is how long a message a handler sends may wait to be
+	// stored together with what the handler does next: its next frame, or
+	// the end of its turn, whose task_end and session values then go in
+	// the same store round trip. A handler that returns right after its
+	// reply costs one round trip for both. The message reaches the client
+	// once stored, so a handler that sends and then works on without
+	// sending delays it by at most this. Default 5ms; a negative value
+	// stores every message at once.
+	SendLinger time.Duration
 	// HashWorkers is how many password hashes are computed at once when the
 	// server makes its own hashing pool. Default: the number of CPUs.
 	HashWorkers int
@@ -196,6 +205,9 @@ func (c Config) withDefaults() Config {
 	if c.StoreTimeout == 0 {
 		c.StoreTimeout = 10 * time.Second
 	}
+	if c.SendLinger == 0 {
+		c.SendLinger = 5 * time.Millisecond
+	}
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.NumCPU()
 	}
@@ -237,7 +249,7 @@ func (c Config) hub() hub.Config {
 		MaxFrameBytes: c.MaxFrameBytes, MaxMessageBytes: c.MaxMessageBytes, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, UserRatePerMinute: c.UserRatePerMinute, QueueMax: c.QueueMax,
 		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout, HTTPTimeout: c.HTTPTimeout,
-		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
+		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, SendLinger: max(c.SendLinger, 0), LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
 		MaxThreadSteps: max(c.MaxThreadSteps, 0),
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,17 +77,38 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 }
 
 // TestRoundTripsPerMessage counts the Redis round trips of one user
-// message whose handler sends one reply: the echo with the run's
-// task_start, the reply, and task_end. (A script's first run on a server
-// may add one for its EVAL after a NOSCRIPT: the count is taken after a
-// warm-up message.)
+// message whose handler gets and sets session values and sends one reply:
+// two, the echo with the run's task_start (and the runner lease), then the
+// reply with the handler's values and task_end (the NextTurn that ends the
+// turn). The values are read from the runner's copy. (A script's first run
+// on a server may add one for its EVAL after a NOSCRIPT: the count is
+// taken after a warm-up message.) The linger is long so that a slow
+// machine cannot make the reply go alone; how long it is does not matter
+// to a handler that returns right after its reply.
 func TestRoundTripsPerMessage(t *testing.T) {
 	r := redistest.Start(t)
 	c := r.Client()
 	hook := &countingHook{}
 	c.AddHook(hook)
-	e, tok := chatEnv(t, withSessions(session.NewRedisStore(c, r.Namespace())))
-	cl, _ := e.openChat(tok, nil)
+	e, tok := chatEnv(t, withSessions(session.NewRedisStore(c, r.Namespace())),
+		withConfig(func(c *Config) { c.SendLinger = time.Minute }),
+		withSetup(func(s *Server) {
+			echoApp(s)
+			s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+				n, err := session.Get(ctx, c.Session(), "n", 0)
+				if err != nil {
+					return err
+				}
+				if err := c.Session().Set(ctx, "n", n+1); err != nil {
+					return err
+				}
+				if err := c.Send(ctx, fmt.Sprintf("reply %d", n+1)); err != nil {
+					return err
+				}
+				return c.Session().Set(ctx, "last", m.Content)
+			})
+		}))
+	cl, w := e.openChat(tok, nil)
 	cl.send(map[string]any{"type": "message", "content": "warm up"})
 	cl.untilTaskEnd()
 	// The runner exits just after sending task_end: wait for that, so that
@@ -95,7 +117,15 @@ func TestRoundTripsPerMessage(t *testing.T) {
 	before := hook.n.Load()
 	cl.send(map[string]any{"type": "message", "content": "count me"})
 	frames := cl.untilTaskEnd()
-	if got := hook.n.Load() - before; got != 3 {
-		t.Fatalf("%d Redis round trips for one message (frames %v), want 3", got, frames)
+	if got := hook.n.Load() - before; got != 2 {
+		t.Fatalf("%d Redis round trips for one message (frames %v), want 2", got, frames)
+	}
+	if got := contents(frames); len(got) != 1 || got[0] != "reply 2" {
+		t.Fatalf("replies %v, want reply 2", got)
+	}
+	e.waitRunnersIdle(t)
+	v, ok, err := e.sessions.Value(t.Context(), w["session_id"].(string), "last")
+	if err != nil || !ok || string(v) != `"count me"` {
+		t.Fatalf("stored value last = %s, %v, %v; want \"count me\"", v, ok, err)
 	}
 }

@@ -256,6 +256,11 @@ func (m *MemoryStore) touchThreadLocked(t *memThread, tid, userID string, ms int
 
 // Append implements Sessions.
 func (m *MemoryStore) Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error) {
+	return m.Commit(ctx, rec, nil, frames...)
+}
+
+// Commit implements Sessions.
+func (m *MemoryStore) Commit(ctx context.Context, rec *Record, values map[string][]byte, frames ...Frame) ([]int64, error) {
 	steps, err := checkAppend(rec, frames)
 	if err != nil {
 		return nil, err
@@ -270,6 +275,20 @@ func (m *MemoryStore) Append(ctx context.Context, rec *Record, frames ...Frame) 
 	if !fencedLocked(ctx, s) {
 		return nil, ErrLeaseLost
 	}
+	m.setValuesLocked(s, values)
+	return m.appendFramesLocked(s, rec, frames, steps, now), nil
+}
+
+// setValuesLocked stores the application's values of s.
+func (m *MemoryStore) setValuesLocked(s *memSession, values map[string][]byte) {
+	for k, v := range values {
+		s.kv[k] = bytes.Clone(v)
+	}
+}
+
+// appendFramesLocked appends frames not seen before (writing their steps,
+// encoded in steps) and returns the seqs of all.
+func (m *MemoryStore) appendFramesLocked(s *memSession, rec *Record, frames []Frame, steps [][]byte, now time.Time) []int64 {
 	seqs := make([]int64, len(frames))
 	var t *memThread
 	for i, f := range frames {
@@ -289,7 +308,7 @@ func (m *MemoryStore) Append(ctx context.Context, rec *Record, frames ...Frame) 
 			t.expires = s.expires
 		}
 	}
-	return seqs, nil
+	return seqs
 }
 
 // AppendUserMessage implements Sessions.

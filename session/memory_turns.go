@@ -63,32 +63,30 @@ func (m *MemoryStore) Enqueue(ctx context.Context, id, instance string, t Turn, 
 }
 
 // NextTurn implements Turns.
-func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, frames ...Frame) (Next, error) {
+func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, values map[string][]byte, frames ...Frame) (Next, error) {
 	if rec == nil || !validID(rec.ID) {
 		return Next{}, ErrNotFound
 	}
-	for _, f := range frames {
-		if f.Step != nil {
-			return Next{}, errStepInTurnFrames(rec.ID)
-		}
+	steps, err := checkAppend(rec, frames)
+	if err != nil {
+		return Next{}, err
 	}
+	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.sessionLocked(rec.ID, m.now())
+	s := m.sessionLocked(rec.ID, now)
 	if s == nil {
 		return Next{}, ErrNotFound
 	}
 	if s.fence != fence || s.runner == "" {
+		if seqs, ok := loggedLocked(s, frames); ok {
+			// A retry of a call that was applied and let the lease go.
+			return Next{Seqs: seqs}, nil
+		}
 		return Next{}, ErrLeaseLost
 	}
-	var n Next
-	for _, f := range frames {
-		if old, ok := s.fids["f:"+f.ID]; f.ID != "" && ok {
-			n.Seqs = append(n.Seqs, old)
-			continue
-		}
-		n.Seqs = append(n.Seqs, m.appendLocked(s, f))
-	}
+	m.setValuesLocked(s, values)
+	n := Next{Seqs: m.appendFramesLocked(s, rec, frames, steps, now)}
 	if done != "" && len(s.inbox) > 0 && s.inbox[0].ID == done {
 		s.inbox[0] = Turn{}
 		s.inbox = s.inbox[1:]
@@ -178,4 +176,21 @@ func (m *MemoryStore) TakeRunner(ctx context.Context, id, instance string) (int6
 	s.runner = instance
 	s.fence++
 	return s.fence, nil
+}
+
+// loggedLocked returns the seqs of frames when they are all in the log
+// already (a retried call), and false otherwise (or for no frames).
+func loggedLocked(s *memSession, frames []Frame) ([]int64, bool) {
+	if len(frames) == 0 {
+		return nil, false
+	}
+	seqs := make([]int64, len(frames))
+	for i, f := range frames {
+		seq, ok := s.fids["f:"+f.ID]
+		if f.ID == "" || !ok {
+			return nil, false
+		}
+		seqs[i] = seq
+	}
+	return seqs, true
 }

@@ -204,26 +204,26 @@ func (s *RedisStore) appendKeys(rec *Record) []string {
 
 // Append implements Sessions.
 func (s *RedisStore) Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error) {
+	return s.Commit(ctx, rec, nil, frames...)
+}
+
+// Commit implements Sessions.
+func (s *RedisStore) Commit(ctx context.Context, rec *Record, values map[string][]byte, frames ...Frame) ([]int64, error) {
 	steps, err := checkAppend(rec, frames)
 	if err != nil {
 		return nil, err
 	}
-	if len(frames) == 0 {
+	if len(frames) == 0 && len(values) == 0 {
 		if _, err := s.LastSeq(ctx, rec.ID); err != nil {
 			return nil, err
 		}
 		return []int64{}, nil
 	}
-	args := make([]any, 0, 5+4*len(frames))
+	args := make([]any, 0, 6+2*len(values)+4*len(frames))
 	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID, FenceOf(ctx))
-	for i, f := range frames {
-		sid := ""
-		if f.Step != nil {
-			sid = f.Step.ID
-		}
-		args = append(args, f.ID, f.Payload, sid, steps[i])
-	}
-	res, err := scriptAppend.Run(ctx, s.c, s.appendKeys(rec), args...).Int64Slice()
+	args = appendValueArgs(args, values)
+	args = appendFrameArgs(args, frames, steps)
+	res, err := scriptAppend.Run(ctx, s.c, s.turnKeys(rec), args...).Int64Slice()
 	if err != nil {
 		return nil, scriptErr("append", rec.ID, err)
 	}
@@ -231,6 +231,30 @@ func (s *RedisStore) Append(ctx context.Context, rec *Record, frames ...Frame) (
 		return nil, fmt.Errorf("session: append %s: %d seqs for %d frames", rec.ID, len(res), len(frames))
 	}
 	return res, nil
+}
+
+// appendValueArgs appends the ARGV of setvalues (see appendLib): the count
+// of values, then key, value pairs.
+func appendValueArgs(args []any, values map[string][]byte) []any {
+	args = append(args, len(values))
+	for k, v := range values {
+		args = append(args, k, v)
+	}
+	return args
+}
+
+// appendFrameArgs appends the ARGV of appendframes (see appendLib): four
+// per frame, its id, its payload, its step's id ("" for none) and the
+// step's JSON (steps, from checkAppend).
+func appendFrameArgs(args []any, frames []Frame, steps [][]byte) []any {
+	for i, f := range frames {
+		sid := ""
+		if f.Step != nil {
+			sid = f.Step.ID
+		}
+		args = append(args, f.ID, f.Payload, sid, steps[i])
+	}
+	return args
 }
 
 // AppendUserMessage implements Sessions.

@@ -206,13 +206,75 @@ local function expirelog(pttl)
     redis.call('PEXPIRE', KEYS[3], pttl)
   end
 end
+-- setvalues stores the application's values given from ARGV[i]: their
+-- count, then key, value pairs, in KEYS[13] (scripts that take the keys of
+-- the turn scripts); it returns the index after them.
+local function setvalues(i)
+  local n = tonumber(ARGV[i])
+  if n > 0 then
+    redis.call('HSET', KEYS[13], unpack(ARGV, i + 1, i + 2 * n))
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl > 0 then redis.call('PEXPIRE', KEYS[13], pttl) end
+  end
+  return i + 1 + 2 * n
+end
+-- appendframes appends the frames given from ARGV[i], four arguments each
+-- (frame id, payload, step id or '', step JSON), writing their steps for
+-- user (see touchthread), a frame whose id is logged already only
+-- answered with its seq; it returns the seqs.
+local function appendframes(i, user)
+  local out = {}
+  local wrote, stepped = false, false
+  for j = i, #ARGV, 4 do
+    local fid = ARGV[j]
+    local seq = false
+    if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
+    if seq then
+      out[#out + 1] = tonumber(seq)
+    else
+      out[#out + 1] = logframe(fid, ARGV[j + 1])
+      wrote = true
+      if ARGV[j + 2] ~= '' then
+        writestep(ARGV[j + 2], ARGV[j + 3])
+        stepped = true
+      end
+    end
+  end
+  if wrote then
+    local pttl = redis.call('PTTL', KEYS[1])
+    expirelog(pttl)
+    if stepped then
+      if redis.call('HGET', KEYS[4], 'persisted') == '1' then
+        touchthread(tonumber(ARGV[1]), user)
+      elseif pttl > 0 then
+        for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl) end
+      end
+    end
+  end
+  return out
+end
+-- logged returns the seqs of the frames given from ARGV[i] when every one
+-- of them is logged already (a retry of a call that was applied), false
+-- otherwise.
+local function logged(i)
+  local out = {}
+  for j = i, #ARGV, 4 do
+    local seq = false
+    if ARGV[j] ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. ARGV[j]) end
+    if not seq then return false end
+    out[#out + 1] = tonumber(seq)
+  end
+  if #out == 0 then return false end
+  return out
+end
 `
 
-// scriptAppend appends frames (and writes their steps).
+// scriptAppend stores the application's values and appends frames (and
+// writes their steps).
 //
-// ARGV after the common three: 4 user id, 5 fence ("0": none), then four
-// per frame: frame id, payload, step id ("" for none), step JSON. Returns
-// the seqs.
+// KEYS: those of the turn scripts (turnKeys). ARGV after the common three:
+// 4 user id, 5 fence ("0": none), then the values (see setvalues) and the
+// frames (see appendframes). Returns the seqs.
 var scriptAppend = redis.NewScript(withIDKeep(appendLib) + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -220,35 +282,7 @@ end
 if ARGV[5] ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') ~= ARGV[5] then
   return redis.error_reply('CHATD_LEASELOST')
 end
-local out = {}
-local wrote, stepped = false, false
-for i = 6, #ARGV, 4 do
-  local fid = ARGV[i]
-  local seq = false
-  if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
-  if seq then
-    out[#out + 1] = tonumber(seq)
-  else
-    out[#out + 1] = logframe(fid, ARGV[i + 1])
-    wrote = true
-    if ARGV[i + 2] ~= '' then
-      writestep(ARGV[i + 2], ARGV[i + 3])
-      stepped = true
-    end
-  end
-end
-if wrote then
-  local pttl = redis.call('PTTL', KEYS[1])
-  expirelog(pttl)
-  if stepped then
-    if redis.call('HGET', KEYS[4], 'persisted') == '1' then
-      touchthread(tonumber(ARGV[1]), ARGV[4])
-    elseif pttl > 0 then
-      for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl) end
-    end
-  end
-end
-return out
+return appendframes(setvalues(6), ARGV[4])
 `)
 
 // scriptUserMessage stores a user message: dedupe, echo, step, persist.

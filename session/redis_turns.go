@@ -7,10 +7,11 @@ import (
 
 var _ Turns = (*RedisStore)(nil)
 
-// turnKeys are the KEYS of the turn scripts: those of scriptAppend, then
-// the inbox.
+// turnKeys are the KEYS of the turn scripts and of scriptAppend: the
+// eleven of appendKeys, then 12 the inbox and 13 the application's values.
 func (s *RedisStore) turnKeys(rec *Record) []string {
-	return append(s.appendKeys(rec), s.sessionKeys(rec.ID).inbox)
+	k := s.sessionKeys(rec.ID)
+	return append(s.appendKeys(rec), k.inbox, k.kv)
 }
 
 // Enqueue implements Turns.
@@ -35,21 +36,22 @@ func (s *RedisStore) Enqueue(ctx context.Context, id, instance string, t Turn, m
 }
 
 // NextTurn implements Turns.
-func (s *RedisStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, frames ...Frame) (Next, error) {
+func (s *RedisStore) NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, values map[string][]byte, frames ...Frame) (Next, error) {
 	if rec == nil || !validID(rec.ID) {
 		return Next{}, ErrNotFound
+	}
+	steps, err := checkAppend(rec, frames)
+	if err != nil {
+		return Next{}, err
 	}
 	stopArg := "0"
 	if stop {
 		stopArg = "1"
 	}
-	args := []any{s.now().UnixMilli(), rec.ThreadID, logMax, fence, done, stopArg, s.ns, rec.ID}
-	for _, f := range frames {
-		if f.Step != nil {
-			return Next{}, errStepInTurnFrames(rec.ID)
-		}
-		args = append(args, f.ID, f.Payload)
-	}
+	args := make([]any, 0, 10+2*len(values)+4*len(frames))
+	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, fence, done, stopArg, s.ns, rec.ID, rec.UserID)
+	args = appendValueArgs(args, values)
+	args = appendFrameArgs(args, frames, steps)
 	res, err := scriptNextTurn.Run(ctx, s.c, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Next{}, scriptErr("next turn", rec.ID, err)

@@ -74,28 +74,28 @@ return lease(ARGV[1], ARGV[2], ARGV[3])
 // scriptNextTurn finishes a turn and takes the next.
 //
 // ARGV: 1 now ms, 2 thread id, 3 log max length, 4 fence, 5 done turn id,
-// 6 "1" to stop, 7 namespace, 8 session id, then frame id, payload pairs.
+// 6 "1" to stop, 7 namespace, 8 session id, 9 user id, then the values
+// (see setvalues) and the frames (see appendframes).
 // Returns {ok, resumed, head entry, the frames' seqs...}.
 var scriptNextTurn = redis.NewScript(withIDKeep(appendLib) + turnLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
 local runner = redis.call('HGET', KEYS[1], 'runner')
+local first = 11 + 2 * tonumber(ARGV[10])
 if (not runner) or runner == '' or not fenced(ARGV[4]) then
+  -- A retry of this very call, applied when it let the lease go: the
+  -- same write, answered with the seqs it gave.
+  local seqs = logged(first)
+  if seqs then
+    local res = {0, 0, ''}
+    for _, s in ipairs(seqs) do res[#res + 1] = s end
+    return res
+  end
   return redis.error_reply('CHATD_LEASELOST')
 end
-local seqs, wrote = {}, false
-for i = 9, #ARGV, 2 do
-  local seq = false
-  if ARGV[i] ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) end
-  if seq then
-    seqs[#seqs + 1] = tonumber(seq)
-  else
-    seqs[#seqs + 1] = logframe(ARGV[i], ARGV[i + 1])
-    wrote = true
-  end
-end
-if wrote then expirelog(redis.call('PTTL', KEYS[1])) end
+setvalues(10)
+local seqs = appendframes(first, ARGV[9])
 local started = redis.call('HGET', KEYS[1], 'started')
 if ARGV[5] ~= '' and headid() == ARGV[5] then
   redis.call('LPOP', KEYS[12])

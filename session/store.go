@@ -250,6 +250,12 @@ type Sessions interface {
 	// idempotent: a client library's retry of the call may append them
 	// twice. ErrNotFound for a missing session.
 	Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error)
+	// Commit is Append that also stores the application's values (raw
+	// JSON by key, as SetValue stores one) in the same operation and round
+	// trip, under the same fence check: a turn's values become durable
+	// with the frames it produced, never after them. With no frames it
+	// stores the values alone. A retried Commit is the same write.
+	Commit(ctx context.Context, rec *Record, values map[string][]byte, frames ...Frame) ([]int64, error)
 	// AppendUserMessage stores a user message in one round trip: dedupe by
 	// ClientID, write the step, mark the thread persisted (listed for its
 	// user, named ThreadName) if it was not, and append the echo.

@@ -64,16 +64,20 @@ type Turns interface {
 	// whose first NextTurn returns the inbox's head. Otherwise the fence is
 	// 0 and runner names the instance that holds the lease.
 	Enqueue(ctx context.Context, id, instance string, t Turn, max int) (fence int64, runner string, err error)
-	// NextTurn is called by the runner holding fence: it drops the turn done
-	// (when not "") from the head of the inbox, appends frames (the done
-	// turn's task_end, say; frames without steps), and returns the new
-	// head, marked started. With an empty inbox the lease is released in
+	// NextTurn is called by the runner holding fence: it stores values (the
+	// application's values the done turn set and has not stored yet, as
+	// Commit does), appends frames (the done turn's last replies and its
+	// task_end, say; their steps are written as Append writes them), drops
+	// the turn done (when not "") from the head of the inbox, and returns
+	// the new head, marked started, all in one round trip. With an empty inbox the lease is released in
 	// the same operation and Next.OK is false; stop keeps the lease and
 	// takes no new turn (a runner whose instance is shutting down: the turns
 	// left are taken over once its instance's lease is gone).
-	// ErrLeaseLost when fence no longer holds the lease; ErrNotFound for a
-	// missing session.
-	NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, frames ...Frame) (Next, error)
+	// ErrLeaseLost when fence no longer holds the lease, unless the call is
+	// a retry of one that was applied and released the lease (its frames
+	// are logged already): that retry returns their seqs with OK false.
+	// ErrNotFound for a missing session.
+	NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, values map[string][]byte, frames ...Frame) (Next, error)
 	// DropQueued drops the turns waiting behind a started one (a stop) and
 	// returns how many it dropped; without a started turn it drops nothing.
 	DropQueued(ctx context.Context, id string) (int, error)
@@ -129,8 +133,4 @@ func decodeTurn(s string) (Turn, error) {
 		return Turn{}, fmt.Errorf("session: malformed turn %.40q", s)
 	}
 	return Turn{ID: id, Kind: kind, Data: []byte(data)}, nil
-}
-
-func errStepInTurnFrames(id string) error {
-	return fmt.Errorf("session: next turn of %s: a frame has a step", id)
 }

@@ -36,12 +36,31 @@ func IsBuiltin(key string) bool {
 // the Store so that any instance can serve the session. It mirrors the seed's
 // user_session. It is safe for concurrent use. The server holds it through a
 // Live, which keeps its record current.
+//
+// While a turn runs (Live.BeginTurn to Live.EndTurn), the application's
+// values are read from a copy in the process and Set only changes that copy
+// and remembers the change: the runner stores the changes with the next
+// frames it appends (Live.TakeChanges), so that a turn's values are
+// durable no later than anything the client saw after they were set, and a
+// turn costs no round trip per Get or Set. The copy stays valid from one
+// turn to the next while no other instance ran the session's turns in
+// between (see BeginTurn).
 type UserSession struct {
 	st   Sessions
 	user *auth.PersistedUser // nil in anonymous mode; never changed
 
-	mu  sync.Mutex // guards rec, for Live too
+	mu  sync.Mutex // guards the fields below, for Live too
 	rec Record
+	// vals is the copy of the application's values, nil when unknown;
+	// valsFence is the runner lease under which it was known to match the
+	// store (once changes are stored).
+	vals      map[string][]byte
+	valsFence int64
+	// turn is the number of the turn running now, 0 between turns;
+	// turns counts the turns begun. changes are the values the running
+	// turn set that are not taken to be stored yet; set all it set.
+	turn, turns  int64
+	changes, set map[string][]byte
 }
 
 // Live is the server's handle on a session it holds: the session's record,
@@ -86,6 +105,69 @@ func (l *Live) SyncSettingsSchema(schema []byte, values map[string]any) {
 	l.us.mu.Lock()
 	defer l.us.mu.Unlock()
 	l.us.rec.Settings, l.us.rec.Schema = v, sc
+}
+
+// NoValues records that the session has no application values (it was
+// just created, and no turn ran yet): its first turn, under the first
+// runner lease, reads nothing from the store.
+func (l *Live) NoValues() {
+	l.us.mu.Lock()
+	defer l.us.mu.Unlock()
+	if l.us.turns == 0 && l.us.vals == nil {
+		l.us.vals, l.us.valsFence = map[string][]byte{}, 0
+	}
+}
+
+// BeginTurn starts a turn run under the runner lease fence: until EndTurn,
+// Get reads the values from the process's copy (read from the store once
+// when it is not known) and Set changes only that copy. The copy kept from
+// earlier turns is valid when it matched the store under this very lease,
+// or under the one just before it: every taking of the lease raises the
+// fence, so no other runner wrote the values in between.
+func (l *Live) BeginTurn(fence int64) {
+	us := l.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	if us.vals != nil && us.valsFence != fence && us.valsFence+1 != fence {
+		us.vals = nil
+	}
+	us.valsFence = fence
+	us.turns++
+	us.turn = us.turns
+	us.changes, us.set = nil, nil
+}
+
+// TakeChanges returns the values the running turn set since the last call
+// and forgets them: the caller stores them with the frames it appends, and
+// calls ChangesFailed if that fails.
+func (l *Live) TakeChanges() map[string][]byte {
+	us := l.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	c := us.changes
+	us.changes = nil
+	return c
+}
+
+// ChangesFailed records that values taken with TakeChanges may not have
+// been stored: the copy is dropped, and the store is read again when a
+// value is next needed.
+func (l *Live) ChangesFailed() {
+	us := l.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	us.vals = nil
+}
+
+// EndTurn ends the running turn and returns the values it set that are not
+// stored yet (see TakeChanges); a Set after it stores its value at once.
+func (l *Live) EndTurn() map[string][]byte {
+	us := l.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	c := us.changes
+	us.changes, us.set, us.turn = nil, nil, 0
+	return c
 }
 
 // ID is the session's id.
@@ -181,10 +263,62 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 	if err != nil {
 		return fmt.Errorf("session: set %q: %w", key, err)
 	}
-	if err := s.st.SetValue(ctx, s.ID(), key, b); err != nil {
+	s.mu.Lock()
+	if s.turn != 0 {
+		if s.changes == nil {
+			s.changes = make(map[string][]byte)
+		}
+		if s.set == nil {
+			s.set = make(map[string][]byte)
+		}
+		s.changes[key], s.set[key] = b, b
+		if s.vals != nil {
+			s.vals[key] = b
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	// Outside a turn (a chat end, a goroutine a handler left running) the
+	// value is stored at once, and the copy, which it bypasses, dropped.
+	s.vals = nil
+	id := s.rec.ID
+	s.mu.Unlock()
+	if err := s.st.SetValue(ctx, id, key, b); err != nil {
 		return fmt.Errorf("session: set %q: %w", key, err)
 	}
 	return nil
+}
+
+// value returns the application's value of key (JSON) and whether it is
+// set: from the copy during a turn, from the store otherwise.
+func (s *UserSession) value(ctx context.Context, key string) ([]byte, bool, error) {
+	s.mu.Lock()
+	turn, id := s.turn, s.rec.ID
+	if turn != 0 && s.vals != nil {
+		b, ok := s.vals[key]
+		s.mu.Unlock()
+		return b, ok, nil
+	}
+	s.mu.Unlock()
+	if turn == 0 {
+		return s.st.Value(ctx, id, key)
+	}
+	vals, err := s.st.Values(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// What the turn set wins over what the store had: it may not be
+	// stored yet, or be on its way there now.
+	for k, v := range s.set {
+		vals[k] = v
+	}
+	if s.turn == turn && s.vals == nil {
+		s.vals = vals
+	}
+	b, ok := vals[key]
+	return b, ok, nil
 }
 
 // Get returns the value of key in s as a T, or def when it is not set. An
@@ -207,7 +341,7 @@ func Get[T any](ctx context.Context, s *UserSession, key string, def T) (T, erro
 		}
 		return decode[T](key, b)
 	}
-	b, ok, err := s.st.Value(ctx, s.ID(), key)
+	b, ok, err := s.value(ctx, key)
 	if err != nil {
 		return zero, fmt.Errorf("session: get %q: %w", key, err)
 	}

@@ -36,6 +36,7 @@ type config struct {
 	RateBurst       int
 	UserRatePerMin  int
 	QueueMax        int
+	SendLinger      time.Duration
 	MaxThreadSteps  int
 	HashWorkers     int
 	LeaseTTL        time.Duration
@@ -124,6 +125,7 @@ func (c *config) settings() []setting {
 		{"CHAT_MAX_THREAD_STEPS", "max-thread-steps", "10000", "steps a thread may hold before a user message to it is refused (too_large); 0: no limit", num(&c.MaxThreadSteps)},
 		{"CHAT_HASH_WORKERS", "hash-workers", strconv.Itoa(runtime.NumCPU()), "password hashing workers", num(&c.HashWorkers)},
 		{"CHAT_LEASE_TTL", "lease-ttl", "10s", "an instance's lease", dur(&c.LeaseTTL)},
+		{"CHAT_SEND_LINGER", "send-linger", "5ms", "how long a handler's message may wait to be stored with its next frame or the end of its turn (one round trip for both); 0: store each at once", dur(&c.SendLinger)},
 		{"CHAT_HTTP_TIMEOUT", "http-timeout", "30s", "how long an HTTP request may take to send its body and take its response (an upload: between two chunks); 0: no limit", dur(&c.HTTPTimeout)},
 		{"CHAT_IDLE_TIMEOUT", "idle-timeout", "60s", "how long an idle keep-alive connection stays open", dur(&c.IdleTimeout)},
 		{"CHAT_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long running handlers may finish at shutdown", dur(&c.ShutdownTimeout)},
@@ -223,6 +225,7 @@ func (c config) serverConfig() (server.Config, error) {
 		ShutdownDrain:      c.ShutdownDrain,
 		InstanceID:         c.InstanceID,
 		LeaseTTL:           c.LeaseTTL,
+		SendLinger:         c.SendLinger,
 		HTTPTimeout:        c.HTTPTimeout,
 		IdleTimeout:        c.IdleTimeout,
 		HashWorkers:        max(c.HashWorkers, 1),
@@ -234,6 +237,9 @@ func (c config) serverConfig() (server.Config, error) {
 	}
 	if c.MaxSessions == 0 {
 		sc.MaxSessionsPerUser = -1
+	}
+	if c.SendLinger == 0 {
+		sc.SendLinger = -1
 	}
 	if c.RatePerS == 0 || c.RateBurst == 0 {
 		sc.RatePerSecond = -1

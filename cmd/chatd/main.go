@@ -157,9 +157,15 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
-	rs := auth.NewRedisStore(c, cfg.Namespace)
+	return redisStores(c, cfg.Namespace), nil
+}
+
+// redisStores are the stores of a deployment on Redis, all on client c
+// under namespace ns; closing them closes c.
+func redisStores(c *redis.Client, ns string) *stores {
+	rs := auth.NewRedisStore(c, ns)
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs},
-		sessions: session.NewRedisStore(c, cfg.Namespace), bus: bus.NewRedis(c, cfg.Namespace),
+		sessions: session.NewRedisStore(c, ns), bus: bus.NewRedis(c, ns),
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
-		close: func() { _ = c.Close() }}, nil
+		close: func() { _ = c.Close() }}
 }

@@ -38,6 +38,7 @@ func RunTurns(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"NextTurnRetried", testNextTurnRetried},
 		{"NextTurnAfterEnd", testNextTurnAfterEnd},
 		{"FencedWrites", testFencedWrites},
+		{"Commit", testCommit},
 		{"DropQueued", testDropQueued},
 		{"Orphans", testOrphans},
 		{"OrphansRestarted", testOrphansRestarted},
@@ -96,7 +97,7 @@ func mustLease(t *testing.T, st session.Store, id, instance string, turn session
 
 func mustNext(t *testing.T, st session.Store, rec *session.Record, fence int64, done string, stop bool, frames ...session.Frame) session.Next {
 	t.Helper()
-	n, err := st.NextTurn(t.Context(), rec, fence, done, stop, frames...)
+	n, err := st.NextTurn(t.Context(), rec, fence, done, stop, nil, frames...)
 	if err != nil {
 		t.Fatalf("NextTurn(fence %d, done %q, stop %v): %v", fence, done, stop, err)
 	}
@@ -200,7 +201,7 @@ func testEnqueueTakesLease(t *testing.T, st session.Store) {
 	wantTurn(t, "NextTurn after the second", mustNext(t, st, &rec, f1, t2.ID, false), t3, false)
 	wantNone(t, "NextTurn of an empty inbox", mustNext(t, st, &rec, f1, t3.ID, false))
 
-	_, err := st.NextTurn(t.Context(), &rec, f1, "", false)
+	_, err := st.NextTurn(t.Context(), &rec, f1, "", false, nil)
 	wantErr(t, "NextTurn after the lease was released", err, session.ErrLeaseLost)
 	t4 := NewTurn()
 	f2 := wantReleased(t, st, rec.ID, f1, i2, t4)
@@ -334,20 +335,21 @@ func testTurnsMissingSession(t *testing.T, st session.Store) {
 		wantErr(t, "Enqueue to "+id, err, session.ErrNotFound)
 		rec := NewRecord()
 		rec.ID = id
-		_, err = st.NextTurn(ctx, &rec, 1, "", false, NewFrame(nil))
+		_, err = st.NextTurn(ctx, &rec, 1, "", false, nil, NewFrame(nil))
 		wantErr(t, "NextTurn of "+id, err, session.ErrNotFound)
 		_, err = st.DropQueued(ctx, id)
 		wantErr(t, "DropQueued of "+id, err, session.ErrNotFound)
 		_, err = st.TakeRunner(ctx, id, i1)
 		wantErr(t, "TakeRunner of "+id, err, session.ErrNotFound)
 	}
-	_, err := st.NextTurn(ctx, nil, 1, "", false)
+	_, err := st.NextTurn(ctx, nil, 1, "", false, nil)
 	wantErr(t, "NextTurn of a nil record", err, session.ErrNotFound)
 }
 
-// testNextTurnFrames: the frames given to NextTurn are appended in the same
-// operation, idempotent by frame id, also when it releases the lease; a
-// frame with a step is refused.
+// testNextTurnFrames: the frames and values given to NextTurn are stored in
+// the same operation (steps written as Append writes them), idempotent by
+// frame id, also when it releases the lease; a retry of a call that
+// released the lease answers with the seqs it gave.
 func testNextTurnFrames(t *testing.T, st session.Store) {
 	ctx := t.Context()
 	rec := Create(t, st)
@@ -372,28 +374,49 @@ func testNextTurnFrames(t *testing.T, st session.Store) {
 		t.Fatalf("Seqs = %v, want [%d %d %d]", n.Seqs, base+1, base+2, base+3)
 	}
 
-	stepped := NewFrame(NewStep("assistant_message", "no"))
-	if _, err := st.NextTurn(ctx, &rec, f, t2.ID, false, NewFrame(nil), stepped); err == nil {
-		t.Fatal("NextTurn took a frame with a step")
+	// A turn's last reply, with a step, and the values it set.
+	reply := NewFrame(NewStep("assistant_message", "the reply that ends turn 2"))
+	values := map[string][]byte{"score": []byte(`2`), "topic": []byte(`{"name":"go"}`)}
+	n, err := st.NextTurn(ctx, &rec, f, t2.ID, false, values, reply)
+	if err != nil {
+		t.Fatalf("NextTurn with a step and values: %v", err)
 	}
-	if seq := lastSeq(t, st, rec.ID); seq != base+3 {
-		t.Fatalf("LastSeq = %d after a refused NextTurn, want %d", seq, base+3)
+	wantTurn(t, "NextTurn with a step and values", n, t3, false)
+	if !slices.Equal(n.Seqs, []int64{base + 4}) {
+		t.Fatalf("Seqs = %v, want [%d]", n.Seqs, base+4)
 	}
-	if steps := mustSteps(t, st, rec.ThreadID); len(steps) != 0 {
-		t.Fatalf("steps after a refused NextTurn: %v", stepIDs(steps))
+	steps := mustSteps(t, st, rec.ThreadID)
+	if len(steps) != 1 || steps[0].ID != reply.Step.ID || steps[0].Content != reply.Step.Content {
+		t.Fatalf("steps after NextTurn with a step: %v, want [%s]", stepIDs(steps), reply.Step.ID)
 	}
-	wantTurn(t, "NextTurn after a refused one", mustNext(t, st, &rec, f, t2.ID, false), t3, false)
+	got, err := st.Values(ctx, rec.ID)
+	if err != nil {
+		t.Fatalf("Values: %v", err)
+	}
+	for k, v := range values {
+		if !bytes.Equal(got[k], v) {
+			t.Errorf("value %q = %s after NextTurn, want %s", k, got[k], v)
+		}
+	}
 
 	end3 := NewFrame(nil)
 	n = mustNext(t, st, &rec, f, t3.ID, false, end3)
 	wantNone(t, "NextTurn of an empty inbox", n)
-	if !slices.Equal(n.Seqs, []int64{base + 4}) {
-		t.Fatalf("Seqs of the releasing NextTurn = %v, want [%d]", n.Seqs, base+4)
+	if !slices.Equal(n.Seqs, []int64{base + 5}) {
+		t.Fatalf("Seqs of the releasing NextTurn = %v, want [%d]", n.Seqs, base+5)
 	}
+	// Retried after it let the lease go (its reply lost): the same write.
+	n, err = st.NextTurn(ctx, &rec, f, t3.ID, false, nil, end3)
+	if err != nil || n.OK || !slices.Equal(n.Seqs, []int64{base + 5}) {
+		t.Fatalf("retried releasing NextTurn = %+v, %v; want seqs [%d], not OK", n, err, base+5)
+	}
+	// Not a retry: the lease is gone.
+	_, err = st.NextTurn(ctx, &rec, f, "", false, nil, end3, NewFrame(nil))
+	wantErr(t, "NextTurn with a new frame after the lease was released", err, session.ErrLeaseLost)
 	l := mustLog(t, st, rec.ID, base, base+10)
-	want := []session.Frame{start1, end1, start2, end3}
-	if !slices.Equal(seqsOf(l), span(base+1, base+4)) {
-		t.Fatalf("log seqs = %v, want %v", seqsOf(l), span(base+1, base+4))
+	want := []session.Frame{start1, end1, start2, reply, end3}
+	if !slices.Equal(seqsOf(l), span(base+1, base+5)) {
+		t.Fatalf("log seqs = %v, want %v", seqsOf(l), span(base+1, base+5))
 	}
 	for i, x := range l {
 		if !bytes.Equal(x.Payload, want[i].Payload) {
@@ -455,7 +478,7 @@ func testNextTurnLeaseLost(t *testing.T, st session.Store) {
 		{"no fence", 0, t1.ID, false},
 		{"a fence not taken yet", f2 + 1, t1.ID, false},
 	} {
-		_, err := st.NextTurn(ctx, &rec, c.fence, c.done, c.stop, NewFrame(nil))
+		_, err := st.NextTurn(ctx, &rec, c.fence, c.done, c.stop, nil, NewFrame(nil))
 		wantErr(t, "NextTurn with "+c.name, err, session.ErrLeaseLost)
 	}
 	if seq := lastSeq(t, st, rec.ID); seq != before {
@@ -532,6 +555,10 @@ func testFencedWrites(t *testing.T, st session.Store) {
 		wantErr(t, "Append under "+c.name, err, session.ErrLeaseLost)
 		wantErr(t, "SetValue under "+c.name, st.SetValue(c.ctx, rec.ID, "k", []byte(`"late"`)), session.ErrLeaseLost)
 		wantErr(t, "SetValue of a new key under "+c.name, st.SetValue(c.ctx, rec.ID, "new", []byte(`1`)), session.ErrLeaseLost)
+		_, err = st.Commit(c.ctx, &rec, map[string][]byte{"new": []byte(`2`)}, NewFrame(nil))
+		wantErr(t, "Commit under "+c.name, err, session.ErrLeaseLost)
+		_, err = st.Commit(c.ctx, &rec, map[string][]byte{"new": []byte(`3`)})
+		wantErr(t, "Commit of values alone under "+c.name, err, session.ErrLeaseLost)
 	}
 	if now := lastSeq(t, st, rec.ID); now != seq {
 		t.Errorf("LastSeq = %d after fenced-out appends, want %d", now, seq)
@@ -752,7 +779,7 @@ func testTakeRunner(t *testing.T, st session.Store) {
 	wantHeld(t, st, rec.ID, alive, NewTurn())
 	// From itself (a restart).
 	f2 := take(rec, alive, f1)
-	_, err := st.NextTurn(ctx, &rec, f1, "", false)
+	_, err := st.NextTurn(ctx, &rec, f1, "", false, nil)
 	wantErr(t, "NextTurn under the fence before the restart", err, session.ErrLeaseLost)
 	drain(t, st, &rec, f2, "")
 	f3 := take(rec, other, f2)
@@ -1063,7 +1090,53 @@ func testNextTurnAfterEnd(t *testing.T, st session.Store) {
 	if got := lastSeq(t, st, rec.ID); got != before+1 {
 		t.Fatalf("LastSeq %d after the end, want %d: t1's end stored", got, before+1)
 	}
-	if _, err := st.NextTurn(ctx, &rec, f, "", false); !errors.Is(err, session.ErrLeaseLost) {
+	if _, err := st.NextTurn(ctx, &rec, f, "", false, nil); !errors.Is(err, session.ErrLeaseLost) {
 		t.Fatalf("NextTurn after the lease went with the end: %v, want ErrLeaseLost", err)
 	}
+}
+
+// testCommit: Commit stores values and frames together, values alone, and
+// a retry is the same write.
+func testCommit(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	i1 := liveInstance(t, st)
+	fctx := session.WithFence(ctx, mustLease(t, st, rec.ID, i1, NewTurn()))
+	reply := NewFrame(NewStep("assistant_message", "stored with its values"))
+	values := map[string][]byte{"history": []byte(`["hi"]`), "score": []byte(`1`)}
+	seqs, err := st.Commit(fctx, &rec, values, reply)
+	if err != nil || len(seqs) != 1 {
+		t.Fatalf("Commit = %v, %v; want one seq", seqs, err)
+	}
+	again, err := st.Commit(fctx, &rec, values, reply)
+	if err != nil || !slices.Equal(again, seqs) {
+		t.Fatalf("retried Commit = %v, %v; want %v", again, err, seqs)
+	}
+	if n := lastSeq(t, st, rec.ID); n != seqs[0] {
+		t.Fatalf("LastSeq = %d after a retried Commit, want %d", n, seqs[0])
+	}
+	if steps := mustSteps(t, st, rec.ThreadID); len(steps) != 1 || steps[0].ID != reply.Step.ID {
+		t.Fatalf("steps = %v, want [%s]", stepIDs(steps), reply.Step.ID)
+	}
+	if _, err := st.Commit(fctx, &rec, map[string][]byte{"score": []byte(`2`)}); err != nil {
+		t.Fatalf("Commit of values alone: %v", err)
+	}
+	got, err := st.Values(ctx, rec.ID)
+	if err != nil {
+		t.Fatalf("Values: %v", err)
+	}
+	want := map[string]string{"history": `["hi"]`, "score": `2`}
+	if len(got) != len(want) {
+		t.Fatalf("Values = %d keys, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if string(got[k]) != v {
+			t.Errorf("value %q = %s, want %s", k, got[k], v)
+		}
+	}
+	if n := lastSeq(t, st, rec.ID); n != seqs[0] {
+		t.Fatalf("LastSeq = %d after a Commit of values alone, want %d", n, seqs[0])
+	}
+	_, err = st.Commit(ctx, &session.Record{ID: "missing-" + uuid.NewString()}, values, NewFrame(nil))
+	wantErr(t, "Commit to a missing session", err, session.ErrNotFound)
 }

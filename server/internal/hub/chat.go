@@ -56,8 +56,7 @@ func (c *Chat) SendMessage(ctx context.Context, m OutMessage) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, err = c.ls.emit(ctx, f)
-	return id, err
+	return id, c.ls.send(ctx, f)
 }
 
 func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string, error) {

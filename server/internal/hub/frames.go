@@ -237,14 +237,14 @@ func (c *conn) newChat(ctx context.Context, h helloRequest) *wire.Error {
 		"chat_profile": wire.Null(profile), "chat_settings": rec.Settings}); err != nil {
 		return s.storeError(ctx, "create thread", err)
 	}
-	return c.startSession(ctx, rec, ps, schema, "none", nil, turnChatStart)
+	return c.startSession(ctx, rec, ps, schema, "none", nil, turnChatStart, true)
 }
 
 // startSession attaches a socket to a session it just created, welcomes
 // it (with a history frame after the welcome when history is set) and
 // queues the session's first turn (chat start or resume).
 func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profiles.ChatProfile, schema []settings.Widget,
-	resumed string, history *threadPage, first string) *wire.Error {
+	resumed string, history *threadPage, first string, fresh bool) *wire.Error {
 	s := c.s
 	if _, err := s.sessions.Attach(ctx, rec.ID, rec.UserID, c.key, s.maxLive()); err != nil {
 		if errors.Is(err, session.ErrTooManySessions) {
@@ -254,6 +254,10 @@ func (c *conn) startSession(ctx context.Context, rec session.Record, ps []profil
 	}
 	ls := s.liveFor(rec, c.id.User)
 	defer s.unpin(ls)
+	if fresh {
+		// A new chat has no values yet: its first turn reads none.
+		ls.us.NoValues()
+	}
 	ls.attach(c, func() bool {
 		c.out.Send("welcome", wire.Encode(wire.Welcome{
 			Type: "welcome", Protocol: 1, SessionID: rec.ID, ThreadID: rec.ThreadID, Resumed: resumed,
@@ -459,7 +463,7 @@ func (c *conn) resumeThread(ctx context.Context, h helloRequest) *wire.Error {
 		}
 	}
 	history := newThreadPage(t, c.id.User, recent)
-	return c.startSession(ctx, rec, ps, schema, "thread", &history, turnResume)
+	return c.startSession(ctx, rec, ps, schema, "thread", &history, turnResume, false)
 }
 
 // historyOf is the thread of a session for a history frame, with its

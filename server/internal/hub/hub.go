@@ -393,6 +393,7 @@ type Config struct {
 	HTTPTimeout        time.Duration
 	ShutdownTimeout    time.Duration
 	StoreTimeout       time.Duration
+	SendLinger         time.Duration // 0: no holding
 	LeaseTTL           time.Duration
 	InstanceID         string
 	Clock              clock.Clock

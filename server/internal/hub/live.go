@@ -33,6 +33,9 @@ type liveSession struct {
 	// lastAppended is the highest seq this instance appended; guarded by
 	// appendMu.
 	lastAppended int64
+	// hold holds the messages of the running turn (see hold.go); guarded
+	// by appendMu.
+	hold holdState
 
 	mu   sync.Mutex // guards the fields below
 	conn *conn      // the attached socket, nil when none
@@ -158,18 +161,12 @@ func (ls *liveSession) currentConn() *conn {
 
 // emit appends sequenced frames to the session's log and sends them to
 // the attached socket, in order. It fills a gap from the log when the
-// socket is behind.
+// socket is behind. Written by the running turn, they go after the frames
+// it holds and with the values it set, in one round trip (see hold.go).
 func (ls *liveSession) emit(ctx context.Context, frames ...session.Frame) ([]int64, error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
-	rec := ls.us.Record()
-	seqs, err := ls.s.sessions.Append(ctx, &rec, frames...)
-	if err != nil {
-		ls.storeFailed(ctx, err)
-		return nil, err
-	}
-	ls.deliverAppended(ctx, seqs, frames)
-	return seqs, nil
+	return ls.commitLocked(ctx, frames)
 }
 
 // deliverAppended sends frames just appended with their seqs to the

@@ -83,8 +83,8 @@ func (ls *liveSession) leasing() func() {
 // exits when there is nothing left to do here.
 func (ls *liveSession) run() {
 	var (
-		done string          // the turn just run, still at the inbox's head
-		tail []session.Frame // its task_end
+		done string  // the turn just run, still at the inbox's head
+		tail turnEnd // what it left to store
 	)
 	for {
 		ls.mu.Lock()
@@ -111,7 +111,7 @@ func (ls *liveSession) run() {
 			// follows, or another instance takes the turns left over.
 			stop := ending || ls.s.isDraining()
 			n, err := ls.nextTurn(fence, done, stop, tail)
-			done, tail = "", nil
+			done, tail = "", turnEnd{}
 			if err != nil || !n.OK {
 				ls.leaseGone(fence)
 				continue
@@ -122,10 +122,18 @@ func (ls *liveSession) run() {
 	}
 }
 
-// nextTurn drops the turn done from the inbox with its task_end (tail) and
-// takes the next one, retrying while the store cannot be reached: the turn
-// is finished only once that is stored.
-func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail []session.Frame) (session.Next, error) {
+// turnEnd is what a turn leaves to store when it ends, with the next
+// turn's start: the frames it still held and its task_end, and the
+// session values it set that are not stored yet.
+type turnEnd struct {
+	frames []session.Frame
+	values map[string][]byte
+}
+
+// nextTurn drops the turn done from the inbox with what it left to store
+// (tail) and takes the next one, retrying while the store cannot be
+// reached: the turn is finished only once that is stored.
+func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail turnEnd) (session.Next, error) {
 	s := ls.s
 	backoff := 100 * time.Millisecond
 	for {
@@ -135,9 +143,10 @@ func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail []sess
 		switch {
 		case err == nil:
 			return n, nil
-		case errors.Is(err, session.ErrLeaseLost), errors.Is(err, session.ErrNotFound):
-			return n, err
-		case s.ctx.Err() != nil:
+		case errors.Is(err, session.ErrLeaseLost), errors.Is(err, session.ErrNotFound), s.ctx.Err() != nil:
+			if len(tail.values) > 0 {
+				ls.us.ChangesFailed()
+			}
 			return n, err
 		}
 		s.log.LogAttrs(s.ctx, slog.LevelError, "finish a turn", slog.String("session", ls.id), slog.Any("err", err))
@@ -153,29 +162,30 @@ func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail []sess
 
 // appendTurnEnd is one NextTurn, its frames delivered as emit delivers
 // them.
-func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done string, stop bool, tail []session.Frame) (session.Next, error) {
+func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done string, stop bool, tail turnEnd) (session.Next, error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	rec := ls.us.Record()
-	n, err := ls.s.sessions.NextTurn(ctx, &rec, fence, done, stop, tail...)
+	n, err := ls.s.sessions.NextTurn(ctx, &rec, fence, done, stop, tail.values, tail.frames...)
 	if err != nil {
 		ls.lost(err)
 		return n, err
 	}
-	ls.deliverAppended(ctx, n.Seqs, tail)
+	ls.deliverAppended(ctx, n.Seqs, tail.frames)
 	return n, nil
 }
 
 // execute runs one turn: task_start (unless it went with the echo), the
-// handler, the stop handler when the user stopped it; it returns the
-// turn's task_end, which the next NextTurn appends. A turn an earlier
-// runner started ends as interrupted without running again.
-func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
+// handler, the stop handler when the user stopped it; it returns what the
+// turn left to store, its task_end included, which the next NextTurn
+// stores. A turn an earlier runner started ends as interrupted without
+// running again.
+func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 	s := ls.s
 	if t.resumed {
 		ls.endOrphanedStreams(fence)
 		ls.endOrphanedAsk(fence)
-		return []session.Frame{taskFrame("task_end", taskFrameFields{interrupted: true})}
+		return turnEnd{frames: []session.Frame{taskFrame("task_end", taskFrameFields{interrupted: true})}}
 	}
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
 	defer cancel()
@@ -194,18 +204,21 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 		ls.mu.Lock()
 		ls.runCancel = nil
 		ls.mu.Unlock()
-		return []session.Frame{taskFrame("task_end", taskFrameFields{failed: true})}
+		return turnEnd{frames: []session.Frame{taskFrame("task_end", taskFrameFields{failed: true})}}
 	}
 	if fn == nil {
 		// No handler for it: no task either.
 		ls.mu.Lock()
 		ls.runCancel = nil
 		ls.mu.Unlock()
-		return nil
+		return turnEnd{}
 	}
 	bg := s.ctx
+	ls.beginHolding(fence)
 	if !t.started {
-		if _, err := ls.emit(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
+		// Held like a message: it goes to the store with the turn's first
+		// reply, or its end.
+		if err := ls.send(ctx, taskFrame("task_start", taskFrameFields{})); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelError, "append task_start", slog.Any("err", err), slog.String("session", ls.id))
 		}
 	}
@@ -226,24 +239,30 @@ func (ls *liveSession) execute(fence int64, t runTurn) []session.Frame {
 			s.log.LogAttrs(ctx, slog.LevelError, "close a stream left open", slog.Any("err", err), slog.String("session", ls.id))
 		}
 	}
+	if stopped && s.app.Stop != nil {
+		stopCtx, cancel := context.WithTimeout(closeCtx, s.cfg.ShutdownTimeout)
+		if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.app.Stop(ctx, &Chat{ls: ls}) }); err != nil {
+			ls.handlerFailed("stop", err)
+		}
+		cancel()
+	}
+	held, values, heldErr := ls.endHolding()
+	if err == nil && heldErr != nil {
+		// A held message could not be stored after the handler's last
+		// send: the turn failed all the same.
+		err = heldErr
+	}
 	end := taskFrameFields{}
 	switch {
 	case stopped:
 		end.stopped = true
-		if s.app.Stop != nil {
-			stopCtx, cancel := context.WithTimeout(closeCtx, s.cfg.ShutdownTimeout)
-			if err := ls.call(stopCtx, "stop", func(ctx context.Context) error { return s.app.Stop(ctx, &Chat{ls: ls}) }); err != nil {
-				ls.handlerFailed("stop", err)
-			}
-			cancel()
-		}
 	case err != nil && (s.ctx.Err() != nil || errors.Is(err, session.ErrLeaseLost)):
 		end.interrupted = true
 	case err != nil:
 		end.failed = true
 		ls.handlerFailed(name, err)
 	}
-	return []session.Frame{taskFrame("task_end", end)}
+	return turnEnd{frames: append(held, taskFrame("task_end", end)), values: values}
 }
 
 // endOrphanedStreams ends the streams that the handler of a dead runner
