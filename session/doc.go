@@ -82,7 +82,8 @@
 //	s:{s:<id>}:kv        hash    application values, raw JSON
 //	s:{s:<id>}:log       stream  outbound frames, ids <seq>-0, field p = payload;
 //	                             trimmed to about 2,000 entries (at least LogKeep kept)
-//	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq
+//	s:{s:<id>}:fids      hash    f:<frame id> → seq, c:<client message id> → seq, q:<turn id> → seq
+//	s:{s:<id>}:fids0     hash    the same, of the IDKeep frames before (dropped a generation at a time)
 //	s:{s:<id>}:end       string  the end claim's nonce
 //	s:{s:<id>}:inbox     list    queued turns, oldest first: "<id>\n<kind>\n<data>"
 //	s:{s:<id>}:streams   hash    the messages streaming now: step:<mid> (step JSON

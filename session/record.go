@@ -18,9 +18,11 @@ const LogKeep = 1000
 // below it).
 const logMax = 2 * LogKeep
 
-// IDKeep is how many frames back frame ids and client message ids are
-// remembered for idempotency: a retry comes within seconds, and a session
-// open for days must not grow its id table without bound.
+// IDKeep is how many frames back frame ids, client message ids and turn
+// ids are remembered at least, for idempotency: a retry comes within
+// seconds, and a session open for days must not grow its id table without
+// bound. They are forgotten within 2*IDKeep frames (the Redis store drops
+// them a generation of IDKeep frames at a time).
 const IDKeep = 10 * LogKeep
 
 // maxIDLen bounds the ids the stores accept.

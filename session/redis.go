@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 // documentation for its keys. It is safe for concurrent use.
 type RedisStore struct {
 	c   redis.UniversalClient
+	b   *batcher
 	ns  string
 	now func() time.Time // set before use; read-only afterwards
 }
@@ -21,7 +23,13 @@ var _ Store = (*RedisStore)(nil)
 // NewRedisStore returns a RedisStore on c whose keys all start with
 // namespace.
 func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
-	return &RedisStore{c: c, ns: namespace, now: time.Now}
+	return &RedisStore{c: c, b: &batcher{c: c}, ns: namespace, now: time.Now}
+}
+
+// run runs one of the store's scripts, batched with those other callers
+// run at the same time (see batcher).
+func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	return s.b.run(ctx, script, keys, args...)
 }
 
 // WithClock makes the store tell time by now (for thread creation and update
@@ -49,11 +57,11 @@ const (
 	fInstance = "instance"
 )
 
-type sessionKeys struct{ rec, kv, log, fids, end, ask, files, inbox, streams string }
+type sessionKeys struct{ rec, kv, log, fids, fids0, end, ask, files, inbox, streams string }
 
 func (s *RedisStore) sessionKeys(id string) sessionKeys {
 	rec := s.ns + "s:{s:" + id + "}"
-	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", end: rec + ":end",
+	return sessionKeys{rec: rec, kv: rec + ":kv", log: rec + ":log", fids: rec + ":fids", fids0: rec + ":fids0", end: rec + ":end",
 		ask: rec + ":ask", files: rec + ":files", inbox: rec + ":inbox",
 		streams: rec + ":streams"}
 }

@@ -49,7 +49,7 @@ func (s *RedisStore) PutAsk(ctx context.Context, a Ask) error {
 		floor = max(exp+askMargin.Milliseconds()-s.now().UnixMilli(), 0)
 	}
 	k := s.sessionKeys(a.SessionID)
-	err = scriptPutAsk.Run(ctx, s.c, []string{k.rec, k.ask},
+	err = s.run(ctx, scriptPutAsk, []string{k.rec, k.ask},
 		a.ID, a.Kind, exp, floor, raw, a.MaxSize, a.MaxFiles).Err()
 	return scriptErr("put ask of", a.SessionID, err)
 }
@@ -110,7 +110,7 @@ func (s *RedisStore) claimAsk(ctx context.Context, sessionID, askID, op string, 
 	if !validID(sessionID) || askID == "" {
 		return false, ErrNotFound
 	}
-	n, err := scriptClaimAsk.Run(ctx, s.c, []string{s.sessionKeys(sessionID).ask},
+	n, err := s.run(ctx, scriptClaimAsk, []string{s.sessionKeys(sessionID).ask},
 		askID, newNonce(), op, now.UnixMilli(), answer).Int64()
 	if err != nil {
 		return false, scriptErr(op+" ask of", sessionID, err)
@@ -149,7 +149,7 @@ func (s *RedisStore) PutFile(ctx context.Context, meta FileMeta, r io.Reader, ma
 	k := s.sessionKeys(meta.SessionID)
 	mkey := s.fileMetaKey(meta.SessionID, meta.ID)
 	nonce := newNonce()
-	maxSize, err := scriptReserveFile.Run(ctx, s.c, []string{k.rec, k.ask, k.files, mkey},
+	maxSize, err := s.run(ctx, scriptReserveFile, []string{k.rec, k.ask, k.files, mkey},
 		meta.AskID, s.now().UnixMilli(), max(maxFiles, 0), meta.ID, nonce,
 		ffAsk, meta.AskID, ffName, meta.Name, ffMIME, meta.MIME,
 		ffCreated, meta.CreatedAt.Format(time.RFC3339Nano)).Int64()
@@ -161,11 +161,11 @@ func (s *RedisStore) PutFile(ctx context.Context, meta FileMeta, r io.Reader, ma
 		return FileMeta{}, err
 	}
 	size, err := copyChunks(r, maxSize, make([]byte, ChunkSize), func(i int, b []byte) error {
-		err := scriptFileChunk.Run(ctx, s.c, []string{mkey, chunkKey(mkey, i)}, nonce, i, b).Err()
+		err := s.run(ctx, scriptFileChunk, []string{mkey, chunkKey(mkey, i)}, nonce, i, b).Err()
 		return scriptErr("put file", meta.ID, err)
 	})
 	if err == nil {
-		err = scriptCommitFile.Run(ctx, s.c, []string{k.rec, k.ask, mkey},
+		err = s.run(ctx, scriptCommitFile, []string{k.rec, k.ask, mkey},
 			meta.AskID, s.now().UnixMilli(), nonce, size).Err()
 		err = scriptErr("put file", meta.ID, err)
 	}
@@ -184,7 +184,7 @@ func (s *RedisStore) releaseFile(ctx context.Context, meta FileMeta, nonce strin
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	k := s.sessionKeys(meta.SessionID)
-	_ = scriptReleaseFile.Run(ctx, s.c, []string{s.fileMetaKey(meta.SessionID, meta.ID), k.ask, k.files},
+	_ = s.run(ctx, scriptReleaseFile, []string{s.fileMetaKey(meta.SessionID, meta.ID), k.ask, k.files},
 		nonce, meta.AskID, meta.ID).Err()
 }
 
@@ -193,7 +193,7 @@ func (s *RedisStore) AskFiles(ctx context.Context, sessionID, askID string) ([]F
 	if !validID(sessionID) || askID == "" {
 		return nil, nil
 	}
-	res, err := scriptAskFiles.Run(ctx, s.c, []string{s.sessionKeys(sessionID).files},
+	res, err := s.run(ctx, scriptAskFiles, []string{s.sessionKeys(sessionID).files},
 		s.fileMetaKey(sessionID, ""), askID).Slice()
 	if err != nil {
 		return nil, wrap("ask files of", sessionID, err)
@@ -292,7 +292,7 @@ func (s *RedisStore) DeleteFiles(ctx context.Context, sessionID string, fileIDs 
 		return nil
 	}
 	k := s.sessionKeys(sessionID)
-	err := scriptDeleteFiles.Run(ctx, s.c, []string{k.ask, k.files}, args...).Err()
+	err := s.run(ctx, scriptDeleteFiles, []string{k.ask, k.files}, args...).Err()
 	return wrap("delete files of", sessionID, err)
 }
 
@@ -310,7 +310,7 @@ func (s *RedisStore) KeepFilesWithThread(ctx context.Context, threadID, sessionI
 		args = append(args, id)
 	}
 	t := s.threadKeys(threadID)
-	err := scriptKeepFiles.Run(ctx, s.c, []string{t.hash, t.files, s.sessionKeys(sessionID).rec}, args...).Err()
+	err := s.run(ctx, scriptKeepFiles, []string{t.hash, t.files, s.sessionKeys(sessionID).rec}, args...).Err()
 	if err != nil {
 		if _, detail, ok := strings.Cut(err.Error(), "CHATD_NOTFOUND"); ok && strings.TrimSpace(detail) != "" {
 			return fmt.Errorf("session: keep files with thread %s: %s: %w", threadID, strings.TrimSpace(detail), ErrNotFound)

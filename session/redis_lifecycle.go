@@ -18,7 +18,7 @@ func (s *RedisStore) Attach(ctx context.Context, id, userID, instance string, ma
 		return Attached{}, ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	res, err := scriptAttach.Run(ctx, s.c,
+	res, err := s.run(ctx, scriptAttach,
 		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
 		id, userID, instance, max(maxLive, 0), s.ns+"s:{s:", s.ns).Slice()
 	if err != nil {
@@ -56,7 +56,7 @@ func (s *RedisStore) RenewInstance(ctx context.Context, instance string, ttl tim
 
 // DetachDead implements Lifecycle.
 func (s *RedisStore) DetachDead(ctx context.Context, deadline time.Time) ([]string, error) {
-	ids, err := scriptDetachDead.Run(ctx, s.c, []string{s.ns + "instances", s.endingKey()},
+	ids, err := s.run(ctx, scriptDetachDead, []string{s.ns + "instances", s.endingKey()},
 		s.ns, deadline.UnixMilli()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("session: detach the sessions of dead instances: %w", err)
@@ -106,7 +106,7 @@ func (s *RedisStore) detach(ctx context.Context, id, userID, instance string, co
 	if cond {
 		flag = "1"
 	}
-	n, err := scriptDetach.Run(ctx, s.c,
+	n, err := s.run(ctx, scriptDetach,
 		[]string{k.rec, k.end, s.userKey(userID, "live"), s.endingKey()},
 		id, deadline.UnixMilli(), flag, instance, s.ns).Int64()
 	if err != nil {
@@ -135,7 +135,7 @@ func (s *RedisStore) ClaimDue(ctx context.Context, id, nonce string, now time.Ti
 		return false, ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	n, err := scriptClaimDue.Run(ctx, s.c, []string{k.end, k.rec, s.endingKey()},
+	n, err := s.run(ctx, scriptClaimDue, []string{k.end, k.rec, s.endingKey()},
 		nonce, id, claimMargin.Milliseconds(), now.UnixMilli()).Int64()
 	if err != nil {
 		return false, scriptErr("claim due", id, err)
@@ -149,7 +149,7 @@ func (s *RedisStore) ClaimEnd(ctx context.Context, id, nonce string) (bool, erro
 		return false, ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	n, err := scriptClaimEnd.Run(ctx, s.c, []string{k.end, k.rec, s.endingKey()},
+	n, err := s.run(ctx, scriptClaimEnd, []string{k.end, k.rec, s.endingKey()},
 		nonce, id, claimMargin.Milliseconds()).Int64()
 	if err != nil {
 		return false, scriptErr("claim end", id, err)

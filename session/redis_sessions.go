@@ -19,7 +19,7 @@ func (s *RedisStore) Create(ctx context.Context, rec Record, ttl time.Duration) 
 	if err != nil {
 		return err
 	}
-	return wrap("create", rec.ID, scriptCreate.Run(ctx, s.c, keys, args...).Err())
+	return wrap("create", rec.ID, s.run(ctx, scriptCreate, keys, args...).Err())
 }
 
 // createArgs are the keys and arguments of scriptCreate for rec.
@@ -100,7 +100,7 @@ func (s *RedisStore) Touch(ctx context.Context, id string, ttl time.Duration) er
 	if ttl > 0 && ms == 0 {
 		ms = 1
 	}
-	err := scriptTouch.Run(ctx, s.c, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files, k.inbox, k.streams},
+	err := s.run(ctx, scriptTouch, []string{k.rec, k.kv, k.log, k.fids, k.end, k.ask, k.files, k.inbox, k.streams, k.fids0},
 		ms, claimMargin.Milliseconds(), s.ns, id, s.now().UnixMilli(), askMargin.Milliseconds()).Err()
 	return scriptErr("touch", id, err)
 }
@@ -115,7 +115,7 @@ func (s *RedisStore) SetSettings(ctx context.Context, id string, values map[stri
 		return ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	err = scriptSetField.Run(ctx, s.c, []string{k.rec, k.rec}, fSettings, b).Err()
+	err = s.run(ctx, scriptSetField, []string{k.rec, k.rec}, fSettings, b).Err()
 	return scriptErr("set settings", id, err)
 }
 
@@ -129,7 +129,7 @@ func (s *RedisStore) SetSettingsSchema(ctx context.Context, id string, schema []
 		return ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	err = scriptSetField.Run(ctx, s.c, []string{k.rec, k.rec}, fSettings, b, fSchema, string(schema)).Err()
+	err = s.run(ctx, scriptSetField, []string{k.rec, k.rec}, fSettings, b, fSchema, string(schema)).Err()
 	return scriptErr("set settings schema", id, err)
 }
 
@@ -161,7 +161,7 @@ func (s *RedisStore) SetValue(ctx context.Context, id, key string, value []byte)
 		return ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	err := scriptSetValue.Run(ctx, s.c, []string{k.rec, k.kv}, FenceOf(ctx), key, value).Err()
+	err := s.run(ctx, scriptSetValue, []string{k.rec, k.kv}, FenceOf(ctx), key, value).Err()
 	return scriptErr("set value", id, err)
 }
 
@@ -223,7 +223,7 @@ func (s *RedisStore) Commit(ctx context.Context, rec *Record, values map[string]
 	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID, FenceOf(ctx))
 	args = appendValueArgs(args, values)
 	args = appendFrameArgs(args, frames, steps)
-	res, err := scriptAppend.Run(ctx, s.c, s.turnKeys(rec), args...).Int64Slice()
+	res, err := s.run(ctx, scriptAppend, s.turnKeys(rec), args...).Int64Slice()
 	if err != nil {
 		return nil, scriptErr("append", rec.ID, err)
 	}
@@ -292,7 +292,7 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 		}
 		args = append(args, f.ID, f.Payload)
 	}
-	res, err := scriptUserMessage.Run(ctx, s.c, s.turnKeys(rec), args...).Slice()
+	res, err := s.run(ctx, scriptUserMessage, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}
@@ -377,7 +377,7 @@ func (s *RedisStore) CreateOnThread(ctx context.Context, rec Record, ttl time.Du
 		return false, err
 	}
 	args = append(args[:4:4], append([]any{prev}, args[4:]...)...)
-	n, err := scriptCreateOnThread.Run(ctx, s.c, keys, args...).Int()
+	n, err := s.run(ctx, scriptCreateOnThread, keys, args...).Int()
 	if err != nil {
 		return false, wrap("create", rec.ID, err)
 	}

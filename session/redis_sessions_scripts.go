@@ -94,7 +94,7 @@ return 1
 // session's files, so this script is not Redis Cluster ready.
 //
 // KEYS: 1 record, 2 kv, 3 log, 4 fids, 5 end claim, 6 ask, 7 files,
-// 8 inbox, 9 streams.
+// 8 inbox, 9 streams, 10 the fids of the generation before.
 // ARGV: 1 ttl ms (<= 0: no expiry), 2 claim margin ms, 3 namespace,
 // 4 session id, 5 now ms, 6 ask margin ms.
 var scriptTouch = redis.NewScript(fileLib + `
@@ -118,6 +118,7 @@ elseif askttl ~= -2 then
   if askttl == -1 or askttl < want then redis.call('PEXPIRE', KEYS[6], want) end
 end
 expire(KEYS[7], ttl)
+expire(KEYS[10], ttl)
 expire(KEYS[8], ttl)
 expire(KEYS[9], ttl)
 for _, fid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
@@ -149,7 +150,7 @@ return 1
 // appendLib holds the Lua functions shared by scriptAppend and
 // scriptUserMessage.
 //
-// KEYS of both: 1 record, 2 log, 3 fids, 4 thread, 5 steps, 6 order,
+// KEYS of both: 1 record, 2 log, 3 fids (current generation), 4 thread, 5 steps, 6 order,
 // 7 the user's threads, 8 thread metadata, 9 thread values, 10 the user's
 // thread summaries, 11 the user's folded thread names. ARGV of both start with: 1 now ms, 2 thread id, 3 log
 // max length.
@@ -160,29 +161,26 @@ return 1
 func withIDKeep(src string) string { return strings.ReplaceAll(src, "IDKEEP", strconv.Itoa(IDKeep)) }
 
 const appendLib = `
--- remember records an idempotency key for seq; forget drops the keys of
--- an old seq (fields 's:<seq>' list them, newline-separated).
+-- The ids remembered for idempotency (f:<frame id>, c:<client message id>,
+-- q:<turn id>) map to a seq in KEYS[3], the current generation, or in
+-- KEYS[14], the one before: every IDKEEP frames the current generation
+-- becomes the old one and the old one is dropped, so an id is kept for at
+-- least IDKEEP frames and at most twice as many, at one command per id.
+-- seen returns the seq remembered for key, or false.
+local function seen(key)
+  return redis.call('HGET', KEYS[3], key) or redis.call('HGET', KEYS[14], key)
+end
 local function remember(key, seq)
   redis.call('HSET', KEYS[3], key, seq)
-  local idx = 's:' .. seq
-  local cur = redis.call('HGET', KEYS[3], idx)
-  if cur then redis.call('HSET', KEYS[3], idx, cur .. '\n' .. key) else redis.call('HSET', KEYS[3], idx, key) end
-end
-local function forget(old)
-  if old <= 0 then return end
-  local idx = 's:' .. old
-  local keys = redis.call('HGET', KEYS[3], idx)
-  if not keys then return end
-  for k in string.gmatch(keys, '[^\n]+') do
-    if redis.call('HGET', KEYS[3], k) == tostring(old) then redis.call('HDEL', KEYS[3], k) end
-  end
-  redis.call('HDEL', KEYS[3], idx)
 end
 local function logframe(fid, payload)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', payload)
   if fid ~= '' then remember('f:' .. fid, seq) end
-  forget(seq - IDKEEP)
+  if seq % IDKEEP == 0 then
+    redis.call('UNLINK', KEYS[14])
+    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[14]) end
+  end
   return seq
 end
 local function writestep(sid, sjson)
@@ -191,10 +189,16 @@ local function writestep(sid, sjson)
     redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
   end
 end
-local function touchthread(now, user)
-  if redis.call('HGET', KEYS[4], 'user_id') ~= user then return end
-  local cur = tonumber(redis.call('HGET', KEYS[4], 'updated_at') or '0')
-  if now > cur then
+-- threadstate reads the thread's fields the append scripts look at:
+-- {persisted, user_id, updated_at}.
+local function threadstate()
+  return redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at')
+end
+-- touchthread marks the persisted thread of state t (threadstate) updated
+-- now, when user owns it.
+local function touchthread(now, user, t)
+  if t[2] ~= user then return end
+  if now > tonumber(t[3] or '0') then
     redis.call('HSET', KEYS[4], 'updated_at', now)
     redis.call('ZADD', KEYS[7], now, ARGV[2])
   end
@@ -228,7 +232,7 @@ local function appendframes(i, user)
   for j = i, #ARGV, 4 do
     local fid = ARGV[j]
     local seq = false
-    if fid ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. fid) end
+    if fid ~= '' then seq = seen('f:' .. fid) end
     if seq then
       out[#out + 1] = tonumber(seq)
     else
@@ -244,8 +248,9 @@ local function appendframes(i, user)
     local pttl = redis.call('PTTL', KEYS[1])
     expirelog(pttl)
     if stepped then
-      if redis.call('HGET', KEYS[4], 'persisted') == '1' then
-        touchthread(tonumber(ARGV[1]), user)
+      local t = threadstate()
+      if t[1] == '1' then
+        touchthread(tonumber(ARGV[1]), user, t)
       elseif pttl > 0 then
         for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl) end
       end
@@ -260,7 +265,7 @@ local function logged(i)
   local out = {}
   for j = i, #ARGV, 4 do
     local seq = false
-    if ARGV[j] ~= '' then seq = redis.call('HGET', KEYS[3], 'f:' .. ARGV[j]) end
+    if ARGV[j] ~= '' then seq = seen('f:' .. ARGV[j]) end
     if not seq then return false end
     out[#out + 1] = tonumber(seq)
   end
@@ -305,7 +310,7 @@ end
 -- A retry of this very call (a client library's, after a timeout) finds
 -- its own echo: the same write, answered as the first attempt was.
 if ARGV[5] ~= '' then
-  local old = redis.call('HGET', KEYS[3], 'f:' .. ARGV[5])
+  local old = seen('f:' .. ARGV[5])
   if old then
     local runner = redis.call('HGET', KEYS[1], 'runner') or ''
     local fence = 0
@@ -314,14 +319,14 @@ if ARGV[5] ~= '' then
     end
     local res = {tonumber(old), 0, ARGV[6], fence, runner}
     for i = 22, #ARGV, 2 do
-      res[#res + 1] = tonumber(redis.call('HGET', KEYS[3], 'f:' .. ARGV[i]) or '0')
+      res[#res + 1] = tonumber(seen('f:' .. ARGV[i]) or '0')
     end
     return res
   end
 end
 -- An earlier message with this client id: the first echo again.
 if ARGV[4] ~= '' then
-  local old = redis.call('HGET', KEYS[3], 'c:' .. ARGV[4])
+  local old = seen('c:' .. ARGV[4])
   if old then
     local r = redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')
     local p = false
@@ -343,7 +348,8 @@ local seq = logframe(ARGV[5], ARGV[6])
 if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
 expirelog(redis.call('PTTL', KEYS[1]))
-if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
+local tstate = threadstate()
+if tstate[1] ~= '1' then
   redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
     'chat_profile', ARGV[11], 'created_at', now, 'updated_at', now)
   for _, k in ipairs(threadkeys) do redis.call('PERSIST', KEYS[k]) end
@@ -351,7 +357,7 @@ if redis.call('HGET', KEYS[4], 'persisted') ~= '1' then
   redis.call('HSET', KEYS[10], ARGV[2], ARGV[12])
   redis.call('HSET', KEYS[11], ARGV[2], ARGV[13])
 else
-  touchthread(now, ARGV[10])
+  touchthread(now, ARGV[10], tstate)
 end
 local res = {seq, 0, ARGV[6], 0, ''}
 if ARGV[16] ~= '' then

@@ -66,7 +66,7 @@ func (s *RedisStore) OpenStream(ctx context.Context, sessionID string, step Step
 		return fmt.Errorf("session: open stream %s of %s: %w", step.ID, sessionID, err)
 	}
 	k := s.sessionKeys(sessionID)
-	err = scriptOpenStream.Run(ctx, s.c, []string{k.rec, k.streams}, FenceOf(ctx), step.ID, b).Err()
+	err = s.run(ctx, scriptOpenStream, []string{k.rec, k.streams}, FenceOf(ctx), step.ID, b).Err()
 	return scriptErr("open stream of", sessionID, err)
 }
 
@@ -76,7 +76,7 @@ func (s *RedisStore) StreamDelta(ctx context.Context, sessionID, messageID strin
 		return err
 	}
 	k := s.sessionKeys(sessionID)
-	err := scriptStreamDelta.Run(ctx, s.c, []string{k.rec, k.streams}, FenceOf(ctx), messageID, n, delta).Err()
+	err := s.run(ctx, scriptStreamDelta, []string{k.rec, k.streams}, FenceOf(ctx), messageID, n, delta).Err()
 	return scriptErr("stream delta of", sessionID, err)
 }
 

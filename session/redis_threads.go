@@ -29,7 +29,7 @@ func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQue
 		flag = "1"
 	}
 	limit := clampLimit(q.Limit)
-	res, err := scriptListThreads.Run(ctx, s.c,
+	res, err := s.run(ctx, scriptListThreads,
 		[]string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames")},
 		limit, flag, cur.updated, cur.id, foldName(q.Q)).Slice()
 	if err != nil {
@@ -71,7 +71,7 @@ func (s *RedisStore) RenameThread(ctx context.Context, userID, threadID, name st
 	if !validID(userID) || !validID(threadID) {
 		return ThreadSummary{}, ErrNotFound
 	}
-	res, err := scriptRenameThread.Run(ctx, s.c,
+	res, err := s.run(ctx, scriptRenameThread,
 		[]string{s.threadKeys(threadID).hash, s.userKey(userID, "summaries"), s.userKey(userID, "lnames")},
 		userID, threadID, name, foldName(name)).StringSlice()
 	if err != nil {
@@ -94,7 +94,7 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 		return ErrNotFound
 	}
 	t := s.threadKeys(threadID)
-	err := scriptDeleteThread.Run(ctx, s.c,
+	err := s.run(ctx, scriptDeleteThread,
 		[]string{t.hash, t.steps, t.order, t.meta, t.values,
 			s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.files},
 		userID, threadID, s.ns).Err()
@@ -131,7 +131,7 @@ func (s *RedisStore) writeThreadHash(ctx context.Context, op, threadID string, v
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		args = append(args, k, fields[k])
 	}
-	err := scriptThreadHash.Run(ctx, s.c, []string{t.hash, target}, args...).Err()
+	err := s.run(ctx, scriptThreadHash, []string{t.hash, target}, args...).Err()
 	return scriptErr(op, threadID, err)
 }
 
@@ -159,7 +159,7 @@ func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash b
 	if withHash {
 		flag = "1"
 	}
-	res, err := scriptThread.Run(ctx, s.c, []string{t.hash, t.steps, t.order, t.meta}, flag).Slice()
+	res, err := s.run(ctx, scriptThread, []string{t.hash, t.steps, t.order, t.meta}, flag).Slice()
 	if err != nil {
 		return nil, nil, nil, wrap("read thread", threadID, err)
 	}
@@ -261,7 +261,7 @@ func (s *RedisStore) ListSteps(ctx context.Context, threadID string, q StepQuery
 		upper = "(" + strconv.FormatInt(before, 10)
 	}
 	t := s.threadKeys(threadID)
-	res, err := scriptListSteps.Run(ctx, s.c, []string{t.steps, t.order}, clampLimit(q.Limit), upper).Slice()
+	res, err := s.run(ctx, scriptListSteps, []string{t.steps, t.order}, clampLimit(q.Limit), upper).Slice()
 	if err != nil {
 		return StepPage{}, wrap("list steps of", threadID, err)
 	}

@@ -8,10 +8,11 @@ import (
 var _ Turns = (*RedisStore)(nil)
 
 // turnKeys are the KEYS of the turn scripts and of scriptAppend: the
-// eleven of appendKeys, then 12 the inbox and 13 the application's values.
+// eleven of appendKeys, then 12 the inbox, 13 the application's values and
+// 14 the ids remembered in the generation before the current one.
 func (s *RedisStore) turnKeys(rec *Record) []string {
 	k := s.sessionKeys(rec.ID)
-	return append(s.appendKeys(rec), k.inbox, k.kv)
+	return append(s.appendKeys(rec), k.inbox, k.kv, k.fids0)
 }
 
 // Enqueue implements Turns.
@@ -22,7 +23,7 @@ func (s *RedisStore) Enqueue(ctx context.Context, id, instance string, t Turn, m
 	if err := checkTurn(id, t); err != nil {
 		return 0, "", err
 	}
-	res, err := scriptEnqueue.Run(ctx, s.c, s.turnKeys(&Record{ID: id}),
+	res, err := s.run(ctx, scriptEnqueue, s.turnKeys(&Record{ID: id}),
 		s.ns, id, instance, max, t.ID, encodeTurn(t), s.writeDeadline(ctx)).Slice()
 	if err != nil {
 		return 0, "", scriptErr("enqueue", id, err)
@@ -52,7 +53,7 @@ func (s *RedisStore) NextTurn(ctx context.Context, rec *Record, fence int64, don
 	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, fence, done, stopArg, s.ns, rec.ID, rec.UserID)
 	args = appendValueArgs(args, values)
 	args = appendFrameArgs(args, frames, steps)
-	res, err := scriptNextTurn.Run(ctx, s.c, s.turnKeys(rec), args...).Slice()
+	res, err := s.run(ctx, scriptNextTurn, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Next{}, scriptErr("next turn", rec.ID, err)
 	}
@@ -80,7 +81,7 @@ func (s *RedisStore) DropQueued(ctx context.Context, id string) (int, error) {
 	if !validID(id) {
 		return 0, ErrNotFound
 	}
-	n, err := scriptDropQueued.Run(ctx, s.c, s.turnKeys(&Record{ID: id})).Int()
+	n, err := s.run(ctx, scriptDropQueued, s.turnKeys(&Record{ID: id})).Int()
 	if err != nil {
 		return 0, scriptErr("drop queued turns", id, err)
 	}
@@ -89,7 +90,7 @@ func (s *RedisStore) DropQueued(ctx context.Context, id string) (int, error) {
 
 // Orphans implements Turns.
 func (s *RedisStore) Orphans(ctx context.Context, restarted string, limit int) ([]string, error) {
-	ids, err := scriptOrphans.Run(ctx, s.c, []string{s.ns + "instances"}, s.ns, max(limit, 0), restarted).StringSlice()
+	ids, err := s.run(ctx, scriptOrphans, []string{s.ns + "instances"}, s.ns, max(limit, 0), restarted).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("session: orphaned turns: %w", err)
 	}
@@ -102,7 +103,7 @@ func (s *RedisStore) TakeRunner(ctx context.Context, id, instance string) (int64
 		return 0, ErrNotFound
 	}
 	k := s.sessionKeys(id)
-	f, err := scriptTakeRunner.Run(ctx, s.c, []string{k.rec, k.end}, s.ns, id, instance).Int64()
+	f, err := s.run(ctx, scriptTakeRunner, []string{k.rec, k.end}, s.ns, id, instance).Int64()
 	if err != nil {
 		return 0, scriptErr("take runner", id, err)
 	}

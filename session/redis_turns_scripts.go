@@ -26,7 +26,7 @@ end
 local function runs(ns, inst) return ns .. 'inst:' .. inst .. ':runs' end
 -- push queues a turn unless the session saw its id.
 local function push(tid, entry)
-  if redis.call('HGET', KEYS[3], 'q:' .. tid) then return end
+  if seen('q:' .. tid) then return end
   redis.call('RPUSH', KEYS[12], entry)
   remember('q:' .. tid, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))
   local pttl = redis.call('PTTL', KEYS[1])
@@ -60,11 +60,12 @@ var scriptEnqueue = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-if not redis.call('HGET', KEYS[3], 'q:' .. ARGV[5]) and late(ARGV[7]) then
+local queued = seen('q:' .. ARGV[5])
+if not queued and late(ARGV[7]) then
   return redis.error_reply('CHATD_LATE')
 end
 local max = tonumber(ARGV[4])
-if not redis.call('HGET', KEYS[3], 'q:' .. ARGV[5]) and max > 0 and waiting() >= max then
+if not queued and max > 0 and waiting() >= max then
   return redis.error_reply('CHATD_BUSY')
 end
 push(ARGV[5], ARGV[6])
@@ -81,9 +82,10 @@ var scriptNextTurn = redis.NewScript(withIDKeep(appendLib) + turnLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-local runner = redis.call('HGET', KEYS[1], 'runner')
+local r = redis.call('HMGET', KEYS[1], 'runner', 'fence', 'started')
+local runner, started = r[1], r[3]
 local first = 11 + 2 * tonumber(ARGV[10])
-if (not runner) or runner == '' or not fenced(ARGV[4]) then
+if (not runner) or runner == '' or ARGV[4] == '0' or (r[2] or '0') ~= ARGV[4] then
   -- A retry of this very call, applied when it let the lease go: the
   -- same write, answered with the seqs it gave.
   local seqs = logged(first)
@@ -96,7 +98,6 @@ if (not runner) or runner == '' or not fenced(ARGV[4]) then
 end
 setvalues(10)
 local seqs = appendframes(first, ARGV[9])
-local started = redis.call('HGET', KEYS[1], 'started')
 if ARGV[5] ~= '' and headid() == ARGV[5] then
   redis.call('LPOP', KEYS[12])
   if started == ARGV[5] then

@@ -36,7 +36,7 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     if rec[1] then deleted[#deleted + 1] = sid end
     if rec[2] then delthread(rec[2]) end
     delsessionfiles(ns, sid)
-    redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':end', s .. ':inbox', s .. ':streams')
+    redis.call('UNLINK', s, s .. ':kv', s .. ':log', s .. ':fids', s .. ':fids0', s .. ':end', s .. ':inbox', s .. ':streams')
     redis.call('ZREM', KEYS[5], sid)
   end
 end
@@ -49,7 +49,7 @@ func (s *RedisStore) DeleteUserData(ctx context.Context, userID string) ([]strin
 	if !validID(userID) {
 		return []string{}, nil
 	}
-	ids, err := scriptDeleteUserData.Run(ctx, s.c,
+	ids, err := s.run(ctx, scriptDeleteUserData,
 		[]string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "sessions"),
 			s.userKey(userID, "live"), s.endingKey(), s.userKey(userID, "lnames")},
 		s.ns, userID).StringSlice()

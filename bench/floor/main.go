@@ -99,6 +99,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("parse the Redis URL: %w", err)
 	}
+	if opt.Protocol == 0 {
+		opt.Protocol = 2 // as chatd: no RESP3 feature is used
+	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {

@@ -98,6 +98,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stdout, "no demo users: chatd listens beyond this machine (CHAT_DEMO_USERS=on creates them)")
 		}
 	}
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			srv.Close()
+			return err
+		}
+		defer stopDebug()
+	}
 	fmt.Fprintf(stdout, "chatd listening on http://%s (store: %s, auth: %s)\n", displayAddr(ln.Addr()), st.name, cfg.Auth)
 	log.Info("serving", "addr", ln.Addr().String(), "store", st.name, "auth", cfg.Auth, "instance", srv.Config().InstanceID)
 	if err := srv.Serve(ctx, ln); err != nil {
@@ -149,6 +158,13 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	if err != nil {
 		// The parser's error quotes the URL, password included: not shown.
 		return nil, errors.New("REDIS_URL is not a valid redis:// or rediss:// URL")
+	}
+	if opt.Protocol == 0 {
+		// chatd uses no RESP3 feature (push notifications, client-side
+		// caching): with RESP2, go-redis does not look for pending push
+		// notifications around every command, which costs it about 6% of
+		// chatd's CPU under a chat load (docs/benchmarks.md).
+		opt.Protocol = 2
 	}
 	c := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -258,37 +258,51 @@ func testLogTrim(t *testing.T, st session.Store) {
 	}
 }
 
-// testIDsForgotten: frame ids and client message ids are remembered for
-// IDKeep frames, then forgotten, so that a long session's id table stays
-// bounded; recent ones still dedupe.
+// testIDsForgotten: frame ids and client message ids are remembered for at
+// least IDKeep frames, and forgotten within twice as many, so that a long
+// session's id table stays bounded; recent ones still dedupe.
 func testIDsForgotten(t *testing.T, st session.Store) {
 	rec := Create(t, st)
 	m := NewUserMessage("first")
 	first := mustUserMessage(t, st, &rec, m)
 	early := NewFrame(nil)
-	mustAppend(t, st, &rec, early)
-	var last session.Frame
-	for n := 0; n < session.IDKeep; {
-		batch := make([]session.Frame, 0, 1000)
-		for len(batch) < cap(batch) && n < session.IDKeep {
-			last = NewFrame(nil)
-			batch = append(batch, last)
-			n++
+	earlySeq := mustAppend(t, st, &rec, early)[0]
+	appendN := func(total int) session.Frame {
+		var last session.Frame
+		for n := 0; n < total; {
+			batch := make([]session.Frame, 0, 1000)
+			for len(batch) < cap(batch) && n < total {
+				last = NewFrame(nil)
+				batch = append(batch, last)
+				n++
+			}
+			mustAppend(t, st, &rec, batch...)
 		}
-		mustAppend(t, st, &rec, batch...)
+		return last
 	}
-	top := first.Seq + 1 + int64(session.IDKeep)
+	appendN(session.IDKeep - 2)
+	// Within IDKeep frames, ids dedupe.
+	if seqs := mustAppend(t, st, &rec, early); seqs[0] != earlySeq {
+		t.Fatalf("re-append of a frame id %d frames back = seq %d, want its seq %d", session.IDKeep-2, seqs[0], earlySeq)
+	}
+	resent := NewUserMessage("first")
+	resent.ClientID = m.ClientID
+	if again := mustUserMessage(t, st, &rec, resent); !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("a client id %d frames back = %+v, want the duplicate of seq %d", session.IDKeep-1, again, first.Seq)
+	}
+	last := appendN(session.IDKeep + 2)
+	top := earlySeq + int64(2*session.IDKeep)
 	// A recent id still dedupes.
 	if seqs := mustAppend(t, st, &rec, last); seqs[0] != top {
 		t.Fatalf("re-append of a recent frame id = seq %d, want %d", seqs[0], top)
 	}
-	// Old ones are forgotten: appended anew.
+	// Ids 2*IDKeep frames back are forgotten: appended anew.
 	if seqs := mustAppend(t, st, &rec, early); seqs[0] != top+1 {
-		t.Fatalf("re-append of a frame id %d frames back = seq %d, want a new seq %d", session.IDKeep, seqs[0], top+1)
+		t.Fatalf("re-append of a frame id %d frames back = seq %d, want a new seq %d", 2*session.IDKeep, seqs[0], top+1)
 	}
 	again := mustUserMessage(t, st, &rec, m)
 	if again.Duplicate || again.Seq != top+2 {
-		t.Fatalf("a client id %d frames back = %+v, want stored anew at %d", session.IDKeep, again, top+2)
+		t.Fatalf("a client id %d frames back = %+v, want stored anew at %d", 2*session.IDKeep, again, top+2)
 	}
 }
 

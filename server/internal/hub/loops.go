@@ -83,9 +83,11 @@ func (s *Hub) Start(app App) error {
 // idle expiry fresh) and keeps its session's keys alive.
 func (s *Hub) heartbeatLoop() {
 	s.every(s.cfg.PingInterval, func() {
-		for _, c := range s.connsWhere(func(*conn) bool { return true }) {
-			c.out.Go(func() { s.heartbeat(c) })
+		conns := s.connsWhere(func(*conn) bool { return true })
+		for _, c := range conns {
+			c.out.Go(func() { c.out.Ping(s.cfg.PingInterval) })
 		}
+		s.checkConns(conns)
 	})
 }
 
@@ -103,17 +105,60 @@ func (s *Hub) every(interval time.Duration, f func()) {
 	}
 }
 
-func (s *Hub) heartbeat(c *conn) {
-	c.out.Ping(s.cfg.PingInterval)
-	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
-	defer cancel()
-	if c.id.Token != "" {
-		if _, err := s.auth.Authenticate(ctx, c.id.Token); errors.Is(err, auth.ErrUnauthorized) {
-			c.out.CloseNow(statusRevoked, "token revoked or expired")
+// heartbeatWorkers is how many store calls the heartbeat makes at once.
+const heartbeatWorkers = 4
+
+// checkConns re-validates the tokens of conns, each distinct token once,
+// closing the sockets of a revoked one, and extends the TTL of their
+// sessions. It makes heartbeatWorkers store calls at a time: thousands of
+// sockets checked at once would take every connection to the store from
+// the messages being handled meanwhile.
+func (s *Hub) checkConns(conns []*conn) {
+	byToken := make(map[string][]*conn)
+	for _, c := range conns {
+		byToken[c.id.Token] = append(byToken[c.id.Token], c)
+	}
+	work := make(chan []*conn)
+	var wg sync.WaitGroup
+	for range min(heartbeatWorkers, len(byToken)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for cs := range work {
+				s.heartbeat(cs)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(work)
+	for _, cs := range byToken {
+		select {
+		case work <- cs:
+		case <-s.ctx.Done():
 			return
 		}
 	}
-	if c.welcomed.Load() {
+}
+
+// heartbeat checks the sockets of one token: the token still holds, and
+// their sessions live on.
+func (s *Hub) heartbeat(conns []*conn) {
+	if tok := conns[0].id.Token; tok != "" {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.PingInterval)
+		_, err := s.auth.Authenticate(ctx, tok)
+		cancel()
+		if errors.Is(err, auth.ErrUnauthorized) {
+			for _, c := range conns {
+				c.out.CloseNow(statusRevoked, "token revoked or expired")
+			}
+			return
+		}
+	}
+	for _, c := range conns {
+		if !c.welcomed.Load() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingInterval)
 		err := s.sessions.Touch(ctx, c.sessionID(), s.sessionTTL())
 		switch {
 		case errors.Is(err, session.ErrNotFound):
@@ -123,6 +168,7 @@ func (s *Hub) heartbeat(c *conn) {
 		case err != nil && ctx.Err() == nil:
 			s.logErr("touch session", err)
 		}
+		cancel()
 	}
 }
 
