@@ -109,14 +109,15 @@ func (s *Hub) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		s.callers.SetCookie(w, r, newToken, id.ExpiresAt)
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	cork := &socket.Corker{}
+	ws, err := websocket.Accept(socket.CorkWriter(w, cork), r, &websocket.AcceptOptions{
 		Subprotocols:       []string{"chat.v1"},
 		InsecureSkipVerify: true, // the origin was checked above, exactly
 	})
 	if err != nil {
 		return
 	}
-	s.serveConn(ws, id, newToken)
+	s.serveConn(ws, cork, id, newToken)
 }
 
 // isUpgrade reports whether r asks for a WebSocket upgrade, so that a plain
@@ -171,10 +172,11 @@ func (s *Hub) originAllowed(r *http.Request) bool {
 }
 
 // serveConn runs a socket until it ends, in the handler's goroutine.
-func (s *Hub) serveConn(ws *websocket.Conn, id caller.Identity, newToken string) {
+func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
 	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, s.cfg.OutboundQueueBytes, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
+	c.out.CorkWith(cork)
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	if !s.track(c) {

@@ -33,6 +33,7 @@ type Socket struct {
 	max      int
 	maxBytes int
 	counted  func(typ string)
+	cork     *Corker // nil: every frame is written at once
 
 	mu       sync.Mutex // guards the fields below
 	queue    [][]byte
@@ -57,6 +58,11 @@ func New(ctx context.Context, ws *websocket.Conn, maxQueue, maxBytes int, counte
 	}
 	return &Socket{ws: ws, ctx: ctx, max: maxQueue, maxBytes: maxBytes, counted: counted}
 }
+
+// CorkWith makes the writer send the frames it finds queued together
+// with one write to the connection, through k (see CorkWriter). Call it
+// before anything is queued.
+func (s *Socket) CorkWith(k *Corker) { s.cork = k }
 
 // Send queues an unsequenced frame.
 func (s *Socket) Send(typ string, b []byte) {
@@ -183,8 +189,18 @@ func (s *Socket) writer() {
 		}
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
+		if s.cork != nil && len(batch) > 1 {
+			s.cork.Cork()
+		}
 		for i, b := range batch {
-			if err := s.ws.Write(s.ctx, websocket.MessageText, b); err != nil {
+			err := s.ws.Write(s.ctx, websocket.MessageText, b)
+			if err == nil && i == len(batch)-1 && s.cork != nil {
+				err = s.cork.Flush()
+			}
+			if err != nil {
+				if s.cork != nil {
+					_ = s.cork.Flush()
+				}
 				s.mu.Lock()
 				s.queue = nil
 				s.bytes = 0
