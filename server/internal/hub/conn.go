@@ -109,7 +109,7 @@ func (s *Hub) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		s.callers.SetCookie(w, r, newToken, id.ExpiresAt)
 	}
-	cork := &socket.Corker{}
+	cork := socket.NewCorker(&s.corkBufs)
 	ws, err := websocket.Accept(socket.CorkWriter(w, cork), r, &websocket.AcceptOptions{
 		Subprotocols:       []string{"chat.v1"},
 		InsecureSkipVerify: true, // the origin was checked above, exactly
@@ -246,13 +246,6 @@ func (s *Hub) untrack(c *conn) {
 // handling a frame closes the socket (1011) instead of skipping the
 // socket's cleanup.
 func (c *conn) readLoop() {
-	defer func() {
-		if r := recover(); r != nil {
-			c.s.log.LogAttrs(c.ctx, slog.LevelError, "panic while handling a frame",
-				slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
-			c.out.CloseNow(websocket.StatusInternalError, "internal error")
-		}
-	}()
 	for {
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
@@ -266,8 +259,32 @@ func (c *conn) readLoop() {
 			c.out.CloseNow(statusInvalidUTF8, "frame is not valid UTF-8")
 			return
 		}
-		c.handleFrame(data)
+		if !c.handleAside(data) {
+			return
+		}
 	}
+}
+
+// handleAside handles a frame on a goroutine of its own, and waits for it.
+// A frame's work (store calls, encoding) needs a deep stack, which the
+// reader, alive as long as the socket and idle most of the time, would
+// otherwise keep: an idle socket's reader holds a small stack. It reports
+// false when the handling panicked (the socket is closing).
+func (c *conn) handleAside(data []byte) bool {
+	ok := make(chan bool, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.s.log.LogAttrs(c.ctx, slog.LevelError, "panic while handling a frame",
+					slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
+				c.out.CloseNow(websocket.StatusInternalError, "internal error")
+				ok <- false
+			}
+		}()
+		c.handleFrame(data)
+		ok <- true
+	}()
+	return <-ok
 }
 
 // reject answers a client frame with an error; bad frames are counted and

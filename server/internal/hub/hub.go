@@ -24,6 +24,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/profiles"
+	"github.com/chatd-project/chatd/server/internal/socket"
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -69,8 +70,10 @@ type Deps struct {
 // grace-period sweeper. New builds it; Start gives it its App and starts
 // its loops.
 type Hub struct {
-	cfg      Config
-	clock    clock.Clock
+	cfg   Config
+	clock clock.Clock
+	// corkBufs are the buffers the sockets' writers share (socket.Corker).
+	corkBufs socket.CorkBuffers
 	auth     *auth.Service
 	sessions session.Store
 	bus      bus.Bus

@@ -16,18 +16,42 @@ import (
 
 // Corker holds a connection's writes between Cork and Flush.
 type Corker struct {
+	bufs *CorkBuffers
+
 	mu     sync.Mutex
 	conn   net.Conn
 	corked bool
-	buf    []byte
+	buf    *[]byte // from bufs while corked with something held
+}
+
+// NewCorker returns a Corker that takes its buffers from bufs.
+func NewCorker(bufs *CorkBuffers) *Corker { return &Corker{bufs: bufs} }
+
+// CorkBuffers are the buffers that corked connections share while they
+// hold writes: an idle socket holds none. The zero value is ready to use.
+type CorkBuffers struct{ p sync.Pool }
+
+func (b *CorkBuffers) get() *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return v
+	}
+	buf := make([]byte, 0, corkKeep)
+	return &buf
+}
+
+func (b *CorkBuffers) put(buf *[]byte) {
+	if cap(*buf) <= corkKeep {
+		*buf = (*buf)[:0]
+		b.p.Put(buf)
+	}
 }
 
 // corkMax is how many bytes a corked connection holds before it writes
 // them anyway.
 const corkMax = 32 << 10
 
-// corkKeep is the largest buffer kept between two corks; a larger one is
-// dropped, so that an idle socket holds little.
+// corkKeep is the size of the shared cork buffers; a buffer that grew
+// larger is dropped after use.
 const corkKeep = 4 << 10
 
 // Cork holds the writes from now until Flush.
@@ -46,15 +70,15 @@ func (k *Corker) Flush() error {
 }
 
 func (k *Corker) flushLocked() error {
-	if len(k.buf) == 0 || k.conn == nil {
+	if k.buf == nil {
 		return nil
 	}
-	_, err := k.conn.Write(k.buf)
-	if cap(k.buf) > corkKeep {
-		k.buf = nil
-	} else {
-		k.buf = k.buf[:0]
+	var err error
+	if len(*k.buf) > 0 && k.conn != nil {
+		_, err = k.conn.Write(*k.buf)
 	}
+	k.bufs.put(k.buf)
+	k.buf = nil
 	return err
 }
 
@@ -68,8 +92,11 @@ func (k *Corker) write(p []byte) (int, error) {
 		}
 		return k.conn.Write(p)
 	}
-	k.buf = append(k.buf, p...)
-	if len(k.buf) >= corkMax {
+	if k.buf == nil {
+		k.buf = k.bufs.get()
+	}
+	*k.buf = append(*k.buf, p...)
+	if len(*k.buf) >= corkMax {
 		if err := k.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -112,5 +139,17 @@ func (r corkResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	r.k.mu.Lock()
 	r.k.conn = c
 	r.k.mu.Unlock()
-	return corkedConn{Conn: c, k: r.k}, brw, nil
+	cc := corkedConn{Conn: c, k: r.k}
+	if brw.Writer.Buffered() == 0 {
+		// The write buffer that Hijack made (4 KiB) would stay with the
+		// socket for its whole life, mostly idle: a smaller one does for
+		// chat frames, and a larger frame goes through the cork in one
+		// write all the same. (The read buffer is the server's own, which
+		// it keeps while the handler runs.)
+		brw.Writer = bufio.NewWriterSize(cc, writeBufSize)
+	}
+	return cc, brw, nil
 }
+
+// writeBufSize is the size of a socket's write buffer.
+const writeBufSize = 512

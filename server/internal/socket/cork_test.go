@@ -23,7 +23,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 func TestCorker(t *testing.T) {
 	under := &countingConn{}
-	k := &Corker{conn: under}
+	k := &Corker{bufs: &CorkBuffers{}, conn: under}
 	c := corkedConn{Conn: under, k: k}
 	write := func(s string) {
 		t.Helper()
@@ -58,7 +58,7 @@ func TestCorker(t *testing.T) {
 		t.Fatalf("%d writes after %d corked bytes, want the third of them all", len(under.writes), corkMax)
 	}
 	if k.buf != nil {
-		t.Fatalf("a buffer of %d bytes kept after a large flush", cap(k.buf))
+		t.Fatalf("a buffer of %d bytes kept after a flush", cap(*k.buf))
 	}
 	if err := k.Flush(); err != nil || len(under.writes) != 3 {
 		t.Fatalf("an empty flush wrote (%d writes, %v)", len(under.writes), err)
