@@ -49,8 +49,23 @@ type batchCall struct {
 // run runs script as Script.Run does, in the next pipeline. A caller whose
 // ctx ends stops waiting (ctx's error); the script may still run.
 func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	call := &batchCall{script: script, keys: keys, args: args, done: make(chan struct{})}
 	b.mu.Lock()
+	if b.running < batchPipelines && len(b.queue) == 0 {
+		// Nothing waits: the caller sends its script itself, at once,
+		// and leaves what came meanwhile to a goroutine of the batcher.
+		b.running++
+		b.mu.Unlock()
+		cmd := script.Run(ctx, b.c, keys, args...)
+		b.mu.Lock()
+		if len(b.queue) > 0 {
+			go b.send()
+		} else {
+			b.running--
+		}
+		b.mu.Unlock()
+		return cmd
+	}
+	call := &batchCall{script: script, keys: keys, args: args, done: make(chan struct{})}
 	b.queue = append(b.queue, call)
 	if b.running < batchPipelines {
 		b.running++

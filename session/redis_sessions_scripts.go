@@ -166,28 +166,52 @@ const appendLib = `
 -- KEYS[14], the one before: every IDKEEP frames the current generation
 -- becomes the old one and the old one is dropped, so an id is kept for at
 -- least IDKEEP frames and at most twice as many, at one command per id.
+--
+-- loadrec reads the record's fields the scripts look at, once: rec.runner,
+-- rec.fence, rec.started, and curseq, the last seq given. It returns false
+-- for a missing session. Until then, gen0 (an id may be in KEYS[14]) and
+-- fresh (the log and ids may have no expiry yet) are true.
+local rec, curseq, gen0, fresh = {}, 0, true, true
+local function loadrec()
+  local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started')
+  if not r[1] then return false end
+  curseq = tonumber(r[2] or '0')
+  rec.runner, rec.fence, rec.started = r[3], r[4], r[5]
+  gen0, fresh = curseq >= IDKEEP, curseq == 0
+  return true
+end
 -- seen returns the seq remembered for key, or false.
 local function seen(key)
-  return redis.call('HGET', KEYS[3], key) or redis.call('HGET', KEYS[14], key)
+  local v = redis.call('HGET', KEYS[3], key)
+  if v or not gen0 then return v end
+  return redis.call('HGET', KEYS[14], key)
 end
 local function remember(key, seq)
   redis.call('HSET', KEYS[3], key, seq)
 end
 local function logframe(fid, payload)
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  curseq = seq
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', payload)
   if fid ~= '' then remember('f:' .. fid, seq) end
   if seq % IDKEEP == 0 then
     redis.call('UNLINK', KEYS[14])
     if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[14]) end
+    gen0, fresh = true, true
   end
   return seq
 end
+-- pttl is the record's time to live, read once.
+local pttlv = false
+local function pttl()
+  if not pttlv then pttlv = redis.call('PTTL', KEYS[1]) end
+  return pttlv
+end
+-- writestep writes a step; a new one takes the thread's next position
+-- (a step written again keeps its own: NX).
 local function writestep(sid, sjson)
   redis.call('HSET', KEYS[5], sid, sjson)
-  if not redis.call('ZSCORE', KEYS[6], sid) then
-    redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
-  end
+  redis.call('ZADD', KEYS[6], 'NX', redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
 end
 -- threadstate reads the thread's fields the append scripts look at:
 -- {persisted, user_id, updated_at}.
@@ -204,10 +228,12 @@ local function touchthread(now, user, t)
   end
 end
 local threadkeys = {4, 5, 6, 8, 9}
-local function expirelog(pttl)
-  if pttl > 0 then
-    redis.call('PEXPIRE', KEYS[2], pttl)
-    redis.call('PEXPIRE', KEYS[3], pttl)
+-- expirelog gives the log and the ids the record's expiry when they may
+-- have none (just made); Touch keeps them all alive together after that.
+local function expirelog()
+  if fresh and pttl() > 0 then
+    redis.call('PEXPIRE', KEYS[2], pttl())
+    redis.call('PEXPIRE', KEYS[3], pttl())
   end
 end
 -- setvalues stores the application's values given from ARGV[i]: their
@@ -217,8 +243,7 @@ local function setvalues(i)
   local n = tonumber(ARGV[i])
   if n > 0 then
     redis.call('HSET', KEYS[13], unpack(ARGV, i + 1, i + 2 * n))
-    local pttl = redis.call('PTTL', KEYS[1])
-    if pttl > 0 then redis.call('PEXPIRE', KEYS[13], pttl) end
+    if pttl() > 0 then redis.call('PEXPIRE', KEYS[13], pttl()) end
   end
   return i + 1 + 2 * n
 end
@@ -245,14 +270,13 @@ local function appendframes(i, user)
     end
   end
   if wrote then
-    local pttl = redis.call('PTTL', KEYS[1])
-    expirelog(pttl)
+    expirelog()
     if stepped then
       local t = threadstate()
       if t[1] == '1' then
         touchthread(tonumber(ARGV[1]), user, t)
-      elseif pttl > 0 then
-        for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl) end
+      elseif pttl() > 0 then
+        for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl()) end
       end
     end
   end
@@ -281,10 +305,10 @@ end
 // 4 user id, 5 fence ("0": none), then the values (see setvalues) and the
 // frames (see appendframes). Returns the seqs.
 var scriptAppend = redis.NewScript(withIDKeep(appendLib) + `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-if ARGV[5] ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') ~= ARGV[5] then
+if ARGV[5] ~= '0' and (rec.fence or '0') ~= ARGV[5] then
   return redis.error_reply('CHATD_LEASELOST')
 end
 return appendframes(setvalues(6), ARGV[4])
@@ -304,7 +328,7 @@ return appendframes(setvalues(6), ARGV[4])
 // Returns {seq, duplicate (0 or 1), payload (nil if trimmed), fence taken
 // (0 for none), runner, the seqs of the frames after the echo...}.
 var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
 -- A retry of this very call (a client library's, after a timeout) finds
@@ -312,10 +336,10 @@ end
 if ARGV[5] ~= '' then
   local old = seen('f:' .. ARGV[5])
   if old then
-    local runner = redis.call('HGET', KEYS[1], 'runner') or ''
+    local runner = rec.runner or ''
     local fence = 0
-    if ARGV[16] ~= '' and runner == ARGV[14] and redis.call('HGET', KEYS[1], 'started') == ARGV[16] then
-      fence = tonumber(redis.call('HGET', KEYS[1], 'fence'))
+    if ARGV[16] ~= '' and runner == ARGV[14] and rec.started == ARGV[16] then
+      fence = tonumber(rec.fence)
     end
     local res = {tonumber(old), 0, ARGV[6], fence, runner}
     for i = 22, #ARGV, 2 do
@@ -347,7 +371,7 @@ local now = tonumber(ARGV[1])
 local seq = logframe(ARGV[5], ARGV[6])
 if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
-expirelog(redis.call('PTTL', KEYS[1]))
+expirelog()
 local tstate = threadstate()
 if tstate[1] ~= '1' then
   redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],

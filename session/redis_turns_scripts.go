@@ -19,7 +19,7 @@ end
 -- waiting is how many turns wait (a started head does not).
 local function waiting()
   local n = redis.call('LLEN', KEYS[12])
-  local st = redis.call('HGET', KEYS[1], 'started')
+  local st = rec.started
   if st and n > 0 and headid() == st then n = n - 1 end
   return n
 end
@@ -27,27 +27,22 @@ local function runs(ns, inst) return ns .. 'inst:' .. inst .. ':runs' end
 -- push queues a turn unless the session saw its id.
 local function push(tid, entry)
   if seen('q:' .. tid) then return end
-  redis.call('RPUSH', KEYS[12], entry)
-  remember('q:' .. tid, tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))
-  local pttl = redis.call('PTTL', KEYS[1])
-  if pttl > 0 then redis.call('PEXPIRE', KEYS[12], pttl) end
+  if redis.call('RPUSH', KEYS[12], entry) == 1 and pttl() > 0 then
+    redis.call('PEXPIRE', KEYS[12], pttl())
+  end
+  remember('q:' .. tid, curseq)
 end
 -- lease takes the runner lease for inst when nobody holds it: {fence, runner}.
 -- inst joins the set of instances, for Orphans to find its leases even if
 -- its own lease never existed or was forgotten by DetachDead.
 local function lease(ns, sid, inst)
-  local cur = redis.call('HGET', KEYS[1], 'runner')
+  local cur = rec.runner
   if cur and cur ~= '' then return {0, cur} end
   local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
   redis.call('HSET', KEYS[1], 'runner', inst)
   redis.call('SADD', runs(ns, inst), sid)
   redis.call('SADD', ns .. 'instances', inst)
   return {f, inst}
-end
--- fenced fails unless ARGV fence f holds the lease (a runner's fence is
--- never "0").
-local function fenced(f)
-  return f ~= '0' and (redis.call('HGET', KEYS[1], 'fence') or '0') == f
 end
 `
 
@@ -57,7 +52,7 @@ end
 // 5 turn id, 6 turn entry, 7 deadline (see latecheck). Returns {fence,
 // runner}.
 var scriptEnqueue = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
 local queued = seen('q:' .. ARGV[5])
@@ -79,13 +74,12 @@ return lease(ARGV[1], ARGV[2], ARGV[3])
 // (see setvalues) and the frames (see appendframes).
 // Returns {ok, resumed, head entry, the frames' seqs...}.
 var scriptNextTurn = redis.NewScript(withIDKeep(appendLib) + turnLib + `
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-local r = redis.call('HMGET', KEYS[1], 'runner', 'fence', 'started')
-local runner, started = r[1], r[3]
+local runner, started = rec.runner, rec.started
 local first = 11 + 2 * tonumber(ARGV[10])
-if (not runner) or runner == '' or ARGV[4] == '0' or (r[2] or '0') ~= ARGV[4] then
+if (not runner) or runner == '' or ARGV[4] == '0' or (rec.fence or '0') ~= ARGV[4] then
   -- A retry of this very call, applied when it let the lease go: the
   -- same write, answered with the seqs it gave.
   local seqs = logged(first)
