@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 
@@ -98,7 +99,27 @@ func (p *HashPool) work() {
 		case j := <-p.jobs:
 			j.taken.Store(true)
 			j.done <- p.run(j)
+			p.reclaim()
 		}
+	}
+}
+
+// reclaimBelow is the live heap under which a worker collects the memory
+// a hash dropped as soon as it is done.
+const reclaimBelow = 128 << 20
+
+// reclaim collects the garbage of the hash just done when the heap is
+// small. Each argon2id run drops a buffer of params.Memory KiB (19 MiB by
+// default); on a small heap the collector's pacing lets several of them
+// pile up before it runs, so that a burst of logins would take several
+// times the workers' hashing memory. The buffers hold no pointers, so a
+// collection of a small heap costs little next to a hash. On a large
+// heap the pacing's headroom absorbs them, and no collection is forced.
+func (p *HashPool) reclaim() {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(live)
+	if live[0].Value.Kind() == metrics.KindUint64 && live[0].Value.Uint64() < reclaimBelow {
+		runtime.GC()
 	}
 }
 
