@@ -34,6 +34,11 @@ func WithRedisURL(url, namespace string) Option {
 			o.err = fmt.Errorf("server: redis URL: %w", err)
 			return
 		}
+		if opts.Protocol == 0 {
+			// No RESP3 feature is used: with RESP2, go-redis does not
+			// look for push notifications around every command.
+			opts.Protocol = 2
+		}
 		c := redis.NewClient(opts)
 		WithRedis(c, namespace)(o)
 		o.closers = append(o.closers, c.Close)

@@ -46,6 +46,7 @@ type config struct {
 	ShutdownDrain   time.Duration
 	InstanceID      string
 	LogFormat       string
+	DebugAddr       string
 	DemoStreamDelay time.Duration
 	DemoUsers       string
 	PrintDemoUsers  bool
@@ -132,6 +133,7 @@ func (c *config) settings() []setting {
 		{"CHAT_SHUTDOWN_DRAIN", "shutdown-drain", "0s", "how long /readyz answers 503 before the listener closes", dur(&c.ShutdownDrain)},
 		{"CHAT_INSTANCE_ID", "instance-id", "", "this instance's id (default random)", str(&c.InstanceID)},
 		{"CHAT_LOG_FORMAT", "log-format", "text", "log format: text or json", str(&c.LogFormat)},
+		{"CHAT_DEBUG_ADDR", "debug-addr", "", "address of a separate listener serving Go's profiler (/debug/pprof/); unset: none. Never expose it beyond the host", str(&c.DebugAddr)},
 		{"CHAT_DEMO_STREAM_DELAY", "demo-stream-delay", "50ms", "pause between streamed words in the demo", dur(&c.DemoStreamDelay)},
 		{"CHAT_DEMO_USERS", "demo-users", "auto", "demo users on the in-memory store: auto (only when listening on a loopback address), on or off", func(v string) error {
 			switch v {

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,8 +39,15 @@ const closeConcurrency = 64
 type Config struct {
 	// URL is the server's base URL.
 	URL string
-	// Identifier and Password log in, unless Token is set.
+	// Identifier and Password log in, unless Token is set. In login
+	// mode, "%d" in Identifier is replaced by the login's index, so that
+	// the logins can use distinct identifiers.
 	Identifier, Password string
+	// LoginExpect is the HTTP status that counts as a success in login
+	// mode besides 503 and 429 with Retry-After ("": 200). A load of
+	// logins of unknown identifiers expects 401: the server hashes each
+	// against a dummy hash all the same.
+	LoginExpect string
 	// Token is an existing token; no login is made.
 	Token string
 	// LoginEach makes each session log in with a client of its own
@@ -93,10 +102,27 @@ func (c Config) validate() error {
 		return errors.New("open concurrency must be at least 1")
 	case c.Mode == ModeLogin && (c.Identifier == "" || c.Password == ""):
 		return errors.New("login mode needs an identifier and a password")
+	case c.Mode == ModeLogin && !validStatus(c.loginExpect()):
+		return fmt.Errorf("login expect %q: want an HTTP status (100-599)", c.LoginExpect)
 	case c.Mode != ModeLogin && c.Token == "" && (c.Identifier == "" || c.Password == ""):
 		return errors.New("an identifier and a password, or a token, are needed")
 	}
 	return nil
+}
+
+// loginExpect is the status that counts as a success in login mode.
+func (c Config) loginExpect() string { return cmp.Or(c.LoginExpect, "200") }
+
+// loginIdentifier is the identifier of the login of index i: Identifier
+// with each "%d" replaced by i.
+func (c Config) loginIdentifier(i int) string {
+	return strings.ReplaceAll(c.Identifier, "%d", strconv.Itoa(i))
+}
+
+// validStatus reports whether s is an HTTP status code, 100 to 599.
+func validStatus(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 100 && n <= 599 && len(s) == 3
 }
 
 // Result is what a run measured. Its JSON is written by -json.
@@ -169,6 +195,9 @@ type RedisResult struct {
 
 // LoginResult is the outcome of the login mode.
 type LoginResult struct {
+	// Expect is the status that counted as a success (besides 503 and
+	// 429 with Retry-After).
+	Expect string `json:"expect"`
 	// Statuses counts the answers by HTTP status ("error" for no answer).
 	Statuses map[string]int64 `json:"statuses"`
 	// RetryAfter counts, by status, the answers that had Retry-After.
@@ -528,8 +557,16 @@ func (r *run) idle(window context.Context, s *client.Session) {
 // chat sends a message, waits for its reply, pauses, and again, until
 // window ends; the reply to the last message is waited for until drain
 // ends.
+//
+// With a pause, the session starts after a random part of it and each
+// pause varies by up to a tenth either way, so that N sessions offer N
+// messages per pause spread over it, as independent users do, rather than
+// in one burst.
 func (r *run) chat(window, drain context.Context, s *client.Session, idx int, res *sessionResult) {
 	msg := r.cfg.Message
+	if r.cfg.Pause > 0 && !sleepCtx(window, rand.N(r.cfg.Pause)) {
+		return
+	}
 	for n := 1; window.Err() == nil; n++ {
 		id, err := s.Send(window, fmt.Sprintf("%s #%d.%d", msg, idx, n))
 		if err != nil {
@@ -555,13 +592,21 @@ func (r *run) chat(window, drain context.Context, s *client.Session, idx int, re
 			return
 		}
 		if r.cfg.Pause > 0 {
-			t := time.NewTimer(r.cfg.Pause)
-			select {
-			case <-t.C:
-			case <-window.Done():
-				t.Stop()
-			}
+			d := r.cfg.Pause - r.cfg.Pause/10 + rand.N(r.cfg.Pause/5+1)
+			sleepCtx(window, d)
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends, and reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -630,7 +675,7 @@ func (r *run) countOpenError(err error) {
 func (r *run) logins(ctx context.Context) *Result {
 	cfg := r.cfg
 	res := &Result{Mode: cfg.Mode, URL: cfg.URL, Sessions: cfg.Sessions,
-		Login: &LoginResult{Statuses: map[string]int64{}, RetryAfter: map[string]int64{}}}
+		Login: &LoginResult{Expect: cfg.loginExpect(), Statuses: map[string]int64{}, RetryAfter: map[string]int64{}}}
 	if cfg.ServerPID > 0 {
 		res.Server = &ProcResult{PID: cfg.ServerPID}
 	}
@@ -655,19 +700,21 @@ func (r *run) logins(ctx context.Context) *Result {
 			o := &outcomes[i]
 			c, err := client.New(cfg.URL, client.WithHTTPClient(r.hc))
 			if err == nil {
-				_, err = c.Login(lctx, cfg.Identifier, cfg.Password)
+				_, err = c.Login(lctx, cfg.loginIdentifier(i), cfg.Password)
 			}
 			o.took = time.Since(t0)
 			var ae *client.Error
 			switch {
 			case err == nil:
 				o.status = "200"
-				r.opened.Add(1)
 			case errors.As(err, &ae) && ae.Status != 0:
 				o.status, o.retryAfter = strconv.Itoa(ae.Status), ae.RetryAfter > 0
-				r.failed.Add(1)
 			default:
 				o.status = "error"
+			}
+			if o.status == res.Login.Expect {
+				r.opened.Add(1)
+			} else {
 				r.failed.Add(1)
 			}
 		}()
@@ -706,8 +753,9 @@ func (r *run) logins(ctx context.Context) *Result {
 
 // check decides whether the run failed: a session that did not open, an
 // error, a gap, a duplicate, a reset, a lost session, a message without
-// its reply; or, in login mode, a login that failed without being asked
-// to retry.
+// its reply; or, in login mode, a login answered other than with the
+// expected status (200 unless Login.Expect says otherwise) and without
+// being asked to retry.
 func (res *Result) check() {
 	var f []string
 	add := func(cond bool, format string, args ...any) {
@@ -716,13 +764,13 @@ func (res *Result) check() {
 		}
 	}
 	if res.Login != nil {
-		bad := int64(0)
+		bad, expect := int64(0), cmp.Or(res.Login.Expect, "200")
 		for st, n := range res.Login.Statuses {
-			if st != "200" && !(st == "503" && res.Login.RetryAfter[st] == n) && !(st == "429" && res.Login.RetryAfter[st] == n) {
+			if st != expect && !(st == "503" && res.Login.RetryAfter[st] == n) && !(st == "429" && res.Login.RetryAfter[st] == n) {
 				bad += n
 			}
 		}
-		add(bad > 0, "%d logins failed without Retry-After", bad)
+		add(bad > 0, "%d logins answered other than %s and without Retry-After", bad, expect)
 	} else {
 		add(res.SessionsFailed > 0, "%d sessions failed to open", res.SessionsFailed)
 		var errs int64

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -195,6 +198,87 @@ func TestLoginModeThroughMain(t *testing.T) {
 	}
 }
 
+// TestLoginModeOfUnknownIdentifiers fires logins of distinct unknown
+// identifiers ("%d" in -identifier) that expect 401, against a server
+// that records the identifiers, then against the real server; a run
+// that expects the default 200 fails on the same answers.
+func TestLoginModeOfUnknownIdentifiers(t *testing.T) {
+	const n = 12
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+	)
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Identifier string }
+		if r.URL.Path != "/auth/login" || json.NewDecoder(r.Body).Decode(&body) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		seen[body.Identifier]++
+		mu.Unlock()
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	defer fake.Close()
+	live := startServer(t)
+
+	tests := []struct {
+		name, url, expect string
+		want              int
+	}{
+		{"fake server, expect 401", fake.URL, "401", 0},
+		{"real server, expect 401", live, "401", 0},
+		{"real server, expect 200", live, "200", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jsonFile := filepath.Join(t.TempDir(), "result.json")
+			var stdout, stderr bytes.Buffer
+			code := realMain([]string{"-url", tt.url, "-identifier", "load-%d@example.com", "-password", "x",
+				"-mode", "login", "-sessions", strconv.Itoa(n), "-login-expect", tt.expect, "-progress", "0",
+				"-json", jsonFile}, &stdout, &stderr)
+			if code != tt.want {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.want, stdout.String(), stderr.String())
+			}
+			b, err := os.ReadFile(jsonFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res Result
+			if err := json.Unmarshal(b, &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.Login == nil || res.Login.Statuses["401"] != n || len(res.Login.Statuses) != 1 ||
+				res.Login.Expect != tt.expect || res.Failed != (tt.want != 0) {
+				t.Fatalf("result %s", b)
+			}
+			if !strings.Contains(stdout.String(), "success status:       "+tt.expect) {
+				t.Fatalf("report:\n%s", stdout.String())
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != n {
+		t.Fatalf("the fake server saw %d distinct identifiers, want %d: %v", len(seen), n, seen)
+	}
+	for i := range n {
+		if id := fmt.Sprintf("load-%d@example.com", i); seen[id] != 1 {
+			t.Errorf("identifier %s seen %d times, want 1", id, seen[id])
+		}
+	}
+}
+
+func TestLoginExpectMustBeAStatus(t *testing.T) {
+	for _, expect := range []string{"ok", "99", "600", "2000", "+20"} {
+		cfg := Config{URL: "http://127.0.0.1:1", Identifier: "i", Password: "p", Sessions: 1, Mode: ModeLogin,
+			OpenConcurrency: 1, LoginExpect: expect}
+		if err := cfg.validate(); err == nil {
+			t.Errorf("login expect %q accepted", expect)
+		}
+	}
+}
+
 func TestWrongPasswordFailsTheRun(t *testing.T) {
 	url := startServer(t)
 	tests := []struct {
@@ -222,19 +306,20 @@ func TestFlagNamesAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{URL: "http://127.0.0.1:8000", Sessions: 100, Mode: ModeChat, Duration: 15 * time.Second,
+	want := Config{URL: "http://127.0.0.1:8000", LoginExpect: "200", Sessions: 100, Mode: ModeChat, Duration: 15 * time.Second,
 		Pause: time.Second, Drain: 10 * time.Second, OpenConcurrency: 64, Message: "hello from chatload", Progress: time.Second}
 	if cfg != want || jsonFile != "" {
 		t.Fatalf("defaults %+v, want %+v", cfg, want)
 	}
 	args := []string{"-url", "http://h:1", "-identifier", "i", "-password", "p", "-token", "t", "-sessions", "3",
 		"-mode", "idle", "-duration", "3s", "-pause", "0", "-open-concurrency", "2", "-profile", "pr",
-		"-server-pid", "11", "-redis-pid", "12", "-redis-url", "redis://r:6379", "-json", "out.json", "-progress", "2s"}
+		"-server-pid", "11", "-redis-pid", "12", "-redis-url", "redis://r:6379", "-json", "out.json", "-progress", "2s",
+		"-login-expect", "401"}
 	cfg, jsonFile, err = parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = Config{URL: "http://h:1", Identifier: "i", Password: "p", Token: "t", Sessions: 3, Mode: ModeIdle,
+	want = Config{URL: "http://h:1", Identifier: "i", Password: "p", LoginExpect: "401", Token: "t", Sessions: 3, Mode: ModeIdle,
 		Duration: 3 * time.Second, Drain: 10 * time.Second, OpenConcurrency: 2, Profile: "pr", Message: "hello from chatload",
 		ServerPID: 11, RedisPID: 12, RedisURL: "redis://r:6379", Progress: 2 * time.Second}
 	if cfg != want || jsonFile != "out.json" {

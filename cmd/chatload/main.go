@@ -6,16 +6,18 @@
 //   - idle: open -sessions sessions and hold them for -duration;
 //   - chat: open -sessions sessions, then each sends a message, waits for
 //     the reply to it, pauses -pause and again, until -duration ends;
-//   - login: fire -sessions logins at once and count the answers.
+//   - login: fire -sessions logins at once and count the answers; %d in
+//     -identifier is replaced by the login's index, and -login-expect is
+//     the status that counts as a success (401 for unknown identifiers).
 //
 // The sessions share one token (a login with -identifier and -password,
 // or -token) unless -login-each. With -server-pid and -redis-pid it reads
 // RSS and CPU time in /proc; with -redis-url, Redis's INFO counters. It
 // prints a report (and writes it as JSON with -json) and exits 1 when a
 // session failed to open, an error, a gap, a duplicate, a reset or a
-// message without its reply was seen (in login mode: a login that failed
-// other than with 503 or 429 and Retry-After), 2 when the run could not be
-// made.
+// message without its reply was seen (in login mode: a login answered
+// other than with -login-expect, or 503 or 429 with Retry-After), 2 when
+// the run could not be made.
 //
 // Against a server on the default limits a user has at most 20 open
 // sessions and 120 messages a minute: run the server with
@@ -80,9 +82,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, string, error) {
 	fs := flag.NewFlagSet("chatload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8000", "base HTTP URL of the server")
-	fs.StringVar(&cfg.Identifier, "identifier", "", "identifier to log in with")
+	fs.StringVar(&cfg.Identifier, "identifier", "", "identifier to log in with (login mode: %d is replaced by the login's index)")
 	fs.StringVar(&cfg.Password, "password", "", "password to log in with")
 	fs.StringVar(&cfg.Token, "token", "", "existing token (no login is made)")
+	fs.StringVar(&cfg.LoginExpect, "login-expect", "200", "login mode: the status that counts as a success besides 503 and 429 with Retry-After")
 	fs.BoolVar(&cfg.LoginEach, "login-each", false, "each session logs in with a token of its own instead of sharing one")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "sessions to open (logins in login mode)")
 	fs.StringVar(&cfg.Mode, "mode", ModeChat, "idle, chat or login")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -23,6 +24,7 @@ func writeReport(w io.Writer, res *Result) {
 			}
 			return ""
 		}))
+		p("success status", "%s (and 503 or 429 with Retry-After)", cmp.Or(l.Expect, "200"))
 		p("login latency", "%s", latency(l.Latency))
 		if s := res.Server; s != nil {
 			if s.Error != "" {
