@@ -259,31 +259,41 @@ func (c *conn) readLoop() {
 			c.out.CloseNow(statusInvalidUTF8, "frame is not valid UTF-8")
 			return
 		}
-		if !c.handleAside(data) {
+		handle := c.handle
+		if !c.welcomed.Load() {
+			handle = c.handleAside
+		}
+		if !handle(data) {
 			return
 		}
 	}
 }
 
-// handleAside handles a frame on a goroutine of its own, and waits for it.
-// A frame's work (store calls, encoding) needs a deep stack, which the
-// reader, alive as long as the socket and idle most of the time, would
-// otherwise keep: an idle socket's reader holds a small stack. It reports
-// false when the handling panicked (the socket is closing).
+// handle handles a frame; it reports false when the handling panicked
+// (the socket is closing).
+func (c *conn) handle(data []byte) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.log.LogAttrs(c.ctx, slog.LevelError, "panic while handling a frame",
+				slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
+			c.out.CloseNow(websocket.StatusInternalError, "internal error")
+			ok = false
+		}
+	}()
+	c.handleFrame(data)
+	return true
+}
+
+// handleAside is handle on a goroutine of its own, which it waits for.
+// Opening a chat (the hello) needs a deep stack (store calls, encoding),
+// which the reader, alive as long as the socket and idle most of the
+// time, would otherwise keep: an idle socket's reader holds a small stack.
+// The frames after it are handled by the reader itself, which saves a
+// goroutine per message; the collector shrinks the stack of a reader that
+// has gone idle.
 func (c *conn) handleAside(data []byte) bool {
 	ok := make(chan bool, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				c.s.log.LogAttrs(c.ctx, slog.LevelError, "panic while handling a frame",
-					slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
-				c.out.CloseNow(websocket.StatusInternalError, "internal error")
-				ok <- false
-			}
-		}()
-		c.handleFrame(data)
-		ok <- true
-	}()
+	go func() { ok <- c.handle(data) }()
 	return <-ok
 }
 
