@@ -139,7 +139,7 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		if len(p) < 2 {
 			p = um.Echo.Payload
 		}
-		c.out.Send("message", wire.WithSeq(p, res.Seq))
+		c.out.Resend(ctx, res.Seq, p, ls.fill)
 		return res, nil
 	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)

@@ -107,6 +107,21 @@ func (s *Socket) Deliver(ctx context.Context, seq int64, payload []byte, fill Fi
 	}
 }
 
+// Resend sends the sequenced frame seq again (the original echo of a
+// repeated client message id): in order, after the frames missed, when
+// the socket has not reached seq yet (see Deliver); at once otherwise, as
+// a repeat that the client recognizes by its seq.
+func (s *Socket) Resend(ctx context.Context, seq int64, payload []byte, fill Fill) {
+	s.mu.Lock()
+	if seq <= s.lastSeq {
+		s.enqueueLocked(wire.TypeOf(payload), wire.WithSeq(payload, seq))
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.Deliver(ctx, seq, payload, fill)
+}
+
 // CatchUp brings the socket up to seq upto from the log, when it is
 // behind: frames appended elsewhere that reached it no other way.
 func (s *Socket) CatchUp(ctx context.Context, upto int64, fill Fill) {

@@ -116,6 +116,30 @@ func TestDeliver(t *testing.T) {
 	}
 }
 
+// TestResend: a frame sent again goes at once when the socket has had its
+// seq (a repeat), and in order, after the missed frames, when the socket
+// has not reached it yet; either way the seqs after it stay in order.
+func TestResend(t *testing.T) {
+	s, c := pair(t, 16, 1<<20)
+	ctx := context.Background()
+	fill := func(ctx context.Context, after, upto int64) ([]session.Logged, error) {
+		var out []session.Logged
+		for seq := after + 1; seq <= upto; seq++ {
+			out = append(out, session.Logged{Seq: seq, Payload: frame})
+		}
+		return out, nil
+	}
+	s.Deliver(ctx, 1, frame, fill)
+	s.Resend(ctx, 1, frame, fill) // had: a repeat
+	s.Resend(ctx, 3, frame, fill) // ahead: 2 from the log, then 3
+	s.Deliver(ctx, 4, frame, fill)
+	for _, want := range []int64{1, 1, 2, 3, 4} {
+		if got := readSeq(t, c); got != want {
+			t.Fatalf("seq %d, want %d", got, want)
+		}
+	}
+}
+
 // TestOverflowClosesTooSlow: a client that does not read fills the
 // socket's bounded queue once the network buffers are full, and the socket
 // closes with 4429 instead of queueing without bound.
