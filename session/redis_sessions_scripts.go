@@ -385,7 +385,8 @@ else
 end
 local res = {seq, 0, ARGV[6], 0, ''}
 if ARGV[16] ~= '' then
-  push(ARGV[16], ARGV[17])
+  -- A turn named as its echo is new: a retry of this call returned above.
+  push(ARGV[16], ARGV[17], ARGV[16] == ARGV[5])
   local l = lease(ARGV[18], ARGV[19], ARGV[14])
   res[4], res[5] = l[1], l[2]
   if l[1] == 0 then return res end

@@ -24,13 +24,15 @@ local function waiting()
   return n
 end
 local function runs(ns, inst) return ns .. 'inst:' .. inst .. ':runs' end
--- push queues a turn unless the session saw its id.
-local function push(tid, entry)
-  if seen('q:' .. tid) then return end
+-- push queues a turn unless the session saw its id. A turn whose id is
+-- remembered otherwise (a user message's, named by its echo) is pushed
+-- without its own mark: new is true.
+local function push(tid, entry, new)
+  if not new and seen('q:' .. tid) then return end
   if redis.call('RPUSH', KEYS[12], entry) == 1 and pttl() > 0 then
     redis.call('PEXPIRE', KEYS[12], pttl())
   end
-  remember('q:' .. tid, curseq)
+  if not new then remember('q:' .. tid, curseq) end
 end
 -- lease takes the runner lease for inst when nobody holds it: {fence, runner}.
 -- inst joins the set of instances, for Orphans to find its leases even if

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -70,6 +71,10 @@ type conn struct {
 	pendingToken string
 
 	welcomed atomic.Bool
+
+	// nextBeat is when the socket's next heartbeat is due; guarded by
+	// the hub's mu.
+	nextBeat time.Time
 }
 
 // handleWS upgrades GET /ws after checking the caller and the origin.
@@ -174,7 +179,10 @@ func (s *Hub) originAllowed(r *http.Request) bool {
 // serveConn runs a socket until it ends, in the handler's goroutine.
 func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
-	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel}
+	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel,
+		// The first heartbeat comes at a random point of the first
+		// interval, so that sockets opened together do not beat together.
+		nextBeat: s.now().Add(rand.N(s.cfg.PingInterval) + 1)}
 	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, s.cfg.OutboundQueueBytes, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
 	c.out.CorkWith(cork)
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())

@@ -81,15 +81,31 @@ func (s *Hub) Start(app App) error {
 // heartbeatLoop pings every socket, re-validates its token (revocations
 // missed on the bus are caught here, and socket activity keeps the token's
 // idle expiry fresh) and keeps its session's keys alive.
+//
+// Each socket beats once per PingInterval, from a random point of its
+// first interval on: the loop wakes heartbeatSlices times per interval and
+// takes the sockets that are due, so that the store calls of thousands of
+// sockets are spread over the interval instead of made in one burst.
 func (s *Hub) heartbeatLoop() {
-	s.every(s.cfg.PingInterval, func() {
-		conns := s.connsWhere(func(*conn) bool { return true })
+	s.every(s.cfg.PingInterval/heartbeatSlices, func() {
+		now := s.now()
+		conns := s.connsWhere(func(c *conn) bool {
+			if c.nextBeat.After(now) {
+				return false
+			}
+			c.nextBeat = now.Add(s.cfg.PingInterval)
+			return true
+		})
 		for _, c := range conns {
 			c.out.Go(func() { c.out.Ping(s.cfg.PingInterval) })
 		}
 		s.checkConns(conns)
 	})
 }
+
+// heartbeatSlices is how many times per PingInterval the heartbeat loop
+// looks for sockets that are due.
+const heartbeatSlices = 20
 
 // every calls f every interval on the hub's clock until the hub closes.
 func (s *Hub) every(interval time.Duration, f func()) {
