@@ -19,7 +19,9 @@ func WithRedis(c redis.UniversalClient, namespace string) Option {
 	return func(o *options) {
 		u := auth.NewRedisStore(c, namespace)
 		o.users = auth.Stores{Users: u, Tokens: u, Throttle: u}
-		o.sessions = session.NewRedisStore(c, namespace)
+		st := session.NewRedisStore(c, namespace)
+		o.sessions = st
+		o.closers = append(o.closers, func() error { st.Close(); return nil })
 		o.bus = bus.NewRedis(c, namespace)
 		o.ready = func(ctx context.Context) error { return c.Ping(ctx).Err() }
 	}

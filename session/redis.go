@@ -26,6 +26,11 @@ func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
 	return &RedisStore{c: c, b: &batcher{c: c}, ns: namespace, now: time.Now}
 }
 
+// Close waits for the scripts the store has in flight to be answered
+// (their pipelines' goroutines to end). It does not close the client,
+// which belongs to the caller; the store must not be used afterwards.
+func (s *RedisStore) Close() { s.b.wait() }
+
 // run runs one of the store's scripts, batched with those other callers
 // run at the same time (see batcher).
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {

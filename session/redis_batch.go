@@ -34,11 +34,13 @@ type batcher struct {
 
 	mu      sync.Mutex
 	queue   []*batchCall
-	running int // pipelines goroutines running
+	running int            // pipelines in flight (a caller's own, or a goroutine's)
+	wg      sync.WaitGroup // the batcher's goroutines
 }
 
 // batchCall is one script run waiting for its pipeline.
 type batchCall struct {
+	ctx    context.Context
 	script *redis.Script
 	keys   []string
 	args   []any
@@ -58,6 +60,7 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 		cmd := script.Run(ctx, b.c, keys, args...)
 		b.mu.Lock()
 		if len(b.queue) > 0 {
+			b.wg.Add(1)
 			go b.send()
 		} else {
 			b.running--
@@ -65,10 +68,11 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 		b.mu.Unlock()
 		return cmd
 	}
-	call := &batchCall{script: script, keys: keys, args: args, done: make(chan struct{})}
+	call := &batchCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	b.queue = append(b.queue, call)
 	if b.running < batchPipelines {
 		b.running++
+		b.wg.Add(1)
 		go b.send()
 	}
 	b.mu.Unlock()
@@ -82,25 +86,37 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 	}
 }
 
-// send sends pipelines of the waiting calls until none waits.
+// send sends pipelines of the waiting calls until none waits. A call
+// whose caller stopped waiting (its context ended) is dropped unsent: the
+// caller was told it failed.
 func (b *batcher) send() {
+	defer b.wg.Done()
 	for {
 		b.mu.Lock()
-		n := min(len(b.queue), batchMax)
-		if n == 0 {
+		var batch []*batchCall
+		for len(batch) < batchMax && len(b.queue) > 0 {
+			c := b.queue[0]
+			b.queue[0] = nil
+			b.queue = b.queue[1:]
+			if c.ctx.Err() != nil {
+				close(c.done)
+				continue
+			}
+			batch = append(batch, c)
+		}
+		if len(batch) == 0 {
+			b.queue = nil
 			b.running--
 			b.mu.Unlock()
 			return
 		}
-		batch := make([]*batchCall, n)
-		copy(batch, b.queue)
-		rest := copy(b.queue, b.queue[n:])
-		clear(b.queue[rest:])
-		b.queue = b.queue[:rest]
 		b.mu.Unlock()
 		b.exec(batch)
 	}
 }
+
+// wait waits for the batcher's goroutines to end.
+func (b *batcher) wait() { b.wg.Wait() }
 
 // exec runs one batch: alone, as Script.Run; together, with EVALSHA in a
 // pipeline, and again with Script.Run (EVAL) for a script Redis did not

@@ -104,6 +104,7 @@ func TestBatcher(t *testing.T) {
 			b.mu.Lock()
 			b.running = 1
 			b.mu.Unlock()
+			b.wg.Add(1)
 			go b.send()
 			wg.Wait()
 			for i := range n {

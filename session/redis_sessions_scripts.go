@@ -177,7 +177,9 @@ local function loadrec()
   if not r[1] then return false end
   curseq = tonumber(r[2] or '0')
   rec.runner, rec.fence, rec.started = r[3], r[4], r[5]
-  gen0, fresh = curseq >= IDKEEP, curseq == 0
+  -- The ids' current generation is new (without expiry) after a
+  -- rotation, as the log and the ids are in a session's first script.
+  gen0, fresh = curseq >= IDKEEP, curseq % IDKEEP == 0
   return true
 end
 -- seen returns the seq remembered for key, or false.
@@ -242,7 +244,10 @@ end
 local function setvalues(i)
   local n = tonumber(ARGV[i])
   if n > 0 then
-    redis.call('HSET', KEYS[13], unpack(ARGV, i + 1, i + 2 * n))
+    -- unpack takes a few thousand values at most: 500 pairs at a time.
+    for j = i + 1, i + 2 * n, 1000 do
+      redis.call('HSET', KEYS[13], unpack(ARGV, j, math.min(j + 999, i + 2 * n)))
+    end
     if pttl() > 0 then redis.call('PEXPIRE', KEYS[13], pttl()) end
   end
   return i + 1 + 2 * n
@@ -371,7 +376,6 @@ local now = tonumber(ARGV[1])
 local seq = logframe(ARGV[5], ARGV[6])
 if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
-expirelog()
 local tstate = threadstate()
 if tstate[1] ~= '1' then
   redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
@@ -389,10 +393,14 @@ if ARGV[16] ~= '' then
   push(ARGV[16], ARGV[17], ARGV[16] == ARGV[5])
   local l = lease(ARGV[18], ARGV[19], ARGV[14])
   res[4], res[5] = l[1], l[2]
-  if l[1] == 0 then return res end
+  if l[1] == 0 then
+    expirelog()
+    return res
+  end
   redis.call('HSET', KEYS[1], 'started', ARGV[16], 'sfence', l[1])
 end
 for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
+expirelog()
 return res
 `)
 

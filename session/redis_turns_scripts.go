@@ -66,6 +66,7 @@ if not queued and max > 0 and waiting() >= max then
   return redis.error_reply('CHATD_BUSY')
 end
 push(ARGV[5], ARGV[6])
+expirelog()
 return lease(ARGV[1], ARGV[2], ARGV[3])
 `)
 

@@ -63,6 +63,10 @@ type UserSession struct {
 	// turn set that are not taken to be stored yet; set all it set.
 	turn, turns  int64
 	changes, set map[string][]byte
+	// turnFence is the fence the running turn runs under; failed is set
+	// when changes of the turn may not have been stored (ChangesFailed).
+	turnFence int64
+	failed    bool
 }
 
 // Live is the server's handle on a session it holds: the session's record,
@@ -135,7 +139,7 @@ func (l *Live) BeginTurn(fence int64) {
 	}
 	us.valsFence = fence
 	us.turns++
-	us.turn = us.turns
+	us.turn, us.turnFence, us.failed = us.turns, fence, false
 	us.changes, us.set = nil, nil
 }
 
@@ -151,14 +155,38 @@ func (l *Live) TakeChanges() map[string][]byte {
 	return c
 }
 
-// ChangesFailed records that values taken with TakeChanges may not have
-// been stored: the copy is dropped, and the store is read again when a
-// value is next needed.
+// RestoreChanges gives back values taken with TakeChanges whose store
+// failed in a way that may pass, to be stored with the turn's next write:
+// each one the turn has not set again since.
+func (l *Live) RestoreChanges(values map[string][]byte) {
+	if len(values) == 0 {
+		return
+	}
+	us := l.us
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	if us.turn == 0 {
+		return
+	}
+	if us.changes == nil {
+		us.changes = make(map[string][]byte, len(values))
+	}
+	for k, v := range values {
+		if _, newer := us.changes[k]; !newer {
+			us.changes[k] = v
+		}
+	}
+}
+
+// ChangesFailed records that values taken with TakeChanges will not be
+// stored (the lease is lost, the session gone): the copy is dropped, and
+// the store is read again when a value is next needed, also after the
+// turn.
 func (l *Live) ChangesFailed() {
 	us := l.us
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	us.vals = nil
+	us.vals, us.failed = nil, true
 }
 
 // EndTurn ends the running turn and returns the values it set that are not
@@ -168,7 +196,12 @@ func (l *Live) EndTurn() map[string][]byte {
 	us.mu.Lock()
 	defer us.mu.Unlock()
 	c := us.changes
-	us.changes, us.set, us.turn = nil, nil, 0
+	us.changes, us.set, us.turn, us.turnFence = nil, nil, 0, 0
+	if us.failed {
+		// A Get after the failure put the turn's values back into the
+		// copy: the store may not have them.
+		us.vals = nil
+	}
 	return c
 }
 
@@ -266,7 +299,7 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 		return fmt.Errorf("session: set %q: %w", key, err)
 	}
 	s.mu.Lock()
-	if s.turn != 0 {
+	if fence := FenceOf(ctx); s.turn != 0 && (fence == 0 || fence == s.turnFence) {
 		if s.changes == nil {
 			s.changes = make(map[string][]byte)
 		}
@@ -281,7 +314,8 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 		return nil
 	}
 	// Outside a turn (a chat end, a goroutine a handler left running) the
-	// value is stored at once, and the copy, which it bypasses, dropped.
+	// value is stored at once, under the fence of its context (a stale one
+	// is refused), and the copy, which it bypasses, dropped.
 	s.vals = nil
 	id := s.rec.ID
 	s.mu.Unlock()

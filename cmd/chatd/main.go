@@ -180,8 +180,12 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 // under namespace ns; closing them closes c.
 func redisStores(c *redis.Client, ns string) *stores {
 	rs := auth.NewRedisStore(c, ns)
+	ss := session.NewRedisStore(c, ns)
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs},
-		sessions: session.NewRedisStore(c, ns), bus: bus.NewRedis(c, ns),
+		sessions: ss, bus: bus.NewRedis(c, ns),
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
-		close: func() { _ = c.Close() }}
+		close: func() {
+			ss.Close()
+			_ = c.Close()
+		}}
 }

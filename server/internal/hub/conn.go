@@ -301,7 +301,11 @@ func (c *conn) handle(data []byte) (ok bool) {
 // has gone idle.
 func (c *conn) handleAside(data []byte) bool {
 	ok := make(chan bool, 1)
-	go func() { ok <- c.handle(data) }()
+	go func() {
+		handled := false
+		defer func() { ok <- handled }() // whatever way handle ends
+		handled = c.handle(data)
+	}()
 	return <-ok
 }
 

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/chatd-project/chatd/session"
@@ -69,11 +70,13 @@ func (ls *liveSession) endHolding() ([]session.Frame, map[string][]byte, error) 
 }
 
 // send stores and delivers a message a handler sends, or holds it while
-// a turn runs under ctx's fence (see holdState).
+// a turn runs under ctx's fence (see holdState). A context without a fence
+// (a handler that sends with context.Background()) counts as the running
+// turn's, so that its message does not overtake the turn's held ones.
 func (ls *liveSession) send(ctx context.Context, f session.Frame) error {
 	ls.appendMu.Lock()
 	h := &ls.hold
-	if !h.holding || session.FenceOf(ctx) != h.holdFence {
+	if fence := session.FenceOf(ctx); !h.holding || fence != 0 && fence != h.holdFence {
 		ls.appendMu.Unlock()
 		_, err := ls.emit(ctx, f)
 		return err
@@ -109,9 +112,17 @@ func (ls *liveSession) lingerPassed() {
 	s := ls.s
 	ctx, cancel := context.WithTimeout(session.WithFence(context.WithoutCancel(s.ctx), h.holdFence), s.cfg.StoreTimeout)
 	defer cancel()
-	if _, err := ls.commitLocked(ctx, nil); err != nil {
+	if _, err := ls.commitLocked(ctx, nil); err != nil && !retriable(err) {
+		// The handler's next send says so; what failed for a while is
+		// held again (commitLocked) and goes with the next write.
 		h.heldErr = err
 	}
+}
+
+// retriable reports whether a failed store write may succeed if made
+// again: not when the lease is lost or the session gone.
+func retriable(err error) bool {
+	return !errors.Is(err, session.ErrLeaseLost) && !errors.Is(err, session.ErrNotFound)
 }
 
 // lingerDoneLocked counts a linger callback out. appendMu is held.
@@ -126,15 +137,17 @@ func (ls *liveSession) lingerDoneLocked() {
 
 // commitLocked stores frames and delivers them, after the frames held for
 // the turn running under ctx's fence and with the values that turn set;
-// it returns the seqs of frames. appendMu is held.
+// it returns the seqs of frames. When the store fails in a way that may
+// pass (a timeout, a stall), the held frames and the values are held
+// again, to go with the turn's next write or its end: storing them twice
+// is harmless (frames are kept by id). appendMu is held.
 func (ls *liveSession) commitLocked(ctx context.Context, frames []session.Frame) ([]int64, error) {
 	h := &ls.hold
 	var values map[string][]byte
 	all, n := frames, 0
+	turn := false
 	if h.holding && session.FenceOf(ctx) == h.holdFence {
-		if h.heldErr != nil {
-			return nil, h.heldErr
-		}
+		turn = true
 		if len(h.held) > 0 {
 			n = len(h.held)
 			all = append(h.held, frames...)
@@ -144,6 +157,7 @@ func (ls *liveSession) commitLocked(ctx context.Context, frames []session.Frame)
 	} else if fence := session.FenceOf(ctx); fence > 0 && fence == ls.currentRunFence() {
 		// A write of the running turn made while nothing is held (holding
 		// is off): its values go with it all the same.
+		turn = true
 		values = ls.us.TakeChanges()
 	}
 	if len(all) == 0 && len(values) == 0 {
@@ -152,7 +166,13 @@ func (ls *liveSession) commitLocked(ctx context.Context, frames []session.Frame)
 	rec := ls.us.Record()
 	seqs, err := ls.s.sessions.Commit(ctx, &rec, values, all...)
 	if err != nil {
-		if len(values) > 0 {
+		switch {
+		case turn && retriable(err):
+			if n > 0 {
+				h.held = append(all[:n:n], h.held...)
+			}
+			ls.us.RestoreChanges(values)
+		case len(values) > 0:
 			ls.us.ChangesFailed()
 		}
 		ls.storeFailed(ctx, err)

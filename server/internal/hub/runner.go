@@ -260,6 +260,12 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 		end.interrupted = true
 	case err != nil:
 		end.failed = true
+		if len(held) > 0 {
+			// What it sent before it failed comes before the error.
+			if _, e := ls.emit(closeCtx, held...); e == nil {
+				held = nil
+			}
+		}
 		ls.handlerFailed(name, err)
 	}
 	return turnEnd{frames: append(held, taskFrame("task_end", end)), values: values}

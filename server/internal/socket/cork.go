@@ -112,6 +112,16 @@ type corkedConn struct {
 
 func (c corkedConn) Write(p []byte) (int, error) { return c.k.write(p) }
 
+// Close writes what is held (the answer to a client's close, say) before
+// it closes the connection.
+func (c corkedConn) Close() error {
+	c.k.mu.Lock()
+	c.k.corked = false
+	_ = c.k.flushLocked()
+	c.k.mu.Unlock()
+	return c.Conn.Close()
+}
+
 // CorkWriter returns w with a Hijack that hands out the connection with
 // its writes going through k, for websocket.Accept.
 func CorkWriter(w http.ResponseWriter, k *Corker) http.ResponseWriter {
