@@ -204,9 +204,9 @@ func (s *Socket) writer() {
 		}
 		batch, s.queue = s.queue, batch[:0]
 		s.mu.Unlock()
-		if s.cork != nil {
-			// Even one frame: the library writes a frame larger than its
-			// small buffer in several pieces.
+		if s.cork != nil && (len(batch) > 1 || len(batch[0]) > writeBufSize) {
+			// Frames together, or one larger than the library's small
+			// write buffer (which it would write in pieces).
 			s.cork.Cork()
 		}
 		for i, b := range batch {
