@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/chatd-project/chatd/session"
 )
@@ -48,8 +47,7 @@ func TestHeldWritesSurviveATransientFailure(t *testing.T) {
 			if err := c.Send(ctx, "first"); err != nil {
 				return err
 			}
-			<-st.failed                       // the linger's Commit failed
-			time.Sleep(20 * time.Millisecond) // work on
+			<-st.failed // the linger's Commit is failing; the turn's end waits for it
 			return c.Session().Set(ctx, "b", 2)
 		})
 	}))
@@ -93,9 +91,8 @@ func TestStreamClosedAfterATransientFailure(t *testing.T) {
 			if err := c.Send(ctx, "first"); err != nil {
 				return err
 			}
-			<-st.failed
-			time.Sleep(20 * time.Millisecond)
-			return nil // the stream is left for the server to close
+			<-st.failed // the turn's end waits for the failing linger Commit
+			return nil  // the stream is left for the server to close
 		})
 	}))
 	c, w := e.openChat(tok, nil)
