@@ -5,3 +5,10 @@ var (
 	PairKey  = pairKey
 	IdentKey = identKey
 )
+
+// FlowCount returns the number of flows s holds, expired ones included.
+func (s *MemoryStore) FlowCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.flows)
+}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -15,32 +16,42 @@ var (
 	_ UserStore     = (*MemoryStore)(nil)
 	_ TokenStore    = (*MemoryStore)(nil)
 	_ ThrottleStore = (*MemoryStore)(nil)
+	_ FlowStore     = (*MemoryStore)(nil)
 )
 
-// MemoryStore keeps users, tokens and throttle counters in memory, for a
-// single instance. It implements UserStore, TokenStore and ThrottleStore.
-// Tokens and throttle windows expire by the clock given to NewMemoryStore.
-// It is safe for concurrent use.
+// MemoryStore keeps users, tokens, throttle counters and flows in memory,
+// for a single instance. It implements UserStore, TokenStore, ThrottleStore
+// and FlowStore. Tokens, throttle windows and flows expire by the clock
+// given to NewMemoryStore. It is safe for concurrent use.
 type MemoryStore struct {
 	now func() time.Time
 
 	mu         sync.Mutex
 	users      map[string]*memUser            // by id; guarded by mu
 	idents     map[string]string              // identifier -> id; guarded by mu
+	links      map[Link]string                // link -> user id; guarded by mu
 	tokens     map[string]TokenRecord         // by hash; guarded by mu
 	userTokens map[string]map[string]struct{} // user id -> token hashes; guarded by mu
 	throttle   map[string]memCounter          // by key; guarded by mu
+	flows      map[string]memFlow             // by key; guarded by mu
 	ops        int                            // writes since the last sweep; guarded by mu
+	sweepAt    int                            // entries left by the last sweep; guarded by mu
 }
 
 type memUser struct {
 	u       PersistedUser // Metadata is owned by the store: copied in and out
 	hash    string
-	version uint64 // bumped on every change, for UpdateMetadata
+	links   map[Link]struct{} // nil when none
+	version uint64            // bumped on every change, for UpdateMetadata
 }
 
 type memCounter struct {
 	n     int64
+	until time.Time
+}
+
+type memFlow struct {
+	value []byte // owned by the store
 	until time.Time
 }
 
@@ -54,14 +65,16 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 		now:        now,
 		users:      map[string]*memUser{},
 		idents:     map[string]string{},
+		links:      map[Link]string{},
 		tokens:     map[string]TokenRecord{},
 		userTokens: map[string]map[string]struct{}{},
 		throttle:   map[string]memCounter{},
+		flows:      map[string]memFlow{},
 	}
 }
 
-// Stores returns s as all three stores.
-func (s *MemoryStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s} }
+// Stores returns s as all four stores.
+func (s *MemoryStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s, Flows: s} }
 
 // CreateUser implements UserStore.
 func (s *MemoryStore) CreateUser(ctx context.Context, u User, passwordHash string, anonymous bool) (*PersistedUser, error) {
@@ -140,6 +153,9 @@ func (s *MemoryStore) DeleteUser(ctx context.Context, id string) error {
 		delete(s.tokens, h)
 	}
 	delete(s.userTokens, id)
+	for l := range m.links {
+		delete(s.links, l)
+	}
 	delete(s.idents, m.u.Identifier)
 	delete(s.users, id)
 	return nil
@@ -265,21 +281,28 @@ func (s *MemoryStore) deleteTokenLocked(t TokenRecord) {
 	}
 }
 
-// sweepLocked drops expired tokens and throttle counters once the number of
-// writes since the last sweep reaches the number of entries, so that the
-// cost per write stays constant on average.
+// sweepLocked drops expired tokens, throttle counters and flows once the
+// number of writes since the last sweep reaches the number of entries that
+// sweep left (at least 64), so that the cost per write stays constant on
+// average and expired entries are at most about as many as live ones.
 func (s *MemoryStore) sweepLocked(now time.Time) {
 	s.ops++
-	if s.ops < max(64, len(s.tokens)+len(s.throttle)) {
+	if s.ops < max(64, s.sweepAt) {
 		return
 	}
 	s.ops = 0
+	defer func() { s.sweepAt = len(s.tokens) + len(s.throttle) + len(s.flows) }()
 	for h := range s.tokens {
 		s.liveTokenLocked(h, now)
 	}
 	for k, c := range s.throttle {
 		if !now.Before(c.until) {
 			delete(s.throttle, k)
+		}
+	}
+	for k, f := range s.flows {
+		if !now.Before(f.until) {
+			delete(s.flows, k)
 		}
 	}
 }
@@ -419,4 +442,123 @@ func utcRecord(r TokenRecord) TokenRecord {
 	r.CreatedAt, r.ExpiresAt = r.CreatedAt.UTC(), r.ExpiresAt.UTC()
 	r.IdleUntil, r.LastUsed = r.IdleUntil.UTC(), r.LastUsed.UTC()
 	return r
+}
+
+// CreateLinkedUser implements UserStore.
+func (s *MemoryStore) CreateLinkedUser(ctx context.Context, u User, l Link) (*PersistedUser, error) {
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	md, err := copyMetadata(u.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	u.Metadata = md
+	p := PersistedUser{User: u, ID: uuid.NewString(), CreatedAt: s.now().UTC()}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.idents[u.Identifier]; ok {
+		return nil, ErrExists
+	}
+	if _, ok := s.links[l]; ok {
+		return nil, linkExists(l)
+	}
+	s.users[p.ID] = &memUser{u: p, links: map[Link]struct{}{l: {}}}
+	s.idents[u.Identifier] = p.ID
+	s.links[l] = p.ID
+	return s.userLocked(p.ID), nil
+}
+
+// GetUserByLink implements UserStore.
+func (s *MemoryStore) GetUserByLink(ctx context.Context, l Link) (*PersistedUser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.userLocked(s.links[l]); p != nil {
+		return p, nil
+	}
+	return nil, ErrNotFound
+}
+
+// AddLink implements UserStore.
+func (s *MemoryStore) AddLink(ctx context.Context, userID string, l Link) error {
+	if err := l.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.users[userID]
+	if !ok {
+		return ErrNotFound
+	}
+	if owner, ok := s.links[l]; ok && owner != userID {
+		return linkExists(l)
+	}
+	if m.links == nil {
+		m.links = map[Link]struct{}{}
+	}
+	m.links[l] = struct{}{}
+	s.links[l] = userID
+	return nil
+}
+
+// RemoveLink implements UserStore.
+func (s *MemoryStore) RemoveLink(ctx context.Context, userID string, l Link) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if owner, ok := s.links[l]; !ok || owner != userID {
+		return ErrNotFound
+	}
+	delete(s.links, l)
+	delete(s.users[userID].links, l)
+	return nil
+}
+
+// Links implements UserStore.
+func (s *MemoryStore) Links(ctx context.Context, userID string) ([]Link, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.users[userID]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	out := make([]Link, 0, len(m.links))
+	for l := range m.links {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, compareLinks)
+	return out, nil
+}
+
+// linkExists is the error for a link that belongs to a user already.
+func linkExists(l Link) error {
+	return fmt.Errorf("auth: %s account %q is linked to a user already: %w", l.Provider, l.Subject, ErrExists)
+}
+
+// PutFlow implements FlowStore. Expired flows are dropped as tokens are,
+// by the sweep that writes run now and then.
+func (s *MemoryStore) PutFlow(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	ttl = max(ttl, time.Millisecond)
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(now)
+	s.flows[key] = memFlow{value: append([]byte{}, value...), until: now.Add(ttl)}
+	return nil
+}
+
+// TakeFlow implements FlowStore.
+func (s *MemoryStore) TakeFlow(ctx context.Context, key string) ([]byte, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.flows[key]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	delete(s.flows, key)
+	if !now.Before(f.until) {
+		return nil, ErrNotFound
+	}
+	return f.value, nil
 }

@@ -18,10 +18,12 @@ var (
 	_ UserStore     = (*RedisStore)(nil)
 	_ TokenStore    = (*RedisStore)(nil)
 	_ ThrottleStore = (*RedisStore)(nil)
+	_ FlowStore     = (*RedisStore)(nil)
 )
 
-// RedisStore keeps users, tokens and throttle counters in Redis, shared by
-// every instance. It implements UserStore, TokenStore and ThrottleStore.
+// RedisStore keeps users, tokens, throttle counters and flows in Redis,
+// shared by every instance. It implements UserStore, TokenStore,
+// ThrottleStore and FlowStore.
 //
 // Keys, each prefixed with the namespace:
 //
@@ -29,16 +31,29 @@ var (
 //	                            metadata (JSON), created_at, anonymous, password
 //	u:{u:<id>}:tokens   zset    the user's token hashes, scored by creation
 //	                            time (Unix µs)
+//	u:{u:<id>}:links    set     the user's links, as link ids (below)
 //	u:ident:<identifier> string the id of the user with that identifier
+//	link:<link id>      string  the id of the user with that link
 //	users               set     the ids of the users that are not anonymous
 //	tok:<sha256 hex>    hash    a token: user, created, expires, idle, last
 //	                            (Unix ns); TTL ExpiresAt − CreatedAt
 //	thr:<key>           string  a failure counter; TTL the rest of its window
+//	flow:<key>          string  a flow's value; TTL the one PutFlow was given
 //
-// Every script and transaction touches a single key, so the layout works on
-// Redis Cluster. Writes that span keys are ordered so that a crash halfway
+// A link id is "<byte length of the provider>:<provider>:<subject>", for
+// instance "6:google:1234567890": unambiguous whatever the subject holds.
+//
+// The scripts of CreateLinkedUser, AddLink, RemoveLink and the last step of
+// DeleteUser touch keys of more than one hash tag (the user's, its
+// identifier's, its links' and the users set; DeleteUser builds the link
+// keys inside the script): they need a single Redis server (standalone or
+// sentinel), not Redis Cluster. Every other script and transaction touches a
+// single key. Writes that span keys are ordered so that a crash halfway
 // leaves nothing that a reader would take for valid: a user record is written
-// before its identifier index, and the index is removed first.
+// before its identifier index, and the index is removed first. A linked user
+// and its indexes are written in one script, and its links are removed with
+// its record, in one script, so that no link ever outlives its user.
+// TakeFlow uses GETDEL: Redis 6.2 or later.
 type RedisStore struct {
 	c  redis.UniversalClient
 	ns string
@@ -50,15 +65,19 @@ func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
 	return &RedisStore{c: c, ns: namespace}
 }
 
-// Stores returns s as all three stores.
-func (s *RedisStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s} }
+// Stores returns s as all four stores.
+func (s *RedisStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s, Flows: s} }
 
 func (s *RedisStore) userKey(id string) string       { return s.ns + "u:{u:" + id + "}" }
 func (s *RedisStore) userTokensKey(id string) string { return s.ns + "u:{u:" + id + "}:tokens" }
+func (s *RedisStore) userLinksKey(id string) string  { return s.ns + "u:{u:" + id + "}:links" }
 func (s *RedisStore) identKey(ident string) string   { return s.ns + "u:ident:" + ident }
+func (s *RedisStore) linkKey(linkID string) string   { return s.linkPrefix() + linkID }
+func (s *RedisStore) linkPrefix() string             { return s.ns + "link:" }
 func (s *RedisStore) usersKey() string               { return s.ns + "users" }
 func (s *RedisStore) tokenKey(hash string) string    { return s.ns + "tok:" + hash }
 func (s *RedisStore) throttleKey(key string) string  { return s.ns + "thr:" + key }
+func (s *RedisStore) flowKey(key string) string      { return s.ns + "flow:" + key }
 
 // Fields of the user hash.
 const (
@@ -249,7 +268,9 @@ func (s *RedisStore) ListUsers(ctx context.Context) ([]*PersistedUser, error) {
 }
 
 // DeleteUser implements UserStore. It removes the identifier index first,
-// then the user's tokens, then the record.
+// then the user's tokens, then, in one script, the user's links and record:
+// an AddLink that runs meanwhile either comes first and is undone, or finds
+// no user.
 func (s *RedisStore) DeleteUser(ctx context.Context, id string) error {
 	p, err := s.GetUser(ctx, id)
 	if err != nil {
@@ -261,12 +282,8 @@ func (s *RedisStore) DeleteUser(ctx context.Context, id string) error {
 	if _, err := s.RevokeUserTokens(ctx, id); err != nil {
 		return err
 	}
-	if _, err := s.c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.SRem(ctx, s.usersKey(), id)
-		pipe.Del(ctx, s.userTokensKey(id))
-		pipe.Del(ctx, s.userKey(id))
-		return nil
-	}); err != nil {
+	keys := []string{s.userKey(id), s.userLinksKey(id), s.userTokensKey(id), s.usersKey()}
+	if err := deleteUserRecord.Run(ctx, s.c, keys, s.linkPrefix(), id).Err(); err != nil {
 		return wrapRedis("delete user", err)
 	}
 	return nil

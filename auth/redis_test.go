@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,85 @@ func TestRedisKeyLayout(t *testing.T) {
 	}
 }
 
+func TestRedisLinkKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ns := srv.Namespace()
+	st := auth.NewRedisStore(c, ns)
+
+	google := auth.Link{Provider: "google", Subject: "1234567890"}
+	odd := auth.Link{Provider: "a:b", Subject: "c:{d}"}
+	u, err := st.CreateLinkedUser(ctx, auth.User{Identifier: "ada@example.com"}, google)
+	if err != nil {
+		t.Fatalf("CreateLinkedUser: %v", err)
+	}
+	if err := st.AddLink(ctx, u.ID, odd); err != nil {
+		t.Fatalf("AddLink: %v", err)
+	}
+	if err := st.PutFlow(ctx, "state", []byte("v"), time.Minute); err != nil {
+		t.Fatalf("PutFlow: %v", err)
+	}
+
+	userKey := ns + "u:{u:" + u.ID + "}"
+	for _, tc := range []struct {
+		key, typ string
+		ttl      time.Duration // 0: none
+	}{
+		{userKey, "hash", 0},
+		{userKey + ":links", "set", 0},
+		{ns + "u:ident:ada@example.com", "string", 0},
+		{ns + "link:6:google:1234567890", "string", 0},
+		{ns + "link:3:a:b:c:{d}", "string", 0},
+		{ns + "users", "set", 0},
+		{ns + "flow:state", "string", time.Minute},
+	} {
+		typ, err := c.Type(ctx, tc.key).Result()
+		if err != nil || typ != tc.typ {
+			t.Errorf("TYPE %s = %q, %v; want %s", tc.key, typ, err, tc.typ)
+			continue
+		}
+		ttl, err := c.PTTL(ctx, tc.key).Result()
+		switch {
+		case err != nil:
+			t.Errorf("PTTL %s: %v", tc.key, err)
+		case tc.ttl == 0 && ttl >= 0:
+			t.Errorf("PTTL %s = %v, want none", tc.key, ttl)
+		case tc.ttl != 0 && (ttl <= tc.ttl-10*time.Second || ttl > tc.ttl):
+			t.Errorf("PTTL %s = %v, want about %v", tc.key, ttl, tc.ttl)
+		}
+	}
+	if got := len(keys(t, c, ns)); got != 7 {
+		t.Errorf("%d keys under the namespace, want 7: %q", got, keys(t, c, ns))
+	}
+	for _, k := range []string{ns + "link:6:google:1234567890", ns + "link:3:a:b:c:{d}"} {
+		if id, err := c.Get(ctx, k).Result(); err != nil || id != u.ID {
+			t.Errorf("GET %s = %q, %v; want the user's id", k, id, err)
+		}
+	}
+	members, err := c.SMembers(ctx, userKey+":links").Result()
+	slices.Sort(members)
+	if err != nil || !slices.Equal(members, []string{"3:a:b:c:{d}", "6:google:1234567890"}) {
+		t.Errorf("SMEMBERS of the user's links = %q, %v", members, err)
+	}
+
+	// Deleting the user leaves none of its keys behind, its links neither.
+	if err := st.DeleteUser(ctx, u.ID); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	for _, k := range keys(t, c, ns) {
+		if k != ns+"flow:state" {
+			t.Errorf("key %s left after DeleteUser", k)
+		}
+	}
+	if _, err := st.TakeFlow(ctx, "state"); err != nil {
+		t.Fatalf("TakeFlow: %v", err)
+	}
+	if ks := keys(t, c, ns); len(ks) != 0 {
+		t.Errorf("keys left after TakeFlow: %q", ks)
+	}
+}
+
 func TestRedisNamespaces(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
@@ -141,6 +221,10 @@ func TestRedisDown(t *testing.T) {
 			_, err := st.UpdateMetadata(ctx, "x", func(map[string]any) error { return nil })
 			return err
 		}},
+		{"GetUserByLink", func() error { _, err := st.GetUserByLink(ctx, auth.Link{Provider: "p", Subject: "s"}); return err }},
+		{"RemoveLink", func() error { return st.RemoveLink(ctx, "x", auth.Link{Provider: "p", Subject: "s"}) }},
+		{"Links", func() error { _, err := st.Links(ctx, "x"); return err }},
+		{"TakeFlow", func() error { _, err := st.TakeFlow(ctx, "x"); return err }},
 	}
 	for _, tc := range calls {
 		err := tc.call()

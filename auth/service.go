@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -110,6 +111,7 @@ type Service struct {
 	users    UserStore
 	tokens   TokenStore
 	throttle ThrottleStore
+	flows    FlowStore // nil: no sign-in through identity providers
 	hasher   Hasher
 	notifier Notifier // nil: nobody to tell
 	cfg      Config
@@ -120,12 +122,17 @@ type Service struct {
 
 // NewService returns a Service on the stores st that hashes with h and tells
 // n (which may be nil) about revoked tokens. Zero fields of cfg take their
-// defaults.
+// defaults. When st.Flows is nil and st.Users keeps flows too (the memory
+// and Redis stores do), the flows are kept there.
 func NewService(st Stores, h Hasher, n Notifier, cfg Config) *Service {
+	if st.Flows == nil {
+		st.Flows, _ = st.Users.(FlowStore)
+	}
 	return &Service{
 		users:    st.Users,
 		tokens:   st.Tokens,
 		throttle: st.Throttle,
+		flows:    st.Flows,
 		hasher:   h,
 		notifier: n,
 		cfg:      cfg.withDefaults(),
@@ -168,11 +175,87 @@ func identKey(identifier string) string { return "i:" + HashToken(identifier) }
 // also forgets the pair's attempts still in flight). Giving back is best
 // effort: when it fails, the attempt stays counted.
 func (s *Service) Login(ctx context.Context, identifier, password, clientAddr string) (*PersistedUser, Token, error) {
+	return s.login(ctx, identifier, clientAddr, func(ctx context.Context) (*PersistedUser, bool, error) {
+		return s.checkPassword(ctx, identifier, password)
+	})
+}
+
+// PasswordCheck is an application's own check of an identifier and a
+// password, against a directory of its own. It returns the user to sign
+// in (its Identifier may differ from the one typed, a normalized form
+// say), or nil when the pair is wrong. An error means the check could not
+// be made (the directory is down); the attempt is then not counted.
+type PasswordCheck func(ctx context.Context, identifier, password string) (*User, error)
+
+// LoginWith is Login with check in place of the stored password hashes:
+// the same throttling, the same answers (ErrInvalidCredentials when check
+// returns nil, whatever the reason), and a token like any other. The user
+// check returns is found by its identifier, or created without a password
+// at the first sign-in with its display name and metadata; later sign-ins
+// store the metadata check returns when it changed (the display name is
+// kept from the first). An invalid identifier from check is an error
+// wrapping ErrInvalid.
+func (s *Service) LoginWith(ctx context.Context, identifier, password, clientAddr string, check PasswordCheck) (*PersistedUser, Token, error) {
+	return s.login(ctx, identifier, clientAddr, func(ctx context.Context) (*PersistedUser, bool, error) {
+		u, err := check(ctx, identifier, password)
+		if err != nil || u == nil {
+			return nil, false, err
+		}
+		pu, err := s.syncUser(ctx, *u)
+		return pu, err == nil, err
+	})
+}
+
+// syncUser returns the stored user with u's identifier, created from u
+// when there is none, and with u's metadata stored when it differs.
+func (s *Service) syncUser(ctx context.Context, u User) (*PersistedUser, error) {
+	if err := ValidateIdentifier(u.Identifier); err != nil {
+		return nil, err
+	}
+	pu, _, err := s.users.GetUserByIdentifier(ctx, u.Identifier)
+	if errors.Is(err, ErrNotFound) {
+		pu, err = s.users.CreateUser(ctx, u, "", false)
+		if errors.Is(err, ErrExists) { // created at the same time by another sign-in
+			pu, _, err = s.users.GetUserByIdentifier(ctx, u.Identifier)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.syncMetadata(ctx, pu, u.Metadata)
+}
+
+// syncMetadata stores md as pu's metadata when it differs, and returns the
+// user as stored. A nil md leaves the metadata alone.
+func (s *Service) syncMetadata(ctx context.Context, pu *PersistedUser, md map[string]any) (*PersistedUser, error) {
+	if md == nil {
+		return pu, nil
+	}
+	want, err := jsonMarshal(md)
+	if err != nil {
+		return nil, err
+	}
+	if have, err := jsonMarshal(pu.Metadata); err == nil && string(have) == string(want) {
+		return pu, nil
+	}
+	return s.users.UpdateMetadata(ctx, pu.ID, func(cur map[string]any) error {
+		clear(cur)
+		fresh, err := decodeMetadata(want)
+		if err != nil {
+			return err
+		}
+		maps.Copy(cur, fresh)
+		return nil
+	})
+}
+
+// login runs a login attempt whose check is verify: see Login.
+func (s *Service) login(ctx context.Context, identifier, clientAddr string, verify func(ctx context.Context) (*PersistedUser, bool, error)) (*PersistedUser, Token, error) {
 	a, err := s.reserve(ctx, pairKey(identifier, clientAddr), identKey(identifier))
 	if err != nil {
 		return nil, Token{}, err
 	}
-	u, ok, err := s.checkPassword(ctx, identifier, password)
+	u, ok, err := verify(ctx)
 	if err != nil {
 		s.giveBack(ctx, a.pk, a.pairLeft, a.at)
 		s.giveBack(ctx, a.ik, a.identLeft, a.at)

@@ -4,10 +4,39 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
-// UserStore keeps users, their password hashes and an index by identifier.
+// Link is a user's account at an identity provider: the provider's
+// configured name and the provider's stable subject id for the user. A link
+// belongs to one user at most; a user may have several.
+type Link struct {
+	// Provider is the configured name of the identity provider.
+	Provider string
+	// Subject is the provider's stable id of the user's account there.
+	Subject string
+}
+
+// check returns an error wrapping ErrInvalid when l lacks a provider or a
+// subject.
+func (l Link) check() error {
+	if l.Provider == "" || l.Subject == "" {
+		return fmt.Errorf("%w: a link needs a provider and a subject", ErrInvalid)
+	}
+	return nil
+}
+
+// compareLinks orders links by provider, then subject.
+func compareLinks(a, b Link) int {
+	if c := strings.Compare(a.Provider, b.Provider); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Subject, b.Subject)
+}
+
+// UserStore keeps users, their password hashes, an index by identifier and
+// an index by link (identity provider account).
 type UserStore interface {
 	// CreateUser stores u under a new UUID with CreatedAt set to now, in UTC.
 	// passwordHash is "" for a user without a password. It returns ErrExists
@@ -21,8 +50,9 @@ type UserStore interface {
 	// ListUsers returns the users that are not anonymous, sorted by
 	// identifier.
 	ListUsers(ctx context.Context) ([]*PersistedUser, error)
-	// DeleteUser removes the user, its identifier index and all of its
-	// tokens, or returns ErrNotFound.
+	// DeleteUser removes the user, its identifier index, its links (which
+	// can then be linked again) and all of its tokens, or returns
+	// ErrNotFound.
 	DeleteUser(ctx context.Context, id string) error
 	// SetPasswordHash replaces the user's password hash, or returns
 	// ErrNotFound.
@@ -33,6 +63,27 @@ type UserStore interface {
 	// md. An error from fn aborts the update and is returned as is.
 	// UpdateMetadata returns ErrNotFound for an unknown user.
 	UpdateMetadata(ctx context.Context, id string, fn func(md map[string]any) error) (*PersistedUser, error)
+
+	// CreateLinkedUser stores u, without a password and not anonymous, as
+	// CreateUser does, linked to l, in one atomic step. It returns an error
+	// wrapping ErrExists when the identifier is taken or l is linked to a
+	// user already, and then stores nothing. A link without a provider or
+	// a subject gives an error wrapping ErrInvalid.
+	CreateLinkedUser(ctx context.Context, u User, l Link) (*PersistedUser, error)
+	// GetUserByLink returns the user linked to l, or ErrNotFound.
+	GetUserByLink(ctx context.Context, l Link) (*PersistedUser, error)
+	// AddLink links the user with the given id to l. It returns ErrNotFound
+	// for an unknown user and an error wrapping ErrExists when l is linked
+	// to another user; linking a user again to one of its links does
+	// nothing. A link without a provider or a subject gives an error
+	// wrapping ErrInvalid.
+	AddLink(ctx context.Context, userID string, l Link) error
+	// RemoveLink unlinks the user with the given id from l, or returns
+	// ErrNotFound when l is not linked to that user.
+	RemoveLink(ctx context.Context, userID string, l Link) error
+	// Links returns the user's links sorted by provider, then subject:
+	// empty for a user without links, ErrNotFound for an unknown user.
+	Links(ctx context.Context, userID string) ([]Link, error)
 }
 
 // TokenRecord is what the stores keep about one token. The token itself is
@@ -101,12 +152,26 @@ type ThrottleStore interface {
 	Release(ctx context.Context, key string, left time.Duration) error
 }
 
+// FlowStore keeps short-lived records that are read once, such as the state
+// of a sign-in flow at an identity provider, between its redirect and its
+// callback.
+type FlowStore interface {
+	// PutFlow stores value under key for ttl (at least a millisecond),
+	// replacing what key held.
+	PutFlow(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// TakeFlow returns the value under key and deletes it, in one atomic
+	// step: of concurrent calls for one key, one at most gets the value.
+	// It returns ErrNotFound when key holds nothing, expired or was taken.
+	TakeFlow(ctx context.Context, key string) ([]byte, error)
+}
+
 // Stores are the stores a Service works on; one implementation (MemoryStore,
-// RedisStore) usually provides all three.
+// RedisStore) usually provides all four.
 type Stores struct {
 	Users    UserStore
 	Tokens   TokenStore
 	Throttle ThrottleStore
+	Flows    FlowStore
 }
 
 // copyMetadata returns a deep copy of md in the form a JSON round trip gives

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/clock"
 	"github.com/chatd-project/chatd/server/internal/hub"
 )
@@ -24,6 +25,10 @@ const (
 	AuthHeader AuthMode = "header"
 	// AuthNone: anonymous users, each bound to a server-issued token.
 	AuthNone AuthMode = "none"
+	// AuthOAuth: sign-in through the identity providers of
+	// Config.Providers only; POST /auth/login answers 404. (In
+	// AuthPassword mode, configured providers work beside passwords.)
+	AuthOAuth AuthMode = "oauth"
 )
 
 // Config is the server's configuration. The zero value is usable: every zero
@@ -43,6 +48,16 @@ type Config struct {
 	// AllowedOrigins are exact scheme://host[:port] origins allowed besides
 	// the server's own, for the socket and for state-changing requests.
 	AllowedOrigins []string
+	// Providers are the identity providers people may sign in with, in
+	// AuthPassword mode beside passwords, in AuthOAuth mode alone. Each
+	// one's callback is <PublicURL>/auth/oauth/<name>/callback: register
+	// it with the provider.
+	Providers []oauth.Config
+	// PublicURL is the server's external base URL (scheme://host[:port]),
+	// from which the providers' callback URLs are made. Empty: the scheme
+	// and host of each request, which suits a server reached under one
+	// name; set it behind a proxy that rewrites the host.
+	PublicURL string
 	// CookieSecure forces the Secure cookie (named __Host-chat_token); it is
 	// also on for TLS requests and for https behind a trusted proxy.
 	CookieSecure bool
@@ -219,9 +234,22 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch c.Auth {
-	case AuthPassword, AuthHeader, AuthNone:
+	case AuthPassword, AuthHeader, AuthNone, AuthOAuth:
 	default:
-		return fmt.Errorf("server: unknown auth mode %q (want password, header or none)", c.Auth)
+		return fmt.Errorf("server: unknown auth mode %q (want password, oauth, header or none)", c.Auth)
+	}
+	switch {
+	case c.Auth == AuthOAuth && len(c.Providers) == 0:
+		return fmt.Errorf("server: auth mode oauth needs at least one identity provider")
+	case len(c.Providers) > 0 && c.Auth != AuthPassword && c.Auth != AuthOAuth:
+		return fmt.Errorf("server: identity providers work in the password and oauth modes, not in %s mode", c.Auth)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("server: public URL %q is not a scheme://host[:port]", c.PublicURL)
+		}
 	}
 	for _, o := range c.AllowedOrigins {
 		if err := checkOrigin(o); err != nil {
@@ -250,6 +278,6 @@ func (c Config) hub() hub.Config {
 		RatePerSecond: c.RatePerSecond, RateBurst: c.RateBurst, UserRatePerMinute: c.UserRatePerMinute, QueueMax: c.QueueMax,
 		OutboundQueueMax: c.OutboundQueueMax, OutboundQueueBytes: c.OutboundQueueBytes, PingInterval: c.PingInterval, HelloTimeout: c.HelloTimeout, HTTPTimeout: c.HTTPTimeout,
 		ShutdownTimeout: c.ShutdownTimeout, StoreTimeout: c.StoreTimeout, SendLinger: max(c.SendLinger, 0), LeaseTTL: c.LeaseTTL, InstanceID: c.InstanceID, Clock: c.Clock,
-		MaxThreadSteps: max(c.MaxThreadSteps, 0),
+		MaxThreadSteps: max(c.MaxThreadSteps, 0), PublicURL: c.PublicURL,
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/server"
 	"github.com/chatd-project/chatd/session"
@@ -76,7 +77,7 @@ func Example_profiles() {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	fmt.Print(string(body))
-	// Output: {"methods":["password"],"requires_login":true}
+	// Output: {"methods":["password"],"providers":[],"requires_login":true}
 }
 
 // A handler asks for a data file and reads it, whichever instance took
@@ -150,4 +151,74 @@ func ExampleChat_Session() {
 		return c.Send(ctx, fmt.Sprintf("Your level: %s, Score: %d", l, n+1))
 	}
 	_ = onMessage
+}
+
+// Sign-in through the company's identity provider, where the application
+// decides who may come in and with which role: members of the "staff"
+// group get the admin profile (see Example_profiles), people outside the
+// company are refused. Register https://chat.example.com/auth/oauth/corp/callback
+// with the provider.
+func ExampleServer_SetOAuthCallback() {
+	srv, err := server.New(server.Config{
+		PublicURL: "https://chat.example.com",
+		Providers: []oauth.Config{{
+			Name:         "corp",
+			DisplayName:  "Example Corp",
+			Issuer:       "https://login.example.com",
+			ClientID:     "chat",
+			ClientSecret: os.Getenv("CORP_CLIENT_SECRET"),
+		}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	srv.SetOAuthCallback(func(ctx context.Context, provider string, claims map[string]any, def auth.User) (*auth.User, error) {
+		if email, _ := claims["email"].(string); !strings.HasSuffix(email, "@example.com") {
+			return nil, nil // refused: 403, nothing stored
+		}
+		groups, _ := claims["groups"].([]any)
+		for _, g := range groups {
+			if g == "staff" {
+				def.Metadata["role"] = "admin"
+			}
+		}
+		return &def, nil
+	})
+}
+
+// Passwords checked against the application's own directory instead of
+// chatd's store; everything else (throttling, tokens, sockets, logout)
+// works as for built-in users.
+func ExampleServer_SetPasswordAuth() {
+	directory := map[string]string{"dora@example.com": "correct horse battery"}
+	srv, err := server.New(server.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	srv.SetPasswordAuth(func(ctx context.Context, identifier, password string) (*auth.User, error) {
+		if pw, ok := directory[identifier]; !ok || pw != password {
+			return nil, nil // 401 invalid_credentials, as for a wrong built-in password
+		}
+		return &auth.User{Identifier: identifier, DisplayName: "Dora", Metadata: map[string]any{"team": "support"}}, nil
+	})
+	if err := srv.Start(); err != nil {
+		log.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+
+	for _, pw := range []string{"wrong password", "correct horse battery"} {
+		res, err := http.Post(ts.URL+"/auth/login", "application/json",
+			strings.NewReader(`{"identifier":"dora@example.com","password":"`+pw+`"}`))
+		if err != nil {
+			log.Fatal(err)
+		}
+		res.Body.Close()
+		fmt.Println(res.Status)
+	}
+	// Output:
+	// 401 Unauthorized
+	// 200 OK
 }

@@ -97,7 +97,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	cfg := ec.cfg
 	cfg.Login = ec.authCfg
-	srvOpts := []Option{WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
+	srvOpts := []Option{WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users, Flows: users}),
 		WithSessions(ec.sessions), WithHasher(ec.hasher), WithLogger(discardLogger())}
 	if ec.bus != nil {
 		srvOpts = append(srvOpts, WithBus(ec.bus))

@@ -404,9 +404,9 @@ func TestAuthConfig(t *testing.T) {
 		body     string
 		hasLogin bool
 	}{
-		{AuthPassword, `{"methods":["password"],"requires_login":true}`, true},
-		{AuthHeader, `{"methods":["header"],"requires_login":false}`, false},
-		{AuthNone, `{"methods":["none"],"requires_login":false}`, false},
+		{AuthPassword, `{"methods":["password"],"providers":[],"requires_login":true}`, true},
+		{AuthHeader, `{"methods":["header"],"providers":[],"requires_login":false}`, false},
+		{AuthNone, `{"methods":["none"],"providers":[],"requires_login":false}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.mode), func(t *testing.T) {

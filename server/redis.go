@@ -18,7 +18,7 @@ import (
 func WithRedis(c redis.UniversalClient, namespace string) Option {
 	return func(o *options) {
 		u := auth.NewRedisStore(c, namespace)
-		o.users = auth.Stores{Users: u, Tokens: u, Throttle: u}
+		o.users = auth.Stores{Users: u, Tokens: u, Throttle: u, Flows: u}
 		st := session.NewRedisStore(c, namespace)
 		o.sessions = st
 		o.closers = append(o.closers, func() error { st.Close(); return nil })

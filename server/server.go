@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/server/internal/hub"
@@ -83,7 +84,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	if o.users == (auth.Stores{}) {
 		m := auth.NewMemoryStore(cfg.Clock.Now)
-		o.users = auth.Stores{Users: m, Tokens: m, Throttle: m}
+		o.users = auth.Stores{Users: m, Tokens: m, Throttle: m, Flows: m}
 	}
 	if o.hasher == nil {
 		s.ownHasher = auth.NewHashPool(auth.DefaultParams, cfg.HashWorkers, 64)
@@ -100,8 +101,21 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	// shared bus does, and reaches the others through it.
 	events := bus.NewInstance(o.bus, cfg.InstanceID)
 	s.auth = auth.NewService(o.users, o.hasher, bus.Notifier{Bus: events, Origin: cfg.InstanceID}, login)
+	providers := make([]*oauth.Provider, 0, len(cfg.Providers))
+	for _, pc := range cfg.Providers {
+		if pc.Now == nil {
+			pc.Now = cfg.Clock.Now
+		}
+		p, err := oauth.New(pc)
+		if err != nil {
+			s.closeOwned()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		providers = append(providers, p)
+		s.closers = append(s.closers, func() error { p.Close(); return nil })
+	}
 	h, err := hub.New(cfg.hub(), hub.Deps{Auth: s.auth, Sessions: o.sessions, Bus: events, Ready: o.ready,
-		Logger: s.log, Registry: o.registry})
+		Logger: s.log, Registry: o.registry, Providers: providers})
 	if err != nil {
 		s.closeOwned()
 		return nil, fmt.Errorf("server: %w", err)
@@ -211,6 +225,37 @@ func (s *Server) SetChatSettings(profile string, schema []settings.Widget) error
 // for requests from trusted proxies.
 func (s *Server) SetHeaderAuth(f func(h http.Header) string) {
 	s.register("SetHeaderAuth", func() { s.app.HeaderAuth = f })
+}
+
+// SetPasswordAuth replaces, in password mode, the check of stored password
+// hashes with the application's own, against a directory of its own (the
+// seed's password_auth_callback): f returns the user to sign in, or nil
+// when the identifier or the password is wrong. Login keeps its throttling
+// and its answers; the user f returns is created at its first sign-in,
+// without a password of chatd's, and its metadata is stored when f returns
+// other metadata later. An error from f answers 503: the check could not be
+// made.
+func (s *Server) SetPasswordAuth(f func(ctx context.Context, identifier, password string) (*auth.User, error)) {
+	s.register("SetPasswordAuth", func() { s.app.PasswordAuth = f })
+}
+
+// SetOAuthCallback registers the application's decision on sign-ins
+// through identity providers (the seed's oauth_callback). f gets the
+// provider's name, the claims it sent (the ID token's, or GitHub's user
+// object) and the user chatd would sign in: at a first sign-in a new user
+// named by the provider's identifier claim, with the metadata provider and
+// subject; later the user linked to that provider account. It returns the
+// user to sign in, possibly with other metadata (a role, say, that
+// SetChatProfiles can look at), or nil to refuse (403). Only the metadata
+// of a user it returns is stored for an existing user; at a first sign-in
+// its identifier and display name too. An error from f answers 500.
+func (s *Server) SetOAuthCallback(f func(ctx context.Context, provider string, claims map[string]any, def auth.User) (*auth.User, error)) {
+	s.register("SetOAuthCallback", func() {
+		s.app.OAuth = nil
+		if f != nil {
+			s.app.OAuth = f
+		}
+	})
 }
 
 // SetEnvKeys declares the env keys clients may send in hello.

@@ -177,7 +177,7 @@ func testHasher(t *testing.T) *auth.HashPool {
 // created through Auth logs in.
 func TestDefaultHasher(t *testing.T) {
 	users := auth.NewMemoryStore(nil)
-	srv, err := New(Config{}, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
+	srv, err := New(Config{}, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users, Flows: users}),
 		WithLogger(discardLogger()))
 	if err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ func FuzzUpload(f *testing.F) {
 	users := auth.NewMemoryStore(nil)
 	st := session.NewMemoryStore(nil)
 	pool := auth.NewHashPool(testParams, 1, 8)
-	srv, err := New(Config{}, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users}),
+	srv, err := New(Config{}, WithUsers(auth.Stores{Users: users, Tokens: users, Throttle: users, Flows: users}),
 		WithSessions(st), WithHasher(pool), WithLogger(discardLogger()))
 	if err != nil {
 		f.Fatal(err)

@@ -1,6 +1,6 @@
 // Package authtest is the conformance suite of the auth stores: every
-// implementation of auth.UserStore, auth.TokenStore and auth.ThrottleStore
-// runs it from its tests.
+// implementation of auth.UserStore, auth.TokenStore, auth.ThrottleStore and
+// auth.FlowStore runs it from its tests.
 package authtest
 
 import (
@@ -20,12 +20,14 @@ import (
 
 // Run runs the conformance suite. newStores returns empty stores, or stores
 // that nothing else uses, for one test; they must read the real clock,
-// since some subtests wait (briefly) for tokens and throttle windows to
-// expire.
+// since some subtests wait (briefly) for tokens, throttle windows and flows
+// to expire.
 func Run(t *testing.T, newStores func(t *testing.T) auth.Stores) {
 	t.Run("Users", func(t *testing.T) { testUsers(t, newStores) })
+	t.Run("Links", func(t *testing.T) { testLinks(t, newStores) })
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, newStores) })
 	t.Run("Throttle", func(t *testing.T) { testThrottle(t, newStores) })
+	t.Run("Flows", func(t *testing.T) { testFlows(t, newStores) })
 }
 
 // waitFor polls cond until it holds, failing t after a few seconds.
@@ -732,5 +734,458 @@ func testThrottle(t *testing.T, newStores func(t *testing.T) auth.Stores) {
 		if n, left, err := th.Count(ctx, "k"); err != nil || n != 1 || left <= time.Hour-time.Minute {
 			t.Fatalf("Count after releasing an attempt of an ended window = %d, %v, %v; want 1 in the new window", n, left, err)
 		}
+	})
+}
+
+func mustCreateLinked(t *testing.T, us auth.UserStore, u auth.User, l auth.Link) *auth.PersistedUser {
+	t.Helper()
+	p, err := us.CreateLinkedUser(context.Background(), u, l)
+	if err != nil {
+		t.Fatalf("CreateLinkedUser(%q, %v): %v", u.Identifier, l, err)
+	}
+	return p
+}
+
+func mustAddLink(t *testing.T, us auth.UserStore, userID string, l auth.Link) {
+	t.Helper()
+	if err := us.AddLink(context.Background(), userID, l); err != nil {
+		t.Fatalf("AddLink(%v): %v", l, err)
+	}
+}
+
+// assertLinked fails t unless l links the user with id want ("": no user).
+func assertLinked(t *testing.T, us auth.UserStore, l auth.Link, want string) {
+	t.Helper()
+	got, err := us.GetUserByLink(context.Background(), l)
+	switch {
+	case want == "" && !errors.Is(err, auth.ErrNotFound):
+		t.Fatalf("GetUserByLink(%v) = %+v, %v; want ErrNotFound", l, got, err)
+	case want != "" && (err != nil || got.ID != want):
+		t.Fatalf("GetUserByLink(%v) = %+v, %v; want user %s", l, got, err, want)
+	}
+}
+
+// assertLinks fails t unless the user's links are want, in that order.
+func assertLinks(t *testing.T, us auth.UserStore, userID string, want ...auth.Link) {
+	t.Helper()
+	got, err := us.Links(context.Background(), userID)
+	if err != nil {
+		t.Fatalf("Links: %v", err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Links = %v, want %v", got, want)
+	}
+}
+
+func testLinks(t *testing.T, newStores func(t *testing.T) auth.Stores) {
+	ctx := context.Background()
+	google := auth.Link{Provider: "google", Subject: "1234567890"}
+	github := auth.Link{Provider: "github", Subject: "42"}
+
+	t.Run("CreateLinked", func(t *testing.T) {
+		us := newStores(t).Users
+		before := time.Now().Add(-time.Second)
+		p := mustCreateLinked(t, us, auth.User{Identifier: "ada@example.com", DisplayName: "Ada",
+			Metadata: map[string]any{"n": 1}}, google)
+		if _, err := uuid.Parse(p.ID); err != nil {
+			t.Errorf("ID %q is not a UUID: %v", p.ID, err)
+		}
+		if p.Anonymous || p.CreatedAt.Location() != time.UTC || p.CreatedAt.Before(before) ||
+			!reflect.DeepEqual(p.Metadata, map[string]any{"n": float64(1)}) {
+			t.Errorf("CreateLinkedUser = %+v, want a user created now, not anonymous, with its metadata", p)
+		}
+		got, hash, err := us.GetUserByIdentifier(ctx, "ada@example.com")
+		if err != nil {
+			t.Fatalf("GetUserByIdentifier: %v", err)
+		}
+		assertUser(t, got, p)
+		if hash != "" {
+			t.Errorf("password hash of a linked user = %q, want none", hash)
+		}
+		got, err = us.GetUserByLink(ctx, google)
+		if err != nil {
+			t.Fatalf("GetUserByLink: %v", err)
+		}
+		assertUser(t, got, p)
+		assertLinks(t, us, p.ID, google)
+		if list, err := us.ListUsers(ctx); err != nil || len(list) != 1 || list[0].ID != p.ID {
+			t.Fatalf("ListUsers = %v, %v; want the linked user", list, err)
+		}
+	})
+
+	t.Run("CreateLinkedExists", func(t *testing.T) {
+		tests := []struct {
+			name  string
+			ident string
+			link  auth.Link
+		}{
+			{"identifier taken", "ada", github},
+			{"link taken", "bob", google},
+			{"both taken", "ada", google},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				us := newStores(t).Users
+				first := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, google)
+				_, err := us.CreateLinkedUser(ctx, auth.User{Identifier: tt.ident}, tt.link)
+				wantErr(t, "CreateLinkedUser", err, auth.ErrExists)
+				// Nothing stored: neither the user, nor its link.
+				if list, _ := us.ListUsers(ctx); len(list) != 1 {
+					t.Fatalf("ListUsers after ErrExists: %d users, want 1", len(list))
+				}
+				if tt.ident != "ada" {
+					_, _, err := us.GetUserByIdentifier(ctx, tt.ident)
+					wantErr(t, "GetUserByIdentifier after ErrExists", err, auth.ErrNotFound)
+				}
+				want := ""
+				if tt.link == google {
+					want = first.ID
+				}
+				assertLinked(t, us, tt.link, want)
+				assertLinks(t, us, first.ID, google)
+			})
+		}
+		t.Run("password user", func(t *testing.T) {
+			us := newStores(t).Users
+			p := mustCreate(t, us, auth.User{Identifier: "ada"}, "h", false)
+			_, err := us.CreateLinkedUser(ctx, auth.User{Identifier: "ada"}, google)
+			wantErr(t, "CreateLinkedUser with the identifier of a password user", err, auth.ErrExists)
+			assertLinked(t, us, google, "")
+			assertLinks(t, us, p.ID)
+			_, err = us.CreateUser(ctx, auth.User{Identifier: "bob"}, "h", false)
+			if err != nil {
+				t.Fatalf("CreateUser: %v", err)
+			}
+			mustCreateLinked(t, us, auth.User{Identifier: "carol"}, google)
+			_, err = us.CreateUser(ctx, auth.User{Identifier: "carol"}, "h", false)
+			wantErr(t, "CreateUser with the identifier of a linked user", err, auth.ErrExists)
+		})
+	})
+
+	t.Run("CreateLinkedConcurrent", func(t *testing.T) {
+		const goroutines = 8
+		tests := []struct {
+			name string
+			user func(i int) (auth.User, auth.Link)
+		}{
+			{"same link", func(i int) (auth.User, auth.Link) {
+				return auth.User{Identifier: fmt.Sprint("user", i)}, google
+			}},
+			{"same identifier", func(i int) (auth.User, auth.Link) {
+				return auth.User{Identifier: "ada"}, auth.Link{Provider: "google", Subject: fmt.Sprint(i)}
+			}},
+			{"same both", func(i int) (auth.User, auth.Link) {
+				return auth.User{Identifier: "ada"}, google
+			}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				us := newStores(t).Users
+				var wg sync.WaitGroup
+				created := make(chan *auth.PersistedUser, goroutines)
+				for i := range goroutines {
+					wg.Go(func() {
+						u, l := tt.user(i)
+						p, err := us.CreateLinkedUser(ctx, u, l)
+						switch {
+						case err == nil:
+							created <- p
+						case !errors.Is(err, auth.ErrExists):
+							t.Errorf("CreateLinkedUser: %v, want nil or ErrExists", err)
+						}
+					})
+				}
+				wg.Wait()
+				close(created)
+				var won []*auth.PersistedUser
+				for p := range created {
+					won = append(won, p)
+				}
+				if len(won) != 1 {
+					t.Fatalf("%d concurrent CreateLinkedUser: %d created, want 1", goroutines, len(won))
+				}
+				if list, err := us.ListUsers(ctx); err != nil || len(list) != 1 || list[0].ID != won[0].ID {
+					t.Fatalf("ListUsers = %v, %v; want the one created", list, err)
+				}
+				links, err := us.Links(ctx, won[0].ID)
+				if err != nil || len(links) != 1 {
+					t.Fatalf("Links of the one created = %v, %v; want one", links, err)
+				}
+				assertLinked(t, us, links[0], won[0].ID)
+				for i := range goroutines {
+					if _, l := tt.user(i); l != links[0] {
+						assertLinked(t, us, l, "")
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("GetByLink", func(t *testing.T) {
+		us := newStores(t).Users
+		p := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, google)
+		// The pair is matched whole, whatever the strings hold.
+		odd := []auth.Link{
+			{Provider: "a", Subject: "b:c"},
+			{Provider: "a:b", Subject: "c"},
+			{Provider: "1", Subject: "2:3"},
+			{Provider: "1:2", Subject: "3"},
+			{Provider: "sp ace", Subject: "line\nbreak \x00 é {u:x}"},
+		}
+		ids := map[auth.Link]string{}
+		for i, l := range odd {
+			ids[l] = mustCreateLinked(t, us, auth.User{Identifier: fmt.Sprint("odd", i)}, l).ID
+		}
+		for l, id := range ids {
+			assertLinked(t, us, l, id)
+			assertLinks(t, us, id, l)
+		}
+		for _, l := range []auth.Link{
+			{Provider: "google", Subject: "123456789"},
+			{Provider: "google", Subject: "1234567890 "},
+			{Provider: "github", Subject: google.Subject},
+			{Provider: "a", Subject: "b"},
+			{Provider: "a:b:c", Subject: ""},
+		} {
+			assertLinked(t, us, l, "")
+		}
+		assertLinked(t, us, google, p.ID)
+	})
+
+	t.Run("AddLink", func(t *testing.T) {
+		us := newStores(t).Users
+		ada := mustCreate(t, us, auth.User{Identifier: "ada"}, "h", false)
+		bob := mustCreateLinked(t, us, auth.User{Identifier: "bob"}, github)
+		mustAddLink(t, us, ada.ID, google)
+		assertLinked(t, us, google, ada.ID)
+		mustAddLink(t, us, ada.ID, google) // again: nothing changes
+		assertLinks(t, us, ada.ID, google)
+		wantErr(t, "AddLink of another user's link", us.AddLink(ctx, bob.ID, google), auth.ErrExists)
+		wantErr(t, "AddLink of another user's link", us.AddLink(ctx, ada.ID, github), auth.ErrExists)
+		assertLinked(t, us, google, ada.ID)
+		assertLinked(t, us, github, bob.ID)
+		assertLinks(t, us, bob.ID, github)
+		// A user may have several links, of one provider too.
+		other := auth.Link{Provider: "google", Subject: "other"}
+		mustAddLink(t, us, bob.ID, other)
+		assertLinks(t, us, bob.ID, github, other)
+		if _, hash, err := us.GetUserByIdentifier(ctx, "ada"); err != nil || hash != "h" {
+			t.Fatalf("AddLink changed the password hash: %q, %v", hash, err)
+		}
+	})
+
+	t.Run("RemoveLink", func(t *testing.T) {
+		us := newStores(t).Users
+		ada := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, google)
+		mustAddLink(t, us, ada.ID, github)
+		bob := mustCreate(t, us, auth.User{Identifier: "bob"}, "", false)
+		wantErr(t, "RemoveLink of another user's link", us.RemoveLink(ctx, bob.ID, google), auth.ErrNotFound)
+		assertLinked(t, us, google, ada.ID)
+		if err := us.RemoveLink(ctx, ada.ID, google); err != nil {
+			t.Fatalf("RemoveLink: %v", err)
+		}
+		assertLinked(t, us, google, "")
+		assertLinks(t, us, ada.ID, github)
+		wantErr(t, "RemoveLink twice", us.RemoveLink(ctx, ada.ID, google), auth.ErrNotFound)
+		// Free again: another user may take it.
+		mustAddLink(t, us, bob.ID, google)
+		assertLinked(t, us, google, bob.ID)
+		if got, err := us.GetUser(ctx, ada.ID); err != nil || got.Identifier != "ada" {
+			t.Fatalf("the user after RemoveLink = %+v, %v", got, err)
+		}
+	})
+
+	t.Run("LinksSorted", func(t *testing.T) {
+		us := newStores(t).Users
+		want := []auth.Link{
+			{Provider: "a", Subject: "z"},
+			{Provider: "github", Subject: "10"},
+			{Provider: "github", Subject: "2"},
+			{Provider: "google", Subject: "a"},
+			{Provider: "google", Subject: "b"},
+		}
+		p := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, want[3])
+		for _, i := range []int{4, 2, 0, 1} {
+			mustAddLink(t, us, p.ID, want[i])
+		}
+		mustCreateLinked(t, us, auth.User{Identifier: "bob"}, github)
+		assertLinks(t, us, p.ID, want...)
+		none := mustCreate(t, us, auth.User{Identifier: "carol"}, "h", false)
+		assertLinks(t, us, none.ID)
+	})
+
+	t.Run("DeleteRemovesLinks", func(t *testing.T) {
+		us := newStores(t).Users
+		p := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, google)
+		mustAddLink(t, us, p.ID, github)
+		other := mustCreateLinked(t, us, auth.User{Identifier: "bob"}, auth.Link{Provider: "google", Subject: "bob"})
+		if err := us.DeleteUser(ctx, p.ID); err != nil {
+			t.Fatalf("DeleteUser: %v", err)
+		}
+		assertLinked(t, us, google, "")
+		assertLinked(t, us, github, "")
+		_, err := us.Links(ctx, p.ID)
+		wantErr(t, "Links of a deleted user", err, auth.ErrNotFound)
+		assertLinked(t, us, auth.Link{Provider: "google", Subject: "bob"}, other.ID)
+		// The links can be used again, by a new user or another one.
+		again := mustCreateLinked(t, us, auth.User{Identifier: "ada"}, google)
+		if again.ID == p.ID {
+			t.Errorf("recreated user has the old id")
+		}
+		assertLinked(t, us, google, again.ID)
+		mustAddLink(t, us, other.ID, github)
+		assertLinked(t, us, github, other.ID)
+	})
+
+	t.Run("NotFound", func(t *testing.T) {
+		us := newStores(t).Users
+		p := mustCreateLinked(t, us, auth.User{Identifier: "someone"}, google)
+		id := uuid.NewString()
+		calls := []struct {
+			name string
+			call func() error
+		}{
+			{"GetUserByLink", func() error { _, err := us.GetUserByLink(ctx, github); return err }},
+			{"AddLink", func() error { return us.AddLink(ctx, id, github) }},
+			{"AddLink of a taken link", func() error { return us.AddLink(ctx, id, google) }},
+			{"RemoveLink", func() error { return us.RemoveLink(ctx, id, google) }},
+			{"RemoveLink of a user without it", func() error { return us.RemoveLink(ctx, p.ID, github) }},
+			{"Links", func() error { _, err := us.Links(ctx, id); return err }},
+		}
+		for _, c := range calls {
+			t.Run(c.name, func(t *testing.T) { wantErr(t, c.name, c.call(), auth.ErrNotFound) })
+		}
+		assertLinked(t, us, github, "")
+		assertLinked(t, us, google, p.ID)
+	})
+
+	t.Run("Invalid", func(t *testing.T) {
+		us := newStores(t).Users
+		p := mustCreate(t, us, auth.User{Identifier: "ada"}, "", false)
+		for _, l := range []auth.Link{{}, {Provider: "google"}, {Subject: "1"}} {
+			_, err := us.CreateLinkedUser(ctx, auth.User{Identifier: "bob"}, l)
+			wantErr(t, fmt.Sprintf("CreateLinkedUser(%v)", l), err, auth.ErrInvalid)
+			wantErr(t, fmt.Sprintf("AddLink(%v)", l), us.AddLink(ctx, p.ID, l), auth.ErrInvalid)
+		}
+		if list, _ := us.ListUsers(ctx); len(list) != 1 {
+			t.Fatalf("ListUsers after invalid links: %d users, want 1", len(list))
+		}
+		assertLinks(t, us, p.ID)
+	})
+}
+
+func mustPutFlow(t *testing.T, fs auth.FlowStore, key, value string, ttl time.Duration) {
+	t.Helper()
+	if err := fs.PutFlow(context.Background(), key, []byte(value), ttl); err != nil {
+		t.Fatalf("PutFlow(%q): %v", key, err)
+	}
+}
+
+// wantFlow fails t unless TakeFlow(key) returns want.
+func wantFlow(t *testing.T, fs auth.FlowStore, key, want string) {
+	t.Helper()
+	got, err := fs.TakeFlow(context.Background(), key)
+	if err != nil || string(got) != want {
+		t.Fatalf("TakeFlow(%q) = %q, %v; want %q", key, got, err, want)
+	}
+}
+
+// waitFlowExpiry puts probes flows with ttl under key prefix, then takes
+// them one by one, a while apart, until a take finds nothing: each probe is
+// taken once, so the first one missing has expired. It fails t when every
+// probe was still there, or after a few seconds.
+func waitFlowExpiry(t *testing.T, fs auth.FlowStore, prefix string, ttl time.Duration) {
+	t.Helper()
+	const probes = 256
+	for i := range probes {
+		mustPutFlow(t, fs, fmt.Sprint(prefix, i), "probe", ttl)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := range probes {
+		got, err := fs.TakeFlow(context.Background(), fmt.Sprint(prefix, i))
+		if errors.Is(err, auth.ErrNotFound) {
+			return
+		}
+		if err != nil || string(got) != "probe" {
+			t.Fatalf("TakeFlow of a probe = %q, %v", got, err)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(ttl / 8)
+	}
+	t.Fatalf("timed out waiting for flows with a TTL of %v to expire", ttl)
+}
+
+func testFlows(t *testing.T, newStores func(t *testing.T) auth.Stores) {
+	ctx := context.Background()
+
+	t.Run("PutTake", func(t *testing.T) {
+		fs := newStores(t).Flows
+		value := []byte("state\x00{\"nonce\":\"n\"}\xff")
+		if err := fs.PutFlow(ctx, "k", value, time.Hour); err != nil {
+			t.Fatalf("PutFlow: %v", err)
+		}
+		value[0] = 'X' // the store keeps its own copy
+		mustPutFlow(t, fs, "other", "o", time.Hour)
+		wantFlow(t, fs, "k", "state\x00{\"nonce\":\"n\"}\xff")
+		_, err := fs.TakeFlow(ctx, "k")
+		wantErr(t, "TakeFlow twice", err, auth.ErrNotFound)
+		_, err = fs.TakeFlow(ctx, "never")
+		wantErr(t, "TakeFlow of an unknown key", err, auth.ErrNotFound)
+		wantFlow(t, fs, "other", "o")
+	})
+
+	t.Run("Overwrite", func(t *testing.T) {
+		fs := newStores(t).Flows
+		mustPutFlow(t, fs, "k", "first", time.Hour)
+		mustPutFlow(t, fs, "k", "second", time.Hour)
+		wantFlow(t, fs, "k", "second")
+		_, err := fs.TakeFlow(ctx, "k")
+		wantErr(t, "TakeFlow after an overwrite was taken", err, auth.ErrNotFound)
+	})
+
+	t.Run("Empty", func(t *testing.T) {
+		fs := newStores(t).Flows
+		mustPutFlow(t, fs, "k", "", time.Hour)
+		wantFlow(t, fs, "k", "")
+		_, err := fs.TakeFlow(ctx, "k")
+		wantErr(t, "TakeFlow twice", err, auth.ErrNotFound)
+	})
+
+	t.Run("ConcurrentTake", func(t *testing.T) {
+		fs := newStores(t).Flows
+		mustPutFlow(t, fs, "k", "v", time.Hour)
+		const goroutines = 8
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var got [][]byte
+		for range goroutines {
+			wg.Go(func() {
+				b, err := fs.TakeFlow(ctx, "k")
+				switch {
+				case err == nil:
+					mu.Lock()
+					got = append(got, b)
+					mu.Unlock()
+				case !errors.Is(err, auth.ErrNotFound):
+					t.Errorf("TakeFlow: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if len(got) != 1 || string(got[0]) != "v" {
+			t.Fatalf("%d concurrent TakeFlow got %q, want one \"v\"", goroutines, got)
+		}
+	})
+
+	t.Run("Expiry", func(t *testing.T) {
+		fs := newStores(t).Flows
+		mustPutFlow(t, fs, "long", "kept", time.Hour)
+		waitFlowExpiry(t, fs, "short", 100*time.Millisecond)
+		wantFlow(t, fs, "long", "kept")
+		// An expired key takes a new value like any other.
+		mustPutFlow(t, fs, "short0", "again", time.Hour)
+		wantFlow(t, fs, "short0", "again")
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/server"
 )
 
@@ -50,6 +51,11 @@ type config struct {
 	DemoStreamDelay time.Duration
 	DemoUsers       string
 	PrintDemoUsers  bool
+	PublicURL       string
+	OAuthProviders  string
+	// Providers are read from the environment (CHAT_OAUTH_<NAME>_...)
+	// for the names in OAuthProviders.
+	Providers []oauth.Config
 }
 
 // setting binds an environment variable and a flag to a field.
@@ -94,7 +100,9 @@ func (c *config) settings() []setting {
 		{"CHAT_ADDR", "addr", defaultAddr, "listen address", str(&c.Addr)},
 		{"REDIS_URL", "redis-url", "", "Redis URL; unset: the in-memory store (one instance)", str(&c.RedisURL)},
 		{"CHAT_NAMESPACE", "namespace", "chat:", "prefix of every Redis key", str(&c.Namespace)},
-		{"CHAT_AUTH", "auth", "password", "authentication: password, header or none", str(&c.Auth)},
+		{"CHAT_AUTH", "auth", "password", "authentication: password (with any identity providers beside it), oauth (identity providers only), header or none", str(&c.Auth)},
+		{"CHAT_PUBLIC_URL", "public-url", "", "external base URL, scheme://host[:port]; identity providers call back to <it>/auth/oauth/<name>/callback (unset: the request's own)", str(&c.PublicURL)},
+		{"CHAT_OAUTH_PROVIDERS", "oauth-providers", "", "comma-separated names of identity providers, each configured by CHAT_OAUTH_<NAME>_ISSUER (or _TYPE=github), _CLIENT_ID, _CLIENT_SECRET or _CLIENT_SECRET_FILE, _SCOPES, _DISPLAY_NAME, _IDENTIFIER_CLAIM, _REQUIRE_VERIFIED_EMAIL (see docs/configuration.md)", str(&c.OAuthProviders)},
 		{"CHAT_AUTH_HEADER", "auth-header", "X-Forwarded-User", "header naming the user in header mode", str(&c.AuthHeader)},
 		{"CHAT_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of trusted proxies", str(&c.TrustedProxies)},
 		{"CHAT_ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated exact origins allowed besides the server's own", str(&c.AllowedOrigins)},
@@ -180,9 +188,20 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, fmt.Errorf("CHAT_LOG_FORMAT: %q is neither text nor json", c.LogFormat)
 	}
 	switch server.AuthMode(c.Auth) {
-	case server.AuthPassword, server.AuthHeader, server.AuthNone:
+	case server.AuthPassword, server.AuthHeader, server.AuthNone, server.AuthOAuth:
 	default:
-		return c, fmt.Errorf("CHAT_AUTH: %q is not password, header or none", c.Auth)
+		return c, fmt.Errorf("CHAT_AUTH: %q is not password, oauth, header or none", c.Auth)
+	}
+	ps, err := loadProviders(c.OAuthProviders, getenv)
+	if err != nil {
+		return c, err
+	}
+	c.Providers = ps
+	switch {
+	case c.Auth == string(server.AuthOAuth) && len(ps) == 0:
+		return c, fmt.Errorf("CHAT_AUTH=oauth needs CHAT_OAUTH_PROVIDERS")
+	case len(ps) > 0 && c.Auth != string(server.AuthPassword) && c.Auth != string(server.AuthOAuth):
+		return c, fmt.Errorf("CHAT_OAUTH_PROVIDERS works with CHAT_AUTH=password or oauth, not %s", c.Auth)
 	}
 	return c, nil
 }
@@ -232,6 +251,8 @@ func (c config) serverConfig() (server.Config, error) {
 		IdleTimeout:        c.IdleTimeout,
 		HashWorkers:        max(c.HashWorkers, 1),
 		Login:              auth.Config{TokenTTL: c.TokenTTL, TokenIdleTTL: c.TokenIdleTTL},
+		Providers:          c.Providers,
+		PublicURL:          c.PublicURL,
 	}
 	// In the environment 0 means "off"; in server.Config 0 means "default".
 	if c.HTTPTimeout == 0 {

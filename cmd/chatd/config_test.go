@@ -27,6 +27,19 @@ func TestBadConfigExits(t *testing.T) {
 		{"bad flag value", nil, []string{"-session-grace", "abc"}, "-session-grace"},
 		{"unknown flag", nil, []string{"-no-such-flag"}, "-no-such-flag"},
 		{"stray argument", nil, []string{"serve"}, "unexpected arguments"},
+		{"bad provider name", map[string]string{"CHAT_OAUTH_PROVIDERS": "Corp IdP"}, nil, "CHAT_OAUTH_PROVIDERS"},
+		{"provider without issuer", map[string]string{"CHAT_OAUTH_PROVIDERS": "corp", "CHAT_OAUTH_CORP_CLIENT_ID": "c",
+			"CHAT_OAUTH_CORP_CLIENT_SECRET": "s3cr3t-value"}, nil, "CHAT_OAUTH_CORP_ISSUER"},
+		{"provider without secret", map[string]string{"CHAT_OAUTH_PROVIDERS": "corp", "CHAT_OAUTH_CORP_ISSUER": "https://idp.example",
+			"CHAT_OAUTH_CORP_CLIENT_ID": "c"}, nil, "CHAT_OAUTH_CORP_CLIENT_SECRET"},
+		{"provider with a bad issuer", map[string]string{"CHAT_OAUTH_PROVIDERS": "my-idp", "CHAT_OAUTH_MY_IDP_ISSUER": "idp.example",
+			"CHAT_OAUTH_MY_IDP_CLIENT_ID": "c", "CHAT_OAUTH_MY_IDP_CLIENT_SECRET": "s3cr3t-value"}, nil, "CHAT_OAUTH_MY_IDP_"},
+		{"secret file missing", map[string]string{"CHAT_OAUTH_PROVIDERS": "corp", "CHAT_OAUTH_CORP_ISSUER": "https://idp.example",
+			"CHAT_OAUTH_CORP_CLIENT_ID": "c", "CHAT_OAUTH_CORP_CLIENT_SECRET_FILE": "/nonexistent/secret"}, nil, "CHAT_OAUTH_CORP_CLIENT_SECRET_FILE"},
+		{"oauth mode without providers", map[string]string{"CHAT_AUTH": "oauth"}, nil, "CHAT_OAUTH_PROVIDERS"},
+		{"providers in header mode", map[string]string{"CHAT_AUTH": "header", "CHAT_OAUTH_PROVIDERS": "corp",
+			"CHAT_OAUTH_CORP_ISSUER": "https://idp.example", "CHAT_OAUTH_CORP_CLIENT_ID": "c", "CHAT_OAUTH_CORP_CLIENT_SECRET": "s3cr3t-value"}, nil, "CHAT_OAUTH_PROVIDERS"},
+		{"bad public url", map[string]string{"CHAT_PUBLIC_URL": "chat.example.com"}, nil, "public URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,6 +54,9 @@ func TestBadConfigExits(t *testing.T) {
 			}
 			if !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("stderr does not name %s:\n%s", tt.want, r.stderr)
+			}
+			if strings.Contains(r.stderr+r.stdout, "s3cr3t-value") {
+				t.Errorf("chatd printed a client secret:\n%s", r.stderr)
 			}
 			if strings.Contains(r.stdout, "listening") {
 				t.Errorf("chatd served despite the bad configuration:\n%s", r.stdout)

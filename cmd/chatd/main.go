@@ -151,7 +151,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	if cfg.RedisURL == "" {
 		m := auth.NewMemoryStore(nil)
 		return &stores{name: "memory", memory: true,
-			auth:     auth.Stores{Users: m, Tokens: m, Throttle: m},
+			auth:     auth.Stores{Users: m, Tokens: m, Throttle: m, Flows: m},
 			sessions: session.NewMemoryStore(nil), bus: bus.NewMemory(), close: func() {}}, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
@@ -181,7 +181,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 func redisStores(c *redis.Client, ns string) *stores {
 	rs := auth.NewRedisStore(c, ns)
 	ss := session.NewRedisStore(c, ns)
-	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs},
+	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs, Flows: rs},
 		sessions: ss, bus: bus.NewRedis(c, ns),
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
 		close: func() {

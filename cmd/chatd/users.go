@@ -8,9 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/bus"
 )
 
@@ -19,8 +23,13 @@ const usersUsage = `usage:
   chatd users list
   chatd users delete --identifier ID
   chatd users passwd --identifier ID --password-stdin
+  chatd users link --identifier ID --provider NAME --subject SUB
+  chatd users unlink --identifier ID --provider NAME --subject SUB
 
 The password is read from standard input (one line), never from arguments.
+link lets the person with the subject id SUB at the identity provider NAME
+(its configured name) sign in as the user ID; unlink stops it. list shows
+each user's links after the metadata, as NAME:SUB (SUB quoted when needed).
 The commands work on the Redis store (REDIS_URL); the in-memory store lives
 inside one server process and has only its demo users.
 `
@@ -40,6 +49,8 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	displayName := fs.String("display-name", "", "the user's display name")
 	metadata := fs.String("metadata", "", "the user's metadata, a JSON object")
 	pwStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	provider := fs.String("provider", "", "the identity provider's configured name (link, unlink)")
+	subject := fs.String("subject", "", "the user's subject id at the identity provider (link, unlink)")
 	redisURL := fs.String("redis-url", getenv("REDIS_URL"), "Redis URL ($REDIS_URL)")
 	namespace := fs.String("namespace", "", "Redis key prefix ($CHAT_NAMESPACE, default chat:)")
 	if err := fs.Parse(rest); err != nil {
@@ -50,10 +61,11 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stderr, "unexpected arguments (%d) after the flags; a password is read from standard input only\n%s", fs.NArg(), usersUsage)
 		return errUsage
 	}
-	needID := cmd == "add" || cmd == "delete" || cmd == "passwd"
+	needID := cmd == "add" || cmd == "delete" || cmd == "passwd" || cmd == "link" || cmd == "unlink"
 	needPW := cmd == "add" || cmd == "passwd"
+	needLink := cmd == "link" || cmd == "unlink"
 	switch {
-	case cmd != "add" && cmd != "list" && cmd != "delete" && cmd != "passwd":
+	case !slices.Contains([]string{"add", "list", "delete", "passwd", "link", "unlink"}, cmd):
 		fmt.Fprintf(stderr, "unknown users command %q\n%s", cmd, usersUsage)
 		return errUsage
 	case needID && *identifier == "":
@@ -61,6 +73,12 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return errUsage
 	case needPW && !*pwStdin:
 		fmt.Fprintf(stderr, "--password-stdin is required: the password is read from standard input\n%s", usersUsage)
+		return errUsage
+	case needLink && (*provider == "" || *subject == ""):
+		fmt.Fprintf(stderr, "--provider and --subject are required\n%s", usersUsage)
+		return errUsage
+	case needLink && !oauth.ValidName(*provider):
+		fmt.Fprintf(stderr, "--provider %q is not a provider name: a lower-case letter, then up to 31 lower-case letters, digits, - and _\n%s", *provider, usersUsage)
 		return errUsage
 	}
 	if *redisURL == "" {
@@ -106,7 +124,18 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		for _, u := range us {
 			md, _ := json.Marshal(u.Metadata)
-			fmt.Fprintf(stdout, "%s\t%s\t%q\t%s\n", u.ID, u.Identifier, u.DisplayName, md)
+			links, err := st.auth.Users.Links(ctx, u.ID)
+			if errors.Is(err, auth.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s\t%s\t%q\t%s", u.ID, u.Identifier, u.DisplayName, md)
+			for _, l := range links {
+				fmt.Fprintf(stdout, "\t%s", formatLink(l))
+			}
+			fmt.Fprintln(stdout)
 		}
 	case "delete":
 		// The user goes first (its tokens are revoked and the running
@@ -130,8 +159,59 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return err
 		}
 		fmt.Fprintf(stdout, "password of %s changed; its tokens are revoked\n", *identifier)
+	case "link":
+		u, err := userByIdentifier(ctx, st.auth.Users, *identifier)
+		if err != nil {
+			return err
+		}
+		l := auth.Link{Provider: *provider, Subject: *subject}
+		err = st.auth.Users.AddLink(ctx, u.ID, l)
+		if errors.Is(err, auth.ErrExists) {
+			return fmt.Errorf("%s is linked to another user; unlink it there first: %w", formatLink(l), err)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "linked %s (id %s) to %s\n", u.Identifier, u.ID, formatLink(l))
+	case "unlink":
+		u, err := userByIdentifier(ctx, st.auth.Users, *identifier)
+		if err != nil {
+			return err
+		}
+		l := auth.Link{Provider: *provider, Subject: *subject}
+		err = st.auth.Users.RemoveLink(ctx, u.ID, l)
+		if errors.Is(err, auth.ErrNotFound) {
+			return fmt.Errorf("%s is not linked to %s: %w", formatLink(l), u.Identifier, err)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "unlinked %s (id %s) from %s\n", u.Identifier, u.ID, formatLink(l))
 	}
 	return nil
+}
+
+// userByIdentifier returns the user with the given identifier; an unknown
+// one is an error that names it.
+func userByIdentifier(ctx context.Context, us auth.UserStore, identifier string) (*auth.PersistedUser, error) {
+	u, _, err := us.GetUserByIdentifier(ctx, identifier)
+	if errors.Is(err, auth.ErrNotFound) {
+		return nil, fmt.Errorf("no user %s: %w", identifier, err)
+	}
+	return u, err
+}
+
+// formatLink shows l as provider:subject, the subject quoted when it is
+// empty or holds a space, a quote or a character that is not printable,
+// so that a line of users list stays one line with one field per link.
+func formatLink(l auth.Link) string {
+	sub := l.Subject
+	if sub == "" || strings.ContainsFunc(sub, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '\\' || !unicode.IsPrint(r)
+	}) {
+		sub = strconv.Quote(sub)
+	}
+	return l.Provider + ":" + sub
 }
 
 // readPassword reads one line from r, without its line ending.

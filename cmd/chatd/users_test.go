@@ -5,10 +5,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd-project/chatd/auth"
 )
 
 // revocationWait bounds the wait for a revoked socket to close. The
@@ -123,6 +126,18 @@ func TestUsersCommandRefusals(t *testing.T) {
 			"password is shorter than", false},
 		{"metadata not an object", secret + "\n", []string{"add", "--identifier", carol, "--metadata", "[1]", "--password-stdin"},
 			"--metadata must be a JSON object", false},
+		{"link without provider", "", []string{"link", "--identifier", carol, "--subject", "1"},
+			"--provider and --subject are required", true},
+		{"unlink without subject", "", []string{"unlink", "--identifier", carol, "--provider", "google"},
+			"--provider and --subject are required", true},
+		{"link without identifier", "", []string{"link", "--provider", "google", "--subject", "1"},
+			"--identifier is required", true},
+		{"link to a provider name that is not one", "", []string{"link", "--identifier", carol, "--provider", "Google", "--subject", "1"},
+			`--provider "Google" is not a provider name`, true},
+		{"link an unknown user", "", []string{"link", "--identifier", carol, "--provider", "google", "--subject", "1"},
+			"no user " + carol, false},
+		{"unlink an unknown user", "", []string{"unlink", "--identifier", carol, "--provider", "google", "--subject", "1"},
+			"no user " + carol, false},
 		{"unknown command", "", []string{"frobnicate"}, `unknown users command "frobnicate"`, true},
 		{"no command", "", nil, "usage:", true},
 	}
@@ -158,6 +173,8 @@ func TestUsersCommandNeedsRedis(t *testing.T) {
 		{"a-good-password\n", []string{"add", "--identifier", "dave@example.com", "--password-stdin"}},
 		{"a-good-password\n", []string{"passwd", "--identifier", "dave@example.com", "--password-stdin"}},
 		{"", []string{"delete", "--identifier", "dave@example.com"}},
+		{"", []string{"link", "--identifier", "dave@example.com", "--provider", "google", "--subject", "1"}},
+		{"", []string{"unlink", "--identifier", "dave@example.com", "--provider", "google", "--subject", "1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.args[0], func(t *testing.T) {
@@ -170,4 +187,106 @@ func TestUsersCommandNeedsRedis(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestUsersLinkCommand(t *testing.T) {
+	t.Parallel()
+	env, rs := redisEnv(t)
+	ctx := context.Background()
+	store := auth.NewRedisStore(rs.Client(), env["CHAT_NAMESPACE"])
+	addBob(t, env, "a-good-password")
+	const carol = "carol@example.com"
+	if r := runChatd(t, env, "another-password\n", "users", "add", "--identifier", carol, "--password-stdin"); r.code != 0 {
+		t.Fatalf("chatd users add carol: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	google := auth.Link{Provider: "google", Subject: "1234567890"}
+	github := auth.Link{Provider: "github", Subject: "sub with space"}
+
+	// linked checks which user l links, if any ("" for none).
+	linked := func(t *testing.T, l auth.Link, want string) {
+		t.Helper()
+		u, err := store.GetUserByLink(ctx, l)
+		switch {
+		case want == "" && !errors.Is(err, auth.ErrNotFound):
+			t.Fatalf("GetUserByLink(%v) = %v, %v; want no user", l, u, err)
+		case want != "" && (err != nil || u.Identifier != want):
+			t.Fatalf("GetUserByLink(%v) = %v, %v; want %s", l, u, err, want)
+		}
+	}
+	// line returns the line of users list about the user ident.
+	line := func(t *testing.T, ident string) string {
+		t.Helper()
+		r := runChatd(t, env, "", "users", "list")
+		if r.code != 0 {
+			t.Fatalf("chatd users list: exit %d\nstderr: %s", r.code, r.stderr)
+		}
+		for l := range strings.Lines(r.stdout) {
+			if f := strings.Split(l, "\t"); len(f) > 1 && f[1] == ident {
+				return l
+			}
+		}
+		t.Fatalf("chatd users list does not show %s:\n%s", ident, r.stdout)
+		return ""
+	}
+	run := func(t *testing.T, args ...string) cmdResult {
+		t.Helper()
+		return runChatd(t, env, "", append([]string{"users"}, args...)...)
+	}
+	link := func(cmd, ident string, l auth.Link) []string {
+		return []string{cmd, "--identifier", ident, "--provider", l.Provider, "--subject", l.Subject}
+	}
+
+	steps := []struct {
+		name   string
+		args   []string
+		ok     bool
+		output string // in stdout when ok, else in stderr
+	}{
+		{"link", link("link", bobID, google), true, "linked " + bobID + " (id "},
+		{"link again", link("link", bobID, google), true, " to google:1234567890\n"},
+		{"link another provider", link("link", bobID, github), true, ` to github:"sub with space"`},
+		{"link to another user", link("link", carol, google), false, "google:1234567890 is linked to another user"},
+		{"unlink from another user", link("unlink", carol, google), false, "google:1234567890 is not linked to " + carol},
+	}
+	for _, st := range steps {
+		r := run(t, st.args...)
+		out := r.stdout
+		if !st.ok {
+			out = r.stderr
+		}
+		if (r.code == 0) != st.ok || !strings.Contains(out, st.output) {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q; want ok %v and %q", st.name, r.code, r.stdout, r.stderr, st.ok, st.output)
+		}
+	}
+	linked(t, google, bobID)
+	linked(t, github, bobID)
+	if got, want := line(t, bobID), "\t\""+bobName+"\"\t{\"department\":\"engineering\"}\tgithub:\"sub with space\"\tgoogle:1234567890\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("bob's line of users list = %q, want it to end with %q", got, want)
+	}
+	if got := line(t, carol); !strings.HasSuffix(got, "\t"+carol+"\t\"\"\t{}\n") {
+		t.Errorf("carol's line of users list = %q, want no links", got)
+	}
+
+	// unlink frees the link for another user.
+	if r := run(t, link("unlink", bobID, google)...); r.code != 0 || !strings.HasPrefix(r.stdout, "unlinked "+bobID+" (id ") {
+		t.Fatalf("chatd users unlink: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	linked(t, google, "")
+	if r := run(t, link("unlink", bobID, google)...); r.code == 0 || !strings.Contains(r.stderr, "is not linked to "+bobID) {
+		t.Errorf("unlink twice: exit %d, stderr %q; want a failure saying it is not linked", r.code, r.stderr)
+	}
+	if r := run(t, link("link", carol, google)...); r.code != 0 {
+		t.Fatalf("chatd users link carol after the unlink: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	linked(t, google, carol)
+	if got := line(t, bobID); !strings.HasSuffix(got, "}\tgithub:\"sub with space\"\n") {
+		t.Errorf("bob's line of users list after unlink = %q, want only the github link", got)
+	}
+
+	// delete takes the user's links with it.
+	if r := run(t, "delete", "--identifier", carol); r.code != 0 {
+		t.Fatalf("chatd users delete: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	linked(t, google, "")
+	linked(t, github, bobID)
 }

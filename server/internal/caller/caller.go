@@ -165,8 +165,9 @@ func (a *Authenticator) ClientAddr(r *http.Request) string {
 	return peer.String()
 }
 
-// secure reports whether the token cookie must be Secure.
-func (a *Authenticator) secure(r *http.Request) bool {
+// Secure reports whether r came over TLS, to the client: directly, through
+// a trusted proxy that says so, or as configured (cookies are then Secure).
+func (a *Authenticator) Secure(r *http.Request) bool {
 	if a.cfg.CookieSecure || r.TLS != nil {
 		return true
 	}
@@ -175,7 +176,7 @@ func (a *Authenticator) secure(r *http.Request) bool {
 
 func (a *Authenticator) tokenCookie(r *http.Request, value string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{Name: CookieName, Value: value, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	if a.secure(r) {
+	if a.Secure(r) {
 		c.Name, c.Secure = SecureCookieName, true
 	}
 	if !expires.IsZero() {

@@ -43,6 +43,10 @@ func (s *Hub) routes() {
 	allow("/auth/me", "GET, HEAD")
 	handle("GET /auth/config", s.handleAuthConfig)
 	allow("/auth/config", "GET, HEAD")
+	handle("GET /auth/oauth/{provider}/login", s.handleOAuthLogin)
+	allow("/auth/oauth/{provider}/login", "GET, HEAD")
+	handle("GET /auth/oauth/{provider}/callback", s.handleOAuthCallback)
+	allow("/auth/oauth/{provider}/callback", "GET, HEAD")
 	handle("GET /app", s.handleApp)
 	allow("/app", "GET, HEAD")
 	handle("GET /ws", s.handleWS)
@@ -132,7 +136,14 @@ func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 		// the same work, so that lengths reveal nothing.
 		*req.Identifier = ""
 	}
-	u, tok, err := s.auth.Login(ctx, *req.Identifier, *req.Password, s.callers.ClientAddr(r))
+	var u *auth.PersistedUser
+	var tok auth.Token
+	var err error
+	if s.app.PasswordAuth != nil {
+		u, tok, err = s.auth.LoginWith(ctx, *req.Identifier, *req.Password, s.callers.ClientAddr(r), s.app.PasswordAuth)
+	} else {
+		u, tok, err = s.auth.Login(ctx, *req.Identifier, *req.Password, s.callers.ClientAddr(r))
+	}
 	var te *auth.ThrottledError
 	switch {
 	case err == nil:
@@ -144,6 +155,10 @@ func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, auth.ErrInvalidCredentials):
 		s.metrics.Logins.WithLabelValues("failed").Inc()
 		httpio.WriteError(w, wire.Errorf(wire.CodeInvalidCredentials, "identifier or password is wrong"))
+		return
+	case errors.Is(err, auth.ErrInvalid):
+		s.log.LogAttrs(ctx, slog.LevelError, "login: the application's password check returned an invalid user", slog.Any("err", err))
+		httpio.WriteError(w, wire.Errorf(wire.CodeHandlerError, "the application could not sign you in"))
 		return
 	case errors.Is(err, auth.ErrBusy):
 		httpio.WriteError(w, &wire.Error{Code: wire.CodeUnavailable, Message: "too many logins at once; try again", RetryAfter: 1})
@@ -188,10 +203,20 @@ func (s *Hub) handleMe(w http.ResponseWriter, r *http.Request) {
 	httpio.WriteJSON(w, http.StatusOK, objects.User(id.User))
 }
 
+type providerJSON struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name"`
+}
+
 func (s *Hub) handleAuthConfig(w http.ResponseWriter, r *http.Request) {
+	ps := make([]providerJSON, len(s.providerList))
+	for i, p := range s.providerList {
+		ps[i] = providerJSON{Name: p.Name(), DisplayName: p.DisplayName()}
+	}
 	httpio.WriteJSON(w, http.StatusOK, map[string]any{
-		"methods":        []string{string(s.cfg.Auth)},
-		"requires_login": s.cfg.Auth == AuthPassword,
+		"methods":        []string{s.cfg.Auth},
+		"requires_login": s.cfg.Auth == AuthPassword || s.cfg.Auth == AuthOAuth,
+		"providers":      ps,
 	})
 }
 

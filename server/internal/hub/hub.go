@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/auth/oauth"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/server/internal/socket"
 	"github.com/chatd-project/chatd/session"
@@ -52,6 +53,11 @@ type App struct {
 	EnvKeys []EnvKey
 	// HeaderAuth, when set, names the user from a trusted proxy's headers.
 	HeaderAuth func(h http.Header) string
+	// PasswordAuth, when set, checks identifiers and passwords in place of
+	// the stored hashes.
+	PasswordAuth auth.PasswordCheck
+	// OAuth, when set, decides who signs in through an identity provider.
+	OAuth OAuthHook
 }
 
 // Deps are what a Hub is built on.
@@ -63,6 +69,8 @@ type Deps struct {
 	Ready    func(ctx context.Context) error
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Providers are the identity providers people may sign in with.
+	Providers []*oauth.Provider
 }
 
 // Hub is the machinery of a chat server: HTTP routes, sockets, the live
@@ -83,6 +91,10 @@ type Hub struct {
 	metrics  *metrics.Metrics
 	mux      *http.ServeMux
 	csrf     *http.CrossOriginProtection
+	// providers are the identity providers by name; providerList keeps
+	// their configured order for GET /auth/config.
+	providers    map[string]*oauth.Provider
+	providerList []*oauth.Provider
 
 	// app and callers are set by Start, before started; read-only
 	// afterwards.
@@ -121,16 +133,24 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		return nil, errors.New("hub: incomplete dependencies")
 	}
 	s := &Hub{
-		cfg:      cfg,
-		clock:    cfg.Clock,
-		auth:     d.Auth,
-		sessions: d.Sessions,
-		bus:      d.Bus,
-		ready:    d.Ready,
-		log:      d.Logger,
-		registry: d.Registry,
-		conns:    map[*conn]struct{}{},
-		live:     map[string]*liveSession{},
+		cfg:          cfg,
+		clock:        cfg.Clock,
+		auth:         d.Auth,
+		sessions:     d.Sessions,
+		bus:          d.Bus,
+		ready:        d.Ready,
+		log:          d.Logger,
+		registry:     d.Registry,
+		conns:        map[*conn]struct{}{},
+		live:         map[string]*liveSession{},
+		providers:    map[string]*oauth.Provider{},
+		providerList: d.Providers,
+	}
+	for _, p := range d.Providers {
+		if s.providers[p.Name()] != nil {
+			return nil, fmt.Errorf("identity provider %q configured twice", p.Name())
+		}
+		s.providers[p.Name()] = p
 	}
 	s.metrics = metrics.New(s.registry)
 	s.csrf = http.NewCrossOriginProtection()
@@ -369,6 +389,8 @@ const (
 	AuthPassword = "password"
 	AuthHeader   = "header"
 	AuthNone     = "none"
+	// AuthOAuth: identity providers only, no password login.
+	AuthOAuth = "oauth"
 )
 
 // Config is the hub's configuration, with every default applied: the
@@ -400,6 +422,9 @@ type Config struct {
 	LeaseTTL           time.Duration
 	InstanceID         string
 	Clock              clock.Clock
+	// PublicURL is the external base URL, for identity providers'
+	// callbacks; "" takes the request's scheme and host.
+	PublicURL string
 }
 
 // authenticate resolves the caller of a request (caller.Authenticator); a
