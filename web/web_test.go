@@ -24,3 +24,16 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+// The UI renders what the server sends (messages, names, the identity
+// providers' display names) as text only: no API that parses HTML.
+func TestAppRendersTextOnly(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/app.js", nil))
+	js := rec.Body.String()
+	for _, api := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "DOMParser", "createContextualFragment"} {
+		if strings.Contains(js, api) {
+			t.Errorf("app.js uses %s; render server data with textContent", api)
+		}
+	}
+}

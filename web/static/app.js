@@ -7,7 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     appName: $('app-name'), userName: $('user-name'), logout: $('logout'), notices: $('notices'),
-    loading: $('loading'), loginView: $('login-view'), loginForm: $('login-form'),
+    loading: $('loading'), loginView: $('login-view'), loginProviders: $('login-providers'),
+    loginOr: $('login-or'), loginForm: $('login-form'),
     loginId: $('login-identifier'), loginPassword: $('login-password'), loginSubmit: $('login-submit'),
     chatView: $('chat-view'), profileField: $('profile-field'), profile: $('profile-select'),
     profileDescription: $('profile-description'), newChat: $('new-chat'), threadList: $('thread-list'),
@@ -18,7 +19,7 @@
   };
 
   const state = {
-    config: { methods: ['password'], requires_login: true },
+    config: { methods: ['password'], requires_login: true, providers: [] }, // GET /auth/config
     profiles: [],
     ws: null, // the current socket; frames and closes of any other socket are ignored
     welcomed: false,
@@ -92,6 +93,38 @@
 
   // ---- views ----
 
+  // localNext is where an identity provider sends the browser back to: this
+  // page's path and query, only when they make a local path (a single
+  // leading '/': '//host' and '/\host' name another site).
+  function localNext() {
+    const next = location.pathname + location.search;
+    return /^\/(?![/\\])/.test(next) ? next : '';
+  }
+
+  function providerLoginURL(name) {
+    const url = `/auth/oauth/${encodeURIComponent(name)}/login`;
+    const next = localNext();
+    return next ? `${url}?${new URLSearchParams({ next })}` : url;
+  }
+
+  // renderLoginMethods shows one link per identity provider, which leaves
+  // the page for the provider's sign-in (the server redirects back to next
+  // with the session cookie set; init then finds the user signed in), and
+  // the password form when the server takes passwords or offers nothing else.
+  function renderLoginMethods() {
+    const cfg = state.config;
+    const providers = (Array.isArray(cfg.providers) ? cfg.providers : []).filter((p) => p && p.name);
+    const password = (Array.isArray(cfg.methods) && cfg.methods.includes('password')) || providers.length === 0;
+    el.loginProviders.replaceChildren(...providers.map((p) => h('a', {
+      class: 'button provider', href: providerLoginURL(p.name),
+      'data-testid': 'login-provider', 'data-provider': p.name,
+      text: `Sign in with ${p.display_name || p.name}`,
+    })));
+    el.loginProviders.hidden = providers.length === 0;
+    el.loginForm.hidden = !password;
+    el.loginOr.hidden = !password || providers.length === 0;
+  }
+
   function showLogin(message) {
     disconnect();
     state.session = null;
@@ -102,8 +135,10 @@
     el.loginView.hidden = false;
     el.logout.hidden = true;
     el.userName.textContent = '';
+    renderLoginMethods();
     if (message) notice('unauthorized', message);
-    el.loginId.focus();
+    if (!el.loginForm.hidden) el.loginId.focus();
+    else el.loginProviders.querySelector('a')?.focus();
   }
 
   async function showApp() {
@@ -653,6 +688,9 @@
 
   // ---- start ----
 
+  // init decides between the login screen and the chat: a session cookie,
+  // set by a password login or by the server at the end of a provider's
+  // sign-in, makes GET /auth/me succeed and skips the login screen.
   async function init() {
     try {
       const cfg = await api('GET', '/auth/config');
