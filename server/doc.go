@@ -68,8 +68,12 @@
 //
 // # Authentication and serving
 //
-// [Config] selects password sign-in (argon2id), a trusted proxy's header
-// ([Server.SetHeaderAuth] for a callback of your own) or anonymous users.
+// [Config] selects password sign-in (argon2id, or the application's own
+// check with [Server.SetPasswordAuth]), sign-in through identity providers
+// (Config.Providers: OpenID Connect by discovery, or GitHub; beside
+// passwords or alone, with [Server.SetOAuthCallback] to decide who comes in
+// and with which metadata), a trusted proxy's header ([Server.SetHeaderAuth]
+// for a callback of your own) or anonymous users.
 // [New] without options keeps users, sessions and threads in memory, for a
 // single instance; [WithRedis] or [WithRedisURL] keeps them in Redis, so
 // that any number of instances behind a load balancer serve any client.

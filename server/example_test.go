@@ -2,12 +2,14 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -221,4 +223,44 @@ func ExampleServer_SetPasswordAuth() {
 	// Output:
 	// 401 Unauthorized
 	// 200 OK
+}
+
+// Sign-in by a trusted proxy (an SSO gateway) that names the user in a
+// header of its own; the callback reads it. Requests from any other peer
+// are not believed.
+func ExampleServer_SetHeaderAuth() {
+	srv, err := server.New(server.Config{
+		Auth:           server.AuthHeader,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	srv.SetHeaderAuth(func(h http.Header) string {
+		// The gateway sends "user=<id>; groups=...".
+		id, ok := strings.CutPrefix(h.Get("X-Auth-Request"), "user=")
+		if !ok {
+			return ""
+		}
+		id, _, _ = strings.Cut(id, ";")
+		return id
+	})
+	if err := srv.Start(); err != nil {
+		log.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+
+	req, _ := http.NewRequest("GET", ts.URL+"/auth/me", nil)
+	req.Header.Set("X-Auth-Request", "user=carol@example.com; groups=support")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Body.Close()
+	var me struct{ Identifier string }
+	_ = json.NewDecoder(res.Body).Decode(&me)
+	fmt.Println(res.Status, me.Identifier)
+	// Output: 200 OK carol@example.com
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/auth/oauth"
+	"github.com/chatd-project/chatd/internal/redistest"
 	"github.com/chatd-project/chatd/profiles"
 	"github.com/chatd-project/chatd/wire"
 )
@@ -645,5 +646,55 @@ func TestPasswordAuthHook(t *testing.T) {
 	}
 	if n := checks.Load() - before; n >= 12 {
 		t.Fatalf("the hook was asked %d times, want fewer than 12 (throttled)", n)
+	}
+}
+
+// TestOAuthAcrossInstancesOnRedis: the sign-in begins on one instance and
+// its callback reaches another (a load balancer without stickiness): the
+// flow is in Redis, the user and its link too, and the state stays
+// single-use across instances.
+func TestOAuthAcrossInstancesOnRedis(t *testing.T) {
+	p := newIdP(t)
+	r := redistest.Start(t)
+	ns := r.Namespace()
+	instance := func() *httptest.Server {
+		srv, err := New(Config{Providers: []oauth.Config{p.provider()}}, WithRedis(r.Client(), ns),
+			WithHasher(newCheapHasher(t)), WithLogger(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoApp(srv)
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(func() { srv.Close(); hs.Close() })
+		return hs
+	}
+	a, b := instance(), instance()
+
+	p.QueueUser(account("sub-r1", "ray@example.com"))
+	br := newBrowser(t)
+	res, body := br.get(a.URL+"/auth/oauth/mock/login", nil)
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("login on A: %d %s", res.StatusCode, body)
+	}
+	authURL, _ := url.Parse(res.Header.Get("Location"))
+	cb := br.authorize(authURL)
+	// The browser's cookie was set for A's host; both instances share
+	// it (127.0.0.1), as instances behind one name do.
+	cbOnB := b.URL + cb.RequestURI()
+	res, body = br.get(cbOnB, nil)
+	tok := sessionToken(res)
+	if res.StatusCode != http.StatusFound || tok == "" {
+		t.Fatalf("callback on B: %d %s", res.StatusCode, body)
+	}
+	if res, body := br.get(a.URL+"/auth/me", http.Header{"Authorization": {"Bearer " + tok}}); res.StatusCode != 200 ||
+		!strings.Contains(body, `"identifier":"ray@example.com"`) {
+		t.Fatalf("/auth/me on A with B's token: %d %s", res.StatusCode, body)
+	}
+	// Replayed on A: the state was taken on B.
+	if res, _ := br.get(a.URL+cb.RequestURI(), nil); res.StatusCode != 400 || sessionToken(res) != "" {
+		t.Fatalf("callback replayed on A: %d", res.StatusCode)
 	}
 }

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"net"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/server"
 )
 
 // startIdP starts an OpenID Connect provider on loopback (mockoidc, in
@@ -55,6 +62,44 @@ func TestBrowserProviderSignIn(t *testing.T) {
 		"E2E_PROVIDER":     "Mock IdP",
 		"E2E_DISPLAY_NAME": "jane",
 		"E2E_GREETING":     "Welcome back, jane!",
+		"E2E_MESSAGE":      msg,
+		"E2E_REPLY":        "[assistant] Processing: " + msg,
+	})
+}
+
+// TestBrowserPasswordHook: an application that checks passwords against
+// its own directory (Server.SetPasswordAuth) signs its users in through
+// the same login form, and they chat like built-in users.
+func TestBrowserPasswordHook(t *testing.T) {
+	requireBrowser(t)
+	directory := map[string]string{"dora@example.com": "dora-directory-pw"}
+	srv, err := server.New(server.Config{}, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registerDemo(srv, demoConfig{StreamDelay: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetPasswordAuth(func(ctx context.Context, identifier, password string) (*auth.User, error) {
+		if pw, ok := directory[identifier]; !ok || pw != password {
+			return nil, nil
+		}
+		return &auth.User{Identifier: identifier, DisplayName: "Dora"}, nil
+	})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { srv.Close(); hs.Close() })
+
+	const msg = "hello from the directory"
+	runBrowserScript(t, "chat.mjs", map[string]string{
+		"CHATD_URL":        hs.URL,
+		"E2E_SIGN_IN":      "password",
+		"E2E_IDENTIFIER":   "dora@example.com",
+		"E2E_PASSWORD":     "dora-directory-pw",
+		"E2E_DISPLAY_NAME": "Dora",
+		"E2E_GREETING":     "Welcome back, Dora!",
 		"E2E_MESSAGE":      msg,
 		"E2E_REPLY":        "[assistant] Processing: " + msg,
 	})
