@@ -172,6 +172,32 @@ const appendLib = `
 -- for a missing session. Until then, gen0 (an id may be in KEYS[14]) and
 -- fresh (the log and ids may have no expiry yet) are true.
 local rec, curseq, gen0, fresh = {}, 0, true, true
+-- The record's fields a script sets (seq, the lease's fields) and the ids
+-- it remembers are gathered and written by flush, one HSET each, which
+-- every script calls before it returns once it wrote anything.
+local recw, idw, idpend = {}, {}, {}
+-- idsexp: the ids' generation may have no expiry yet (see expirelog).
+local idsexp = false
+local function setrec(f, v) recw[f] = v end
+local pttl
+local function flushids()
+  if #idw > 0 then
+    redis.call('HSET', KEYS[3], unpack(idw))
+    idw, idpend = {}, {}
+  end
+  if idsexp and pttl() > 0 then redis.call('PEXPIRE', KEYS[3], pttl()) end
+  idsexp = false
+end
+local function flush()
+  flushids()
+  local a = {}
+  for f, v in pairs(recw) do
+    a[#a + 1] = f
+    a[#a + 1] = v
+  end
+  if #a > 0 then redis.call('HSET', KEYS[1], unpack(a)) end
+  recw = {}
+end
 local function loadrec()
   local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started')
   if not r[1] then return false end
@@ -184,19 +210,26 @@ local function loadrec()
 end
 -- seen returns the seq remembered for key, or false.
 local function seen(key)
+  local p = idpend[key]
+  if p then return p end
   local v = redis.call('HGET', KEYS[3], key)
   if v or not gen0 then return v end
   return redis.call('HGET', KEYS[14], key)
 end
 local function remember(key, seq)
-  redis.call('HSET', KEYS[3], key, seq)
+  idpend[key] = seq
+  idw[#idw + 1] = key
+  idw[#idw + 1] = seq
 end
 local function logframe(fid, payload)
-  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  curseq = seq
+  curseq = curseq + 1
+  local seq = curseq
+  setrec('seq', seq)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', payload)
   if fid ~= '' then remember('f:' .. fid, seq) end
   if seq % IDKEEP == 0 then
+    -- The ids remembered so far belong to the generation that ends.
+    flushids()
     redis.call('UNLINK', KEYS[14])
     if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[14]) end
     gen0, fresh = true, true
@@ -205,7 +238,7 @@ local function logframe(fid, payload)
 end
 -- pttl is the record's time to live, read once.
 local pttlv = false
-local function pttl()
+function pttl()
   if not pttlv then pttlv = redis.call('PTTL', KEYS[1]) end
   return pttlv
 end
@@ -235,7 +268,7 @@ local threadkeys = {4, 5, 6, 8, 9}
 local function expirelog()
   if fresh and pttl() > 0 then
     redis.call('PEXPIRE', KEYS[2], pttl())
-    redis.call('PEXPIRE', KEYS[3], pttl())
+    idsexp = true -- once they are written
   end
 end
 -- setvalues stores the application's values given from ARGV[i]: their
@@ -245,10 +278,13 @@ local function setvalues(i)
   local n = tonumber(ARGV[i])
   if n > 0 then
     -- unpack takes a few thousand values at most: 500 pairs at a time.
+    local added = 0
     for j = i + 1, i + 2 * n, 1000 do
-      redis.call('HSET', KEYS[13], unpack(ARGV, j, math.min(j + 999, i + 2 * n)))
+      added = added + redis.call('HSET', KEYS[13], unpack(ARGV, j, math.min(j + 999, i + 2 * n)))
     end
-    if pttl() > 0 then redis.call('PEXPIRE', KEYS[13], pttl()) end
+    -- Values only replaced: the hash existed, with the record's expiry
+    -- (Touch keeps them together). A new field may have made it.
+    if added > 0 and pttl() > 0 then redis.call('PEXPIRE', KEYS[13], pttl()) end
   end
   return i + 1 + 2 * n
 end
@@ -316,7 +352,9 @@ end
 if ARGV[5] ~= '0' and (rec.fence or '0') ~= ARGV[5] then
   return redis.error_reply('CHATD_LEASELOST')
 end
-return appendframes(setvalues(6), ARGV[4])
+local out = appendframes(setvalues(6), ARGV[4])
+flush()
+return out
 `)
 
 // scriptUserMessage stores a user message: dedupe, echo, step, persist.
@@ -395,12 +433,16 @@ if ARGV[16] ~= '' then
   res[4], res[5] = l[1], l[2]
   if l[1] == 0 then
     expirelog()
+    flush()
     return res
   end
-  redis.call('HSET', KEYS[1], 'started', ARGV[16], 'sfence', l[1])
+  rec.started = ARGV[16]
+  setrec('started', ARGV[16])
+  setrec('sfence', l[1])
 end
 for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 expirelog()
+flush()
 return res
 `)
 

@@ -40,8 +40,10 @@ end
 local function lease(ns, sid, inst)
   local cur = rec.runner
   if cur and cur ~= '' then return {0, cur} end
-  local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-  redis.call('HSET', KEYS[1], 'runner', inst)
+  local f = tonumber(rec.fence or '0') + 1
+  rec.fence, rec.runner = tostring(f), inst
+  setrec('fence', f)
+  setrec('runner', inst)
   redis.call('SADD', runs(ns, inst), sid)
   redis.call('SADD', ns .. 'instances', inst)
   return {f, inst}
@@ -67,7 +69,9 @@ if not queued and max > 0 and waiting() >= max then
 end
 push(ARGV[5], ARGV[6])
 expirelog()
-return lease(ARGV[1], ARGV[2], ARGV[3])
+local l = lease(ARGV[1], ARGV[2], ARGV[3])
+flush()
+return l
 `)
 
 // scriptNextTurn finishes a turn and takes the next.
@@ -95,33 +99,47 @@ if (not runner) or runner == '' or ARGV[4] == '0' or (rec.fence or '0') ~= ARGV[
 end
 setvalues(10)
 local seqs = appendframes(first, ARGV[9])
-if ARGV[5] ~= '' and headid() == ARGV[5] then
-  redis.call('LPOP', KEYS[12])
-  if started == ARGV[5] then
-    redis.call('HDEL', KEYS[1], 'started', 'sfence')
-    started = false
+-- unstart: the done turn was the started one, whose mark goes (in the
+-- one HDEL or HSET of the record below).
+local unstart = false
+if ARGV[5] ~= '' then
+  local h = redis.call('LPOP', KEYS[12])
+  if h and string.match(h, '^[^\n]*') ~= ARGV[5] then
+    -- Not the done turn (a retry that popped it already): back it goes.
+    redis.call('LPUSH', KEYS[12], h)
+    if pttl() > 0 then redis.call('PEXPIRE', KEYS[12], pttl()) end
+  elseif h and started == ARGV[5] then
+    unstart, started = true, false
   end
 end
 local res = {0, 0, ''}
+local release = false
 if redis.call('EXISTS', KEYS[1] .. ':end') == 1 then
   -- The chat ended: no turn runs after its end.
   redis.call('DEL', KEYS[12])
-  redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
-  redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
+  release = true
 elseif ARGV[6] ~= '1' then
   local h = redis.call('LINDEX', KEYS[12], 0)
   if not h then
-    redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
-    redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
+    release = true
   else
     local id = string.match(h, '^[^\n]*')
     -- Started under another fence: an earlier runner began it. Under
     -- this one: this very call, retried after its reply was lost.
     if started == id and redis.call('HGET', KEYS[1], 'sfence') ~= ARGV[4] then res[2] = 1 end
-    redis.call('HSET', KEYS[1], 'started', id, 'sfence', ARGV[4])
+    setrec('started', id)
+    setrec('sfence', ARGV[4])
+    unstart = false
     res[1], res[3] = 1, h
   end
 end
+if release then
+  redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
+  redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
+elseif unstart then
+  redis.call('HDEL', KEYS[1], 'started', 'sfence')
+end
+flush()
 for _, s in ipairs(seqs) do res[#res + 1] = s end
 return res
 `)
