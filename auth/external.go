@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -37,7 +38,7 @@ func (s *Service) SignInLinked(ctx context.Context, l Link, u User, existing *Pe
 	var pu *PersistedUser
 	var err error
 	if existing != nil {
-		pu, err = s.syncMetadata(ctx, existing, u.Metadata)
+		pu, err = s.syncMetadata(ctx, existing, u.Metadata, false)
 	} else {
 		pu, err = s.createLinked(ctx, l, u)
 	}
@@ -72,21 +73,33 @@ const (
 	flowWindow   = time.Minute
 )
 
-// BeginFlow keeps value under key for ttl, for one TakeFlow: the state of
-// a sign-in through an identity provider, between the redirect to the
-// provider and its callback. At most 30 flows a minute are begun per
-// client address; past that it returns a *ThrottledError, so that a flood
-// of sign-in redirects cannot fill the store.
-func (s *Service) BeginFlow(ctx context.Context, clientAddr, key string, value []byte, ttl time.Duration) error {
-	if s.flows == nil {
-		return errors.New("auth: no flow store")
+// AllowFlow counts a sign-in through an identity provider begun from
+// clientAddr: at most 30 a minute per address (per /64 for IPv6, where one
+// client holds a whole prefix), so that a flood of sign-in redirects can
+// neither fill the store with flows nor make the server call the provider
+// without end. Past the limit it returns a *ThrottledError.
+func (s *Service) AllowFlow(ctx context.Context, clientAddr string) error {
+	key := clientAddr
+	if a, err := netip.ParseAddr(clientAddr); err == nil && a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		key = p.String()
 	}
-	_, left, ok, err := s.throttle.Reserve(ctx, "o:"+HashToken(clientAddr), flowsPerAddr, flowWindow)
+	_, left, ok, err := s.throttle.Reserve(ctx, "o:"+HashToken(key), flowsPerAddr, flowWindow)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return throttled(left)
+	}
+	return nil
+}
+
+// PutFlow keeps value under key for ttl, for one TakeFlow: the state of a
+// sign-in through an identity provider, between the redirect to the
+// provider and its callback (AllowFlow first).
+func (s *Service) PutFlow(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if s.flows == nil {
+		return errors.New("auth: no flow store")
 	}
 	return s.flows.PutFlow(ctx, key, value, ttl)
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -192,9 +191,12 @@ type PasswordCheck func(ctx context.Context, identifier, password string) (*User
 // returns nil, whatever the reason), and a token like any other. The user
 // check returns is found by its identifier, or created without a password
 // at the first sign-in with its display name and metadata; later sign-ins
-// store the metadata check returns when it changed (the display name is
-// kept from the first). An invalid identifier from check is an error
-// wrapping ErrInvalid.
+// store the metadata keys check returns, over the stored ones (other keys
+// stay, such as what the application's handlers saved; a key returned as
+// nil is removed); the display name is kept from the first. A stored user
+// with that identifier who signs in through an identity provider is not
+// check's to vouch for: LoginWith returns ErrIdentifierTaken. An invalid
+// identifier from check is an error wrapping ErrInvalid.
 func (s *Service) LoginWith(ctx context.Context, identifier, password, clientAddr string, check PasswordCheck) (*PersistedUser, Token, error) {
 	return s.login(ctx, identifier, clientAddr, func(ctx context.Context) (*PersistedUser, bool, error) {
 		u, err := check(ctx, identifier, password)
@@ -222,31 +224,58 @@ func (s *Service) syncUser(ctx context.Context, u User) (*PersistedUser, error) 
 	if err != nil {
 		return nil, err
 	}
-	return s.syncMetadata(ctx, pu, u.Metadata)
-}
-
-// syncMetadata stores md as pu's metadata when it differs, and returns the
-// user as stored. A nil md leaves the metadata alone.
-func (s *Service) syncMetadata(ctx context.Context, pu *PersistedUser, md map[string]any) (*PersistedUser, error) {
-	if md == nil {
-		return pu, nil
-	}
-	want, err := jsonMarshal(md)
+	links, err := s.users.Links(ctx, pu.ID)
 	if err != nil {
 		return nil, err
 	}
-	if have, err := jsonMarshal(pu.Metadata); err == nil && string(have) == string(want) {
+	if len(links) > 0 {
+		return nil, ErrIdentifierTaken
+	}
+	return s.syncMetadata(ctx, pu, u.Metadata, true)
+}
+
+// syncMetadata stores md as pu's metadata when that changes it, and
+// returns the user as stored. A nil md leaves the metadata alone. With
+// merge, md's keys are set over the stored ones (a nil value removes its
+// key); without, md replaces them.
+func (s *Service) syncMetadata(ctx context.Context, pu *PersistedUser, md map[string]any, merge bool) (*PersistedUser, error) {
+	if md == nil {
 		return pu, nil
 	}
-	return s.users.UpdateMetadata(ctx, pu.ID, func(cur map[string]any) error {
-		clear(cur)
-		fresh, err := decodeMetadata(want)
+	b, err := jsonMarshal(md)
+	if err != nil {
+		return nil, err
+	}
+	apply := func(cur map[string]any) error {
+		fresh, err := decodeMetadata(b)
 		if err != nil {
 			return err
 		}
-		maps.Copy(cur, fresh)
+		if !merge {
+			clear(cur)
+		}
+		for k, v := range fresh {
+			if v == nil && merge {
+				delete(cur, k)
+			} else {
+				cur[k] = v
+			}
+		}
 		return nil
-	})
+	}
+	want, err := copyMetadata(pu.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if err := apply(want); err != nil {
+		return nil, err
+	}
+	if a, err := jsonMarshal(want); err == nil {
+		if h, err := jsonMarshal(pu.Metadata); err == nil && string(a) == string(h) {
+			return pu, nil
+		}
+	}
+	return s.users.UpdateMetadata(ctx, pu.ID, apply)
 }
 
 // login runs a login attempt whose check is verify: see Login.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -312,9 +314,22 @@ func TestOAuthRefusals(t *testing.T) {
 			res, _ := newBrowser(t).get(cb.String(), nil)
 			return res
 		}, 400, wire.CodeBadRequest},
-		{"state of another provider's flow reused on this route", func(t *testing.T, p *idp, e *env, b *browser) *http.Response {
+		{"state of another browser that began a sign-in of its own", func(t *testing.T, p *idp, e *env, b *browser) *http.Response {
+			cb := b.authorize(b.begin(e, ""))
+			other := newBrowser(t)
+			other.begin(e, "") // its own flow cookie
+			res, _ := other.get(cb.String(), nil)
+			return res
+		}, 400, wire.CodeBadRequest},
+		{"state of another provider's sign-in", func(t *testing.T, p *idp, e *env, b *browser) *http.Response {
 			cb := b.authorize(b.begin(e, ""))
 			cb.Path = "/auth/oauth/other/callback"
+			res, _ := b.get(cb.String(), nil)
+			return res
+		}, 400, wire.CodeBadRequest},
+		{"callback of a provider not configured", func(t *testing.T, p *idp, e *env, b *browser) *http.Response {
+			cb := b.authorize(b.begin(e, ""))
+			cb.Path = "/auth/oauth/nope/callback"
 			res, _ := b.get(cb.String(), nil)
 			return res
 		}, 404, wire.CodeNotFound},
@@ -406,9 +421,13 @@ func TestOAuthRefusals(t *testing.T) {
 		}, 404, wire.CodeNotFound},
 	}
 	p := newIdP(t)
+	// A second provider, "other", at the same issuer.
+	other := p.provider()
+	other.Name = "other"
+	withOther := withConfig(func(c *Config) { c.Providers = append(c.Providers, other) })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := oauthEnv(t, p)
+			e := oauthEnv(t, p, withOther)
 			res := tt.run(t, p, e, newBrowser(t))
 			if res.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", res.StatusCode, tt.status)
@@ -436,6 +455,56 @@ func TestOAuthRefusals(t *testing.T) {
 	if res.StatusCode != 400 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") ||
 		!strings.Contains(body, "Sign-in failed") || !strings.Contains(body, "start again") {
 		t.Fatalf("HTML refusal: %d %s %s", res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	// The provider's error code is shown, and only its safe part.
+	cb = b.authorize(b.begin(e, ""))
+	q = cb.Query()
+	q.Del("code")
+	q.Set("error", `<script>alert("x")</script>`)
+	cb.RawQuery = q.Encode()
+	res, body = b.get(cb.String(), http.Header{"Accept": {"text/html"}})
+	if res.StatusCode != 400 || strings.Contains(body, "<script>") || !strings.Contains(body, "scriptalertxscript") {
+		t.Fatalf("HTML page of a hostile provider error: %d %s", res.StatusCode, body)
+	}
+}
+
+// TestOAuthFlowLimit: sign-ins begun from one address are counted before
+// the provider or the store is asked: past 30 a minute, 429.
+func TestOAuthFlowLimit(t *testing.T) {
+	p := newIdP(t)
+	e := oauthEnv(t, p)
+	b := newBrowser(t)
+	for i := range 30 {
+		if res, body := b.get(e.http.URL+"/auth/oauth/mock/login", nil); res.StatusCode != http.StatusFound {
+			t.Fatalf("sign-in %d: %d %s", i+1, res.StatusCode, body)
+		}
+	}
+	res, body := b.get(e.http.URL+"/auth/oauth/mock/login", nil)
+	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" || errorCode(t, []byte(body)) != wire.CodeRateLimited {
+		t.Fatalf("31st sign-in in a minute: %d %s", res.StatusCode, body)
+	}
+}
+
+// TestOAuthFlowCookie: the cookie that binds a sign-in to its browser is
+// HttpOnly and SameSite=Lax, and Secure under its __Host- name over TLS.
+func TestOAuthFlowCookie(t *testing.T) {
+	p := newIdP(t)
+	for _, secure := range []bool{false, true} {
+		e := oauthEnv(t, p, withConfig(func(c *Config) { c.CookieSecure = secure }))
+		res, _ := newBrowser(t).get(e.http.URL+"/auth/oauth/mock/login", nil)
+		var c *http.Cookie
+		for _, k := range res.Cookies() {
+			if strings.HasSuffix(k.Name, "chat_oauth") {
+				c = k
+			}
+		}
+		want := "chat_oauth"
+		if secure {
+			want = "__Host-chat_oauth"
+		}
+		if c == nil || c.Name != want || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure != secure || c.Path != "/" || c.MaxAge <= 0 {
+			t.Errorf("secure %v: flow cookie %+v", secure, c)
+		}
 	}
 }
 
@@ -644,8 +713,61 @@ func TestPasswordAuthHook(t *testing.T) {
 	if last.StatusCode != 429 || last.Header.Get("Retry-After") == "" {
 		t.Fatalf("12 wrong passwords: last %d", last.StatusCode)
 	}
-	if n := checks.Load() - before; n >= 12 {
-		t.Fatalf("the hook was asked %d times, want fewer than 12 (throttled)", n)
+	if n := checks.Load() - before; n > 10 {
+		t.Fatalf("the hook was asked %d times, want at most 10 (the pair's limit)", n)
+	}
+}
+
+// TestPasswordHookMetadataAndLinkedUsers: the hook's metadata keys are
+// set over what the application stored (nil removes a key), and a user who
+// signs in through an identity provider is not the hook's to vouch for.
+func TestPasswordHookMetadataAndLinkedUsers(t *testing.T) {
+	md := map[string]any{"team": "support"}
+	var mdMu sync.Mutex
+	e := newEnv(t, withSetup(func(s *Server) {
+		echoApp(s)
+		s.SetPasswordAuth(func(ctx context.Context, identifier, password string) (*auth.User, error) {
+			if password != "directory-password" {
+				return nil, nil
+			}
+			mdMu.Lock()
+			defer mdMu.Unlock()
+			return &auth.User{Identifier: identifier, Metadata: maps.Clone(md)}, nil
+		})
+	}))
+	login := func(id string) (int, wire.User) {
+		t.Helper()
+		res, body := e.do("POST", "/auth/login", map[string]string{"identifier": id, "password": "directory-password"}, nil)
+		var out struct{ User wire.User }
+		_ = json.Unmarshal(body, &out)
+		return res.StatusCode, out.User
+	}
+	code, u := login("dora@example.com")
+	if code != 200 || u.Metadata["team"] != "support" {
+		t.Fatalf("first login: %d %v", code, u.Metadata)
+	}
+	// The application keeps data of its own in the metadata.
+	if _, err := e.authSvc.UpdateMetadata(context.Background(), u.ID, func(m map[string]any) error { m["chats"] = 3.0; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	mdMu.Lock()
+	md = map[string]any{"team": nil, "role": "lead"}
+	mdMu.Unlock()
+	code, u = login("dora@example.com")
+	if code != 200 || u.Metadata["chats"] != 3.0 || u.Metadata["role"] != "lead" {
+		t.Fatalf("second login: %d %v", code, u.Metadata)
+	}
+	if _, ok := u.Metadata["team"]; ok {
+		t.Fatalf("a key the hook set to nil stayed: %v", u.Metadata)
+	}
+
+	// A user of an identity provider with the same identifier.
+	if _, err := e.users.CreateLinkedUser(context.Background(), auth.User{Identifier: "gh-alice"}, auth.Link{Provider: "github", Subject: "42"}); err != nil {
+		t.Fatal(err)
+	}
+	res, body := e.do("POST", "/auth/login", map[string]string{"identifier": "gh-alice", "password": "directory-password"}, nil)
+	if res.StatusCode != 403 || errorCode(t, body) != wire.CodeForbidden || sessionToken(res) != "" {
+		t.Fatalf("the hook vouching for a linked user: %d %s", res.StatusCode, body)
 	}
 }
 

@@ -232,9 +232,11 @@ func (s *Server) SetHeaderAuth(f func(h http.Header) string) {
 // seed's password_auth_callback): f returns the user to sign in, or nil
 // when the identifier or the password is wrong. Login keeps its throttling
 // and its answers; the user f returns is created at its first sign-in,
-// without a password of chatd's, and its metadata is stored when f returns
-// other metadata later. An error from f answers 503: the check could not be
-// made.
+// without a password of chatd's, and the metadata keys f returns are set
+// over the stored ones at every sign-in (other keys stay; a key returned as
+// nil is removed). A user who signs in through an identity provider is not
+// f's to vouch for: 403. An error from f answers 503: the check could not
+// be made.
 func (s *Server) SetPasswordAuth(f func(ctx context.Context, identifier, password string) (*auth.User, error)) {
 	s.register("SetPasswordAuth", func() { s.app.PasswordAuth = f })
 }

@@ -30,7 +30,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -152,11 +151,19 @@ type Provider struct {
 	client *http.Client
 	tr     *http.Transport
 
-	mu       sync.Mutex
+	// lock (a channel, so that a wait ends with its request) guards
+	// discovery and the fields below.
+	lock     chan struct{}
 	endpoint oauth2.Endpoint
 	verifier *oidc.IDTokenVerifier
 	ready    bool
+	// failed is when discovery last failed: for retryAfterFailure, sign-ins
+	// fail at once rather than each waiting for a provider that is down.
+	failed time.Time
 }
+
+// retryAfterFailure is how long a failed discovery is not tried again.
+const retryAfterFailure = 5 * time.Second
 
 // New checks cfg and returns its provider. It does not contact the
 // provider.
@@ -213,7 +220,7 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("oauth: provider %s: unknown kind %q (want oidc or github)", cfg.Name, cfg.Kind)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	p := &Provider{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}}
+	p := &Provider{cfg: cfg, tr: tr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}, lock: make(chan struct{}, 1)}
 	if cfg.Kind == KindGitHub {
 		p.endpoint = oauth2.Endpoint{AuthURL: cfg.AuthURL, TokenURL: cfg.TokenURL}
 		p.ready = true
@@ -245,15 +252,23 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 
 // discover reads the provider's discovery document once it answers.
 func (p *Provider) discover(ctx context.Context) (oauth2.Endpoint, *oidc.IDTokenVerifier, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	select {
+	case p.lock <- struct{}{}:
+	case <-ctx.Done():
+		return oauth2.Endpoint{}, nil, fmt.Errorf("%w: %s: discovery: %w", ErrUnavailable, p.cfg.Name, ctx.Err())
+	}
+	defer func() { <-p.lock }()
 	if p.ready {
 		return p.endpoint, p.verifier, nil
+	}
+	if !p.failed.IsZero() && time.Since(p.failed) < retryAfterFailure {
+		return oauth2.Endpoint{}, nil, fmt.Errorf("%w: %s: discovery failed moments ago", ErrUnavailable, p.cfg.Name)
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	op, err := oidc.NewProvider(p.ctx(dctx), p.cfg.Issuer)
 	if err != nil {
+		p.failed = time.Now()
 		return oauth2.Endpoint{}, nil, fmt.Errorf("%w: %s: discovery: %w", ErrUnavailable, p.cfg.Name, err)
 	}
 	p.endpoint = op.Endpoint()
@@ -299,7 +314,7 @@ func (p *Provider) Exchange(ctx context.Context, redirectURL, code string, f Flo
 	tok, err := p.oauth2(ep, redirectURL).Exchange(p.ctx(ctx), code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 && re.Response.StatusCode != http.StatusTooManyRequests {
 			return nil, fmt.Errorf("%w: %s refused the code: %w", ErrVerification, p.cfg.Name, err)
 		}
 		return nil, fmt.Errorf("%w: %s: code exchange: %w", ErrUnavailable, p.cfg.Name, err)
@@ -378,6 +393,9 @@ func (p *Provider) github(ctx context.Context, tok *oauth2.Token) (*Claims, erro
 	if err := p.getJSON(ctx, hc, "/user", &user); err != nil {
 		return nil, err
 	}
+	if user == nil {
+		return nil, fmt.Errorf("%w: %s: GET /user: no user", ErrVerification, p.cfg.Name)
+	}
 	var emails []struct {
 		Email    string `json:"email"`
 		Primary  bool   `json:"primary"`
@@ -421,6 +439,9 @@ func (p *Provider) getJSON(ctx context.Context, hc *http.Client, path string, v 
 	}
 	defer resp.Body.Close()
 	switch {
+	case resp.StatusCode == http.StatusTooManyRequests ||
+		resp.StatusCode == http.StatusForbidden && resp.Header.Get("X-RateLimit-Remaining") == "0":
+		return fmt.Errorf("%w: %s: GET %s: rate limited", ErrUnavailable, p.cfg.Name, path)
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%w: %s: GET %s: %s", ErrVerification, p.cfg.Name, path, resp.Status)
 	case resp.StatusCode != http.StatusOK:

@@ -156,6 +156,9 @@ func (s *Hub) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Logins.WithLabelValues("failed").Inc()
 		httpio.WriteError(w, wire.Errorf(wire.CodeInvalidCredentials, "identifier or password is wrong"))
 		return
+	case errors.Is(err, auth.ErrIdentifierTaken):
+		httpio.WriteError(w, wire.Errorf(wire.CodeForbidden, "this account signs in through an identity provider"))
+		return
 	case errors.Is(err, auth.ErrInvalid):
 		s.log.LogAttrs(ctx, slog.LevelError, "login: the application's password check returned an invalid user", slog.Any("err", err))
 		httpio.WriteError(w, wire.Errorf(wire.CodeHandlerError, "the application could not sign you in"))

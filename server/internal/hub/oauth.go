@@ -107,6 +107,20 @@ func (s *Hub) handleOAuthLogin(w http.ResponseWriter, r *http.Request) {
 	} else {
 		bind = rand.Text() + rand.Text()
 	}
+	// Counted first: neither the store nor the provider sees a flood.
+	actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	err := s.auth.AllowFlow(actx, s.callers.ClientAddr(r))
+	cancel()
+	var te *auth.ThrottledError
+	switch {
+	case errors.As(err, &te):
+		s.oauthError(w, r, &wire.Error{Code: wire.CodeRateLimited, Message: "too many sign-ins begun; try again later",
+			RetryAfter: ceilSeconds(te.RetryAfter)})
+		return
+	case err != nil:
+		s.oauthError(w, r, s.storeError(ctx, "oauth login", err))
+		return
+	}
 	f := oauth.NewFlow()
 	rec := flowRecord{Provider: p.Name(), Nonce: f.Nonce, Verifier: f.Verifier, Next: localNext(r.URL.Query().Get("next")),
 		Redirect: s.redirectURL(r, p.Name()), Browser: sha256Hex(bind)}
@@ -119,14 +133,7 @@ func (s *Hub) handleOAuthLogin(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(rec) // plain strings: never fails
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
-	err = s.auth.BeginFlow(sctx, s.callers.ClientAddr(r), flowKey(f.State), b, flowTTL)
-	var te *auth.ThrottledError
-	switch {
-	case errors.As(err, &te):
-		s.oauthError(w, r, &wire.Error{Code: wire.CodeRateLimited, Message: "too many sign-ins begun; try again later",
-			RetryAfter: ceilSeconds(te.RetryAfter)})
-		return
-	case err != nil:
+	if err := s.auth.PutFlow(sctx, flowKey(f.State), b, flowTTL); err != nil {
 		s.oauthError(w, r, s.storeError(ctx, "oauth login", err))
 		return
 	}
@@ -209,9 +216,9 @@ func (s *Hub) handleOAuthCallback(w http.ResponseWriter, r *http.Request) {
 func (s *Hub) signInLinked(w http.ResponseWriter, r *http.Request, provider string, claims *oauth.Claims, next string) {
 	ctx := r.Context()
 	link := auth.Link{Provider: provider, Subject: claims.Subject}
-	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
-	existing, err := s.auth.UserByLink(sctx, link)
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	existing, err := s.auth.UserByLink(lctx, link)
+	cancel()
 	if errors.Is(err, auth.ErrNotFound) {
 		existing, err = nil, nil
 	}
@@ -238,6 +245,9 @@ func (s *Hub) signInLinked(w http.ResponseWriter, r *http.Request, provider stri
 			return
 		}
 	}
+	// The hook took its time: the store gets its own.
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	pu, tok, err := s.auth.SignInLinked(sctx, link, *u, existing)
 	switch {
 	case err == nil:
