@@ -123,6 +123,9 @@ func (s *Hub) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveConn(ws, cork, id, newToken)
+	// The handler returns while the socket lives on: what net/http keeps
+	// for a request while its handler runs (the request, its headers, the
+	// connection's own buffers, a stack grown by the upgrade) goes with it.
 }
 
 // isUpgrade reports whether r asks for a WebSocket upgrade, so that a plain
@@ -176,7 +179,8 @@ func (s *Hub) originAllowed(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
-// serveConn runs a socket until it ends, in the handler's goroutine.
+// serveConn starts a socket's reader, a goroutine of the hub's (track)
+// that runs the socket until it ends.
 func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Identity, newToken string) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c := &conn{key: s.cfg.InstanceID + "/" + uuid.NewString(), s: s, ws: ws, id: id, ctx: ctx, cancel: cancel,
@@ -205,7 +209,13 @@ func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Ident
 		})
 	}
 	c.pendingToken = newToken
+	go c.run(helloTimer, expiryTimer)
+}
 
+// run reads the socket until it ends, then releases what it holds; it
+// ends what track began.
+func (c *conn) run(helloTimer, expiryTimer clock.Timer) {
+	s, ws := c.s, c.ws
 	c.readLoop()
 
 	helloTimer.Stop()
@@ -215,8 +225,8 @@ func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Ident
 	// Let a close in flight finish its handshake before the socket's
 	// context ends: cancelling it aborts a write under way, close frame
 	// included. A peer that stalls is cut off after a bound.
-	c.out.Finish(closeWait, cancel)
-	cancel()
+	c.out.Finish(closeWait, c.cancel)
+	c.cancel()
 	_ = ws.CloseNow()
 	if c.ls != nil {
 		c.ls.detach(c)

@@ -2,7 +2,9 @@ package socket
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -150,16 +152,32 @@ func (r corkResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	r.k.conn = c
 	r.k.mu.Unlock()
 	cc := corkedConn{Conn: c, k: r.k}
+	// The buffers that Hijack hands out (4 KiB each) would stay with the
+	// socket for its whole life, mostly idle: smaller ones do for chat
+	// frames. A larger frame goes through the cork in one write all the
+	// same, and is read straight into its own buffer past the first
+	// bytes. Bytes the client sent after its upgrade request, already
+	// read, stay in front of the connection.
 	if brw.Writer.Buffered() == 0 {
-		// The write buffer that Hijack made (4 KiB) would stay with the
-		// socket for its whole life, mostly idle: a smaller one does for
-		// chat frames, and a larger frame goes through the cork in one
-		// write all the same. (The read buffer is the server's own, which
-		// it keeps while the handler runs.)
 		brw.Writer = bufio.NewWriterSize(cc, writeBufSize)
+	}
+	switch n := brw.Reader.Buffered(); {
+	case n == 0:
+		brw.Reader = bufio.NewReaderSize(c, readBufSize)
+	case n <= readBufSize:
+		// Buffered in the new reader too, where the WebSocket library
+		// looks for them.
+		early, _ := brw.Reader.Peek(n)
+		br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), readBufSize)
+		if _, err := br.Peek(n); err == nil {
+			brw.Reader = br
+		}
 	}
 	return cc, brw, nil
 }
 
-// writeBufSize is the size of a socket's write buffer.
-const writeBufSize = 512
+// writeBufSize and readBufSize are the sizes of a socket's buffers.
+const (
+	writeBufSize = 512
+	readBufSize  = 512
+)
