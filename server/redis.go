@@ -8,6 +8,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/internal/redisconn"
 	"github.com/chatd-project/chatd/session"
 )
 
@@ -36,11 +37,7 @@ func WithRedisURL(url, namespace string) Option {
 			o.err = fmt.Errorf("server: redis URL: %w", err)
 			return
 		}
-		if opts.Protocol == 0 {
-			// No RESP3 feature is used: with RESP2, go-redis does not
-			// look for push notifications around every command.
-			opts.Protocol = 2
-		}
+		redisconn.Tune(opts)
 		c := redis.NewClient(opts)
 		WithRedis(c, namespace)(o)
 		o.closers = append(o.closers, c.Close)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/internal/redisconn"
 	"github.com/chatd-project/chatd/server"
 	"github.com/chatd-project/chatd/session"
 )
@@ -159,13 +160,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		// The parser's error quotes the URL, password included: not shown.
 		return nil, errors.New("REDIS_URL is not a valid redis:// or rediss:// URL")
 	}
-	if opt.Protocol == 0 {
-		// chatd uses no RESP3 feature (push notifications, client-side
-		// caching): with RESP2, go-redis does not look for pending push
-		// notifications around every command, which costs it about 6% of
-		// chatd's CPU under a chat load (docs/benchmarks.md).
-		opt.Protocol = 2
-	}
+	redisconn.Tune(opt)
 	c := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -23,6 +23,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatd-project/chatd/internal/redisconn"
 )
 
 // Server is a redis-server run for one test.
@@ -130,6 +132,8 @@ func (s *Server) Client() *redis.Client {
 	if err != nil {
 		s.tb.Fatalf("redistest: parse %q: %v", s.url, err)
 	}
+	// Configured as chatd configures its own.
+	redisconn.Tune(opt)
 	c := redis.NewClient(opt)
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c

@@ -187,7 +187,7 @@ func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Ident
 		// The first heartbeat comes at a random point of the first
 		// interval, so that sockets opened together do not beat together.
 		nextBeat: s.now().Add(rand.N(s.cfg.PingInterval) + 1)}
-	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, s.cfg.OutboundQueueBytes, func(typ string) { s.metrics.FramesOut.WithLabelValues(typ).Inc() })
+	c.out = socket.New(ctx, ws, s.cfg.OutboundQueueMax, s.cfg.OutboundQueueBytes, s.metrics.FrameOut)
 	c.out.CorkWith(cork)
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/chatd-project/chatd/bus"
-	"github.com/chatd-project/chatd/server/internal/metrics"
 	"github.com/chatd-project/chatd/server/internal/objects"
 	"github.com/chatd-project/chatd/settings"
 
@@ -29,7 +28,7 @@ var clientTypes = map[string]bool{"webapp": true, "mobile": true, "copilot": tru
 // handleFrame acts on one client text frame (valid UTF-8).
 func (c *conn) handleFrame(data []byte) {
 	f, e := wire.Decode(data)
-	c.s.metrics.FramesIn.WithLabelValues(metrics.InType(f.Type)).Inc()
+	c.s.metrics.FrameIn(f.Type)
 	if e != nil {
 		c.reject(e, f.Ref)
 		return

@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -16,6 +18,26 @@ type Metrics struct {
 	Errors      *prometheus.CounterVec
 	HandlerDur  *prometheus.HistogramVec
 	Logins      *prometheus.CounterVec
+
+	// in and out hold the counters of FramesIn and FramesOut by type
+	// (string to prometheus.Counter), found once: counting a frame then
+	// costs no hashing of its labels.
+	in, out sync.Map
+}
+
+// FrameIn counts a client frame of type t (see InType).
+func (m *Metrics) FrameIn(t string) { counterOf(&m.in, m.FramesIn, InType(t)).Inc() }
+
+// FrameOut counts a frame of type t sent to a client; t is one of the
+// server's own types.
+func (m *Metrics) FrameOut(t string) { counterOf(&m.out, m.FramesOut, t).Inc() }
+
+func counterOf(cache *sync.Map, vec *prometheus.CounterVec, label string) prometheus.Counter {
+	if c, ok := cache.Load(label); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := cache.LoadOrStore(label, vec.WithLabelValues(label))
+	return c.(prometheus.Counter)
 }
 
 // New registers the collectors on reg.
