@@ -188,19 +188,7 @@ func (s *RedisStore) Values(ctx context.Context, id string) (map[string][]byte, 
 }
 
 // appendKeys are the KEYS of scriptAppend and scriptUserMessage.
-func (s *RedisStore) appendKeys(rec *Record) []string {
-	k := s.sessionKeys(rec.ID)
-	tid, uid := rec.ThreadID, rec.UserID
-	if !validID(tid) { // no step will be written: any key of this slot will do
-		tid = rec.ID
-	}
-	if !validID(uid) {
-		uid = rec.ID
-	}
-	t := s.threadKeys(tid)
-	return []string{k.rec, k.log, k.fids, t.hash, t.steps, t.order, s.userKey(uid, "threads"),
-		t.meta, t.values, s.userKey(uid, "summaries"), s.userKey(uid, "lnames")}
-}
+func (s *RedisStore) appendKeys(rec *Record) []string { return s.turnKeys(rec)[:11] }
 
 // Append implements Sessions.
 func (s *RedisStore) Append(ctx context.Context, rec *Record, frames ...Frame) ([]int64, error) {

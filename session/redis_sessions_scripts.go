@@ -208,10 +208,27 @@ local function loadrec()
   gen0, fresh = curseq >= IDKEEP, curseq % IDKEEP == 0
   return true
 end
+-- pre holds what prefetch read: key to seq, or false.
+local pre = {}
+-- prefetch reads the seqs remembered for the keys ks at once (at most
+-- 500), for seen; an id a script remembers afterwards is in idpend.
+local function prefetch(ks)
+  if #ks == 0 or #ks > 500 then return end
+  local v = redis.call('HMGET', KEYS[3], unpack(ks))
+  local miss = {}
+  for i, k in ipairs(ks) do
+    if v[i] then pre[k] = v[i] else miss[#miss + 1] = k end
+  end
+  local w = {}
+  if gen0 and #miss > 0 then w = redis.call('HMGET', KEYS[14], unpack(miss)) end
+  for i, k in ipairs(miss) do pre[k] = w[i] or false end
+end
 -- seen returns the seq remembered for key, or false.
 local function seen(key)
   local p = idpend[key]
   if p then return p end
+  p = pre[key]
+  if p ~= nil then return p end
   local v = redis.call('HGET', KEYS[3], key)
   if v or not gen0 then return v end
   return redis.call('HGET', KEYS[14], key)
@@ -295,6 +312,11 @@ end
 local function appendframes(i, user)
   local out = {}
   local wrote, stepped = false, false
+  local ks = {}
+  for j = i, #ARGV, 4 do
+    if ARGV[j] ~= '' then ks[#ks + 1] = 'f:' .. ARGV[j] end
+  end
+  prefetch(ks)
   for j = i, #ARGV, 4 do
     local fid = ARGV[j]
     local seq = false
@@ -373,6 +395,12 @@ return out
 var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
 if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
+end
+do
+  local ks = {}
+  if ARGV[5] ~= '' then ks[#ks + 1] = 'f:' .. ARGV[5] end
+  if ARGV[4] ~= '' then ks[#ks + 1] = 'c:' .. ARGV[4] end
+  prefetch(ks)
 end
 -- A retry of this very call (a client library's, after a timeout) finds
 -- its own echo: the same write, answered as the first attempt was.

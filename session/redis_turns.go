@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 var _ Turns = (*RedisStore)(nil)
@@ -11,8 +12,36 @@ var _ Turns = (*RedisStore)(nil)
 // eleven of appendKeys, then 12 the inbox, 13 the application's values and
 // 14 the ids remembered in the generation before the current one.
 func (s *RedisStore) turnKeys(rec *Record) []string {
-	k := s.sessionKeys(rec.ID)
-	return append(s.appendKeys(rec), k.inbox, k.kv, k.fids0)
+	tid, uid := rec.ThreadID, rec.UserID
+	if !validID(tid) { // no step will be written: any key of this slot will do
+		tid = rec.ID
+	}
+	if !validID(uid) {
+		uid = rec.ID
+	}
+	// The fourteen keys are built in one buffer and share one string:
+	// two calls per message, they were thirty allocations each.
+	sess, thread, user := s.ns+"s:{s:"+rec.ID+"}", s.ns+"t:{t:"+tid+"}", s.ns+"u:{u:"+uid+"}:"
+	var b strings.Builder
+	b.Grow(8*len(sess) + 3*len(thread) + 3*len(user) + 64)
+	var ends [14]int
+	for i, k := range [14][2]string{
+		{sess, ""}, {sess, ":log"}, {sess, ":fids"},
+		{thread, ""}, {thread, ":steps"}, {thread, ":order"},
+		{user, "threads"}, {thread, ":meta"}, {thread, ":values"}, {user, "summaries"}, {user, "lnames"},
+		{sess, ":inbox"}, {sess, ":kv"}, {sess, ":fids0"},
+	} {
+		b.WriteString(k[0])
+		b.WriteString(k[1])
+		ends[i] = b.Len()
+	}
+	all := b.String()
+	keys := make([]string, len(ends))
+	start := 0
+	for i, end := range ends {
+		keys[i], start = all[start:end], end
+	}
+	return keys
 }
 
 // Enqueue implements Turns.
