@@ -392,7 +392,7 @@ func (ls *liveSession) call(ctx context.Context, name string, fn func(ctx contex
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic in %s handler: %v\n%s", name, r, debug.Stack())
 		}
-		ls.s.metrics.HandlerDur.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		ls.s.metrics.HandlerRan(name, time.Since(start).Seconds())
 	}()
 	return fn(ctx)
 }

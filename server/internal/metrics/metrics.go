@@ -20,9 +20,21 @@ type Metrics struct {
 	Logins      *prometheus.CounterVec
 
 	// in and out hold the counters of FramesIn and FramesOut by type
-	// (string to prometheus.Counter), found once: counting a frame then
-	// costs no hashing of its labels.
-	in, out sync.Map
+	// (string to prometheus.Counter), and handlers the observers of
+	// HandlerDur by handler, found once: counting a frame then costs no
+	// hashing of its labels.
+	in, out, handlers sync.Map
+}
+
+// HandlerRan records that the handler name ran for d seconds; name is one
+// of the server's own handler names.
+func (m *Metrics) HandlerRan(name string, seconds float64) {
+	if o, ok := m.handlers.Load(name); ok {
+		o.(prometheus.Observer).Observe(seconds)
+		return
+	}
+	o, _ := m.handlers.LoadOrStore(name, m.HandlerDur.WithLabelValues(name))
+	o.(prometheus.Observer).Observe(seconds)
 }
 
 // FrameIn counts a client frame of type t (see InType).

@@ -38,3 +38,24 @@ func TestFrameCounters(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerRan: handler runs are observed under their handler's name.
+func TestHandlerRan(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	m.HandlerRan("on_message", 0.5)
+	m.HandlerRan("on_message", 0.25)
+	m.HandlerRan("on_chat_start", 1)
+	for _, tc := range []struct {
+		name  string
+		count uint64
+		sum   float64
+	}{{"on_message", 2, 0.75}, {"on_chat_start", 1, 1}, {"on_stop", 0, 0}} {
+		var d dto.Metric
+		if err := m.HandlerDur.WithLabelValues(tc.name).(prometheus.Metric).Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if h := d.GetHistogram(); h.GetSampleCount() != tc.count || h.GetSampleSum() != tc.sum {
+			t.Errorf("%s: %d runs, %v s, want %d and %v", tc.name, h.GetSampleCount(), h.GetSampleSum(), tc.count, tc.sum)
+		}
+	}
+}
