@@ -266,9 +266,10 @@ local function writestep(sid, sjson)
   redis.call('ZADD', KEYS[6], 'NX', redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
 end
 -- threadstate reads the thread's fields the append scripts look at:
--- {persisted, user_id, updated_at}.
+-- {persisted, user_id, updated_at, n}; n, the steps written (a step
+-- written again counts again), is never below the thread's steps.
 local function threadstate()
-  return redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at')
+  return redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at', 'n')
 end
 -- touchthread marks the persisted thread of state t (threadstate) updated
 -- now, when user owns it.
@@ -430,9 +431,13 @@ if ARGV[4] ~= '' then
   end
 end
 if late(ARGV[20]) then return redis.error_reply('CHATD_LATE') end
+-- The thread's state, read before the message's step is written: the
+-- step cap needs the exact count (ZCARD) only when n says the thread may
+-- be full.
+local tstate = threadstate()
 local maxsteps = tonumber(ARGV[21])
-if maxsteps > 0 and ARGV[7] ~= '' and redis.call('ZCARD', KEYS[6]) >= maxsteps
-    and not redis.call('ZSCORE', KEYS[6], ARGV[7]) then
+if maxsteps > 0 and ARGV[7] ~= '' and tonumber(tstate[4] or '0') >= maxsteps
+    and redis.call('ZCARD', KEYS[6]) >= maxsteps and not redis.call('ZSCORE', KEYS[6], ARGV[7]) then
   return redis.error_reply('CHATD_THREADFULL')
 end
 if ARGV[16] ~= '' and tonumber(ARGV[15]) > 0 and waiting() >= tonumber(ARGV[15]) then
@@ -442,7 +447,6 @@ local now = tonumber(ARGV[1])
 local seq = logframe(ARGV[5], ARGV[6])
 if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
-local tstate = threadstate()
 if tstate[1] ~= '1' then
   redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
     'chat_profile', ARGV[11], 'created_at', now, 'updated_at', now)

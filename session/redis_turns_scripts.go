@@ -16,8 +16,12 @@ local function headid()
   if not h then return false end
   return string.match(h, '^[^\n]*')
 end
--- waiting is how many turns wait (a started head does not).
+-- waiting is how many turns wait (a started head does not). Turns wait
+-- only while a runner holds the lease: it drains the inbox before it lets
+-- the lease go, and the lease of a dead runner goes only with an empty
+-- inbox (Orphans).
 local function waiting()
+  if (rec.runner or '') == '' then return 0 end
   local n = redis.call('LLEN', KEYS[12])
   local st = rec.started
   if st and n > 0 and headid() == st then n = n - 1 end
