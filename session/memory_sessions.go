@@ -389,7 +389,7 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 	} else {
 		m.touchThreadLocked(t, rec.ThreadID, rec.UserID, ms)
 	}
-	a := Appended{Seq: seq, Payload: bytes.Clone(um.Echo.Payload)}
+	a := Appended{Seq: seq, Payload: um.Echo.Payload}
 	if queued {
 		a.Fence, a.Runner, _ = s.enqueueLocked(um.Turn, um.Instance, 0)
 		if a.Fence == 0 {

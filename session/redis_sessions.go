@@ -290,7 +290,11 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	seq, _ := res[0].(int64)
 	dup, _ := res[1].(int64)
 	a := Appended{Seq: seq, Duplicate: dup == 1}
-	if p, ok := res[2].(string); ok {
+	if !a.Duplicate {
+		// The echo stored (or stored by an attempt of this very call
+		// before): the caller's own, not sent back by the script.
+		a.Payload = m.Echo.Payload
+	} else if p, ok := res[2].(string); ok {
 		a.Payload = []byte(p)
 	}
 	a.Fence, _ = res[3].(int64)

@@ -391,8 +391,10 @@ return out
 // (see latecheck), 21 the thread's maximum of steps (0: none), then frame
 // id, payload pairs of frames appended after the echo (with a turn: only
 // when the lease was taken).
-// Returns {seq, duplicate (0 or 1), payload (nil if trimmed), fence taken
-// (0 for none), runner, the seqs of the frames after the echo...}.
+// Returns {seq, duplicate (0 or 1), payload, fence taken (0 for none),
+// runner, the seqs of the frames after the echo...}; the payload is the
+// first echo's for a duplicate (nil if trimmed), and nil otherwise: the
+// caller has it.
 var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
 if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -413,7 +415,7 @@ if ARGV[5] ~= '' then
     if ARGV[16] ~= '' and runner == ARGV[14] and rec.started == ARGV[16] then
       fence = tonumber(rec.fence)
     end
-    local res = {tonumber(old), 0, ARGV[6], fence, runner}
+    local res = {tonumber(old), 0, false, fence, runner}
     for i = 22, #ARGV, 2 do
       res[#res + 1] = tonumber(seen('f:' .. ARGV[i]) or '0')
     end
@@ -457,7 +459,7 @@ if tstate[1] ~= '1' then
 else
   touchthread(now, ARGV[10], tstate)
 end
-local res = {seq, 0, ARGV[6], 0, ''}
+local res = {seq, 0, false, 0, ''}
 if ARGV[16] ~= '' then
   -- A turn named as its echo is new: a retry of this call returned above.
   push(ARGV[16], ARGV[17], ARGV[16] == ARGV[5])

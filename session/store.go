@@ -141,7 +141,9 @@ func (t Thread) Summary() ThreadSummary {
 
 // Appended is the result of storing a UserMessage.
 type Appended struct {
-	Seq     int64
+	Seq int64
+	// Payload is the echo's: the UserMessage's own Echo.Payload (the same
+	// slice) unless Duplicate.
 	Payload []byte
 	// Duplicate is true when ClientID had been seen: nothing was stored and
 	// Seq and Payload are those of the first echo.
