@@ -140,8 +140,10 @@ type Config struct {
 	// the same store round trip. A handler that returns right after its
 	// reply costs one round trip for both. The message reaches the client
 	// once stored, so a handler that sends and then works on without
-	// sending delays it by at most this. Default 5ms; a negative value
-	// stores every message at once.
+	// sending delays it by at most this. Likewise the echo of a message
+	// whose turn starts at once, and its task_start, wait up to this for
+	// the turn's next frames, to reach the client in one write with them.
+	// Default 5ms; a negative value stores and sends every message at once.
 	SendLinger time.Duration
 	// HashWorkers is how many password hashes are computed at once when the
 	// server makes its own hashing pool. Default: the number of CPUs.

@@ -142,6 +142,13 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 		c.out.Resend(ctx, res.Seq, p, ls.fill)
 		return res, nil
 	}
+	if res.Fence > 0 && ls.s.cfg.SendLinger > 0 {
+		// The turn starts here at once: its echo and task_start wait for
+		// its next frames (up to SendLinger), to go out with them in one
+		// write.
+		c.out.Hold()
+		defer c.out.Linger(ls.s.cfg.SendLinger)
+	}
 	ls.deliverLocked(ctx, c, res.Seq, res.Payload)
 	for i, seq := range res.ThenSeqs {
 		ls.deliverLocked(ctx, c, seq, um.Then[i].Payload)

@@ -45,6 +45,11 @@ type Socket struct {
 	lastSeq  int64 // highest seq queued on this socket
 	finished bool  // Finish was called: no goroutine may be added
 	wg       sync.WaitGroup
+
+	// holding: frames queued wait for Linger (no writer starts);
+	// lingering: they wait for the next frame or linger's timer.
+	holding, lingering bool
+	linger             *time.Timer
 }
 
 // New returns the outbound side of ws. Writes stop when ctx is done. At
@@ -174,11 +179,58 @@ func (s *Socket) enqueueLocked(typ string, b []byte) {
 	s.counted(typ)
 	s.queue = append(s.queue, b)
 	s.bytes += len(b)
+	if s.holding {
+		return
+	}
 	s.startWriterLocked()
 }
 
+// Hold keeps the frames queued from now on from being written until
+// Linger: the frames that begin a turn (its echo and task_start) then go
+// out with the turn's next frames in one write, when these come soon.
+func (s *Socket) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holding = true
+}
+
+// Linger ends a Hold: the frames it held are written with the next frame
+// queued, or once d has passed, whichever comes first.
+func (s *Socket) Linger(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.holding {
+		return
+	}
+	s.holding = false
+	if len(s.queue) == 0 || s.writing || s.closing || s.finished || d <= 0 {
+		s.startWriterLocked()
+		return
+	}
+	s.lingering = true
+	if s.linger == nil {
+		s.linger = time.AfterFunc(d, s.endLinger)
+	} else {
+		s.linger.Reset(d)
+	}
+}
+
+// endLinger writes what Linger kept waiting.
+func (s *Socket) endLinger() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lingering {
+		s.lingering = false
+		s.startWriterLocked()
+	}
+}
+
 func (s *Socket) startWriterLocked() {
-	if s.writing || s.finished {
+	if s.lingering {
+		s.lingering = false
+		s.linger.Stop()
+	}
+	if s.writing || s.finished || len(s.queue) == 0 && !s.closing {
 		return
 	}
 	s.writing = true
@@ -303,6 +355,10 @@ func (s *Socket) Go(f func()) bool {
 func (s *Socket) Finish(wait time.Duration, abort func()) {
 	s.mu.Lock()
 	s.finished = true
+	s.lingering = false
+	if s.linger != nil {
+		s.linger.Stop()
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
