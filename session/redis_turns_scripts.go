@@ -137,11 +137,16 @@ elseif ARGV[6] ~= '1' then
     res[1], res[3] = 1, h
   end
 end
+-- The lease's fields go empty (every script reads '' as none) in the
+-- record's one HSET of flush, with its seq.
 if release then
-  redis.call('HDEL', KEYS[1], 'runner', 'started', 'sfence')
+  setrec('runner', '')
+  setrec('started', '')
+  setrec('sfence', '')
   redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
 elseif unstart then
-  redis.call('HDEL', KEYS[1], 'started', 'sfence')
+  setrec('started', '')
+  setrec('sfence', '')
 end
 flush()
 for _, s in ipairs(seqs) do res[#res + 1] = s end
