@@ -5,8 +5,10 @@ package main
 // node program that exits 0 when its checks pass; see web/e2e/lib.mjs.
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +74,15 @@ func requireBrowser(t testing.TB) {
 // finds the server in env (CHATD_URL) with whatever else it reads.
 func runBrowserScript(t *testing.T, script string, env map[string]string) string {
 	t.Helper()
+	return runBrowserScriptControl(t, script, env, nil)
+}
+
+// runBrowserScriptControl is runBrowserScript for a script that asks the
+// test to act on the server (control in web/e2e/lib.mjs): for each line
+// "@@ <what>" the script prints, do(what) runs and the script reads "ok"
+// on its stdin, or the error, which fails the script.
+func runBrowserScriptControl(t *testing.T, script string, env map[string]string, do func(what string) error) string {
+	t.Helper()
 	requireBrowser(t)
 	dir := e2eDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
@@ -84,13 +95,57 @@ func runBrowserScript(t *testing.T, script string, env map[string]string) string
 	}
 	cmd.Env = childEnv(full)
 	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stderr = &out
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// At the deadline, SIGTERM lets playwright close the browser it
 	// launched (in a process group of its own); SIGKILL follows.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	start := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("run node %s: %v", script, err)
+	}
+	// Requests are carried out here, on the test's goroutine, so that do
+	// may start processes and fail the test.
+	requests, answers := make(chan string), make(chan string)
+	lines := make(chan struct{})
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = out.Write([]byte(line + "\n"))
+			if what, ok := strings.CutPrefix(line, "@@ "); ok {
+				requests <- what
+				answer := <-answers
+				_, _ = out.Write([]byte("(test) " + what + ": " + answer + "\n"))
+				_, _ = io.WriteString(stdin, answer+"\n")
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	for done := false; !done; {
+		select {
+		case what := <-requests:
+			answer := "ok"
+			if do == nil {
+				answer = "error: this test takes no control requests"
+			} else if err := do(what); err != nil {
+				answer = "error: " + err.Error()
+			}
+			answers <- answer
+		case <-lines:
+			done = true
+		}
+	}
+	err = cmd.Wait()
 	took := time.Since(start).Round(time.Millisecond)
 	if ctx.Err() != nil {
 		t.Fatalf("node %s did not finish within %v; output:\n%s", script, browserTimeout, out.String())
@@ -136,9 +191,21 @@ func TestBrowser(t *testing.T) {
 		}))
 	})
 
+	// The chat UI as a person uses it (web/e2e/ui.mjs says what it checks):
+	// sign-in, profiles, starters, markdown and code, inert hostile
+	// markdown, a reload, settings, streaming and stop, the file and
+	// action asks, the history, the phone layout, the dark theme, axe-core
+	// and a console without errors. A server of its own: it counts the
+	// user's chats.
+	t.Run("UI", func(t *testing.T) {
+		q := startMemory(t, nil)
+		runBrowserScript(t, "ui.mjs", demoEnv(q, nil))
+	})
+
 	// The identity-provider buttons of the login screen, with the server's
 	// answers stood in for by the browser (no provider is configured yet).
 	t.Run("ProviderButtons", func(t *testing.T) {
 		runBrowserScript(t, "login-screen.mjs", demoEnv(p, nil))
 	})
 }
+
