@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -209,3 +210,35 @@ func TestBrowser(t *testing.T) {
 	})
 }
 
+// TestBrowserReconnect: on Redis, the server is stopped during a chat and
+// a message is typed while it is down; the page shows that it is
+// reconnecting, keeps the message as pending, and once the server is back
+// (on the same address) delivers it once: nothing is missing or doubled,
+// on the page or in the stored chat.
+func TestBrowserReconnect(t *testing.T) {
+	requireBrowser(t)
+	env, _ := redisEnv(t)
+	const pw = "bob-reconnect-password"
+	addBob(t, env, pw)
+	env["CHAT_ADDR"] = freeAddrs(t, 1)[0]
+	p := startChatd(t, env)
+	runBrowserScriptControl(t, "reconnect.mjs", map[string]string{
+		"CHATD_URL":        p.base,
+		"E2E_IDENTIFIER":   bobID,
+		"E2E_PASSWORD":     pw,
+		"E2E_DISPLAY_NAME": bobName,
+	}, func(what string) error {
+		switch what {
+		case "stop":
+			p.signal(syscall.SIGTERM)
+			if !p.waitExit(30*time.Second + exitTimeout) {
+				return fmt.Errorf("chatd did not exit after SIGTERM")
+			}
+			return nil
+		case "start":
+			p = startChatd(t, env)
+			return nil
+		}
+		return fmt.Errorf("unknown request %q", what)
+	})
+}
