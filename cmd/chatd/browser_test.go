@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/server"
 )
 
 // browserTimeout bounds one browser script. A safety net: the scripts wait
@@ -240,5 +245,37 @@ func TestBrowserReconnect(t *testing.T) {
 			return nil
 		}
 		return fmt.Errorf("unknown request %q", what)
+	})
+}
+
+// TestBrowserEnvKeys: an application that needs a key of each user
+// (Server.SetEnvKeys) gets it from the form of the settings drawer, kept
+// in the browser and sent on hello; without it the page says which key is
+// missing.
+func TestBrowserEnvKeys(t *testing.T) {
+	requireBrowser(t)
+	srv, err := server.New(server.Config{}, server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetEnvKeys([]server.EnvKey{{Key: "OPENAI_API_KEY", Label: "OpenAI key", Required: true}})
+	srv.OnChatStart(func(ctx context.Context, c *server.Chat) error {
+		key := c.Session().Env()["OPENAI_API_KEY"]
+		return c.Send(ctx, "Your key ends in "+key[max(0, len(key)-4):]+".")
+	})
+	ctx := context.Background()
+	if _, err := srv.Auth().CreateUser(ctx, auth.User{Identifier: "erin@example.com", DisplayName: "Erin"}, "erin-password-123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { srv.Close(); hs.Close() })
+	runBrowserScript(t, "env.mjs", map[string]string{
+		"CHATD_URL":        hs.URL,
+		"E2E_IDENTIFIER":   "erin@example.com",
+		"E2E_PASSWORD":     "erin-password-123",
+		"E2E_DISPLAY_NAME": "Erin",
 	})
 }

@@ -15,9 +15,11 @@
 //     messages, delete, and a thread deleted elsewhere handled clearly;
 //   - at 390×844 the input is on the first screen, the history a drawer;
 //     the tab whose chat the phone took over says so;
+//   - the history loads the next page (cursor) when scrolled;
 //   - the dark theme is dark; axe-core finds no serious or critical
-//     violation on the login, chat and history screens; keyboard: Enter
-//     sends, Shift+Enter is a new line, Escape closes the drawers;
+//     violation on the login, chat and history screens; keyboard: Tab
+//     reaches every control, with a focus ring, Enter sends, Shift+Enter
+//     is a new line, Escape closes the drawers;
 //   - screenshots of the main screens in web/e2e/screenshots.
 //
 // Environment: CHATD_URL, E2E_IDENTIFIER, E2E_PASSWORD, E2E_DISPLAY_NAME.
@@ -139,15 +141,25 @@ await run('ui', async ({ page, context, step }) => {
   assert(await ui.input(page).inputValue() === 'first line\nsecond line', 'Shift+Enter made a new line');
   await ui.input(page).press('Enter');
   await expectVisible(msgs(page).locator('.msg-assistant .content').filter({ hasText: 'Processing: first line' }).filter({ hasText: 'second line' }), 'the reply to two lines');
-  const focusRing = await page.evaluate(() => {
-    const el = document.querySelector('[data-testid="settings-open"]');
-    el.focus({ focusVisible: true });
-    return getComputedStyle(el).outlineStyle;
-  });
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Shift+Tab');
-  const ring = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
-  assert(ring !== 'none' || focusRing !== 'none', 'a focused control shows a focus ring');
+
+  step('keyboard: Tab reaches every control, each with a visible focus ring');
+  await page.locator('body').focus();
+  const reached = new Set();
+  for (let i = 0; i < 60; i++) {
+    await page.keyboard.press('Tab');
+    const f = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const st = getComputedStyle(el);
+      return { id: el.getAttribute('data-testid') || el.tagName.toLowerCase(), ring: st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) > 0 };
+    });
+    if (!f) continue;
+    assert(f.ring, `${f.id} has no visible focus ring`);
+    reached.add(f.id);
+  }
+  for (const id of ['sidebar-toggle', 'theme-toggle', 'settings-open', 'logout', 'new-chat', 'thread-search', 'thread', 'thread-rename', 'thread-delete', 'end-chat', 'messages', 'message-input']) {
+    assert(reached.has(id), `Tab never reached ${id} (reached ${[...reached].join(', ')})`);
+  }
 
   step('settings: a refused value is explained next to its field');
   await page.getByTestId('settings-open').click();
@@ -179,9 +191,10 @@ await run('ui', async ({ page, context, step }) => {
   await expectVisible(msgs(page).locator('.msg-assistant.streaming [data-testid="cursor"]'), 'the cursor of the streaming reply');
   await shot(page, 'streaming');
   await page.getByTestId('stop').click();
-  const stopped = msgs(page).locator('.msg-assistant').filter({ hasText: '[assistant] Processing: please' });
-  await expectVisible(stopped.locator('[data-testid="mark"][data-mark="stopped"]'), 'the Stopped mark');
-  assert(!(await stopped.innerText()).includes('word59'), 'the stopped reply went on to its end');
+  const stopped = msgs(page).locator('.msg-assistant').filter({ has: page.locator('[data-testid="mark"][data-mark="stopped"]') });
+  await expectVisible(stopped, 'the Stopped mark');
+  const stoppedText = await stopped.locator('.content').innerText();
+  assert(stoppedText.startsWith('[assistant] Processing:') && !stoppedText.includes('word59'), `the stopped reply says ${JSON.stringify(stoppedText)}`);
   await expectHidden(page.getByTestId('stop'), 'the stop button after the stop');
 
   step('changing the profile of a started chat asks first');
@@ -243,7 +256,7 @@ await run('ui', async ({ page, context, step }) => {
   await threads.getByTestId('thread').filter({ hasText: 'Go greeting' }).click();
   await expectVisible(userMsg(page, 'I need help with coding'), 'the first message of the resumed chat');
   await expectVisible(msgs(page).locator('.msg-assistant .code-block code.hljs'), 'the code block of the resumed chat');
-  await expectVisible(msgs(page).locator('.msg-assistant').filter({ hasText: '[assistant] Processing: please' }), 'the stopped reply of the resumed chat');
+  await expectVisible(msgs(page).locator('.msg-user').filter({ hasText: 'please write word0' }), 'the message whose reply was stopped, in the resumed chat');
   assert(new URL(page.url()).pathname === chatURL, `URL of the resumed chat ${page.url()}, want ${chatURL}`);
 
   step('delete the analyst chat: it vanishes');
@@ -308,6 +321,30 @@ await run('ui', async ({ page, context, step }) => {
   await expectHidden(closed, 'the notice once the chat is taken back');
   await expectVisible(userMsg(page, 'I need help with coding'), 'the chat taken back');
   await phone.close();
+
+  step('the history loads more chats as it is scrolled');
+  await page.evaluate(async (n) => {
+    // More chats than a page of the list (20), opened as any client does.
+    for (let i = 0; i < n; i++) {
+      await new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/ws`, 'chat.v1');
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', protocol: 1 }));
+        ws.onmessage = (ev) => {
+          const f = JSON.parse(ev.data);
+          if (f.type === 'welcome') ws.send(JSON.stringify({ type: 'message', content: `filler chat ${i}` }));
+          if (f.type === 'message' && f.step_type === 'user_message') { ws.close(1000); resolve(); }
+          if (f.type === 'error') reject(new Error(f.message));
+        };
+      });
+    }
+  }, 22);
+  await page.reload();
+  await waitSignedIn(page, displayName);
+  const items = threads.getByTestId('thread');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="thread"]').length === 20, undefined, { timeout: TIMEOUT });
+  await threads.evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="thread"]').length > 20, undefined, { timeout: TIMEOUT });
+  assert(await items.filter({ hasText: 'Go greeting' }).count() === 1, 'the older chat, once, after scrolling');
 }, {
   allowConsole: [
     ALLOW_SIGNED_OUT,

@@ -58,7 +58,8 @@ export function App() {
   const s = useStore();
   const phone = usePhone();
   const [sidebar, setSidebar] = useState(!phoneQuery.matches);
-  const [settingsOpen, setSettingsOpen] = useState(false);
+  const settingsOpen = s.settingsOpen;
+  const setSettingsOpen = (open: boolean) => store.set({ settingsOpen: open });
   useEffect(() => setSidebar(!phone), [phone]);
   useEffect(() => {
     const onKey = (ev: KeyboardEvent) => {

@@ -99,6 +99,7 @@ function newState() {
     threads: { items: [], cursor: null, query: '', loading: false, done: false, error: '' } as ThreadList,
     env: {} as Record<string, string>,
     confirmProfile: '', // a profile change waiting for the user's yes
+    settingsOpen: false,
   };
 }
 
@@ -347,9 +348,14 @@ export class Store {
     return Object.keys(out).length ? out : null;
   }
 
+  // saveEnv keeps the env values in this browser; a chat that could not
+  // start without them starts now.
   saveEnv(values: Record<string, string>): void {
     localStorage.setItem(ENV_STORAGE, JSON.stringify(values));
     this.set({ env: values });
+    if (this.state.conn === 'closed' && !this.state.persisted) {
+      this.openNew(this.state.profile);
+    }
   }
 
   private onFrame(text: string): void {
@@ -547,11 +553,15 @@ export class Store {
       this.loadThreads(true);
       return this.sendHello();
     }
-    if (f.code === 'invalid_field' && /env|key/i.test(f.message || '')) {
-      this.notice('invalid_field', `This app needs a value you have not given yet (${f.message}). Open Settings to enter it.`);
-    } else {
-      this.notice(f.code, errorText(f.code, f.message));
+    const missing = f.code === 'invalid_field' ? /^env\.(.+) is required$/.exec(f.message || '') : null;
+    if (missing) {
+      const key = ((this.state.app && this.state.app.env_keys) || []).find((k) => k.key === missing[1]);
+      const text = `This app needs your “${key ? key.label || key.key : missing[1]}” to start a chat. Enter it in Settings, under “Keys for this app”.`;
+      this.disconnect();
+      this.set({ conn: 'closed', closed: { code: 0, text, canResume: false }, settingsOpen: true });
+      return;
     }
+    this.notice(f.code, errorText(f.code, f.message));
     if (f.code === 'rate_limited' || f.code === 'unavailable' || f.code === 'too_many_sessions') {
       this.retry();
     } else {
