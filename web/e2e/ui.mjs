@@ -9,8 +9,8 @@
 //   - settings: a refused value explained next to its field; streaming on,
 //     a streamed reply with its cursor, stop, and the "Stopped" mark;
 //   - changing the profile of a started chat asks first; the analyst's file
-//     ask: a wrong type refused with a message, a CSV uploaded (progress,
-//     file chip) and summarized; an action ask answered by its label;
+//     ask: a wrong type refused with a message, a CSV dropped on it,
+//     uploaded (file chip) and summarized; an action ask answered by its label;
 //   - history: date groups, search, rename, resume with the earlier
 //     messages, delete, and a thread deleted elsewhere handled clearly;
 //   - at 390×844 the input is on the first screen, the history a drawer;
@@ -215,7 +215,15 @@ await run('ui', async ({ page, context, step }) => {
   await fileAsk.getByTestId('ask-file').setInputFiles({ name: 'page.html', mimeType: 'text/html', buffer: Buffer.from('<p>hi</p>') });
   await expectVisible(fileAsk.getByTestId('file-error'), 'the refusal of an HTML file');
   assert(/not a file of an accepted type/.test(await fileAsk.getByTestId('file-error').innerText()), 'the refusal says why');
-  await fileAsk.getByTestId('ask-file').setInputFiles({ name: 'sales.csv', mimeType: 'text/csv', buffer: Buffer.from('region,month,amount\nnorth,jan,10\nsouth,jan,12\n') });
+  // The CSV is dropped on the ask, as from a file manager.
+  const dropped = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['region,month,amount\nnorth,jan,10\nsouth,jan,12\n'], 'sales.csv', { type: 'text/csv' }));
+    return dt;
+  });
+  await fileAsk.dispatchEvent('dragover', { dataTransfer: dropped });
+  await fileAsk.dispatchEvent('drop', { dataTransfer: dropped });
+  await expectVisible(fileAsk.getByTestId('file-chip').filter({ hasText: 'sales.csv' }), 'the dropped file, before its upload');
   await shot(page, 'file-ask');
   await fileAsk.getByTestId('ask-upload').click();
   await expectVisible(assistantText(page, 'sales.csv: CSV with 2 rows and 3 columns (region, month, amount)'), 'the summary of the CSV');
@@ -257,6 +265,7 @@ await run('ui', async ({ page, context, step }) => {
   await expectVisible(userMsg(page, 'I need help with coding'), 'the first message of the resumed chat');
   await expectVisible(msgs(page).locator('.msg-assistant .code-block code.hljs'), 'the code block of the resumed chat');
   await expectVisible(msgs(page).locator('.msg-user').filter({ hasText: 'please write word0' }), 'the message whose reply was stopped, in the resumed chat');
+  await expectVisible(msgs(page).locator('.msg-assistant [data-testid="mark"][data-mark="stopped"]'), 'the stopped reply, still marked, in the resumed chat');
   assert(new URL(page.url()).pathname === chatURL, `URL of the resumed chat ${page.url()}, want ${chatURL}`);
 
   step('delete the analyst chat: it vanishes');

@@ -639,7 +639,7 @@ function FileAsk({ ask, online }: { ask: AskView; online: boolean }) {
       {files.length > 0 && (
         <ul class="file-chips">
           {files.map((f) => (
-            <li key={f.name} class="file-chip"><Icon name="file" /><span class="file-name">{f.name}</span><span class="muted">{formatSize(f.size)} · {f.type || 'unknown type'}</span></li>
+            <li key={f.name} class="file-chip" data-testid="file-chip"><Icon name="file" /><span class="file-name">{f.name}</span><span class="muted">{formatSize(f.size)} · {f.type || 'unknown type'}</span></li>
           ))}
         </ul>
       )}

@@ -853,7 +853,7 @@ export class Store {
       }
       const m = this.makeMessage({
         id: ask ? `ask:${ask.askId}` : s.id, kind, author: s.author, content: s.content, createdAt: s.created_at,
-        command: s.command, parentId: s.parent_id, mark: md.interrupted ? 'interrupted' : '', ask,
+        command: s.command, parentId: s.parent_id, mark: md.stopped ? 'stopped' : md.interrupted ? 'interrupted' : '', ask,
         files: Array.isArray(md.files) ? md.files : [],
       });
       if (s.parent_id && md.action) {
