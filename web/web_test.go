@@ -119,3 +119,41 @@ func TestSourcesParseHTMLOnlyInMarkdown(t *testing.T) {
 		t.Error("the Markdown component no longer renders through renderMarkdown/renderInline")
 	}
 }
+
+// Every error code of the protocol (package wire) has a sentence of its
+// own in the UI, and every close code of docs/protocol.md §2.5 an action
+// or a sentence (web/ui/src/errors.ts).
+func TestUIKnowsEveryCode(t *testing.T) {
+	ts, err := os.ReadFile(filepath.Join("ui", "src", "errors.ts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wireErrors, err := os.ReadFile(filepath.Join("..", "wire", "errors.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := regexp.MustCompile(`Code\s*=\s*"([a-z_]+)"`).FindAllSubmatch(wireErrors, -1)
+	if len(codes) < 20 {
+		t.Fatalf("found %d error codes in wire/errors.go; has the file changed?", len(codes))
+	}
+	for _, m := range codes {
+		if !regexp.MustCompile(`(?m)^\s*` + string(m[1]) + `: '`).Match(ts) {
+			t.Errorf("errors.ts has no sentence for the error code %s", m[1])
+		}
+	}
+	protocol, err := os.ReadFile(filepath.Join("..", "docs", "protocol.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closes := regexp.MustCompile(`(?m)^\| (\d{4})(?:, (\d{4}))? \|`).FindAllSubmatch(protocol, -1)
+	if len(closes) < 8 {
+		t.Fatalf("found %d close codes in docs/protocol.md; has the table changed?", len(closes))
+	}
+	for _, m := range closes {
+		for _, c := range m[1:] {
+			if len(c) > 0 && !regexp.MustCompile(`case `+string(c)+`:|\b`+string(c)+`: '`).Match(ts) {
+				t.Errorf("errors.ts does not act on the close code %s", c)
+			}
+		}
+	}
+}

@@ -16,6 +16,7 @@
 //   - at 390×844 the input is on the first screen, the history a drawer;
 //     the tab whose chat the phone took over says so;
 //   - the history loads the next page (cursor) when scrolled;
+//   - a sign-out elsewhere (close 4401) brings the login screen back;
 //   - the dark theme is dark; axe-core finds no serious or critical
 //     violation on the login, chat and history screens; keyboard: Tab
 //     reaches every control, with a focus ring, Enter sends, Shift+Enter
@@ -354,6 +355,12 @@ await run('ui', async ({ page, context, step }) => {
   await threads.evaluate((el) => { el.scrollTop = el.scrollHeight; });
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="thread"]').length > 20, undefined, { timeout: TIMEOUT });
   assert(await items.filter({ hasText: 'Go greeting' }).count() === 1, 'the older chat, once, after scrolling');
+
+  step('signed out elsewhere (4401): back to the login screen, with the reason');
+  const out = await context.request.post('/auth/logout');
+  assert(out.status() === 204, `POST /auth/logout: ${out.status()}`);
+  await expectVisible(ui.loginForm(page), 'the login form after the sign-out');
+  await expectText(page.getByTestId('login-error'), 'Your sign-in has ended', 'the reason on the login screen');
 }, {
   allowConsole: [
     ALLOW_SIGNED_OUT,

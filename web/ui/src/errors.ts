@@ -23,6 +23,7 @@ const errorTexts: Record<string, string> = {
   unsupported_type: 'That kind of file is not accepted here.',
   too_many_files: 'That is more files than allowed here.',
   handler_error: 'Something went wrong while answering. Please try again.',
+  internal: 'The server ran into a problem. Please try again.',
   network: 'The server cannot be reached. Check your connection and try again.',
   upload_failed: 'The upload failed. Please try again.',
 };
