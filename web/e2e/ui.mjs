@@ -9,7 +9,8 @@
 //   - settings: a refused value explained next to its field; streaming on,
 //     a streamed reply with its cursor, stop, and the "Stopped" mark;
 //   - changing the profile of a started chat asks first; the analyst's file
-//     ask: a wrong type refused with a message, a CSV dropped on it,
+//     ask: a wrong type refused with a message (by the page, and by the
+//     server for an image named .csv), a CSV dropped on it,
 //     uploaded (file chip) and summarized; an action ask answered by its label;
 //   - history: date groups, search, rename, resume with the earlier
 //     messages, delete, and a thread deleted elsewhere handled clearly;
@@ -216,6 +217,12 @@ await run('ui', async ({ page, context, step }) => {
   await fileAsk.getByTestId('ask-file').setInputFiles({ name: 'page.html', mimeType: 'text/html', buffer: Buffer.from('<p>hi</p>') });
   await expectVisible(fileAsk.getByTestId('file-error'), 'the refusal of an HTML file');
   assert(/not a file of an accepted type/.test(await fileAsk.getByTestId('file-error').innerText()), 'the refusal says why');
+  // A file named .csv that is an image: the server looks at its bytes and
+  // refuses it; the page says so in words.
+  const png = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000', 'hex');
+  await fileAsk.getByTestId('ask-file').setInputFiles({ name: 'photo.csv', mimeType: 'text/csv', buffer: png });
+  await fileAsk.getByTestId('ask-upload').click();
+  await expectText(fileAsk.getByTestId('file-error'), 'That kind of file is not accepted here.', 'the server refusing an image named .csv');
   // The CSV is dropped on the ask, as from a file manager.
   const dropped = await page.evaluateHandle(() => {
     const dt = new DataTransfer();
@@ -365,5 +372,6 @@ await run('ui', async ({ page, context, step }) => {
   allowConsole: [
     ALLOW_SIGNED_OUT,
     /Failed to load resource: the server responded with a status of 401 .*\/auth\/login\)$/, // the wrong password
+    /Failed to load resource: the server responded with a status of 415 .*\/files\?/, // the image named .csv
   ],
 });
