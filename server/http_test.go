@@ -660,11 +660,18 @@ func TestCrossOriginRequests(t *testing.T) {
 
 // TestStaticRoutes checks that the UI is served with its security headers
 // and that HEAD works where GET does.
+// The page of a chat (/c/<thread id>) is the page itself; the icon
+// answers /favicon.ico too, so that a browser's console shows no 404.
 func TestStaticRoutes(t *testing.T) {
 	e := newEnv(t)
-	res, _ := e.do("GET", "/", nil, nil)
-	if res.StatusCode != 200 || res.Header.Get("Content-Security-Policy") == "" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
-		t.Fatalf("GET /: %d %v", res.StatusCode, res.Header)
+	for _, path := range []string{"/", "/c/0b7e3c2a-1f7e-4c55-9f3e-2a1d4c5e6f70", "/app.js", "/style.css", "/favicon.svg", "/favicon.ico"} {
+		res, _ := e.do("GET", path, nil, nil)
+		if res.StatusCode != 200 || res.Header.Get("Content-Security-Policy") == "" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: %d %v", path, res.StatusCode, res.Header)
+		}
+	}
+	if res, body := e.do("GET", "/c/a/b", nil, nil); res.StatusCode != 404 {
+		t.Errorf("GET /c/a/b: %d %s, want 404", res.StatusCode, body)
 	}
 	if res, _ := e.do("HEAD", "/healthz", nil, nil); res.StatusCode != 200 {
 		t.Fatalf("HEAD /healthz: %d", res.StatusCode)

@@ -80,6 +80,49 @@ func TestStreamLeftOpen(t *testing.T) {
 	t.Fatalf("no stored step %v", up["id"])
 }
 
+// TestStreamStopped: a stream its handler closes after a stop is stored
+// with what it had and metadata.stopped (not interrupted: the handler ended
+// it), so that the history shows the reply as stopped.
+func TestStreamStopped(t *testing.T) {
+	e, tok := chatEnv(t, withSetup(func(s *Server) {
+		echoApp(s)
+		s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+			st, err := c.Stream(ctx)
+			if err != nil {
+				return err
+			}
+			if err := st.Write(ctx, "half a reply"); err != nil {
+				return err
+			}
+			<-ctx.Done() // the stop
+			return st.Close(ctx)
+		})
+	}))
+	c, w := e.openChat(tok, nil)
+	c.send(map[string]any{"type": "message", "content": "go"})
+	c.expect("stream")
+	c.send(map[string]any{"type": "stop"})
+	up, _ := c.expect("message_update")
+	if up["content"] != "half a reply" {
+		t.Fatalf("message_update = %v", up)
+	}
+	end, _ := c.expect("task_end")
+	checkTaskEnd(t, end, true)
+	steps, err := e.sessions.Steps(context.Background(), w["thread_id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range steps {
+		if st.ID == up["id"] {
+			if st.Content != "half a reply" || st.Metadata["stopped"] != true || st.Metadata["interrupted"] != nil {
+				t.Fatalf("stored step = %+v", st)
+			}
+			return
+		}
+	}
+	t.Fatalf("no stored step %v", up["id"])
+}
+
 // TestAnonymousNeedsUpgrade: in anonymous mode a plain GET /ws creates no
 // user: it is refused before anything is stored (the cookie of a new
 // anonymous token is set right after its user is created).

@@ -181,6 +181,11 @@ func demoMessage(ctx context.Context, c *server.Chat, m server.Message, cfg demo
 	if handled || err != nil {
 		return err
 	}
+	if strings.Contains(strings.ToLower(m.Content), "coding") {
+		if err := c.Send(ctx, codingExample); err != nil {
+			return err
+		}
+	}
 	switch profile {
 	case "admin":
 		if strings.HasPrefix(strings.ToLower(m.Content), "/status") {
@@ -199,6 +204,12 @@ func demoMessage(ctx context.Context, c *server.Chat, m server.Message, cfg demo
 	}
 	return s.Set(ctx, "last_interaction", now)
 }
+
+// codingExample is the demo's answer to a message about coding: markdown
+// with a fenced code block, which the UI renders highlighted.
+const codingExample = "Here is a **Go** example to start from:\n\n" +
+	"```go\nfunc greet(name string) string {\n\treturn \"Hello, \" + name\n}\n```\n\n" +
+	"Ask about any part of it."
 
 // streamWords sends text as a stream, word by word.
 func streamWords(ctx context.Context, c *server.Chat, text string, delay time.Duration) error {

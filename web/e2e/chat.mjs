@@ -9,7 +9,7 @@
 // (optional); E2E_GREETING, a message the new chat must show (optional);
 // E2E_MESSAGE and E2E_REPLY, what to send and the reply to wait for.
 
-import { env, expectText, run, say, signIn, ui, waitSignedIn } from './lib.mjs';
+import { ALLOW_SIGNED_OUT, env, expectText, run, say, signIn, ui, waitSignedIn } from './lib.mjs';
 
 const how = env('E2E_SIGN_IN', 'password');
 const displayName = env('E2E_DISPLAY_NAME', '');
@@ -32,4 +32,4 @@ await run('chat', async (t) => {
   step('load the page again: the session cookie alone signs in');
   await page.goto('/');
   await waitSignedIn(page, displayName);
-});
+}, { allowConsole: [ALLOW_SIGNED_OUT] });

@@ -4,10 +4,15 @@
 // cmd/chatd/browser_test.go (runBrowserScript), which passes the server's
 // address and the rest in the environment.
 
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
 
 // Safety net of every wait: a wait ends as soon as what it waits for is
 // there; this only bounds a broken run.
@@ -24,9 +29,16 @@ export function env(name, fallback) {
 // page, base, step }); it exits 0 when body returns. On a failure it prints
 // the error, the steps done, the page's URL, visible text, console and
 // failed requests, saves a screenshot into a fresh temp dir and exits 1.
-export async function run(name, body) {
+//
+// opts.allowConsole lists regular expressions of console errors the script
+// causes on purpose (a 401 of a wrong password, a refused socket while the
+// server is down); any other console error or uncaught page error fails the
+// run once body has returned.
+export async function run(name, body, opts = {}) {
   const base = env('CHATD_URL').replace(/\/+$/, '');
   const log = [];
+  const consoleErrors = [];
+  const allowed = opts.allowConsole || [];
   const steps = [];
   const t0 = Date.now();
   const at = () => `+${((Date.now() - t0) / 1000).toFixed(2)}s`;
@@ -46,8 +58,13 @@ export async function run(name, body) {
     context.setDefaultNavigationTimeout(TIMEOUT);
     page = await context.newPage();
     const watch = (p) => {
-      p.on('console', (m) => log.push(`console.${m.type()}: ${m.text()}`));
-      p.on('pageerror', (e) => log.push(`page error: ${e.message}`));
+      p.on('console', (m) => {
+        const where = m.location() && m.location().url ? ` (${m.location().url})` : '';
+        const line = `console.${m.type()}: ${m.text()}${where}`;
+        log.push(line);
+        if (m.type() === 'error' && !allowed.some((re) => re.test(line))) consoleErrors.push(line);
+      });
+      p.on('pageerror', (e) => { log.push(`page error: ${e.message}`); consoleErrors.push(`page error: ${e.message}`); });
       p.on('requestfailed', (r) => log.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText || ''}`));
       p.on('response', (r) => { if (r.status() >= 400) log.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
     };
@@ -55,6 +72,7 @@ export async function run(name, body) {
     watch(page);
     step('browser launched');
     await body({ browser, context, page, base, step });
+    if (consoleErrors.length) throw new Error(`the console showed errors:\n  ${consoleErrors.join('\n  ')}`);
     console.log(`[${name} ${at()}] ok`);
     await browser.close();
     process.exit(0);
@@ -166,4 +184,50 @@ export async function say(page, step, text, reply) {
   await expectVisible(msgs.locator('.msg-user .content').getByText(text, { exact: true }).first(), `the echo of ${JSON.stringify(text)}`);
   step(`wait for the reply ${JSON.stringify(reply)}`);
   await expectVisible(msgs.locator('.msg-assistant .content').getByText(reply, { exact: true }).first(), `the reply ${JSON.stringify(reply)}`);
+}
+
+// The 401 of GET /auth/me on a page opened before signing in: how the page
+// learns that nobody is signed in.
+export const ALLOW_SIGNED_OUT = /Failed to load resource: the server responded with a status of 401 .*\/auth\/me\)$/;
+
+// shot saves a screenshot of the page as web/e2e/screenshots/<name>.png
+// (E2E_SCREENSHOTS overrides the folder; not committed), to look at.
+export async function shot(page, name) {
+  const dir = process.env.E2E_SCREENSHOTS || join(here, 'screenshots');
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `${name}.png`) });
+}
+
+// checkA11y runs axe-core in the page and fails on any serious or critical
+// violation. axe is evaluated through the DevTools protocol, which the
+// page's Content-Security-Policy does not restrict (a script tag would be
+// refused, as it should be).
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+export async function checkA11y(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.html) }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  if (bad.length) {
+    throw new Error(`axe-core: ${bad.length} serious or critical violations on ${what}:\n${bad.map((v) => `  ${v.impact} ${v.id}: ${v.help}\n    ${v.nodes.join('\n    ')}`).join('\n')}`);
+  }
+}
+
+// control asks the Go test that runs this script to do something (stop
+// or start the server, ...): it prints "@@ <what>" and waits for the test
+// to answer with a line on stdin (runBrowserScriptControl).
+let stdinLines;
+export async function control(what) {
+  if (!stdinLines) stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  console.log(`@@ ${what}`);
+  const { value, done } = await stdinLines.next();
+  if (done || value.trim() !== 'ok') throw new Error(`control ${what}: the test answered ${done ? 'nothing' : JSON.stringify(value)}`);
+}
+
+// messageText is the visible text of the content of every message that
+// matches selector, in order.
+export async function contents(page, selector) {
+  return page.getByTestId('messages').locator(`${selector} .content`).allInnerTexts();
 }

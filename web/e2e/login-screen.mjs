@@ -9,7 +9,7 @@
 //     sets it) and redirects to next, the page shows the chat of the
 //     signed-in user (E2E_DISPLAY_NAME).
 
-import { env, expectHidden, expectVisible, run, ui, waitSignedIn } from './lib.mjs';
+import { ALLOW_SIGNED_OUT, env, expectHidden, expectVisible, run, ui, waitSignedIn } from './lib.mjs';
 
 const hostile = '<img src=x onerror="window.__injected=1">Acme & Co';
 const providers = [
@@ -85,4 +85,4 @@ await run('login-screen', async ({ context, page, step }) => {
   if (went.pathname !== '/auth/oauth/corp/login' || went.searchParams.get('next') !== path) {
     throw new Error(`the button went to ${asked}, want /auth/oauth/corp/login with next=${path}`);
   }
-});
+}, { allowConsole: [ALLOW_SIGNED_OUT] });

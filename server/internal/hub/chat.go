@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 
@@ -242,7 +243,8 @@ func (st *Stream) state() (string, int) {
 
 // Close ends the stream: the full content is stored as the message's step
 // and sent as a message_update. It stores what was streamed even when ctx
-// was cancelled (a stopped handler).
+// was cancelled (a stopped handler), then with metadata.stopped, so that
+// the chat's history shows the reply as stopped.
 func (st *Stream) Close(ctx context.Context) error { return st.close(ctx, false) }
 
 // close ends the stream; an interrupted one (its handler failed, was
@@ -262,10 +264,19 @@ func (st *Stream) close(ctx context.Context, interrupted bool) error {
 	ls := st.chat.ls
 	ls.mu.Lock()
 	delete(ls.streams, st.id)
+	stopped := ls.stopped
 	ls.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.s.cfg.StoreTimeout)
 	defer cancel()
-	return ls.endStream(ctx, st.step, content, interrupted)
+	step := st.step
+	if stopped {
+		step.Metadata = maps.Clone(step.Metadata)
+		if step.Metadata == nil {
+			step.Metadata = map[string]any{}
+		}
+		step.Metadata["stopped"] = true
+	}
+	return ls.endStream(ctx, step, content, interrupted)
 }
 
 // endStream stores a stream's content with its step, sends it as a
@@ -275,7 +286,11 @@ func (st *Stream) close(ctx context.Context, interrupted bool) error {
 func (ls *liveSession) endStream(ctx context.Context, step session.Step, content string, interrupted bool) error {
 	step.Content = content
 	if interrupted {
-		step.Metadata = map[string]any{"interrupted": true}
+		step.Metadata = maps.Clone(step.Metadata)
+		if step.Metadata == nil {
+			step.Metadata = map[string]any{}
+		}
+		step.Metadata["interrupted"] = true
 	}
 	f := session.Frame{ID: step.ID + ":end", Step: &step,
 		Payload: wire.Encode(wire.MessageUpdate{Type: "message_update", ID: step.ID, Content: content})}

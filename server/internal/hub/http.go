@@ -69,7 +69,7 @@ func (s *Hub) routes() {
 	allow("/metrics", "GET, HEAD")
 
 	ui := web.Handler()
-	for _, p := range []string{"/{$}", "/app.js", "/style.css"} {
+	for _, p := range web.Paths() {
 		mux.Handle("GET "+p, withUIHeaders(ui))
 		allow(p, "GET, HEAD")
 	}
