@@ -5,8 +5,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,40 +44,8 @@ func (h countingHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func corkedPair(t *testing.T) (*Socket, *websocket.Conn, *atomic.Int64) {
 	t.Helper()
 	writes := &atomic.Int64{}
-	ctx, cancel := context.WithCancel(context.Background())
-	made := make(chan *Socket, 1)
-	served := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer close(served)
-		k := NewCorker(&CorkBuffers{})
-		ws, err := websocket.Accept(CorkWriter(countingHijack{ResponseWriter: w, writes: writes}, k), r, nil)
-		if err != nil {
-			return
-		}
-		s := New(ctx, ws, 64, 1<<20, nil)
-		s.CorkWith(k)
-		made <- s
-		for {
-			if _, _, err := ws.Read(ctx); err != nil {
-				break
-			}
-		}
-		s.Finish(5*time.Second, cancel)
-		_ = ws.CloseNow()
-	}))
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	c, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.CloseNow()
-		<-served
-		cancel()
-		hs.Close()
-	})
-	return <-made, c, writes
+	s, c := pairCounted(t, 64, 1<<20, writes)
+	return s, c, writes
 }
 
 func readFrame(t *testing.T, c *websocket.Conn) string {

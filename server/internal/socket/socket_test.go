@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,16 +24,31 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // side to read from.
 func pair(t *testing.T, maxQueue, maxBytes int) (*Socket, *websocket.Conn) {
 	t.Helper()
+	return pairCounted(t, maxQueue, maxBytes, nil)
+}
+
+// pairCounted is pair; with writes, the socket is corked as the server
+// corks it and the writes to its connection are counted in writes.
+func pairCounted(t *testing.T, maxQueue, maxBytes int, writes *atomic.Int64) (*Socket, *websocket.Conn) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	made := make(chan *Socket, 1)
 	served := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer close(served)
+		var k *Corker
+		if writes != nil {
+			k = NewCorker(&CorkBuffers{})
+			w = CorkWriter(countingHijack{ResponseWriter: w, writes: writes}, k)
+		}
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
 		}
 		s := New(ctx, ws, maxQueue, maxBytes, nil)
+		if k != nil {
+			s.CorkWith(k)
+		}
 		made <- s
 		// The reader: until the client goes.
 		for {
