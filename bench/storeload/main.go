@@ -118,14 +118,14 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 		}
 	}()
 	var st *session.RedisStore
-	var min *minimal
+	var mini *minimal
 	switch mode {
 	case "chatd":
 		st = session.NewRedisStore(rdb, ns)
 		defer st.Close()
 	default:
 		var err error
-		if min, err = newMinimal(ctx, rdb, ns); err != nil {
+		if mini, err = newMinimal(ctx, rdb, ns); err != nil {
 			return result{}, err
 		}
 	}
@@ -140,7 +140,7 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 			}
 			turners[i] = &storeTurner{st: st, rec: rec}
 		} else {
-			t, err := min.open(ctx)
+			t, err := mini.open(ctx)
 			if err != nil {
 				return result{}, err
 			}
@@ -157,7 +157,7 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 	var wg sync.WaitGroup
 	for _, t := range turners {
 		wg.Go(func() {
-			sleep := func(d time.Duration) { time.Sleep(min2(d, time.Until(end))) }
+			sleep := func(d time.Duration) { time.Sleep(max(min(d, time.Until(end)), 0)) }
 			sleep(rand.N(cfg.pause + 1))
 			for n := 0; time.Now().Before(end); n++ {
 				if err := t.turn(ctx, fmt.Sprintf("hello from storeload #%d", n)); err != nil {
@@ -181,13 +181,6 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 		r.commandsPerMessage = float64(after.commands-before.commands) / m
 	}
 	return r, nil
-}
-
-func min2(a, b time.Duration) time.Duration {
-	if b < a {
-		return b
-	}
-	return max(a, 0)
 }
 
 // storeTurner runs turns through session.RedisStore.

@@ -87,24 +87,17 @@ func TestHoldLinger(t *testing.T) {
 			t.Errorf("%d writes for the three frames, want one", n)
 		}
 	})
-	t.Run("after the linger", func(t *testing.T) {
-		s, client, _ := corkedPair(t)
-		s.Hold()
-		s.Send("a", []byte(a))
-		s.Linger(time.Millisecond)
-		if got := readFrame(t, client); got != a {
-			t.Fatalf("frame %s, want %s", got, a)
-		}
-	})
-	t.Run("no linger", func(t *testing.T) {
-		s, client, _ := corkedPair(t)
-		s.Hold()
-		s.Send("a", []byte(a))
-		s.Linger(0)
-		if got := readFrame(t, client); got != a {
-			t.Fatalf("frame %s, want %s", got, a)
-		}
-	})
+	for name, d := range map[string]time.Duration{"after the linger": time.Millisecond, "no linger": 0} {
+		t.Run(name, func(t *testing.T) {
+			s, client, _ := corkedPair(t)
+			s.Hold()
+			s.Send("a", []byte(a))
+			s.Linger(d)
+			if got := readFrame(t, client); got != a {
+				t.Fatalf("frame %s, want %s", got, a)
+			}
+		})
+	}
 	t.Run("closed while held", func(t *testing.T) {
 		s, client, _ := corkedPair(t)
 		s.Hold()

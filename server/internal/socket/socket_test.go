@@ -76,17 +76,12 @@ func pairCounted(t *testing.T, maxQueue, maxBytes int, writes *atomic.Int64) (*S
 
 func readSeq(t *testing.T, c *websocket.Conn) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, b, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
+	b := readFrame(t, c)
 	var f struct {
 		Seq  int64  `json:"seq"`
 		Type string `json:"type"`
 	}
-	if err := json.Unmarshal(b, &f); err != nil || f.Type != "message" {
+	if err := json.Unmarshal([]byte(b), &f); err != nil || f.Type != "message" {
 		t.Fatalf("frame %s: %v", b, err)
 	}
 	return f.Seq
