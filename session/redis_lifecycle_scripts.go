@@ -112,6 +112,8 @@ if pttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
+-- The record says so too, for the turn scripts, which read it anyway.
+redis.call('HSET', KEYS[2], 'ended', '1')
 return 1
 `
 

@@ -168,7 +168,9 @@ const appendLib = `
 -- least IDKEEP frames and at most twice as many, at one command per id.
 --
 -- loadrec reads the record's fields the scripts look at, once: rec.runner,
--- rec.fence, rec.started, and curseq, the last seq given. It returns false
+-- rec.fence, rec.started, rec.sfence, rec.sturn, rec.queued (see turnLib),
+-- rec.ended (the chat's end was claimed), rec.nfid (the first frame id of
+-- the last NextTurn) and curseq, the last seq given. It returns false
 -- for a missing session. Until then, gen0 (an id may be in KEYS[14]) and
 -- fresh (the log and ids may have no expiry yet) are true.
 local rec, curseq, gen0, fresh = {}, 0, true, true
@@ -188,8 +190,10 @@ local function flushids()
   if idsexp and pttl() > 0 then redis.call('PEXPIRE', KEYS[3], pttl()) end
   idsexp = false
 end
+local flushthread
 local function flush()
   flushids()
+  flushthread()
   local a = {}
   for f, v in pairs(recw) do
     a[#a + 1] = f
@@ -199,10 +203,12 @@ local function flush()
   recw = {}
 end
 local function loadrec()
-  local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started')
+  local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sfence', 'sturn', 'queued',
+    'ended', 'nfid')
   if not r[1] then return false end
   curseq = tonumber(r[2] or '0')
-  rec.runner, rec.fence, rec.started = r[3], r[4], r[5]
+  rec.runner, rec.fence, rec.started, rec.sfence = r[3], r[4], r[5], r[6]
+  rec.sturn, rec.queued, rec.ended, rec.nfid = r[7] or '', r[8] or '', r[9] == '1', r[10] or ''
   -- The ids' current generation is new (without expiry) after a
   -- rotation, as the log and the ids are in a session's first script.
   gen0, fresh = curseq >= IDKEEP, curseq % IDKEEP == 0
@@ -259,28 +265,49 @@ function pttl()
   if not pttlv then pttlv = redis.call('PTTL', KEYS[1]) end
   return pttlv
 end
+-- ts is the thread's state: {persisted, user_id, updated_at, n}, read
+-- once by threadstate; n, the steps written (a step written again counts
+-- again), is never below the thread's steps. The thread's fields a script
+-- sets (n, updated_at, those of a thread made persisted) are gathered in
+-- thw and written by flush in one HSET, then the thread's expiry when
+-- threxp says it needs one.
+local ts, thw, threxp = false, {}, false
+local function threadstate()
+  if not ts then ts = redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at', 'n') end
+  return ts
+end
 -- writestep writes a step; a new one takes the thread's next position
 -- (a step written again keeps its own: NX).
 local function writestep(sid, sjson)
+  local t = threadstate()
+  local n = tonumber(t[4] or '0') + 1
+  t[4], thw.n = n, n
   redis.call('HSET', KEYS[5], sid, sjson)
-  redis.call('ZADD', KEYS[6], 'NX', redis.call('HINCRBY', KEYS[4], 'n', 1), sid)
-end
--- threadstate reads the thread's fields the append scripts look at:
--- {persisted, user_id, updated_at, n}; n, the steps written (a step
--- written again counts again), is never below the thread's steps.
-local function threadstate()
-  return redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at', 'n')
+  redis.call('ZADD', KEYS[6], 'NX', n, sid)
 end
 -- touchthread marks the persisted thread of state t (threadstate) updated
 -- now, when user owns it.
 local function touchthread(now, user, t)
   if t[2] ~= user then return end
   if now > tonumber(t[3] or '0') then
-    redis.call('HSET', KEYS[4], 'updated_at', now)
+    t[3], thw.updated_at = now, now
     redis.call('ZADD', KEYS[7], now, ARGV[2])
   end
 end
 local threadkeys = {4, 5, 6, 8, 9}
+function flushthread()
+  local a = {}
+  for f, v in pairs(thw) do
+    a[#a + 1] = f
+    a[#a + 1] = v
+  end
+  if #a > 0 then redis.call('HSET', KEYS[4], unpack(a)) end
+  thw = {}
+  if threxp and pttl() > 0 then
+    for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl()) end
+  end
+  threxp = false
+end
 -- expirelog gives the log and the ids the record's expiry when they may
 -- have none (just made); Touch keeps them all alive together after that.
 local function expirelog()
@@ -309,19 +336,22 @@ end
 -- appendframes appends the frames given from ARGV[i], four arguments each
 -- (frame id, payload, step id or '', step JSON), writing their steps for
 -- user (see touchthread), a frame whose id is logged already only
--- answered with its seq; it returns the seqs.
-local function appendframes(i, user)
+-- answered with its seq; it returns the seqs. With new, the caller knows
+-- that none is logged, and their ids are not looked up.
+local function appendframes(i, user, new)
   local out = {}
   local wrote, stepped = false, false
-  local ks = {}
-  for j = i, #ARGV, 4 do
-    if ARGV[j] ~= '' then ks[#ks + 1] = 'f:' .. ARGV[j] end
+  if not new then
+    local ks = {}
+    for j = i, #ARGV, 4 do
+      if ARGV[j] ~= '' then ks[#ks + 1] = 'f:' .. ARGV[j] end
+    end
+    prefetch(ks)
   end
-  prefetch(ks)
   for j = i, #ARGV, 4 do
     local fid = ARGV[j]
     local seq = false
-    if fid ~= '' then seq = seen('f:' .. fid) end
+    if fid ~= '' and not new then seq = seen('f:' .. fid) end
     if seq then
       out[#out + 1] = tonumber(seq)
     else
@@ -339,8 +369,8 @@ local function appendframes(i, user)
       local t = threadstate()
       if t[1] == '1' then
         touchthread(tonumber(ARGV[1]), user, t)
-      elseif pttl() > 0 then
-        for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl()) end
+      else
+        threxp = true -- once flush wrote the thread's fields
       end
     end
   end
@@ -450,8 +480,8 @@ local seq = logframe(ARGV[5], ARGV[6])
 if ARGV[4] ~= '' then remember('c:' .. ARGV[4], seq) end
 if ARGV[7] ~= '' then writestep(ARGV[7], ARGV[8]) end
 if tstate[1] ~= '1' then
-  redis.call('HSET', KEYS[4], 'persisted', '1', 'name', ARGV[9], 'user_id', ARGV[10],
-    'chat_profile', ARGV[11], 'created_at', now, 'updated_at', now)
+  thw.persisted, thw.name, thw.user_id, thw.chat_profile = '1', ARGV[9], ARGV[10], ARGV[11]
+  thw.created_at, thw.updated_at = now, now
   for _, k in ipairs(threadkeys) do redis.call('PERSIST', KEYS[k]) end
   redis.call('ZADD', KEYS[7], now, ARGV[2])
   redis.call('HSET', KEYS[10], ARGV[2], ARGV[12])
@@ -462,17 +492,22 @@ end
 local res = {seq, 0, false, 0, ''}
 if ARGV[16] ~= '' then
   -- A turn named as its echo is new: a retry of this call returned above.
-  push(ARGV[16], ARGV[17], ARGV[16] == ARGV[5])
+  local new = ARGV[16] == ARGV[5]
   local l = lease(ARGV[18], ARGV[19], ARGV[14])
   res[4], res[5] = l[1], l[2]
   if l[1] == 0 then
+    push(ARGV[16], ARGV[17], new)
     expirelog()
     flush()
     return res
   end
-  rec.started = ARGV[16]
+  -- The lease was free, so the inbox is empty: the turn starts now, kept
+  -- in the record (sturn) instead of going through the inbox.
+  if not new then remember('q:' .. ARGV[16], curseq) end
+  rec.started, rec.sturn = ARGV[16], ARGV[17]
   setrec('started', ARGV[16])
   setrec('sfence', l[1])
+  setrec('sturn', ARGV[17])
 end
 for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 expirelog()

@@ -20,11 +20,17 @@ end
 -- only while a runner holds the lease: it drains the inbox before it lets
 -- the lease go, and the lease of a dead runner goes only with an empty
 -- inbox (Orphans).
+--
+-- A turn that starts as it comes (its session's lease was free) is not
+-- pushed: the record keeps it as sturn until it is done, and the started
+-- turn is the inbox's head only when sturn is empty. The record's queued
+-- is '1' once a turn was pushed, and emptied when the inbox is seen
+-- empty: without it the inbox is empty and is not read.
 local function waiting()
-  if (rec.runner or '') == '' then return 0 end
+  if (rec.runner or '') == '' or rec.queued ~= '1' then return 0 end
   local n = redis.call('LLEN', KEYS[12])
   local st = rec.started
-  if st and n > 0 and headid() == st then n = n - 1 end
+  if rec.sturn == '' and st and n > 0 and headid() == st then n = n - 1 end
   return n
 end
 local function runs(ns, inst) return ns .. 'inst:' .. inst .. ':runs' end
@@ -35,6 +41,10 @@ local function push(tid, entry, new)
   if not new and seen('q:' .. tid) then return end
   if redis.call('RPUSH', KEYS[12], entry) == 1 and pttl() > 0 then
     redis.call('PEXPIRE', KEYS[12], pttl())
+  end
+  if rec.queued ~= '1' then
+    rec.queued = '1'
+    setrec('queued', '1')
   end
   if not new then remember('q:' .. tid, curseq) end
 end
@@ -102,35 +112,53 @@ if (not runner) or runner == '' or ARGV[4] == '0' or (rec.fence or '0') ~= ARGV[
   return redis.error_reply('CHATD_LEASELOST')
 end
 setvalues(10)
-local seqs = appendframes(first, ARGV[9])
+-- The frames were logged already only by this very call, retried after
+-- its reply was lost, while the lease stayed: its first frame id is nfid.
+local fid1 = ARGV[first] or ''
+local seqs = appendframes(first, ARGV[9], fid1 ~= '' and rec.nfid ~= fid1)
+if fid1 ~= '' then setrec('nfid', fid1) end
 -- unstart: the done turn was the started one, whose mark goes (in the
--- one HDEL or HSET of the record below).
+-- record's one HSET of flush below).
 local unstart = false
 if ARGV[5] ~= '' then
-  local h = redis.call('LPOP', KEYS[12])
-  if h and string.match(h, '^[^\n]*') ~= ARGV[5] then
-    -- Not the done turn (a retry that popped it already): back it goes.
-    redis.call('LPUSH', KEYS[12], h)
-    if pttl() > 0 then redis.call('PEXPIRE', KEYS[12], pttl()) end
-  elseif h and started == ARGV[5] then
-    unstart, started = true, false
+  if rec.sturn ~= '' and started == ARGV[5] then
+    unstart, started, rec.sturn = true, false, ''
+    setrec('sturn', '')
+  elseif rec.queued == '1' then
+    local h = redis.call('LPOP', KEYS[12])
+    if h and string.match(h, '^[^\n]*') ~= ARGV[5] then
+      -- Not the done turn (a retry that popped it already): back it goes.
+      redis.call('LPUSH', KEYS[12], h)
+      if pttl() > 0 then redis.call('PEXPIRE', KEYS[12], pttl()) end
+    elseif h and started == ARGV[5] then
+      unstart, started = true, false
+    end
   end
 end
 local res = {0, 0, ''}
 local release = false
-if redis.call('EXISTS', KEYS[1] .. ':end') == 1 then
+local ended = rec.ended
+if ended then
   -- The chat ended: no turn runs after its end.
   redis.call('DEL', KEYS[12])
+  setrec('queued', '')
+  setrec('sturn', '')
   release = true
 elseif ARGV[6] ~= '1' then
-  local h = redis.call('LINDEX', KEYS[12], 0)
+  local h = false
+  if rec.sturn ~= '' then
+    h = rec.sturn
+  elseif rec.queued == '1' then
+    h = redis.call('LINDEX', KEYS[12], 0)
+    if not h then setrec('queued', '') end
+  end
   if not h then
     release = true
   else
     local id = string.match(h, '^[^\n]*')
     -- Started under another fence: an earlier runner began it. Under
     -- this one: this very call, retried after its reply was lost.
-    if started == id and redis.call('HGET', KEYS[1], 'sfence') ~= ARGV[4] then res[2] = 1 end
+    if started == id and rec.sfence ~= ARGV[4] then res[2] = 1 end
     setrec('started', id)
     setrec('sfence', ARGV[4])
     unstart = false
@@ -138,11 +166,13 @@ elseif ARGV[6] ~= '1' then
   end
 end
 -- The lease's fields go empty (every script reads '' as none) in the
--- record's one HSET of flush, with its seq.
+-- record's one HSET of flush, with its seq. (A turn the record keeps is
+-- the head: the lease goes with it only at the chat's end.)
 if release then
   setrec('runner', '')
   setrec('started', '')
   setrec('sfence', '')
+  setrec('sturn', '')
   redis.call('SREM', runs(ARGV[7], runner), ARGV[8])
 elseif unstart then
   setrec('started', '')
@@ -157,12 +187,20 @@ return res
 //
 // KEYS: as the other turn scripts. Returns how many it dropped.
 var scriptDropQueued = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'started')
-local h = redis.call('LINDEX', KEYS[12], 0)
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local r = redis.call('HMGET', KEYS[1], 'user', 'started', 'sturn')
+if not r[1] then
   return redis.error_reply('CHATD_NOTFOUND')
 end
-if (not st) or (not h) or string.match(h, '^[^\n]*') ~= st then return 0 end
+local st = r[2]
+if (not st) or st == '' then return 0 end
+if (r[3] or '') ~= '' then
+  -- The started turn is the record's: every turn of the inbox waits.
+  local n = redis.call('LLEN', KEYS[12])
+  redis.call('DEL', KEYS[12])
+  return n
+end
+local h = redis.call('LINDEX', KEYS[12], 0)
+if (not h) or string.match(h, '^[^\n]*') ~= st then return 0 end
 local n = redis.call('LLEN', KEYS[12]) - 1
 redis.call('LTRIM', KEYS[12], 0, 0)
 return n
@@ -187,8 +225,9 @@ for _, inst in ipairs(insts) do
       local rec = ns .. 's:{s:' .. sid .. '}'
       if redis.call('HGET', rec, 'runner') ~= inst then
         redis.call('SREM', set, sid)
-      elseif redis.call('EXISTS', rec .. ':end') == 1 or redis.call('LLEN', rec .. ':inbox') == 0 then
-        redis.call('HDEL', rec, 'runner', 'started', 'sfence')
+      elseif redis.call('EXISTS', rec .. ':end') == 1 or (redis.call('LLEN', rec .. ':inbox') == 0
+          and (redis.call('HGET', rec, 'sturn') or '') == '') then
+        redis.call('HDEL', rec, 'runner', 'started', 'sfence', 'sturn')
         redis.call('SREM', set, sid)
       elseif limit <= 0 or #out < limit then
         out[#out + 1] = sid

@@ -50,6 +50,10 @@ func RunTurns(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"UserMessageTurnBusy", testUserMessageTurnBusy},
 		{"UserMessageTurnDuplicate", testUserMessageTurnDuplicate},
 		{"UserMessageTurnInvalid", testUserMessageTurnInvalid},
+		{"UserMessageTurnRetried", testUserMessageTurnRetried},
+		{"UserMessageTurnOrphaned", testUserMessageTurnOrphaned},
+		{"UserMessageTurnStopped", testUserMessageTurnStopped},
+		{"UserMessageTurnAfterEnd", testUserMessageTurnAfterEnd},
 		{"DeleteUserDataDropsInbox", testDeleteUserDataInbox},
 	})
 }
@@ -1139,4 +1143,109 @@ func testCommit(t *testing.T, st session.Store) {
 	}
 	_, err = st.Commit(ctx, &session.Record{ID: "missing-" + uuid.NewString()}, values, NewFrame(nil))
 	wantErr(t, "Commit to a missing session", err, session.ErrNotFound)
+}
+
+// testUserMessageTurnRetried: the NextTurn that finishes a turn started by
+// its user message, retried while the lease stays (another turn waits),
+// stores its frames once and answers as the first call did.
+func testUserMessageTurnRetried(t *testing.T, st session.Store) {
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	m1, m2 := turnMessage(inst, 0), turnMessage(inst, 0)
+	a1 := mustUserMessage(t, st, &rec, m1)
+	if a1.Fence <= 0 {
+		t.Fatalf("first message = %+v; want its turn started", a1)
+	}
+	if a2 := mustUserMessage(t, st, &rec, m2); a2.Fence != 0 {
+		t.Fatalf("second message = %+v; want it queued", a2)
+	}
+	end := NewFrame(NewStep("assistant_message", "the reply"))
+	n := mustNext(t, st, &rec, a1.Fence, m1.Turn.ID, false, end)
+	wantTurn(t, "NextTurn after the first message's turn", n, m2.Turn, false)
+	seq, steps := lastSeq(t, st, rec.ID), len(mustSteps(t, st, rec.ThreadID))
+	again := mustNext(t, st, &rec, a1.Fence, m1.Turn.ID, false, end)
+	wantTurn(t, "the same NextTurn, retried", again, m2.Turn, false)
+	if !slices.Equal(n.Seqs, again.Seqs) {
+		t.Fatalf("seqs %v, then %v on the retry; want the same", n.Seqs, again.Seqs)
+	}
+	if got := lastSeq(t, st, rec.ID); got != seq {
+		t.Fatalf("LastSeq %d after the retry, want %d", got, seq)
+	}
+	if got := len(mustSteps(t, st, rec.ThreadID)); got != steps {
+		t.Fatalf("%d steps after the retry, want %d", got, steps)
+	}
+	wantNone(t, "NextTurn after the second message's turn", mustNext(t, st, &rec, a1.Fence, m2.Turn.ID, false))
+	wantReleased(t, st, rec.ID, a1.Fence, inst, NewTurn())
+}
+
+// testUserMessageTurnOrphaned: a turn its user message started on an
+// instance that died is an orphan; the runner that takes the lease over
+// gets it back, resumed, and nothing after it.
+func testUserMessageTurnOrphaned(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	dead, alive := deadInstance(), liveInstance(t, st)
+	m := turnMessage(dead, 0)
+	a := mustUserMessage(t, st, &rec, m)
+	if a.Fence <= 0 || a.Runner != dead {
+		t.Fatalf("message = %+v; want its turn started by %s", a, dead)
+	}
+	if ids := orphansOf(t, st, "", 0); !slices.Contains(ids, rec.ID) {
+		t.Fatalf("Orphans = %v; want %s, whose started turn's runner died", ids, rec.ID)
+	}
+	f, err := st.TakeRunner(ctx, rec.ID, alive)
+	if err != nil || f <= a.Fence {
+		t.Fatalf("TakeRunner = %d, %v; want a fence above %d", f, err, a.Fence)
+	}
+	wantTurn(t, "NextTurn of the new runner", mustNext(t, st, &rec, f, "", false), m.Turn, true)
+	wantNone(t, "NextTurn after the resumed turn", mustNext(t, st, &rec, f, m.Turn.ID, false, NewFrame(nil)))
+	if ids := orphansOf(t, st, "", 0); slices.Contains(ids, rec.ID) {
+		t.Fatalf("Orphans = %v after the turn ran; want no %s", ids, rec.ID)
+	}
+	wantReleased(t, st, rec.ID, f, alive, NewTurn())
+}
+
+// testUserMessageTurnStopped: a runner that stops before it finished the
+// turn its user message started keeps the lease; after a restart under
+// its name the turn comes back, resumed.
+func testUserMessageTurnStopped(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	m := turnMessage(inst, 0)
+	a := mustUserMessage(t, st, &rec, m)
+	wantNone(t, "NextTurn stopping", mustNext(t, st, &rec, a.Fence, "", true))
+	wantHeld(t, st, rec.ID, inst, NewTurn())
+	f, err := st.TakeRunner(ctx, rec.ID, inst)
+	if err != nil || f <= a.Fence {
+		t.Fatalf("TakeRunner after a restart = %d, %v; want a fence above %d", f, err, a.Fence)
+	}
+	wantTurn(t, "NextTurn after the restart", mustNext(t, st, &rec, f, "", false), m.Turn, true)
+	if n, err := st.DropQueued(ctx, rec.ID); err != nil || n != 1 {
+		t.Fatalf("DropQueued = %d, %v; want 1 (the turn wantHeld queued)", n, err)
+	}
+	wantNone(t, "NextTurn after it", mustNext(t, st, &rec, f, m.Turn.ID, false))
+}
+
+// testUserMessageTurnAfterEnd: once the chat's end is claimed, the NextTurn
+// that finishes a turn its user message started stores the frames, starts
+// no other turn and releases the lease.
+func testUserMessageTurnAfterEnd(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	m1, m2 := turnMessage(inst, 0), turnMessage(inst, 0)
+	a := mustUserMessage(t, st, &rec, m1)
+	mustUserMessage(t, st, &rec, m2)
+	if ok, err := st.ClaimEnd(ctx, rec.ID, "n"); err != nil || !ok {
+		t.Fatalf("ClaimEnd = %v, %v", ok, err)
+	}
+	before := lastSeq(t, st, rec.ID)
+	wantNone(t, "NextTurn after the end", mustNext(t, st, &rec, a.Fence, m1.Turn.ID, false, NewFrame(nil)))
+	if got := lastSeq(t, st, rec.ID); got != before+1 {
+		t.Fatalf("LastSeq %d after the end, want %d: the turn's last frame stored", got, before+1)
+	}
+	if _, err := st.NextTurn(ctx, &rec, a.Fence, "", false, nil); !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("NextTurn after the lease went with the end: %v, want ErrLeaseLost", err)
+	}
 }
