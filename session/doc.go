@@ -78,7 +78,14 @@
 //	                             settings (JSON), created_at (RFC 3339), seq (counter),
 //	                             instance (where attached), runner (the instance
 //	                             holding the runner lease), fence (its token, a
-//	                             counter), started (id of the turn it started)
+//	                             counter), started (id of the turn it started),
+//	                             sfence (the fence it was started under), sturn
+//	                             (that turn's entry, when it started as its user
+//	                             message came and never waited in the inbox),
+//	                             queued ("1" once a turn was pushed to the inbox,
+//	                             "" once it is seen empty), ended ("1" once the
+//	                             end is claimed, beside :end), nfid (the first
+//	                             frame id of the last NextTurn, to know its retry)
 //	s:{s:<id>}:kv        hash    application values, raw JSON
 //	s:{s:<id>}:log       stream  outbound frames, ids <seq>-0, field p = payload;
 //	                             trimmed to about 2,000 entries (at least LogKeep kept)
