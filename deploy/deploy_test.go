@@ -40,8 +40,8 @@ func readFile(t *testing.T, name string) string {
 	return string(b)
 }
 
-// TestCompose: Redis keeps every acknowledged write, three chatd instances
-// share it, and HAProxy balances them round robin without stickiness,
+// TestCompose: Redis keeps every acknowledged write, PostgreSQL is the
+// instances' database of record, three chatd instances share them, and HAProxy balances them round robin without stickiness,
 // trusted by chatd as the only proxy.
 func TestCompose(t *testing.T) {
 	var c compose
@@ -61,6 +61,18 @@ func TestCompose(t *testing.T) {
 	if redis.Healthcheck == nil {
 		t.Error("redis has no health check")
 	}
+
+	// The database of record: the chatd instances' DATABASE_URL names its
+	// user, password and database.
+	pg, ok := c.Services["postgres"]
+	if !ok {
+		t.Fatal("no postgres service")
+	}
+	if pg.Healthcheck == nil || !slices.Contains(pg.Volumes, "postgres-data:/var/lib/postgresql/data") {
+		t.Errorf("postgres: health check %v, volumes %v; want both", pg.Healthcheck, pg.Volumes)
+	}
+	wantDB := "postgres://" + pg.Environment["POSTGRES_USER"] + ":" + pg.Environment["POSTGRES_PASSWORD"] +
+		"@postgres:5432/" + pg.Environment["POSTGRES_DB"] + "?sslmode=disable"
 
 	haproxy, ok := c.Services["haproxy"]
 	if !ok {
@@ -87,6 +99,9 @@ func TestCompose(t *testing.T) {
 		env := s.Environment
 		if env["REDIS_URL"] != "redis://redis:6379/0" {
 			t.Errorf("%s: REDIS_URL = %q", name, env["REDIS_URL"])
+		}
+		if env["DATABASE_URL"] != wantDB || env["CHAT_MIGRATE"] != "true" {
+			t.Errorf("%s: DATABASE_URL = %q, CHAT_MIGRATE = %q; want %s, true", name, env["DATABASE_URL"], env["CHAT_MIGRATE"], wantDB)
 		}
 		if env["CHAT_TRUSTED_PROXIES"] != haproxyIP[1] {
 			t.Errorf("%s: CHAT_TRUSTED_PROXIES = %q, want the load balancer %s", name, env["CHAT_TRUSTED_PROXIES"], haproxyIP[1])

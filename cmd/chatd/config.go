@@ -21,6 +21,8 @@ import (
 type config struct {
 	Addr            string
 	RedisURL        string
+	DatabaseURL     string
+	Migrate         bool
 	Namespace       string
 	Auth            string
 	AuthHeader      string
@@ -99,6 +101,8 @@ func (c *config) settings() []setting {
 	return []setting{
 		{"CHAT_ADDR", "addr", defaultAddr, "listen address", str(&c.Addr)},
 		{"REDIS_URL", "redis-url", "", "Redis URL; unset: the in-memory store (one instance)", str(&c.RedisURL)},
+		{"DATABASE_URL", "database-url", "", "PostgreSQL URL of the database of record, which keeps the users (needs REDIS_URL); unset: none", str(&c.DatabaseURL)},
+		{"CHAT_MIGRATE", "migrate", "false", "apply the database's migrations on start (as chatd migrate does)", boolean(&c.Migrate)},
 		{"CHAT_NAMESPACE", "namespace", "chat:", "prefix of every Redis key", str(&c.Namespace)},
 		{"CHAT_AUTH", "auth", "password", "authentication: password (with any identity providers beside it), oauth (identity providers only), header or none", str(&c.Auth)},
 		{"CHAT_PUBLIC_URL", "public-url", "", "external base URL, scheme://host[:port]; identity providers call back to <it>/auth/oauth/<name>/callback (unset: the request's own)", str(&c.PublicURL)},

@@ -21,10 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/bus"
+	"github.com/chatd-project/chatd/internal/pgdb"
 	"github.com/chatd-project/chatd/internal/redisconn"
 	"github.com/chatd-project/chatd/server"
 	"github.com/chatd-project/chatd/session"
@@ -49,6 +51,9 @@ var errUsage = errors.New("usage")
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) > 0 && args[0] == "users" {
 		return runUsers(ctx, args[1:], stdin, stdout, stderr, getenv)
+	}
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], stdout, stderr, getenv)
 	}
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return runHealthcheck(ctx, stdout, getenv)
@@ -149,6 +154,9 @@ type stores struct {
 }
 
 func openStores(ctx context.Context, cfg config) (*stores, error) {
+	if cfg.RedisURL == "" && cfg.DatabaseURL != "" {
+		return nil, errors.New("DATABASE_URL needs REDIS_URL: live sessions are kept in Redis")
+	}
 	if cfg.RedisURL == "" {
 		m := auth.NewMemoryStore(nil)
 		return &stores{name: "memory", memory: true,
@@ -168,7 +176,54 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
-	return redisStores(c, cfg.Namespace), nil
+	st := redisStores(c, cfg.Namespace)
+	if cfg.DatabaseURL == "" {
+		return st, nil
+	}
+	pool, err := openDatabase(ctx, cfg.DatabaseURL, cfg.Migrate)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	// The database of record keeps the users; tokens, throttles and
+	// sign-in flows stay in Redis.
+	st.name = "redis+postgres"
+	st.auth.Users = auth.NewPostgresUserStore(pool, st.auth.Tokens, nil)
+	ready, closeRedis := st.ready, st.close
+	st.ready = func(ctx context.Context) error {
+		if err := ready(ctx); err != nil {
+			return err
+		}
+		return pool.Ping(ctx)
+	}
+	st.close = func() {
+		closeRedis()
+		pool.Close()
+	}
+	return st, nil
+}
+
+// openDatabase connects to the database of record at url and checks that
+// its schema is up to date, after migrating it when migrate is set.
+func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool, error) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pool, err := pgdb.Open(pctx, url)
+	if err != nil {
+		// pgx's errors may quote the URL, password included: not shown.
+		return nil, errors.New("DATABASE_URL: the database cannot be reached or the URL is not valid")
+	}
+	if migrate {
+		if _, err := pgdb.Migrate(pctx, pool); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	if err := pgdb.Check(pctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }
 
 // redisStores are the stores of a deployment on Redis, all on client c

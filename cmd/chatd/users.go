@@ -30,8 +30,9 @@ The password is read from standard input (one line), never from arguments.
 link lets the person with the subject id SUB at the identity provider NAME
 (its configured name) sign in as the user ID; unlink stops it. list shows
 each user's links after the metadata, as NAME:SUB (SUB quoted when needed).
-The commands work on the Redis store (REDIS_URL); the in-memory store lives
-inside one server process and has only its demo users.
+The commands work on the Redis store (REDIS_URL), and on the database of
+record when DATABASE_URL is set (the users are kept there); the in-memory
+store lives inside one server process and has only its demo users.
 `
 
 // runUsers manages users in the configured store. Revocations (passwd,
@@ -52,6 +53,7 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	provider := fs.String("provider", "", "the identity provider's configured name (link, unlink)")
 	subject := fs.String("subject", "", "the user's subject id at the identity provider (link, unlink)")
 	redisURL := fs.String("redis-url", getenv("REDIS_URL"), "Redis URL ($REDIS_URL)")
+	databaseURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL of the database of record ($DATABASE_URL)")
 	namespace := fs.String("namespace", "", "Redis key prefix ($CHAT_NAMESPACE, default chat:)")
 	if err := fs.Parse(rest); err != nil {
 		return errUsage
@@ -91,7 +93,7 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if ns == "" {
 		ns = "chat:"
 	}
-	st, err := openStores(ctx, config{RedisURL: *redisURL, Namespace: ns})
+	st, err := openStores(ctx, config{RedisURL: *redisURL, DatabaseURL: *databaseURL, Namespace: ns})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,123 @@
+package main
+
+// End-to-end tests of the database of record: chatd migrate, and the users
+// kept in PostgreSQL beside Redis.
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chatd-project/chatd/internal/pgtest"
+)
+
+// TestDatabaseOfRecordUsers: with DATABASE_URL, chatd refuses a database
+// that is not migrated, chatd migrate applies the migrations once, chatd
+// users add writes the user into PostgreSQL, and once Redis has lost
+// everything a server still signs the user in with the same password.
+func TestDatabaseOfRecordUsers(t *testing.T) {
+	t.Parallel()
+	const pw = "a-database-password"
+	env, rs := redisEnv(t)
+	db := pgtest.NewEmpty(t)
+	env["DATABASE_URL"] = db.URL
+
+	r := runChatd(t, env, pw+"\n", "users", "add", "--identifier", bobID, "--password-stdin")
+	if r.code == 0 || !strings.Contains(r.stderr, "chatd migrate") {
+		t.Fatalf("users add on a database not migrated: exit %d, stderr %q; want a failure that says to run chatd migrate", r.code, r.stderr)
+	}
+	if r := runChatd(t, env, "", "migrate"); r.code != 0 || !strings.Contains(r.stdout, "applied 0001_users") {
+		t.Fatalf("chatd migrate: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runChatd(t, env, "", "migrate"); r.code != 0 || strings.TrimSpace(r.stdout) != "the database is up to date" {
+		t.Fatalf("chatd migrate again: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	addBob(t, env, pw)
+	var n int
+	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM users WHERE identifier = $1 AND display_name = $2`,
+		[]byte(bobID), []byte(bobName)).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("bob's rows in PostgreSQL: %d, %v; want 1", n, err)
+	}
+	if err := rs.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := startChatd(t, env)
+	if code, _ := p.tryLogin(t, bobID, pw); code != http.StatusOK {
+		t.Fatalf("login after Redis lost everything: %d, want 200", code)
+	}
+	if code, _ := p.tryLogin(t, bobID, "not-"+pw); code != http.StatusUnauthorized {
+		t.Fatalf("login with a wrong password: %d, want 401", code)
+	}
+	if r := runChatd(t, env, "", "users", "list"); r.code != 0 || !strings.Contains(r.stdout, "\t"+bobID+"\t") {
+		t.Fatalf("chatd users list: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestDatabaseNeedsRedis: DATABASE_URL without REDIS_URL is refused, by the
+// server and by the users commands; chatd migrate needs DATABASE_URL.
+func TestDatabaseNeedsRedis(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.URL()}
+	if r := runChatd(t, env, ""); r.code == 0 || !strings.Contains(r.stderr, "DATABASE_URL needs REDIS_URL") {
+		t.Errorf("chatd with DATABASE_URL alone: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := runChatd(t, nil, "", "migrate"); r.code == 0 || !strings.Contains(r.stderr, "needs DATABASE_URL") {
+		t.Errorf("chatd migrate without DATABASE_URL: exit %d, stderr %q", r.code, r.stderr)
+	}
+	bad := map[string]string{"DATABASE_URL": "postgres://postgres:secret-pw@127.0.0.1:1/test?connect_timeout=2"}
+	if r := runChatd(t, bad, "", "migrate"); r.code == 0 || strings.Contains(r.stderr, "secret-pw") || !strings.Contains(r.stderr, "cannot be reached") {
+		t.Errorf("chatd migrate on a server that is not there: exit %d, stderr %q; want a failure that does not show the password", r.code, r.stderr)
+	}
+}
+
+// TestMigrateFromRedis: chatd migrate --from-redis copies the users of a
+// Redis deployment into the database with their ids, password hashes and
+// links; a second run copies nothing again; a server on the database then
+// signs them in with the same password, and their tokens issued before the
+// copy still work.
+func TestMigrateFromRedis(t *testing.T) {
+	t.Parallel()
+	const pw = "a-password-from-redis"
+	env, _ := redisEnv(t)
+	addBob(t, env, pw)
+	if r := runChatd(t, env, "", "users", "link", "--identifier", bobID, "--provider", "google", "--subject", "42"); r.code != 0 {
+		t.Fatalf("chatd users link: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	list := func(env map[string]string) string {
+		t.Helper()
+		r := runChatd(t, env, "", "users", "list")
+		if r.code != 0 {
+			t.Fatalf("chatd users list: exit %d\nstderr: %s", r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	before := list(env)
+	if !strings.Contains(before, "\tgoogle:42") {
+		t.Fatalf("users list on Redis lacks bob's link:\n%s", before)
+	}
+	p := startChatd(t, env)
+	tok := p.login(t, bobID, pw)
+	p.stop()
+
+	db := pgtest.NewEmpty(t)
+	env["DATABASE_URL"] = db.URL
+	r := runChatd(t, env, "", "migrate", "--from-redis")
+	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_users") || !strings.Contains(r.stdout, "copied 1 users from Redis (0 were there already)") {
+		t.Fatalf("chatd migrate --from-redis: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	r = runChatd(t, env, "", "migrate", "--from-redis")
+	if r.code != 0 || !strings.Contains(r.stdout, "copied 0 users from Redis (1 were there already)") {
+		t.Fatalf("chatd migrate --from-redis again: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if after := list(env); after != before {
+		t.Fatalf("users list on the database:\n%s\nwant, as on Redis:\n%s", after, before)
+	}
+	p = startChatd(t, env)
+	if code, _ := p.me(t, tok); code != http.StatusOK {
+		t.Errorf("GET /auth/me with a token from before the copy: %d, want 200", code)
+	}
+	if code, _ := p.tryLogin(t, bobID, pw); code != http.StatusOK {
+		t.Errorf("login with the password from Redis: %d, want 200", code)
+	}
+}
