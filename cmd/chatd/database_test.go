@@ -5,7 +5,9 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,6 +54,56 @@ func TestDatabaseOfRecordUsers(t *testing.T) {
 	if r := runChatd(t, env, "", "users", "list"); r.code != 0 || !strings.Contains(r.stdout, "\t"+bobID+"\t") {
 		t.Fatalf("chatd users list: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
+
+	// Deleting bob leaves nothing of his in either store: no row, no link,
+	// and no Redis key of his (his chat's session and thread included).
+	if r := runChatd(t, env, "", "users", "link", "--identifier", bobID, "--provider", "google", "--subject", "7"); r.code != 0 {
+		t.Fatalf("chatd users link: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	var bobUID string
+	if err := db.Pool.QueryRow(t.Context(), `SELECT id FROM users WHERE identifier = $1`, []byte(bobID)).Scan(&bobUID); err != nil {
+		t.Fatal(err)
+	}
+	tok := p.login(t, bobID, pw)
+	w, _, _ := p.openChat(t, tok, "")
+	if replies := w.say("remember me"); len(replies) == 0 {
+		t.Fatal("no reply to bob's message")
+	}
+	rc, ns := rs.Client(), env["CHAT_NAMESPACE"]
+	holdsBob := func() []string {
+		t.Helper()
+		var found []string
+		keys, err := rc.Keys(context.Background(), ns+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if strings.Contains(k, bobUID) {
+				found = append(found, k)
+				continue
+			}
+			if typ, _ := rc.Type(context.Background(), k).Result(); typ == "hash" {
+				if v, _ := rc.HGetAll(context.Background(), k).Result(); slices.Contains(slices.Collect(maps.Values(v)), bobUID) {
+					found = append(found, k)
+				}
+			}
+		}
+		return found
+	}
+	if len(holdsBob()) == 0 {
+		t.Fatal("no Redis key holds bob's id after his chat: the check below would prove nothing")
+	}
+	if r := runChatd(t, env, "", "users", "delete", "--identifier", bobID); r.code != 0 {
+		t.Fatalf("chatd users delete: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if code := w.closeStatusWithin(revocationWait); code != 4401 {
+		t.Errorf("bob's socket closed with %d after delete, want 4401", code)
+	}
+	var rows int
+	if err := db.Pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM user_links)`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("rows left in PostgreSQL after delete: %d, %v; want 0", rows, err)
+	}
+	eventually(t, "no Redis key of bob's left", func() bool { return len(holdsBob()) == 0 })
 }
 
 // TestDatabaseNeedsRedis: DATABASE_URL without REDIS_URL is refused, by the
