@@ -121,6 +121,9 @@
 //	                             lives as long as their longest end claim
 //	u:{u:<id>}:live      set     ids of the user's attached sessions
 //	ending               zset    detached session ids scored by grace deadline (ms)
+//	archive              stream  with WithArchive only: the steps written to persisted
+//	                             threads (t, u, at, s, n, j) and the threads deleted
+//	                             (t, u, d), for the archiver of the database of record
 //	instances            set     instances that hold sessions or runner leases
 //	inst:<id>            string  an instance's lease (expires with it)
 //	inst:<id>:sessions   set     ids of the sessions attached there

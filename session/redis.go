@@ -12,10 +12,11 @@ import (
 // RedisStore is the Store on Redis, shared by every instance. See the package
 // documentation for its keys. It is safe for concurrent use.
 type RedisStore struct {
-	c   redis.UniversalClient
-	b   *batcher
-	ns  string
-	now func() time.Time // set before use; read-only afterwards
+	c       redis.UniversalClient
+	b       *batcher
+	ns      string
+	now     func() time.Time // set before use; read-only afterwards
+	archive string           // the archive stream's key, or "" (WithArchive)
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -36,6 +37,20 @@ func (s *RedisStore) Close() { s.b.wait() }
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	return s.b.run(ctx, script, keys, args...)
 }
+
+// WithArchive makes the store add every step it writes to a persisted
+// thread through a turn (a user message, an append, the end of a turn) to
+// the archive stream, ArchiveKey, in the script that writes the step, for
+// an archiver to copy into the database of record. The thread's steps
+// from before it was persisted go in with its first user message. Call it
+// before using the store; it returns the store.
+func (s *RedisStore) WithArchive() *RedisStore {
+	s.archive = s.ns + "archive"
+	return s
+}
+
+// ArchiveKey is the key of the archive stream (see WithArchive).
+func (s *RedisStore) ArchiveKey() string { return s.ns + "archive" }
 
 // WithClock makes the store tell time by now (for thread creation and update
 // times) and returns the store. Call it before using the store.

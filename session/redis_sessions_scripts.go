@@ -278,12 +278,16 @@ local function threadstate()
 end
 -- writestep writes a step; a new one takes the thread's next position
 -- (a step written again keeps its own: NX).
+-- arch holds the steps a script wrote, for the archive stream (see
+-- archivesteps).
+local arch = {}
 local function writestep(sid, sjson)
   local t = threadstate()
   local n = tonumber(t[4] or '0') + 1
   t[4], thw.n = n, n
   redis.call('HSET', KEYS[5], sid, sjson)
   redis.call('ZADD', KEYS[6], 'NX', n, sid)
+  if KEYS[15] then arch[#arch + 1] = {sid, n, sjson} end
 end
 -- touchthread marks the persisted thread of state t (threadstate) updated
 -- now, when user owns it.
@@ -295,7 +299,37 @@ local function touchthread(now, user, t)
   end
 end
 local threadkeys = {4, 5, 6, 8, 9}
+-- archivesteps adds to the archive stream KEYS[15] (given only when the
+-- store has a database of record) the steps the script wrote, once the
+-- thread is persisted: each entry is the thread (t), its owner (u), its
+-- update time (at, Unix ms), and a step (s, its position n, its JSON j).
+-- The script that persists the thread adds every step the thread had
+-- (the chat start's, written before it was persisted). A step written
+-- again (the same id) is added again: the archiver keeps the newest by
+-- entry id, and its first position.
+local function archivesteps()
+  if not KEYS[15] then return end
+  local t = threadstate()
+  local user, at = thw.user_id or t[2], thw.updated_at or t[3] or '0'
+  if thw.persisted == '1' then
+    arch = {}
+    local order = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+    for i = 1, #order, 2 do
+      arch[#arch + 1] = {order[i], order[i + 1], redis.call('HGET', KEYS[5], order[i])}
+    end
+  elseif t[1] ~= '1' then
+    arch = {}
+    return
+  end
+  for _, e in ipairs(arch) do
+    if e[3] then
+      redis.call('XADD', KEYS[15], '*', 't', ARGV[2], 'u', user, 'at', at, 's', e[1], 'n', e[2], 'j', e[3])
+    end
+  end
+  arch = {}
+end
 function flushthread()
+  archivesteps()
   local a = {}
   for f, v in pairs(thw) do
     a[#a + 1] = f

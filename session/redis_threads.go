@@ -94,10 +94,12 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 		return ErrNotFound
 	}
 	t := s.threadKeys(threadID)
-	err := s.run(ctx, scriptDeleteThread,
-		[]string{t.hash, t.steps, t.order, t.meta, t.values,
-			s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.files},
-		userID, threadID, s.ns).Err()
+	keys := []string{t.hash, t.steps, t.order, t.meta, t.values,
+		s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.files}
+	if s.archive != "" {
+		keys = append(keys, s.archive) // the deletion goes to the archive too
+	}
+	err := s.run(ctx, scriptDeleteThread, keys, userID, threadID, s.ns).Err()
 	return scriptErr("delete thread", threadID, err)
 }
 

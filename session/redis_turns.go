@@ -10,7 +10,8 @@ var _ Turns = (*RedisStore)(nil)
 
 // turnKeys are the KEYS of the turn scripts and of scriptAppend: the
 // eleven of appendKeys, then 12 the inbox, 13 the application's values and
-// 14 the ids remembered in the generation before the current one.
+// 14 the ids remembered in the generation before the current one, and 15
+// the archive stream when the store has one (WithArchive).
 func (s *RedisStore) turnKeys(rec *Record) []string {
 	tid, uid := rec.ThreadID, rec.UserID
 	if !validID(tid) { // no step will be written: any key of this slot will do
@@ -36,10 +37,13 @@ func (s *RedisStore) turnKeys(rec *Record) []string {
 		ends[i] = b.Len()
 	}
 	all := b.String()
-	keys := make([]string, len(ends))
+	keys := make([]string, len(ends), len(ends)+1)
 	start := 0
 	for i, end := range ends {
 		keys[i], start = all[start:end], end
+	}
+	if s.archive != "" {
+		keys = append(keys, s.archive) // 15, the archive stream
 	}
 	return keys
 }

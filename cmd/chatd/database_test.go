@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -69,6 +70,19 @@ func TestDatabaseOfRecordUsers(t *testing.T) {
 	if replies := w.say("remember me"); len(replies) == 0 {
 		t.Fatal("no reply to bob's message")
 	}
+	// The chat's steps reach the database: the welcome, the message and
+	// the reply; the lag the instance exports comes back to zero.
+	eventually(t, "bob's chat archived", func() bool {
+		var n int
+		err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM steps s JOIN threads th ON th.id = s.thread_id
+			WHERE th.user_id = $1 AND s.body->>'content' = 'remember me'`, bobUID).Scan(&n)
+		return err == nil && n == 1 && p.metric(t, "chatd_archive_lag_steps") == "0"
+	})
+	var archived int
+	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM steps s JOIN threads th ON th.id = s.thread_id
+		WHERE th.user_id = $1`, bobUID).Scan(&archived); err != nil || archived < 3 {
+		t.Fatalf("%d steps of bob's archived, %v; want at least 3 (welcome, message, reply)", archived, err)
+	}
 	rc, ns := rs.Client(), env["CHAT_NAMESPACE"]
 	holdsBob := func() []string {
 		t.Helper()
@@ -100,7 +114,8 @@ func TestDatabaseOfRecordUsers(t *testing.T) {
 		t.Errorf("bob's socket closed with %d after delete, want 4401", code)
 	}
 	var rows int
-	if err := db.Pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM user_links)`).Scan(&rows); err != nil || rows != 0 {
+	if err := db.Pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM user_links)
+		+ (SELECT count(*) FROM threads) + (SELECT count(*) FROM steps)`).Scan(&rows); err != nil || rows != 0 {
 		t.Errorf("rows left in PostgreSQL after delete: %d, %v; want 0", rows, err)
 	}
 	eventually(t, "no Redis key of bob's left", func() bool { return len(holdsBob()) == 0 })
@@ -172,4 +187,27 @@ func TestMigrateFromRedis(t *testing.T) {
 	if code, _ := p.tryLogin(t, bobID, pw); code != http.StatusOK {
 		t.Errorf("login with the password from Redis: %d, want 200", code)
 	}
+}
+
+// metric returns the value of a metric without labels in the instance's
+// /metrics, failing t when it is not there.
+func (p *chatd) metric(t *testing.T, name string) string {
+	t.Helper()
+	res, err := httpClient.Get(p.base + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d, %v", res.StatusCode, err)
+	}
+	body := string(b)
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /metrics:\n%s", name, body)
+	return ""
 }

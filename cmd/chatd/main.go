@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -22,8 +23,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatd-project/chatd/archive"
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/bus"
 	"github.com/chatd-project/chatd/internal/pgdb"
@@ -76,10 +79,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
 	srv, err := server.New(scfg, server.WithUsers(st.auth), server.WithSessions(st.sessions),
-		server.WithBus(st.bus), server.WithReady(st.ready), server.WithLogger(log))
+		server.WithBus(st.bus), server.WithReady(st.ready), server.WithLogger(log), server.WithRegistry(reg))
 	if err != nil {
 		return err
+	}
+	if st.newArchiver != nil {
+		stop, err := runArchiver(ctx, st.newArchiver(srv.Config().InstanceID, log), reg)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		defer stop()
 	}
 	if err := registerDemo(srv, demoConfig{StreamDelay: cfg.DemoStreamDelay}); err != nil {
 		srv.Close()
@@ -151,6 +163,9 @@ type stores struct {
 	bus      bus.Bus
 	ready    func(ctx context.Context) error
 	close    func()
+	// newArchiver, with a database of record, makes the archiver that
+	// copies the threads' steps into it, named for the instance.
+	newArchiver func(instance string, log *slog.Logger) *archive.Archiver
 }
 
 func openStores(ctx context.Context, cfg config) (*stores, error) {
@@ -176,7 +191,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
-	st := redisStores(c, cfg.Namespace)
+	st := redisStores(c, cfg.Namespace, cfg.DatabaseURL != "")
 	if cfg.DatabaseURL == "" {
 		return st, nil
 	}
@@ -189,6 +204,10 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	// sign-in flows stay in Redis.
 	st.name = "redis+postgres"
 	st.auth.Users = auth.NewPostgresUserStore(pool, st.auth.Tokens, nil)
+	stream := st.sessions.(*session.RedisStore).ArchiveKey()
+	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
+		return archive.New(c, pool, stream, instance, log)
+	}
 	ready, closeRedis := st.ready, st.close
 	st.ready = func(ctx context.Context) error {
 		if err := ready(ctx); err != nil {
@@ -227,10 +246,15 @@ func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool,
 }
 
 // redisStores are the stores of a deployment on Redis, all on client c
-// under namespace ns; closing them closes c.
-func redisStores(c *redis.Client, ns string) *stores {
+// under namespace ns; closing them closes c. With archive, the session
+// store adds the threads' steps to its archive stream (a database of
+// record is configured).
+func redisStores(c *redis.Client, ns string, archive bool) *stores {
 	rs := auth.NewRedisStore(c, ns)
 	ss := session.NewRedisStore(c, ns)
+	if archive {
+		ss.WithArchive()
+	}
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs, Flows: rs},
 		sessions: ss, bus: bus.NewRedis(c, ns),
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
@@ -238,4 +262,34 @@ func redisStores(c *redis.Client, ns string) *stores {
 			ss.Close()
 			_ = c.Close()
 		}}
+}
+
+// runArchiver runs a until the returned stop is called (stop waits for it),
+// and exports its lag as chatd_archive_lag_steps in reg.
+func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Registry) (stop func(), err error) {
+	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chatd_archive_lag_steps",
+		Help: "Steps written to Redis and not yet archived in the database of record (NaN while Redis cannot be asked).",
+	}, func() float64 {
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := a.Lag(c)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	})
+	if err := reg.Register(lag); err != nil {
+		return nil, fmt.Errorf("register chatd_archive_lag_steps: %w", err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.Run(actx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}, nil
 }
