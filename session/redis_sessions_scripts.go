@@ -190,16 +190,21 @@ local function flushids()
   if idsexp and pttl() > 0 then redis.call('PEXPIRE', KEYS[3], pttl()) end
   idsexp = false
 end
+-- hsetmap writes the fields of m (name to value) to the hash key, in one
+-- HSET (none for an empty m).
+local function hsetmap(key, m)
+  local a = {}
+  for f, v in pairs(m) do
+    a[#a + 1] = f
+    a[#a + 1] = v
+  end
+  if #a > 0 then redis.call('HSET', key, unpack(a)) end
+end
 local flushthread
 local function flush()
   flushids()
   flushthread()
-  local a = {}
-  for f, v in pairs(recw) do
-    a[#a + 1] = f
-    a[#a + 1] = v
-  end
-  if #a > 0 then redis.call('HSET', KEYS[1], unpack(a)) end
+  hsetmap(KEYS[1], recw)
   recw = {}
 end
 local function loadrec()
@@ -330,12 +335,7 @@ local function archivesteps()
 end
 function flushthread()
   archivesteps()
-  local a = {}
-  for f, v in pairs(thw) do
-    a[#a + 1] = f
-    a[#a + 1] = v
-  end
-  if #a > 0 then redis.call('HSET', KEYS[4], unpack(a)) end
+  hsetmap(KEYS[4], thw)
   thw = {}
   if threxp and pttl() > 0 then
     for _, k in ipairs(threadkeys) do redis.call('PEXPIRE', KEYS[k], pttl()) end
