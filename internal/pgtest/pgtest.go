@@ -7,11 +7,15 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chatd-project/chatd/internal/pgdb"
@@ -51,11 +55,15 @@ func New(tb testing.TB) *DB {
 func NewEmpty(tb testing.TB) *DB {
 	tb.Helper()
 	ctx := tb.Context()
-	schema := "t_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	// The schema's name carries its creation time: a test process that
+	// crashed never dropped its own, and tests drop those over a day old.
+	now := time.Now()
+	schema := fmt.Sprintf("t_%d_%s", now.Unix(), strings.ReplaceAll(uuid.NewString(), "-", ""))
 	admin, err := pgdb.Open(ctx, URL())
 	if err != nil {
 		tb.Fatalf("pgtest: PostgreSQL at %s cannot be reached (.ci/run starts it; CHAT_TEST_DATABASE_URL names another): %v", URL(), err)
 	}
+	dropStale(ctx, tb, admin, now.Add(-staleAfter))
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 		admin.Close()
 		tb.Fatalf("pgtest: create schema: %v", err)
@@ -73,6 +81,32 @@ func NewEmpty(tb testing.TB) *DB {
 	}
 	tb.Cleanup(pool.Close)
 	return &DB{Pool: pool, Schema: schema, URL: url}
+}
+
+// staleAfter is the age past which a test's schema is taken for one that
+// its crashed test left.
+const staleAfter = 24 * time.Hour
+
+// dropStale drops the test schemas made before cutoff.
+func dropStale(ctx context.Context, tb testing.TB, db *pgxpool.Pool, cutoff time.Time) {
+	tb.Helper()
+	rows, err := db.Query(ctx, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\_%\_%'`)
+	if err != nil {
+		tb.Fatalf("pgtest: list schemas: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatalf("pgtest: list schemas: %v", err)
+	}
+	for _, n := range names {
+		parts := strings.SplitN(n, "_", 3)
+		sec, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || len(parts) != 3 || !time.Unix(sec, 0).Before(cutoff) {
+			continue
+		}
+		// Another test process may drop it at the same time: no error.
+		_, _ = db.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{n}.Sanitize()+" CASCADE")
+	}
 }
 
 // withSearchPath adds search_path=schema to a URL's parameters.
