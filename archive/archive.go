@@ -58,14 +58,20 @@ type Archiver struct {
 	// Retry is the first wait after a failure (doubled up to 30 s).
 	Retry time.Duration
 
-	grouped bool // the consumer group is known to exist (Step's alone)
+	// Step's alone: the consumer group is known to exist; entries were
+	// delivered to this archiver and not acknowledged (a failure); when
+	// it last claimed others' idle entries.
+	grouped   bool
+	unacked   bool
+	lastClaim time.Time
 }
 
 // New returns an archiver of the stream (session.RedisStore.ArchiveKey)
 // into db, named consumer in the group (the instance's id).
 func New(rdb redis.UniversalClient, db *pgxpool.Pool, stream, consumer string, log *slog.Logger) *Archiver {
 	return &Archiver{rdb: rdb, db: db, stream: stream, consumer: consumer, log: log,
-		Batch: DefaultBatch, Block: DefaultBlock, ClaimIdle: DefaultClaimIdle, Retry: 500 * time.Millisecond}
+		Batch: DefaultBatch, Block: DefaultBlock, ClaimIdle: DefaultClaimIdle, Retry: 500 * time.Millisecond,
+		unacked: true} // a restarted instance's name may hold entries
 }
 
 // Lag is the number of entries not archived yet.
@@ -77,11 +83,10 @@ func (a *Archiver) Lag(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Run archives until ctx ends, and returns nil then. An Archiver is run by
-// one goroutine at a time (Run, or Step in a loop). Failures of Redis or
-// of the database are logged and retried: nothing is acknowledged that is
-// not committed.
-func (a *Archiver) Run(ctx context.Context) error {
+// Run archives until ctx ends. An Archiver is run by one goroutine at a
+// time (Run, or Step in a loop). Failures of Redis or of the database are
+// logged and retried: nothing is acknowledged that is not committed.
+func (a *Archiver) Run(ctx context.Context) {
 	wait := a.Retry
 	for ctx.Err() == nil {
 		_, err := a.Step(ctx)
@@ -101,13 +106,12 @@ func (a *Archiver) Run(ctx context.Context) error {
 		t.Stop()
 		wait = min(2*wait, 30*time.Second)
 	}
-	return nil
 }
 
 // Step archives one batch: the entries delivered to this archiver and not
-// acknowledged (after a failed commit), else those another archiver left
-// idle for ClaimIdle, else new ones (waiting up to Block for them). It
-// returns how many it archived.
+// acknowledged (after a failure), else those another archiver left idle
+// for ClaimIdle (looked for at most twice per ClaimIdle), else new ones
+// (waiting up to Block for them). It returns how many it archived.
 func (a *Archiver) Step(ctx context.Context) (int, error) {
 	if !a.grouped {
 		if err := a.ensureGroup(ctx); err != nil {
@@ -115,8 +119,15 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 		}
 		a.grouped = true
 	}
-	msgs, err := a.read(ctx, "0", 0)
-	if err == nil && len(msgs) == 0 {
+	var (
+		msgs []redis.XMessage
+		err  error
+	)
+	if a.unacked {
+		msgs, err = a.read(ctx, "0", 0)
+	}
+	if now := time.Now(); err == nil && len(msgs) == 0 && now.Sub(a.lastClaim) >= a.ClaimIdle/2 {
+		a.lastClaim = now
 		msgs, _, err = a.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: a.stream, Group: Group, Consumer: a.consumer,
 			MinIdle: a.ClaimIdle, Start: "0-0", Count: int64(a.Batch)}).Result()
 	}
@@ -130,8 +141,12 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("archive: read: %w", err)
 	}
 	if len(msgs) == 0 {
+		a.unacked = false
 		return 0, nil
 	}
+	// Until they are acknowledged, the entries are this archiver's to
+	// write again first.
+	a.unacked = true
 	if err := a.write(ctx, msgs); err != nil {
 		return 0, err
 	}
@@ -148,6 +163,7 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 		// to the same rows.
 		return 0, fmt.Errorf("archive: acknowledge: %w", err)
 	}
+	a.unacked = false
 	return len(msgs), nil
 }
 

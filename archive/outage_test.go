@@ -139,7 +139,7 @@ func TestArchiveDatabaseOutage(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = a.Run(runCtx)
+		a.Run(runCtx)
 	}()
 	defer func() {
 		stop()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,8 +36,12 @@ func NewPostgresUserStore(db *pgxpool.Pool, tokens TokenStore, now func() time.T
 	return &PostgresUserStore{db: db, tokens: tokens, now: now}
 }
 
-// userColumns are the columns scanUser reads, in its order.
-const userColumns = `id, identifier, display_name, metadata, anonymous, created_at`
+// userColumns are the columns scanUser reads, in its order; userColumnsU
+// the same of the table aliased u.
+const (
+	userColumns  = `id, identifier, display_name, metadata, anonymous, created_at`
+	userColumnsU = `u.id, u.identifier, u.display_name, u.metadata, u.anonymous, u.created_at`
+)
 
 // scanUser reads a row of userColumns (and, with hash, password_hash).
 func scanUser(row pgx.Row, hash *string) (*PersistedUser, error) {
@@ -89,8 +92,13 @@ func encodeMetadata(md map[string]any) ([]byte, error) {
 	return b, nil
 }
 
+// rowQuerier is the pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // insertUser inserts a user row in q (the pool or a transaction).
-func (s *PostgresUserStore) insertUser(ctx context.Context, q pgx.Tx, u User, hash string, anonymous bool) (*PersistedUser, error) {
+func (s *PostgresUserStore) insertUser(ctx context.Context, q rowQuerier, u User, hash string, anonymous bool) (*PersistedUser, error) {
 	md, err := encodeMetadata(u.Metadata)
 	if err != nil {
 		return nil, err
@@ -107,13 +115,7 @@ func (s *PostgresUserStore) insertUser(ctx context.Context, q pgx.Tx, u User, ha
 
 // CreateUser implements UserStore.
 func (s *PostgresUserStore) CreateUser(ctx context.Context, u User, passwordHash string, anonymous bool) (*PersistedUser, error) {
-	var p *PersistedUser
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var err error
-		p, err = s.insertUser(ctx, tx, u, passwordHash, anonymous)
-		return err
-	})
-	return p, err
+	return s.insertUser(ctx, s.db, u, passwordHash, anonymous)
 }
 
 // GetUser implements UserStore.
@@ -230,7 +232,7 @@ func (s *PostgresUserStore) CreateLinkedUser(ctx context.Context, u User, l Link
 
 // GetUserByLink implements UserStore.
 func (s *PostgresUserStore) GetUserByLink(ctx context.Context, l Link) (*PersistedUser, error) {
-	return scanUser(s.db.QueryRow(ctx, `SELECT `+qualified("u", userColumns)+` FROM user_links l JOIN users u ON u.id = l.user_id
+	return scanUser(s.db.QueryRow(ctx, `SELECT `+userColumnsU+` FROM user_links l JOIN users u ON u.id = l.user_id
 		WHERE l.provider = $1 AND l.subject = $2`, []byte(l.Provider), []byte(l.Subject)), nil)
 }
 
@@ -301,18 +303,6 @@ func (s *PostgresUserStore) Links(ctx context.Context, userID string) ([]Link, e
 		return nil, ErrNotFound
 	}
 	return out, nil
-}
-
-// qualified prefixes each of the comma-separated columns with alias.
-func qualified(alias, columns string) string {
-	out := ""
-	for i, c := range strings.Split(columns, ", ") {
-		if i > 0 {
-			out += ", "
-		}
-		out += alias + "." + c
-	}
-	return out
 }
 
 // ImportUser stores p as it is (its id and creation time kept) with its

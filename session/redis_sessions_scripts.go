@@ -319,9 +319,10 @@ local function archivesteps()
   if thw.persisted == '1' then
     arch = {}
     local order = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
-    for i = 1, #order, 2 do
-      arch[#arch + 1] = {order[i], order[i + 1], redis.call('HGET', KEYS[5], order[i])}
-    end
+    local ids = {}
+    for i = 1, #order, 2 do ids[#ids + 1] = order[i] end
+    local steps = #ids > 0 and redis.call('HMGET', KEYS[5], unpack(ids)) or {}
+    for i, id in ipairs(ids) do arch[#arch + 1] = {id, order[2 * i], steps[i]} end
   elseif t[1] ~= '1' then
     arch = {}
     return

@@ -132,9 +132,14 @@ func TestDatabaseNeedsRedis(t *testing.T) {
 	if r := runChatd(t, nil, "", "migrate"); r.code == 0 || !strings.Contains(r.stderr, "needs DATABASE_URL") {
 		t.Errorf("chatd migrate without DATABASE_URL: exit %d, stderr %q", r.code, r.stderr)
 	}
-	bad := map[string]string{"DATABASE_URL": "postgres://postgres:secret-pw@127.0.0.1:1/test?connect_timeout=2"}
-	if r := runChatd(t, bad, "", "migrate"); r.code == 0 || strings.Contains(r.stderr, "secret-pw") || !strings.Contains(r.stderr, "cannot be reached") {
-		t.Errorf("chatd migrate on a server that is not there: exit %d, stderr %q; want a failure that does not show the password", r.code, r.stderr)
+	for _, url := range []string{
+		"postgres://postgres:secret-pw@127.0.0.1:1/test?connect_timeout=2", // no server there
+		"postgres://postgres:secret-pw@%zz/test",                           // not a URL
+	} {
+		bad := map[string]string{"DATABASE_URL": url}
+		if r := runChatd(t, bad, "", "migrate"); r.code == 0 || strings.Contains(r.stderr, "secret-pw") || !strings.Contains(r.stderr, "cannot be reached") {
+			t.Errorf("chatd migrate with %s: exit %d, stderr %q; want a failure that does not show the password", url, r.code, r.stderr)
+		}
 	}
 }
 

@@ -163,8 +163,10 @@ type stores struct {
 	bus      bus.Bus
 	ready    func(ctx context.Context) error
 	close    func()
+	// archiveKey is the session store's archive stream, when it has one;
 	// newArchiver, with a database of record, makes the archiver that
 	// copies the threads' steps into it, named for the instance.
+	archiveKey  string
 	newArchiver func(instance string, log *slog.Logger) *archive.Archiver
 }
 
@@ -204,9 +206,8 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	// sign-in flows stay in Redis.
 	st.name = "redis+postgres"
 	st.auth.Users = auth.NewPostgresUserStore(pool, st.auth.Tokens, nil)
-	stream := st.sessions.(*session.RedisStore).ArchiveKey()
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
-		return archive.New(c, pool, stream, instance, log)
+		return archive.New(c, pool, st.archiveKey, instance, log)
 	}
 	ready, closeRedis := st.ready, st.close
 	st.ready = func(ctx context.Context) error {
@@ -222,6 +223,12 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	return st, nil
 }
 
+// unreachable is the error of a database that Open could not reach.
+// pgx's errors name the host, user and database, never the password.
+func unreachable(err error) error {
+	return fmt.Errorf("DATABASE_URL: the database cannot be reached or the URL is not valid: %w", err)
+}
+
 // openDatabase connects to the database of record at url and checks that
 // its schema is up to date, after migrating it when migrate is set.
 func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool, error) {
@@ -229,8 +236,7 @@ func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool,
 	defer cancel()
 	pool, err := pgdb.Open(pctx, url)
 	if err != nil {
-		// pgx's errors may quote the URL, password included: not shown.
-		return nil, errors.New("DATABASE_URL: the database cannot be reached or the URL is not valid")
+		return nil, unreachable(err)
 	}
 	if migrate {
 		if _, err := pgdb.Migrate(pctx, pool); err != nil {
@@ -252,11 +258,12 @@ func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool,
 func redisStores(c *redis.Client, ns string, archive bool) *stores {
 	rs := auth.NewRedisStore(c, ns)
 	ss := session.NewRedisStore(c, ns)
+	archiveKey := ""
 	if archive {
-		ss.WithArchive()
+		archiveKey = ss.WithArchive().ArchiveKey()
 	}
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs, Flows: rs},
-		sessions: ss, bus: bus.NewRedis(c, ns),
+		sessions: ss, bus: bus.NewRedis(c, ns), archiveKey: archiveKey,
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
 		close: func() {
 			ss.Close()
@@ -286,7 +293,7 @@ func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Regis
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = a.Run(actx)
+		a.Run(actx)
 	}()
 	return func() {
 		cancel()

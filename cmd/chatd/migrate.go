@@ -49,8 +49,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	}
 	pool, err := pgdb.Open(ctx, *url)
 	if err != nil {
-		// pgx's errors may quote the URL, password included: not shown.
-		return errors.New("DATABASE_URL: the database cannot be reached or the URL is not valid")
+		return unreachable(err)
 	}
 	defer pool.Close()
 	applied, err := pgdb.Migrate(ctx, pool)
