@@ -937,7 +937,11 @@ func TestRollingRestartThroughHAProxy(t *testing.T) {
 			}
 			t.Errorf("client %d: %s", cl.n, e)
 		}
-		if cl.reattaches == cl.drops {
+		// A client that drops its own connection may do it just as its
+		// instance shuts down, reconnect to an instance restarted already,
+		// and so never be closed by a restart: the restarts are checked
+		// on the clients that never drop (four in five).
+		if cl.drops == 0 && cl.reattaches == 0 {
 			t.Errorf("client %d never reattached: the restarts missed its socket", cl.n)
 		}
 		for _, m := range cl.msgs {
