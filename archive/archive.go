@@ -18,6 +18,7 @@ package archive
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -197,37 +198,92 @@ func (a *Archiver) read(ctx context.Context, id string, block time.Duration) ([]
 	return out, nil
 }
 
+// Kinds of archive stream entries.
+const (
+	kindStep    = iota // a step written to the thread
+	kindDeleted        // the thread was deleted
+	kindHead           // the thread's name, profile, creation time, metadata
+	kindValues         // the values saved with the thread
+)
+
 // entry is one archive stream entry.
 type entry struct {
-	deleted            bool // the thread was deleted (no step)
+	kind               int
 	thread, user, step string
-	at                 time.Time
+	at                 time.Time // the thread's update time
 	position           int64
-	body               string
-	ms, seq            int64 // the entry's id
+	body               string // a step's JSON
+	name, profile      string
+	created            time.Time
+	object             string // a head's metadata or the saved values: a JSON object
+	ms, seq            int64  // the entry's id
 }
 
 func parse(m redis.XMessage) (entry, error) {
 	var e entry
 	str := func(k string) string { v, _ := m.Values[k].(string); return v }
-	e.thread, e.user, e.step, e.body = str("t"), str("u"), str("s"), str("j")
+	e.thread, e.user = str("t"), str("u")
+	if e.thread == "" {
+		return e, fmt.Errorf("archive: entry %s is malformed: no thread", m.ID)
+	}
 	if str("d") == "1" {
-		if e.thread == "" {
-			return e, fmt.Errorf("archive: entry %s is malformed: no thread", m.ID)
-		}
-		e.deleted = true
+		e.kind = kindDeleted
 		return e, nil
 	}
-	at, err1 := strconv.ParseFloat(str("at"), 64)
-	pos, err2 := strconv.ParseFloat(str("n"), 64)
 	msStr, seqStr, _ := strings.Cut(m.ID, "-")
-	ms, err3 := strconv.ParseInt(msStr, 10, 64)
-	seq, err4 := strconv.ParseInt(seqStr, 10, 64)
-	if err := errors.Join(err1, err2, err3, err4); err != nil || e.thread == "" || e.step == "" || e.body == "" {
-		return e, fmt.Errorf("archive: entry %s is malformed: %v", m.ID, err)
+	ms, err1 := strconv.ParseInt(msStr, 10, 64)
+	seq, err2 := strconv.ParseInt(seqStr, 10, 64)
+	e.ms, e.seq = ms, seq
+	var errs []error
+	errs = append(errs, err1, err2)
+	num := func(k string) int64 {
+		f, err := strconv.ParseFloat(str(k), 64)
+		errs = append(errs, err)
+		return int64(f)
 	}
-	e.at, e.position, e.ms, e.seq = time.UnixMilli(int64(at)).UTC(), int64(pos), ms, seq
+	switch {
+	case str("v") == "1":
+		e.kind = kindValues
+		var err error
+		e.object, err = jsonObject(str("x"))
+		errs = append(errs, err)
+	case str("h") == "1":
+		e.kind = kindHead
+		e.at, e.created = time.UnixMilli(num("at")).UTC(), time.UnixMilli(num("c")).UTC()
+		e.name, e.profile = str("name"), str("p")
+		var err error
+		e.object, err = jsonObject(str("m"))
+		errs = append(errs, err)
+	default:
+		e.kind = kindStep
+		e.step, e.body = str("s"), str("j")
+		e.at, e.position = time.UnixMilli(num("at")).UTC(), num("n")
+		if e.step == "" || e.body == "" {
+			errs = append(errs, errors.New("no step"))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return e, fmt.Errorf("archive: entry %s is malformed: %w", m.ID, err)
+	}
 	return e, nil
+}
+
+// jsonObject turns the object the scripts encode (each key's JSON as a
+// string) into the JSON object of the values themselves.
+func jsonObject(s string) (string, error) {
+	var raw map[string]string
+	if err := json.Unmarshal([]byte(s), &raw); err != nil {
+		return "", err
+	}
+	obj := make(map[string]json.RawMessage, len(raw))
+	for k, v := range raw {
+		if !json.Valid([]byte(v)) {
+			return "", fmt.Errorf("%q is not JSON", k)
+		}
+		obj[k] = json.RawMessage(v)
+	}
+	b, err := json.Marshal(obj)
+	return string(b), err
 }
 
 // write writes msgs' steps and their threads in one transaction. A
@@ -241,9 +297,25 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) error {
 			a.log.LogAttrs(ctx, slog.LevelError, "archive: skip an entry", slog.Any("err", err))
 			continue
 		}
-		if e.deleted {
+		switch e.kind {
+		case kindDeleted:
 			batch.Queue(`INSERT INTO deleted_threads (id) VALUES ($1) ON CONFLICT DO NOTHING`, e.thread)
 			batch.Queue(`DELETE FROM threads WHERE id = $1`, e.thread)
+			continue
+		case kindHead:
+			batch.Queue(`INSERT INTO threads (id, user_id, updated_at, name, name_folded, chat_profile, created_at, metadata, head_ms, head_seq)
+				SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+					AND NOT EXISTS (SELECT 1 FROM deleted_threads WHERE id = $1)
+				ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_folded = EXCLUDED.name_folded,
+					chat_profile = EXCLUDED.chat_profile, created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata,
+					head_ms = EXCLUDED.head_ms, head_seq = EXCLUDED.head_seq,
+					updated_at = GREATEST(threads.updated_at, EXCLUDED.updated_at)
+				WHERE (threads.head_ms, threads.head_seq) < (EXCLUDED.head_ms, EXCLUDED.head_seq)`,
+				e.thread, e.user, e.at, []byte(e.name), []byte(strings.ToLower(e.name)), []byte(e.profile), e.created, e.object, e.ms, e.seq)
+			continue
+		case kindValues:
+			batch.Queue(`UPDATE threads SET vals = $2, vals_ms = $3, vals_seq = $4
+				WHERE id = $1 AND (vals_ms, vals_seq) < ($3, $4)`, e.thread, e.object, e.ms, e.seq)
 			continue
 		}
 		// A thread whose user is gone, or that was deleted, is not

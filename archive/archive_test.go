@@ -151,8 +151,8 @@ func TestArchiveSteps(t *testing.T) {
 	if _, err := r.st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "hi there"))); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := a.Lag(ctx); n != 3 {
-		t.Fatalf("lag %d, want 3 (the welcome, the message and the reply)", n)
+	if n, _ := a.Lag(ctx); n != 4 {
+		t.Fatalf("lag %d, want 4 (the thread's head, the welcome, the message and the reply)", n)
 	}
 	drain(t, a)
 	r.same(t, rec.ThreadID)
@@ -187,8 +187,8 @@ func TestArchiveRedelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken, err := dead.read(ctx, ">", 0)
-	if err != nil || len(taken) != 3 {
-		t.Fatalf("the dead archiver took %d entries, %v; want 3", len(taken), err)
+	if err != nil || len(taken) != 4 {
+		t.Fatalf("the dead archiver took %d entries, %v; want 4", len(taken), err)
 	}
 	// It had written them once before it died.
 	if err := dead.write(ctx, taken); err != nil {
@@ -272,8 +272,8 @@ func TestArchiveDeletions(t *testing.T) {
 		t.Fatal(err)
 	}
 	pending, err := r.rdb.XRange(ctx, r.st.ArchiveKey(), "-", "+").Result()
-	if err != nil || len(pending) != 1 {
-		t.Fatalf("archive entries %d, %v; want 1", len(pending), err)
+	if err != nil || len(pending) != 2 {
+		t.Fatalf("archive entries %d, %v; want 2 (the thread's head and its step)", len(pending), err)
 	}
 	drain(t, a)
 	if n := count(other.ThreadID); n != 2 {

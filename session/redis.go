@@ -17,6 +17,7 @@ type RedisStore struct {
 	ns      string
 	now     func() time.Time // set before use; read-only afterwards
 	archive string           // the archive stream's key, or "" (WithArchive)
+	record  ThreadRecord     // the database of record, or nil (WithRecord)
 }
 
 var _ Store = (*RedisStore)(nil)

@@ -362,8 +362,8 @@ func (s *RedisStore) LastSeq(ctx context.Context, id string) (int64, error) {
 	return seq, wrap("last seq", id, err)
 }
 
-// CreateOnThread implements Sessions.
-func (s *RedisStore) CreateOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error) {
+// createOnThread is CreateOnThread in Redis alone.
+func (s *RedisStore) createOnThread(ctx context.Context, rec Record, ttl time.Duration, prev string) (bool, error) {
 	keys, args, err := s.createArgs(rec, ttl)
 	if err != nil {
 		return false, err

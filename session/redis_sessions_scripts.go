@@ -160,7 +160,7 @@ return 1
 // withIDKeep writes IDKeep into a script's source.
 func withIDKeep(src string) string { return strings.ReplaceAll(src, "IDKEEP", strconv.Itoa(IDKeep)) }
 
-const appendLib = `
+const appendLib = archiveLib + `
 -- The ids remembered for idempotency (f:<frame id>, c:<client message id>,
 -- q:<turn id>) map to a seq in KEYS[3], the current generation, or in
 -- KEYS[14], the one before: every IDKEEP frames the current generation
@@ -317,6 +317,8 @@ local function archivesteps()
   local t = threadstate()
   local user, at = thw.user_id or t[2], thw.updated_at or t[3] or '0'
   if thw.persisted == '1' then
+    archivehead(KEYS[15], ARGV[2], user, at, thw.name, thw.chat_profile, thw.created_at, KEYS[8])
+    archivevalues(KEYS[15], ARGV[2], user, KEYS[9], false)
     arch = {}
     local order = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
     local ids = {}

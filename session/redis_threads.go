@@ -14,8 +14,9 @@ import (
 
 var _ Threads = (*RedisStore)(nil)
 
-// ListThreads implements Threads, in one script (see scriptListThreads).
-func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQuery) (ThreadPage, error) {
+// listThreads reads a page of the user's threads in Redis, in one script
+// (see scriptListThreads).
+func (s *RedisStore) listThreads(ctx context.Context, userID string, q ThreadQuery) (ThreadPage, error) {
 	cur, hasCursor, err := decodeCursor(q.Cursor)
 	if err != nil {
 		return ThreadPage{}, err
@@ -66,14 +67,17 @@ func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQue
 	return page, nil
 }
 
-// RenameThread implements Threads.
-func (s *RedisStore) RenameThread(ctx context.Context, userID, threadID, name string) (ThreadSummary, error) {
+// renameThread renames a thread in Redis.
+func (s *RedisStore) renameThread(ctx context.Context, userID, threadID, name string) (ThreadSummary, error) {
 	if !validID(userID) || !validID(threadID) {
 		return ThreadSummary{}, ErrNotFound
 	}
-	res, err := s.run(ctx, scriptRenameThread,
-		[]string{s.threadKeys(threadID).hash, s.userKey(userID, "summaries"), s.userKey(userID, "lnames")},
-		userID, threadID, name, foldName(name)).StringSlice()
+	t := s.threadKeys(threadID)
+	keys := []string{t.hash, s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.meta}
+	if s.archive != "" {
+		keys = append(keys, s.archive)
+	}
+	res, err := s.run(ctx, scriptRenameThread, keys, userID, threadID, name, foldName(name)).StringSlice()
 	if err != nil {
 		return ThreadSummary{}, scriptErr("rename thread", threadID, err)
 	}
@@ -88,8 +92,8 @@ func (s *RedisStore) RenameThread(ctx context.Context, userID, threadID, name st
 	}, nil
 }
 
-// DeleteThread implements Threads.
-func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) error {
+// deleteThread deletes a thread from Redis.
+func (s *RedisStore) deleteThread(ctx context.Context, userID, threadID string) error {
 	if !validID(userID) || !validID(threadID) {
 		return ErrNotFound
 	}
@@ -103,20 +107,6 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 	return scriptErr("delete thread", threadID, err)
 }
 
-// SetThreadMetadata implements Threads.
-func (s *RedisStore) SetThreadMetadata(ctx context.Context, threadID string, md map[string]any) error {
-	enc, err := encodeMetadata(md)
-	if err != nil {
-		return err
-	}
-	return s.writeThreadHash(ctx, "set thread metadata", threadID, false, enc)
-}
-
-// SaveThreadValues implements Threads.
-func (s *RedisStore) SaveThreadValues(ctx context.Context, threadID string, values map[string][]byte) error {
-	return s.writeThreadHash(ctx, "save thread values", threadID, true, values)
-}
-
 // writeThreadHash merges fields into the thread's metadata, or replaces its
 // saved values.
 func (s *RedisStore) writeThreadHash(ctx context.Context, op, threadID string, values bool, fields map[string][]byte) error {
@@ -128,17 +118,21 @@ func (s *RedisStore) writeThreadHash(ctx context.Context, op, threadID string, v
 	if values {
 		target, flag = t.values, "1"
 	}
-	args := make([]any, 0, 1+2*len(fields))
-	args = append(args, flag)
+	args := make([]any, 0, 2+2*len(fields))
+	args = append(args, flag, threadID)
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		args = append(args, k, fields[k])
 	}
-	err := s.run(ctx, scriptThreadHash, []string{t.hash, target}, args...).Err()
+	keys := []string{t.hash, target}
+	if s.archive != "" {
+		keys = append(keys, s.archive)
+	}
+	err := s.run(ctx, scriptThreadHash, keys, args...).Err()
 	return scriptErr(op, threadID, err)
 }
 
-// ThreadValues implements Threads.
-func (s *RedisStore) ThreadValues(ctx context.Context, threadID string) (map[string][]byte, error) {
+// threadValues reads the values saved with a thread in Redis.
+func (s *RedisStore) threadValues(ctx context.Context, threadID string) (map[string][]byte, error) {
 	out := make(map[string][]byte)
 	if !validID(threadID) {
 		return out, nil
@@ -195,8 +189,8 @@ func flatMap(v any) map[string]string {
 	return m
 }
 
-// Steps implements Threads.
-func (s *RedisStore) Steps(ctx context.Context, threadID string) ([]Step, error) {
+// steps reads a thread's steps in Redis.
+func (s *RedisStore) steps(ctx context.Context, threadID string) ([]Step, error) {
 	if !validID(threadID) {
 		return nil, nil
 	}
@@ -218,8 +212,8 @@ func (s *RedisStore) ThreadPersisted(ctx context.Context, threadID string) (bool
 	return v == "1", wrap("thread persisted", threadID, err)
 }
 
-// Thread implements Threads.
-func (s *RedisStore) Thread(ctx context.Context, threadID string) (Thread, error) {
+// thread reads a thread in Redis.
+func (s *RedisStore) thread(ctx context.Context, threadID string) (Thread, error) {
 	if !validID(threadID) {
 		return Thread{}, ErrNotFound
 	}
@@ -230,9 +224,9 @@ func (s *RedisStore) Thread(ctx context.Context, threadID string) (Thread, error
 	return threadOf(threadID, h, meta, steps)
 }
 
-// ThreadInfo implements Threads: the thread's hash and metadata in one
-// MULTI (both of the thread's hash tag), no step.
-func (s *RedisStore) ThreadInfo(ctx context.Context, threadID string) (Thread, error) {
+// threadInfo reads a thread's hash and metadata in Redis, in one MULTI
+// (both of the thread's hash tag), no step.
+func (s *RedisStore) threadInfo(ctx context.Context, threadID string) (Thread, error) {
 	if !validID(threadID) {
 		return Thread{}, ErrNotFound
 	}
@@ -248,36 +242,38 @@ func (s *RedisStore) ThreadInfo(ctx context.Context, threadID string) (Thread, e
 	return threadOf(threadID, h.Val(), meta.Val(), nil)
 }
 
-// ListSteps implements Threads, in one script (see scriptListSteps).
-func (s *RedisStore) ListSteps(ctx context.Context, threadID string, q StepQuery) (StepPage, error) {
+// listSteps reads a page of a thread's steps in Redis, in one script (see
+// scriptListSteps), with the position of its oldest step and the thread's
+// base (-1 when the thread is not in Redis).
+func (s *RedisStore) listSteps(ctx context.Context, threadID string, q StepQuery) (page StepPage, oldest, base int64, _ error) {
 	before, hasCursor, err := decodeStepCursor(q.Cursor)
 	if err != nil {
-		return StepPage{}, err
+		return StepPage{}, 0, 0, err
 	}
-	page := StepPage{Steps: []Step{}}
+	page = StepPage{Steps: []Step{}}
 	if !validID(threadID) {
-		return page, nil
+		return page, 0, -1, nil
 	}
 	upper := "+inf"
 	if hasCursor {
 		upper = "(" + strconv.FormatInt(before, 10)
 	}
 	t := s.threadKeys(threadID)
-	res, err := s.run(ctx, scriptListSteps, []string{t.steps, t.order}, clampLimit(q.Limit), upper).Slice()
+	res, err := s.run(ctx, scriptListSteps, []string{t.steps, t.order, t.hash}, clampLimit(q.Limit), upper).Slice()
 	if err != nil {
-		return StepPage{}, wrap("list steps of", threadID, err)
+		return StepPage{}, 0, 0, wrap("list steps of", threadID, err)
 	}
-	if len(res) == 0 || (len(res)-1)%2 != 0 {
-		return StepPage{}, fmt.Errorf("session: list steps of %s: bad reply", threadID)
+	if len(res) < 2 || len(res)%2 != 0 {
+		return StepPage{}, 0, 0, fmt.Errorf("session: list steps of %s: bad reply", threadID)
 	}
+	base, _ = res[1].(int64)
 	// The reply is newest first; the page is in thread order.
-	raw := make([][]byte, 0, (len(res)-1)/2)
-	var oldest int64
-	for i := len(res) - 2; i >= 1; i -= 2 {
+	raw := make([][]byte, 0, (len(res)-2)/2)
+	for i := len(res) - 2; i >= 2; i -= 2 {
 		score, _ := res[i].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil || math.IsNaN(f) {
-			return StepPage{}, fmt.Errorf("session: list steps of %s: position %q", threadID, score)
+			return StepPage{}, 0, 0, fmt.Errorf("session: list steps of %s: position %q", threadID, score)
 		}
 		if oldest == 0 {
 			oldest = int64(f)
@@ -288,7 +284,7 @@ func (s *RedisStore) ListSteps(ctx context.Context, threadID string, q StepQuery
 	}
 	steps, err := decodeSteps(raw)
 	if err != nil {
-		return StepPage{}, wrap("list steps of", threadID, err)
+		return StepPage{}, 0, 0, wrap("list steps of", threadID, err)
 	}
 	if len(steps) > 0 {
 		page.Steps = steps
@@ -296,7 +292,7 @@ func (s *RedisStore) ListSteps(ctx context.Context, threadID string, q StepQuery
 	if more, _ := res[0].(int64); more == 1 && oldest > 0 {
 		page.Next = encodeStepCursor(oldest)
 	}
-	return page, nil
+	return page, oldest, base, nil
 }
 
 // threadOf makes a Thread of the thread's hash and metadata (JSON by key);

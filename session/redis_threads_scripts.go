@@ -106,10 +106,12 @@ return out
 // scriptRenameThread renames a persisted thread of a user and rewrites its
 // summary from the thread's hash.
 //
-// KEYS: 1 thread, 2 the user's summaries, 3 the user's folded thread names.
+// KEYS: 1 thread, 2 the user's summaries, 3 the user's folded thread
+// names, 4 the thread's metadata, 5 the archive stream (when the store has
+// one: the new head is added to it).
 // ARGV: 1 user id, 2 thread id, 3 name, 4 folded name.
 // Returns {name, chat_profile, created_at, updated_at}.
-var scriptRenameThread = redis.NewScript(`
+var scriptRenameThread = redis.NewScript(archiveLib + `
 local h = redis.call('HMGET', KEYS[1], 'persisted', 'user_id')
 if h[1] ~= '1' or h[2] ~= ARGV[1] then
   return redis.error_reply('CHATD_NOTFOUND')
@@ -119,6 +121,7 @@ local t = redis.call('HMGET', KEYS[1], 'name', 'chat_profile', 'created_at', 'up
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode({
   name = ARGV[3], chat_profile = t[2] or '', created_at = tonumber(t[3] or '0')}))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+if KEYS[5] then archivehead(KEYS[5], ARGV[2], ARGV[1], t[4] or '0', t[1], t[2], t[3], KEYS[4]) end
 return {t[1], t[2] or '', t[3] or '0', t[4] or '0'}
 `)
 
@@ -151,18 +154,29 @@ return 1
 // replaces the hash (saved values), if the thread exists; while the thread
 // is not persisted, the hash expires with the thread's record.
 //
-// KEYS: 1 thread, 2 target hash. ARGV: 1 "1" to replace, 2... field, value.
-var scriptThreadHash = redis.NewScript(`
+// Once the thread is persisted, the new head (metadata) or values are
+// added to the archive stream, when the store has one.
+//
+// KEYS: 1 thread, 2 target hash, 3 the archive stream (optional). ARGV: 1
+// "1" to replace, 2 thread id, 3... field, value.
+var scriptThreadHash = redis.NewScript(archiveLib + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('CHATD_NOTFOUND')
 end
 if ARGV[1] == '1' then redis.call('DEL', KEYS[2]) end
-for i = 2, #ARGV, 1000 do
+for i = 3, #ARGV, 1000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if redis.call('HGET', KEYS[1], 'persisted') ~= '1' then
+local t = redis.call('HMGET', KEYS[1], 'persisted', 'user_id', 'updated_at', 'name', 'chat_profile', 'created_at')
+if t[1] ~= '1' then
   local pttl = redis.call('PTTL', KEYS[1])
   if pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+elseif KEYS[3] then
+  if ARGV[1] == '1' then
+    archivevalues(KEYS[3], ARGV[2], t[2], KEYS[2], true)
+  else
+    archivehead(KEYS[3], ARGV[2], t[2], t[3] or '0', t[4], t[5], t[6], KEYS[2])
+  end
 end
 return 1
 `)
@@ -172,16 +186,20 @@ return 1
 // by-score range with LIMIT (O(log N + Limit)), then the steps of the first
 // Limit ids in one HMGET.
 //
-// KEYS: 1 steps, 2 order. ARGV: 1 limit, 2 the highest score to read
-// ("+inf", or "(<position>" for the steps before a cursor's).
-// Returns {more (0 or 1), position, step JSON (nil if missing), position,
-// ...} for up to limit steps, newest first; more is 1 when an older step
-// follows the last one.
+// KEYS: 1 steps, 2 order, 3 thread. ARGV: 1 limit, 2 the highest score to
+// read ("+inf", or "(<position>" for the steps before a cursor's).
+// Returns {more (0 or 1), base, position, step JSON (nil if missing),
+// position, ...} for up to limit steps, newest first; more is 1 when an
+// older step follows the last one. base is the thread's base (the steps
+// at positions up to it are in the database of record only; see
+// WithRecord), -1 when the thread is not in Redis.
 var scriptListSteps = redis.NewScript(`
 local limit = tonumber(ARGV[1])
 local r = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[2], '-inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
 local n = #r / 2
-local out = {0}
+local base = redis.call('HGET', KEYS[3], 'base')
+if not base and redis.call('EXISTS', KEYS[3]) == 0 then base = -1 end
+local out = {0, tonumber(base or '0')}
 if n > limit then out[1] = 1; n = limit end
 if n == 0 then return out end
 local ids = {}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -215,4 +216,73 @@ func (p *chatd) metric(t *testing.T, name string) string {
 	}
 	t.Fatalf("no %s in /metrics:\n%s", name, body)
 	return ""
+}
+
+// TestDatabaseOfRecordThreads: once the archive's lag is 0, Redis may lose
+// everything and the instance restart: bob signs in with the same password
+// and sees the same threads with the same steps, resumes one, and its new
+// steps follow the old ones.
+func TestDatabaseOfRecordThreads(t *testing.T) {
+	t.Parallel()
+	const pw = "bob-record-password"
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = pgtest.New(t).URL
+	addBob(t, env, pw)
+	p := startChatd(t, env)
+	tok := p.login(t, bobID, pw)
+	var ids []string
+	for _, chat := range [][]string{{"first chat", "its second message"}, {"second chat"}, {"third chat"}} {
+		w, welcome, _ := p.openChat(t, tok, "")
+		for _, m := range chat {
+			if got := w.say(m); len(got) != 1 {
+				t.Fatalf("reply to %q: %q", m, got)
+			}
+		}
+		w.endChat()
+		ids = append(ids, welcome.str("thread_id"))
+	}
+	if code := p.do(t, http.MethodPatch, "/threads/"+ids[1], tok, map[string]any{"name": "renamed"}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH /threads/%s: %d", ids[1], code)
+	}
+	list := p.threadIDs(t, tok)
+	threads := map[string]threadJSON{}
+	for _, id := range ids {
+		threads[id] = p.thread(t, tok, id)
+	}
+	if len(list) != 3 || threads[ids[1]].Name != "renamed" || len(threads[ids[0]].Steps) < 4 {
+		t.Fatalf("before the loss: list %v, threads %+v; want 3 threads, the second renamed", list, threads)
+	}
+	eventually(t, "the lag back to 0", func() bool { return p.metric(t, "chatd_archive_lag_steps") == "0" })
+	p.stop()
+	if err := rs.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	q := startChatd(t, env)
+	tok = q.login(t, bobID, pw)
+	if got := q.threadIDs(t, tok); !reflect.DeepEqual(got, list) {
+		t.Fatalf("thread list after Redis lost everything: %v, want %v", got, list)
+	}
+	for _, id := range ids {
+		if got := q.thread(t, tok, id); !reflect.DeepEqual(got, threads[id]) {
+			t.Fatalf("thread %s after Redis lost everything:\n%+v\nwant\n%+v", id, got, threads[id])
+		}
+	}
+	r, _, hist, _ := q.resume(t, tok, ids[0])
+	var ht threadJSON
+	decodeAs(t, hist["thread"], &ht)
+	if !reflect.DeepEqual(ht.steps(), threads[ids[0]].steps()) {
+		t.Fatalf("history of the resumed thread %q, want %q", ht.steps(), threads[ids[0]].steps())
+	}
+	if got := r.say("after the loss"); len(got) != 1 {
+		t.Fatalf("reply after the resume: %q", got)
+	}
+	got := q.thread(t, tok, ids[0]).steps()
+	old := threads[ids[0]].steps()
+	if len(got) < len(old)+2 || !reflect.DeepEqual(got[:len(old)], old) || !slices.Contains(got[len(old):], "user_message:after the loss") {
+		t.Fatalf("steps after the resume:\n%q\nwant the old ones\n%q\nthen the new message", got, old)
+	}
+	if got := q.threadIDs(t, tok); len(got) != 3 || got[0] != ids[0] {
+		t.Fatalf("thread list after the resume: %v, want the 3 threads, %s first", got, ids[0])
+	}
 }

@@ -1,7 +1,8 @@
 package main
 
 // End-to-end tests of chatd's lifecycle: chat end, shutdown, liveness of an
-// idle socket and token expiry, on the in-memory store and on Redis.
+// idle socket and token expiry, on the in-memory store, on Redis, and on
+// Redis beside PostgreSQL.
 
 import (
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/chatd-project/chatd/internal/pgtest"
 	"github.com/chatd-project/chatd/internal/redistest"
 )
 
@@ -67,6 +69,20 @@ var backends = []backend{
 		p := startChatd(t, env)
 		if out := p.stdout.String(); strings.Contains(out, "demo users") || !strings.Contains(out, "(store: redis,") {
 			t.Errorf("on Redis, stdout should name the redis store and print no demo users:\n%s", out)
+		}
+		return p, pw
+	}},
+	{"postgres", func(t *testing.T, extra map[string]string) (*chatd, string) {
+		env, _ := redisEnv(t)
+		env["DATABASE_URL"] = pgtest.New(t).URL
+		const pw = "bob-postgres-password"
+		addBob(t, env, pw)
+		for k, v := range extra {
+			env[k] = v
+		}
+		p := startChatd(t, env)
+		if out := p.stdout.String(); !strings.Contains(out, "(store: redis+postgres,") {
+			t.Errorf("with DATABASE_URL, stdout should name the redis+postgres store:\n%s", out)
 		}
 		return p, pw
 	}},

@@ -193,15 +193,15 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
-	st := redisStores(c, cfg.Namespace, cfg.DatabaseURL != "")
 	if cfg.DatabaseURL == "" {
-		return st, nil
+		return redisStores(c, cfg.Namespace, nil), nil
 	}
 	pool, err := openDatabase(ctx, cfg.DatabaseURL, cfg.Migrate)
 	if err != nil {
-		st.close()
+		_ = c.Close()
 		return nil, err
 	}
+	st := redisStores(c, cfg.Namespace, archive.NewRecord(pool))
 	// The database of record keeps the users; tokens, throttles and
 	// sign-in flows stay in Redis.
 	st.name = "redis+postgres"
@@ -252,15 +252,15 @@ func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool,
 }
 
 // redisStores are the stores of a deployment on Redis, all on client c
-// under namespace ns; closing them closes c. With archive, the session
-// store adds the threads' steps to its archive stream (a database of
-// record is configured).
-func redisStores(c *redis.Client, ns string, archive bool) *stores {
+// under namespace ns; closing them closes c. With a record (a database of
+// record is configured), the session store adds the threads' steps to its
+// archive stream, and reads the threads the database has as well.
+func redisStores(c *redis.Client, ns string, record session.ThreadRecord) *stores {
 	rs := auth.NewRedisStore(c, ns)
 	ss := session.NewRedisStore(c, ns)
 	archiveKey := ""
-	if archive {
-		archiveKey = ss.WithArchive().ArchiveKey()
+	if record != nil {
+		archiveKey = ss.WithRecord(record).ArchiveKey()
 	}
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs, Flows: rs},
 		sessions: ss, bus: bus.NewRedis(c, ns), archiveKey: archiveKey,

@@ -1,0 +1,324 @@
+package archive
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/internal/pgtest"
+	"github.com/chatd-project/chatd/internal/redistest"
+	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/session/sessiontest"
+)
+
+// recordedStore is a Redis store beside a database of record whose
+// archiver runs all along, so that the store's reads merge what Redis has
+// with what the database has copied so far. Every user of a session is
+// made a user of the database (the archive copies threads of known users
+// only).
+type recordedStore struct {
+	*session.RedisStore
+	users *auth.PostgresUserStore
+}
+
+func (s recordedStore) addUser(ctx context.Context, id string) error {
+	_, err := s.users.ImportUser(ctx, auth.PersistedUser{ID: id, CreatedAt: time.Now(),
+		User: auth.User{Identifier: id}}, "", nil)
+	return err
+}
+
+func (s recordedStore) Create(ctx context.Context, rec session.Record, ttl time.Duration) error {
+	if err := s.addUser(ctx, rec.UserID); err != nil {
+		return err
+	}
+	return s.RedisStore.Create(ctx, rec, ttl)
+}
+
+func (s recordedStore) CreateOnThread(ctx context.Context, rec session.Record, ttl time.Duration, prev string) (bool, error) {
+	if err := s.addUser(ctx, rec.UserID); err != nil {
+		return false, err
+	}
+	return s.RedisStore.CreateOnThread(ctx, rec, ttl, prev)
+}
+
+// newRecorded returns a recordedStore of its own namespace on srv, over
+// db, told time by now (nil: the clock), with its archiver running until
+// the test ends.
+func newRecorded(t *testing.T, srv *redistest.Server, db *pgtest.DB, now func() time.Time) session.Store {
+	t.Helper()
+	rdb := srv.Client()
+	st := session.NewRedisStore(rdb, srv.Namespace()).WithClock(now).WithRecord(NewRecord(db.Pool))
+	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { a.Run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		st.Close()
+	})
+	return recordedStore{RedisStore: st, users: auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)}
+}
+
+// TestRecordedStoreConformance: the threads role's shared suite passes on
+// the Redis store beside PostgreSQL, while an archiver copies its threads:
+// what the database has never shows a thread twice, out of place, or
+// after its deletion.
+func TestRecordedStoreConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	db := pgtest.New(t)
+	sessiontest.RunThreads(t, func(t *testing.T) session.Store { return newRecorded(t, srv, db, nil) })
+	sessiontest.RunThreadsClocked(t, func(t *testing.T, now func() time.Time) session.Store {
+		return newRecorded(t, srv, db, now)
+	})
+}
+
+// snapshot is everything a user sees of their threads through a store.
+type snapshot struct {
+	Pages   map[string][]string // thread list pages by "limit/q": ids, names and times
+	Threads map[string]session.Thread
+	Steps   map[string][]string // ListSteps pages of each thread by limit
+	Values  map[string]map[string]string
+}
+
+func takeSnapshot(t *testing.T, st session.Store, userID string, threadIDs []string) snapshot {
+	t.Helper()
+	ctx := t.Context()
+	s := snapshot{Pages: map[string][]string{}, Threads: map[string]session.Thread{},
+		Steps: map[string][]string{}, Values: map[string]map[string]string{}}
+	for _, limit := range []int{1, 2, 3, 100} {
+		for _, q := range []string{"", "ÉTÉ", "zzz"} {
+			var all []string
+			cursor := ""
+			for {
+				page, err := st.ListThreads(ctx, userID, session.ThreadQuery{Limit: limit, Cursor: cursor, Q: q})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, th := range page.Threads {
+					all = append(all, fmt.Sprintf("%s %q %s %s %s", th.ID, th.Name, th.ChatProfile,
+						th.CreatedAt.Format(time.RFC3339Nano), th.UpdatedAt.Format(time.RFC3339Nano)))
+				}
+				all = append(all, "|")
+				if page.Next == "" {
+					break
+				}
+				cursor = page.Next
+			}
+			s.Pages[fmt.Sprintf("%d/%s", limit, q)] = all
+		}
+	}
+	for _, id := range threadIDs {
+		th, err := st.Thread(ctx, id)
+		if err != nil {
+			t.Fatalf("Thread %s: %v", id, err)
+		}
+		th.SessionID = "" // sessions are Redis's alone
+		s.Threads[id] = th
+		info, err := st.ThreadInfo(ctx, id)
+		if err != nil {
+			t.Fatalf("ThreadInfo %s: %v", id, err)
+		}
+		if info.UserID != userID || info.Name != th.Name {
+			t.Fatalf("ThreadInfo %s: %+v, want the thread's", id, info)
+		}
+		for _, limit := range []int{1, 2, 5} {
+			var all []string
+			cursor := ""
+			for {
+				page, err := st.ListSteps(ctx, id, session.StepQuery{Limit: limit, Cursor: cursor})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, step := range page.Steps {
+					all = append(all, step.ID+" "+step.Content)
+				}
+				all = append(all, "|")
+				if page.Next == "" {
+					break
+				}
+				cursor = page.Next
+			}
+			s.Steps[fmt.Sprintf("%s/%d", id, limit)] = all
+		}
+		vals, err := st.ThreadValues(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Values[id] = map[string]string{}
+		for k, v := range vals {
+			s.Values[id][k] = string(v)
+		}
+	}
+	return s
+}
+
+// TestRecordSurvivesRedis: once the archive's lag is 0, Redis may lose
+// everything: a store on the empty Redis shows the user the same threads
+// (list pages, search, steps pages, metadata, saved values) from the
+// database alone. A session created on a thread then restores it into
+// Redis: its new steps follow the old ones, and the thread moves to the
+// top of the list, once.
+func TestRecordSurvivesRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.RequireOwn()
+	db := pgtest.New(t)
+	ctx := t.Context()
+	rdb := srv.Client()
+	ns := srv.Namespace()
+	newStore := func() *session.RedisStore {
+		st := session.NewRedisStore(rdb, ns).WithRecord(NewRecord(db.Pool))
+		t.Cleanup(st.Close)
+		return st
+	}
+	st := newStore()
+	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	user := "user-1"
+	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: user, CreatedAt: time.Now(), User: auth.User{Identifier: user}}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+
+	names := []string{"Été à Paris", "plain", "l'été", "Plans", "été"}
+	var threads []string
+	for i, name := range names {
+		rec := sessiontest.NewRecord()
+		rec.UserID = user
+		if err := st.Create(ctx, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "welcome "+name))); err != nil {
+			t.Fatal(err)
+		}
+		m := sessiontest.NewUserMessage("hello " + name)
+		m.ThreadName = name
+		if _, err := st.AppendUserMessage(ctx, &rec, m); err != nil {
+			t.Fatal(err)
+		}
+		for j := range i + 2 {
+			if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", fmt.Sprintf("reply %d", j)))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"i": float64(i), "tag": "t" + name}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := st.SaveThreadValues(ctx, rec.ThreadID, map[string][]byte{"score": fmt.Appendf(nil, "%d", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		threads = append(threads, rec.ThreadID)
+	}
+	if _, err := st.RenameThread(ctx, user, threads[1], "PLAIN été"); err != nil {
+		t.Fatal(err)
+	}
+	gone := threads[3]
+	if err := st.DeleteThread(ctx, user, gone); err != nil {
+		t.Fatal(err)
+	}
+	kept := append(threads[:3:3], threads[4])
+	before := takeSnapshot(t, st, user, kept)
+	if got := before.Pages["100/"]; len(got) != len(kept)+1 {
+		t.Fatalf("the list before the loss: %v; want the %d threads kept", got, len(kept))
+	}
+	drain(t, a)
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := takeSnapshot(t, newStore(), user, kept)
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("after Redis lost everything:\n%+v\nwant, as before:\n%+v", after, before)
+	}
+	if _, err := newStore().ThreadInfo(ctx, gone); err != session.ErrNotFound {
+		t.Fatalf("the deleted thread: %v, want ErrNotFound", err)
+	}
+
+	// A resume: the thread is restored, its steps continue its order.
+	st = newStore()
+	rec := sessiontest.NewRecord()
+	rec.UserID, rec.ThreadID = user, kept[0]
+	ok, err := st.CreateOnThread(ctx, rec, time.Hour, "")
+	if err != nil || !ok {
+		t.Fatalf("CreateOnThread on a thread of the database: %v, %v; want true", ok, err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("back again")); err != nil {
+		t.Fatal(err)
+	}
+	steps, err := st.Steps(ctx, rec.ThreadID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := before.Threads[kept[0]].Steps
+	if len(steps) != len(old)+1 || steps[len(steps)-1].Content != "back again" || !reflect.DeepEqual(steps[:len(old)], old) {
+		t.Fatalf("steps after the resume: %v; want the %d old ones, then the new", steps, len(old))
+	}
+	page, err := st.ListThreads(ctx, user, session.ThreadQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Threads) != len(kept) || page.Threads[0].ID != kept[0] {
+		t.Fatalf("list after the resume: %+v; want %d threads, the resumed one first", page.Threads, len(kept))
+	}
+	// Paged, the list merges the thread Redis has with those only the
+	// database has, each once, in the same order.
+	whole := takeSnapshot(t, st, user, nil).Pages
+	for _, limit := range []string{"1", "2", "3"} {
+		got, want := whole[limit+"/"], whole["100/"]
+		var ids []string
+		for _, line := range got {
+			if line != "|" {
+				ids = append(ids, line)
+			}
+		}
+		if !reflect.DeepEqual(ids, want[:len(want)-1]) {
+			t.Fatalf("the list paged by %s: %v; want %v", limit, got, want)
+		}
+	}
+	for limit := 1; limit <= 5; limit++ {
+		var seen []string
+		cursor := ""
+		for {
+			p, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: limit, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, s := range p.Steps {
+				ids = append(ids, s.ID)
+			}
+			seen = append(ids, seen...)
+			if p.Next == "" {
+				break
+			}
+			cursor = p.Next
+		}
+		var want []string
+		for _, s := range steps {
+			want = append(want, s.ID)
+		}
+		if !reflect.DeepEqual(seen, want) {
+			t.Fatalf("steps paged by %d: %v; want %v", limit, seen, want)
+		}
+	}
+	// Archived and lost once more, the thread has all its steps in order
+	// (an archiver of the new stream: the old one's group went with it).
+	a = New(rdb, db.Pool, st.ArchiveKey(), "i2", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+	drain(t, a)
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := newStore().Steps(ctx, rec.ThreadID)
+	if err != nil || !reflect.DeepEqual(again, steps) {
+		t.Fatalf("steps after a second loss: %v, %v; want %v", again, err, steps)
+	}
+}
