@@ -148,11 +148,12 @@ func TestDatabaseNeedsRedis(t *testing.T) {
 // Redis deployment into the database with their ids, password hashes and
 // links; a second run copies nothing again; a server on the database then
 // signs them in with the same password, and their tokens issued before the
-// copy still work.
+// copy still work. Their threads are copied too, once however often the
+// copy runs, and shown the same once Redis has lost them.
 func TestMigrateFromRedis(t *testing.T) {
 	t.Parallel()
 	const pw = "a-password-from-redis"
-	env, _ := redisEnv(t)
+	env, rs := redisEnv(t)
 	addBob(t, env, pw)
 	if r := runChatd(t, env, "", "users", "link", "--identifier", bobID, "--provider", "google", "--subject", "42"); r.code != 0 {
 		t.Fatalf("chatd users link: exit %d\nstderr: %s", r.code, r.stderr)
@@ -165,23 +166,53 @@ func TestMigrateFromRedis(t *testing.T) {
 		}
 		return r.stdout
 	}
+	p := startChatd(t, env)
+	tok := p.login(t, bobID, pw)
+	for _, chat := range []string{"a chat on Redis alone", "another one"} {
+		w, _, _ := p.openChat(t, tok, "")
+		if got := w.say(chat); len(got) != 1 {
+			t.Fatalf("reply to %q: %q", chat, got)
+		}
+		w.endChat()
+	}
+	threadList := p.threadIDs(t, tok)
+	if len(threadList) != 2 {
+		t.Fatalf("bob's threads on Redis: %v, want 2", threadList)
+	}
+	if code := p.do(t, http.MethodPatch, "/threads/"+threadList[1], tok, map[string]any{"name": "renamed on Redis"}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH /threads/%s: %d", threadList[1], code)
+	}
+	threads := map[string]threadJSON{}
+	for _, id := range threadList {
+		threads[id] = p.thread(t, tok, id)
+	}
+	p.stop()
 	before := list(env)
 	if !strings.Contains(before, "\tgoogle:42") {
 		t.Fatalf("users list on Redis lacks bob's link:\n%s", before)
 	}
-	p := startChatd(t, env)
-	tok := p.login(t, bobID, pw)
-	p.stop()
 
 	db := pgtest.NewEmpty(t)
 	env["DATABASE_URL"] = db.URL
 	r := runChatd(t, env, "", "migrate", "--from-redis")
-	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_users") || !strings.Contains(r.stdout, "copied 1 users from Redis (0 were there already)") {
+	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_users") || !strings.Contains(r.stdout, "copied 1 users from Redis (0 were there already)") ||
+		!strings.Contains(r.stdout, "copied 2 threads with ") {
 		t.Fatalf("chatd migrate --from-redis: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
+	countRows := func() (n int) {
+		t.Helper()
+		if err := db.Pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM steps)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rows := countRows()
 	r = runChatd(t, env, "", "migrate", "--from-redis")
 	if r.code != 0 || !strings.Contains(r.stdout, "copied 0 users from Redis (1 were there already)") {
 		t.Fatalf("chatd migrate --from-redis again: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if again := countRows(); again != rows || rows < 2+4 {
+		t.Fatalf("rows of threads and steps: %d after the first copy, %d after the second; want the same, at least 6", rows, again)
 	}
 	if after := list(env); after != before {
 		t.Fatalf("users list on the database:\n%s\nwant, as on Redis:\n%s", after, before)
@@ -192,6 +223,22 @@ func TestMigrateFromRedis(t *testing.T) {
 	}
 	if code, _ := p.tryLogin(t, bobID, pw); code != http.StatusOK {
 		t.Errorf("login with the password from Redis: %d, want 200", code)
+	}
+	// The threads are the database's: with Redis flushed, bob sees the same
+	// history.
+	p.stop()
+	if err := rs.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p = startChatd(t, env)
+	tok = p.login(t, bobID, pw)
+	if got := p.threadIDs(t, tok); !reflect.DeepEqual(got, threadList) {
+		t.Fatalf("threads after the copy and the loss of Redis: %v, want %v", got, threadList)
+	}
+	for _, id := range threadList {
+		if got := p.thread(t, tok, id); !reflect.DeepEqual(got, threads[id]) {
+			t.Fatalf("thread %s after the copy and the loss of Redis:\n%+v\nwant\n%+v", id, got, threads[id])
+		}
 	}
 }
 

@@ -168,6 +168,8 @@ type stores struct {
 	// copies the threads' steps into it, named for the instance.
 	archiveKey  string
 	newArchiver func(instance string, log *slog.Logger) *archive.Archiver
+	// redis is the Redis client of the stores on Redis (nil in memory).
+	redis *redis.Client
 }
 
 func openStores(ctx context.Context, cfg config) (*stores, error) {
@@ -263,7 +265,7 @@ func redisStores(c *redis.Client, ns string, record session.ThreadRecord) *store
 		archiveKey = ss.WithRecord(record).ArchiveKey()
 	}
 	return &stores{name: "redis", auth: auth.Stores{Users: rs, Tokens: rs, Throttle: rs, Flows: rs},
-		sessions: ss, bus: bus.NewRedis(c, ns), archiveKey: archiveKey,
+		sessions: ss, bus: bus.NewRedis(c, ns), archiveKey: archiveKey, redis: c,
 		ready: func(ctx context.Context) error { return c.Ping(ctx).Err() },
 		close: func() {
 			ss.Close()
