@@ -56,8 +56,9 @@ type Archiver struct {
 	// ClaimIdle is how long an entry delivered to another archiver stays
 	// unacknowledged before this one takes it over.
 	ClaimIdle time.Duration
-	// Retry is the first wait after a failure (doubled up to 30 s).
-	Retry time.Duration
+	// Retry is the first wait after a failure, doubled after each one up
+	// to MaxRetry: an archiver finds a database back within MaxRetry.
+	Retry, MaxRetry time.Duration
 
 	// Step's alone: the consumer group is known to exist; entries were
 	// delivered to this archiver and not acknowledged (a failure); when
@@ -71,7 +72,7 @@ type Archiver struct {
 // into db, named consumer in the group (the instance's id).
 func New(rdb redis.UniversalClient, db *pgxpool.Pool, stream, consumer string, log *slog.Logger) *Archiver {
 	return &Archiver{rdb: rdb, db: db, stream: stream, consumer: consumer, log: log,
-		Batch: DefaultBatch, Block: DefaultBlock, ClaimIdle: DefaultClaimIdle, Retry: 500 * time.Millisecond,
+		Batch: DefaultBatch, Block: DefaultBlock, ClaimIdle: DefaultClaimIdle, Retry: 500 * time.Millisecond, MaxRetry: 5 * time.Second,
 		unacked: true} // a restarted instance's name may hold entries
 }
 
@@ -105,7 +106,7 @@ func (a *Archiver) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
-		wait = min(2*wait, 30*time.Second)
+		wait = min(2*wait, a.MaxRetry)
 	}
 }
 

@@ -211,13 +211,10 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
 		return archive.New(c, pool, st.archiveKey, instance, log)
 	}
-	ready, closeRedis := st.ready, st.close
-	st.ready = func(ctx context.Context) error {
-		if err := ready(ctx); err != nil {
-			return err
-		}
-		return pool.Ping(ctx)
-	}
+	// Readiness stays Redis's alone: chats go on while the database is
+	// away (their steps wait in the archive stream), and a database outage
+	// must not take every instance out of the load balancer.
+	closeRedis := st.close
 	st.close = func() {
 		closeRedis()
 		pool.Close()

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chatd-project/chatd/internal/pgdb"
+	"github.com/chatd-project/chatd/internal/pgtest"
+)
+
+// TestDatabaseOutage: 1,000 turns while the database of record is stopped
+// for 10 s: every chat goes on as if nothing happened, the archive's lag
+// grows, and once the database is back the lag returns to 0 with every
+// step in the database exactly once.
+func TestDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	env, _ := redisEnv(t)
+	env["DATABASE_URL"] = srv.URL
+	env["CHAT_RATE_PER_S"] = "0"
+	env["CHAT_USER_RATE_PER_MIN"] = "0"
+	if r := runChatd(t, env, "", "migrate"); r.code != 0 {
+		t.Fatalf("chatd migrate: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	const pw = "bob-outage-password"
+	addBob(t, env, pw)
+	p := startChatd(t, env)
+	logsOnFailure(t, p)
+	tok := p.login(t, bobID, pw)
+	const sockets, rounds = 10, 100
+	var (
+		ws      []*wsClient
+		threads []string
+	)
+	for range sockets {
+		w, welcome, _ := p.openChat(t, tok, "")
+		ws, threads = append(ws, w), append(threads, welcome.str("thread_id"))
+	}
+	eventually(t, "the chat starts archived", func() bool { return p.metric(t, "chatd_archive_lag_steps") == "0" })
+
+	srv.Stop()
+	stopped := time.Now()
+	for round := range rounds {
+		for i, w := range ws {
+			w.send(map[string]any{"type": "message", "content": fmt.Sprintf("message %d of %d", round, i)})
+		}
+		for i, w := range ws {
+			content := fmt.Sprintf("message %d of %d", round, i)
+			if echo := w.nextOf("message"); echo.str("content") != content {
+				t.Fatalf("got %s, want the echo of %q", echo, content)
+			}
+			if got := assistantContents(w.turn()); len(got) != 1 || got[0] != demoReply(content) {
+				t.Fatalf("reply to %q while the database is stopped: %q", content, got)
+			}
+		}
+	}
+	if lag, err := strconv.Atoi(p.metric(t, "chatd_archive_lag_steps")); err != nil || lag < 2*sockets*rounds {
+		t.Fatalf("lag %d, %v after %d turns with the database stopped; want at least %d", lag, err, sockets*rounds, 2*sockets*rounds)
+	}
+	time.Sleep(10*time.Second - time.Since(stopped)) // the outage lasts 10 s at least
+	srv.Start()
+	eventually(t, "the lag back to 0", func() bool { return p.metric(t, "chatd_archive_lag_steps") == "0" })
+
+	want := 0
+	for _, id := range threads {
+		want += p.stepCount(t, tok, id)
+	}
+	if want < sockets*(2*rounds+1) {
+		t.Fatalf("%d steps in the threads, want at least %d", want, sockets*(2*rounds+1))
+	}
+	db, err := pgdb.Open(t.Context(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rows, distinct int
+	if err := db.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT (thread_id, id)) FROM steps WHERE thread_id = ANY($1)`,
+		threads).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != want || distinct != want {
+		t.Fatalf("the database has %d rows of steps (%d distinct); want %d, each once", rows, distinct, want)
+	}
+}
+
+// stepCount is the number of steps of a thread, read page by page from
+// GET /threads/{id}.
+func (p *chatd) stepCount(t *testing.T, token, id string) int {
+	t.Helper()
+	n := 0
+	path := "/threads/" + id
+	for {
+		var page struct {
+			Steps      []json.RawMessage `json:"steps"`
+			NextCursor *string           `json:"next_cursor"`
+		}
+		if code := p.do(t, http.MethodGet, path, token, nil, &page); code != http.StatusOK {
+			t.Fatalf("GET %s: status %d, want 200", path, code)
+		}
+		n += len(page.Steps)
+		if page.NextCursor == nil {
+			return n
+		}
+		path = "/threads/" + id + "?cursor=" + url.QueryEscape(*page.NextCursor)
+	}
+}
