@@ -107,7 +107,9 @@
 //	f:{s:<id>}:<fid>:<n> string  chunk n (from 0) of the file, at most ChunkSize bytes
 //	t:{t:<id>}           hash    n (step counter), persisted ("1"), name, user_id,
 //	                             chat_profile, created_at, updated_at (Unix ms),
-//	                             session (the latest session created on it)
+//	                             session (the latest session created on it),
+//	                             base (restored from the database of record: its
+//	                             steps at positions up to base are there only)
 //	t:{t:<id>}:steps     hash    step id → step JSON
 //	t:{t:<id>}:order     zset    step id scored by its position (from n)
 //	t:{t:<id>}:meta      hash    metadata key → JSON value (SetThreadMetadata)
@@ -122,8 +124,10 @@
 //	u:{u:<id>}:live      set     ids of the user's attached sessions
 //	ending               zset    detached session ids scored by grace deadline (ms)
 //	archive              stream  with WithArchive only: the steps written to persisted
-//	                             threads (t, u, at, s, n, j) and the threads deleted
-//	                             (t, u, d), for the archiver of the database of record
+//	                             threads (t, u, at, s, n, j), their heads (t, u, h,
+//	                             at, name, p, c, m: metadata), saved values (t, u,
+//	                             v, x) and deletions (t, u, d), for the archiver of
+//	                             the database of record (see WithRecord)
 //	instances            set     instances that hold sessions or runner leases
 //	inst:<id>            string  an instance's lease (expires with it)
 //	inst:<id>:sessions   set     ids of the sessions attached there

@@ -86,7 +86,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	if st.newArchiver != nil {
-		stop, err := runArchiver(ctx, st.newArchiver(srv.Config().InstanceID, log), reg)
+		a := st.newArchiver(srv.Config().InstanceID, log)
+		if cfg.ArchiveClaim > 0 {
+			a.ClaimIdle = cfg.ArchiveClaim
+		}
+		stop, err := runArchiver(ctx, a, reg)
 		if err != nil {
 			srv.Close()
 			return err

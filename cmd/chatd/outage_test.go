@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,5 +108,107 @@ func (p *chatd) stepCount(t *testing.T, token, id string) int {
 			return n
 		}
 		path = "/threads/" + id + "?cursor=" + url.QueryEscape(*page.NextCursor)
+	}
+}
+
+// TestArchiverKilledBeforeCommit: two instances archive one stream; the
+// database is stopped, so the steps of a chat are taken by an archiver
+// that cannot commit them; that instance is killed with SIGKILL. Once the
+// database is back, the other instance's archiver takes the dead one's
+// steps over: each is in the database once, and nothing is left pending.
+func TestArchiverKilledBeforeCommit(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = srv.URL
+	env["CHAT_ARCHIVE_CLAIM_IDLE"] = "2s"
+	if r := runChatd(t, env, "", "migrate"); r.code != 0 {
+		t.Fatalf("chatd migrate: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	const pw = "bob-kill-password"
+	addBob(t, env, pw)
+	instances := map[string]*chatd{}
+	for _, id := range []string{"A", "B"} {
+		e := map[string]string{"CHAT_INSTANCE_ID": id}
+		for k, v := range env {
+			e[k] = v
+		}
+		instances[id] = startChatd(t, e)
+		logsOnFailure(t, instances[id])
+	}
+	tok := instances["A"].login(t, bobID, pw)
+	var threads []string
+	for _, id := range []string{"A", "B"} {
+		w, welcome, _ := instances[id].openChat(t, tok, "")
+		threads = append(threads, welcome.str("thread_id"))
+		for i := range 5 {
+			if got := w.say(fmt.Sprintf("before %d", i)); len(got) != 1 {
+				t.Fatalf("reply on %s: %q", id, got)
+			}
+		}
+	}
+	eventually(t, "the chats archived", func() bool { return instances["B"].metric(t, "chatd_archive_lag_steps") == "0" })
+
+	// The sockets open before the database stops: a socket's sign-in reads
+	// its user there.
+	var during []*wsClient
+	for _, id := range []string{"A", "B"} {
+		w, welcome, _ := instances[id].openChat(t, tok, "")
+		threads, during = append(threads, welcome.str("thread_id")), append(during, w)
+	}
+	eventually(t, "the chats started archived", func() bool { return instances["B"].metric(t, "chatd_archive_lag_steps") == "0" })
+	srv.Stop()
+	for i, w := range during {
+		id := []string{"A", "B"}[i]
+		for i := range 20 {
+			if got := w.say(fmt.Sprintf("during %d", i)); len(got) != 1 {
+				t.Fatalf("reply on %s with the database stopped: %q", id, got)
+			}
+		}
+	}
+	// The archivers have taken steps they cannot commit: kill one that
+	// holds some.
+	rc, stream := rs.Client(), env["CHAT_NAMESPACE"]+"archive"
+	var victim string
+	eventually(t, "an archiver holding steps", func() bool {
+		p, err := rc.XPending(t.Context(), stream, "archivers").Result()
+		if err != nil {
+			return false
+		}
+		for _, id := range []string{"A", "B"} {
+			if p.Consumers[id] > 0 {
+				victim = id
+				return true
+			}
+		}
+		return false
+	})
+	survivor := map[string]string{"A": "B", "B": "A"}[victim]
+	instances[victim].signal(syscall.SIGKILL)
+	if !instances[victim].waitExit(frameTimeout) {
+		t.Fatalf("instance %s still runs after SIGKILL", victim)
+	}
+	srv.Start()
+	q := instances[survivor]
+	eventually(t, "the lag back to 0", func() bool { return q.metric(t, "chatd_archive_lag_steps") == "0" })
+	if p, err := rc.XPending(t.Context(), stream, "archivers").Result(); err != nil || p.Count != 0 {
+		t.Fatalf("pending entries after the takeover: %+v, %v; want none", p, err)
+	}
+	want := 0
+	for _, id := range threads {
+		want += q.stepCount(t, tok, id)
+	}
+	db, err := pgdb.Open(t.Context(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rows, distinct int
+	if err := db.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT (thread_id, id)) FROM steps WHERE thread_id = ANY($1)`,
+		threads).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if want < 2*(2*5+1)+2*(2*20+1) || rows != want || distinct != want {
+		t.Fatalf("the database has %d rows of steps (%d distinct); want %d (at least %d), each once", rows, distinct, want, 2*(2*5+1)+2*(2*20+1))
 	}
 }
