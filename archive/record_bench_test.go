@@ -33,11 +33,12 @@ func BenchmarkListThreads(b *testing.B) {
 			User: auth.User{Identifier: user}}, "", nil); err != nil {
 			b.Fatal(err)
 		}
-		// n threads a second apart, named "thread i", one in ten "Été i".
+		// n threads a second apart, named "thread i" and, every other one,
+		// "Été i" (a search matches as densely in both lists).
 		if _, err := db.Pool.Exec(ctx, `INSERT INTO threads (id, user_id, updated_at, created_at, name, name_folded)
 			SELECT $1 || '-' || lpad(i::text, 6, '0'), $1, timestamptz '2026-01-01' + i * interval '1 second',
-				timestamptz '2026-01-01', convert_to(CASE WHEN i % 10 = 0 THEN 'Été ' ELSE 'thread ' END || i, 'UTF8'),
-				convert_to(CASE WHEN i % 10 = 0 THEN 'été ' ELSE 'thread ' END || i, 'UTF8')
+				timestamptz '2026-01-01', convert_to(CASE WHEN i % 2 = 0 THEN 'Été ' ELSE 'thread ' END || i, 'UTF8'),
+				convert_to(CASE WHEN i % 2 = 0 THEN 'été ' ELSE 'thread ' END || i, 'UTF8')
 			FROM generate_series(1, $2::int) AS i`, user, n); err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +48,7 @@ func BenchmarkListThreads(b *testing.B) {
 		for _, q := range []string{"", "été"} {
 			matches := n
 			if q != "" {
-				matches = n / 10
+				matches = n / 2
 			}
 			mid, err := rec.RecordedThreads(ctx, user, session.ThreadKey{}, q, matches/2)
 			if err != nil || len(mid) != matches/2 {
