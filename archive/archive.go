@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,7 +151,8 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 	// Until they are acknowledged, the entries are this archiver's to
 	// write again first.
 	a.unacked = true
-	if err := a.write(ctx, msgs); err != nil {
+	touched, err := a.write(ctx, msgs)
+	if err != nil {
 		return 0, err
 	}
 	ids := make([]string, len(msgs))
@@ -159,6 +162,15 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 	if _, err := a.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.XAck(ctx, a.stream, Group, ids...)
 		p.XDel(ctx, a.stream, ids...)
+		// The threads archived, by update time, for the eviction of those
+		// nobody uses (session.RedisStore.EvictIdle).
+		for id, at := range touched {
+			if at < 0 {
+				p.ZRem(ctx, a.stream+":threads", id)
+			} else {
+				p.ZAddGT(ctx, a.stream+":threads", redis.Z{Score: float64(at), Member: id})
+			}
+		}
 		return nil
 	}); err != nil {
 		// Committed but not acknowledged: delivered again, written again
@@ -270,33 +282,56 @@ func parse(m redis.XMessage) (entry, error) {
 }
 
 // jsonObject turns the object the scripts encode (each key's JSON as a
-// string) into the JSON object of the values themselves.
+// string) into the JSON object of the values themselves, each kept as it
+// was written (the json type keeps the text as it is given).
 func jsonObject(s string) (string, error) {
 	var raw map[string]string
 	if err := json.Unmarshal([]byte(s), &raw); err != nil {
 		return "", err
 	}
-	obj := make(map[string]json.RawMessage, len(raw))
-	for k, v := range raw {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range slices.Sorted(maps.Keys(raw)) {
+		v := raw[k]
 		if !json.Valid([]byte(v)) {
 			return "", fmt.Errorf("%q is not JSON", k)
 		}
-		obj[k] = json.RawMessage(v)
+		key, err := json.Marshal(k)
+		if err != nil {
+			return "", err
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(key)
+		b.WriteByte(':')
+		b.WriteString(v)
 	}
-	b, err := json.Marshal(obj)
-	return string(b), err
+	b.WriteByte('}')
+	return b.String(), nil
 }
 
 // write writes msgs' steps and their threads in one transaction. A
 // malformed entry is logged and skipped (acknowledged with the others):
-// nothing could ever write it.
-func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) error {
+// nothing could ever write it. It returns the threads written, each with
+// its latest update time (Unix ms), -1 for a thread deleted.
+func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string]int64, error) {
 	batch := &pgx.Batch{}
+	touched := make(map[string]int64)
 	for _, m := range msgs {
 		e, err := parse(m)
 		if err != nil {
 			a.log.LogAttrs(ctx, slog.LevelError, "archive: skip an entry", slog.Any("err", err))
 			continue
+		}
+		switch e.kind {
+		case kindDeleted:
+			touched[e.thread] = -1
+		case kindValues:
+		default:
+			if old, ok := touched[e.thread]; !ok || old >= 0 && old < e.at.UnixMilli() {
+				touched[e.thread] = e.at.UnixMilli()
+			}
 		}
 		switch e.kind {
 		case kindDeleted:
@@ -336,7 +371,7 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) error {
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("archive: write %d entries: %w", len(msgs), err)
+		return nil, fmt.Errorf("archive: write %d entries: %w", len(msgs), err)
 	}
-	return nil
+	return touched, nil
 }

@@ -322,3 +322,184 @@ func TestRecordSurvivesRedis(t *testing.T) {
 		t.Fatalf("steps after a second loss: %v, %v; want %v", again, err, steps)
 	}
 }
+
+// TestEvictIdle: a thread the database has exactly, with no session on it,
+// leaves Redis; the user sees it the same, and a new session on it brings
+// it back. A thread in use, or with a step not archived yet, stays.
+func TestEvictIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	db := pgtest.New(t)
+	ctx := t.Context()
+	rdb := srv.Client()
+	ns := srv.Namespace()
+	st := session.NewRedisStore(rdb, ns).WithRecord(NewRecord(db.Pool))
+	t.Cleanup(st.Close)
+	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	const user = "user-1"
+	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: user, CreatedAt: time.Now(), User: auth.User{Identifier: user}}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+	chat := func(name string) session.Record {
+		t.Helper()
+		rec := sessiontest.NewRecord()
+		rec.UserID = user
+		if err := st.Create(ctx, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		m := sessiontest.NewUserMessage("hello " + name)
+		m.ThreadName = name
+		if _, err := st.AppendUserMessage(ctx, &rec, m); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "hi "+name))); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SetThreadMetadata(ctx, rec.ThreadID, map[string]any{"name": name}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SaveThreadValues(ctx, rec.ThreadID, map[string][]byte{"n": []byte(`{"a": [1, 2]}`)}); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	inRedis := func(threadID string) bool {
+		t.Helper()
+		n, err := rdb.Exists(ctx, ns+"t:{t:"+threadID+"}", ns+"t:{t:"+threadID+"}:steps", ns+"t:{t:"+threadID+"}:order").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	endSession := func(rec session.Record) { // as if it expired
+		t.Helper()
+		if err := rdb.Del(ctx, ns+"s:{s:"+rec.ID+"}").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := time.Now().Add(time.Hour)
+
+	idle, busy := chat("idle"), chat("busy")
+	drain(t, a)
+	before := takeSnapshot(t, st, user, []string{idle.ThreadID, busy.ThreadID})
+	endSession(idle)
+	if n, err := st.EvictIdle(ctx, later, 10); err != nil || n != 1 {
+		t.Fatalf("EvictIdle: %d, %v; want 1 (the thread nobody is on)", n, err)
+	}
+	if inRedis(idle.ThreadID) || !inRedis(busy.ThreadID) {
+		t.Fatalf("in Redis after the eviction: idle %v, busy %v; want only the busy one", inRedis(idle.ThreadID), inRedis(busy.ThreadID))
+	}
+	if after := takeSnapshot(t, st, user, []string{idle.ThreadID, busy.ThreadID}); !reflect.DeepEqual(before, after) {
+		t.Fatalf("after the eviction:\n%+v\nwant, as before:\n%+v", after, before)
+	}
+
+	// A step Redis has and the database not yet: the thread stays until
+	// it is archived.
+	if _, err := st.Append(ctx, &busy, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "one more"))); err != nil {
+		t.Fatal(err)
+	}
+	endSession(busy)
+	if n, err := st.EvictIdle(ctx, later, 10); err != nil || n != 0 || !inRedis(busy.ThreadID) {
+		t.Fatalf("EvictIdle with a step not archived: %d, %v; want 0, the thread kept", n, err)
+	}
+	drain(t, a)
+	if n, err := st.EvictIdle(ctx, later, 10); err != nil || n != 1 || inRedis(busy.ThreadID) {
+		t.Fatalf("EvictIdle once archived: %d, %v; want 1", n, err)
+	}
+
+	// A new session on an evicted thread restores it; its steps follow.
+	// The thread's latest session is Redis's alone: read from the
+	// database, a thread has none.
+	info, err := st.ThreadInfo(ctx, idle.ThreadID)
+	if err != nil || info.SessionID != "" {
+		t.Fatalf("ThreadInfo of an evicted thread: %+v, %v; want no session", info, err)
+	}
+	rec := sessiontest.NewRecord()
+	rec.UserID, rec.ThreadID = user, idle.ThreadID
+	if ok, err := st.CreateOnThread(ctx, rec, time.Hour, info.SessionID); err != nil || !ok {
+		t.Fatalf("CreateOnThread on an evicted thread: %v, %v", ok, err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("back")); err != nil {
+		t.Fatal(err)
+	}
+	steps, err := st.Steps(ctx, idle.ThreadID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := before.Threads[idle.ThreadID].Steps
+	if len(steps) != len(old)+1 || !reflect.DeepEqual(steps[:len(old)], old) || steps[len(old)].Content != "back" {
+		t.Fatalf("steps after the resume: %v; want the old ones and the new", steps)
+	}
+	// In use again: kept.
+	drain(t, a)
+	if n, err := st.EvictIdle(ctx, later, 10); err != nil || n != 0 || !inRedis(idle.ThreadID) {
+		t.Fatalf("EvictIdle of a resumed thread: %d, %v; want 0, kept", n, err)
+	}
+}
+
+// TestEvictedThreadWritten: a session that writes to its thread after the
+// thread was evicted (its chat-end handler, say) finds it restored: the
+// new steps follow the old ones, none lost.
+func TestEvictedThreadWritten(t *testing.T) {
+	srv := redistest.Start(t)
+	db := pgtest.New(t)
+	ctx := t.Context()
+	rdb := srv.Client()
+	ns := srv.Namespace()
+	st := session.NewRedisStore(rdb, ns).WithRecord(NewRecord(db.Pool))
+	t.Cleanup(st.Close)
+	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	rec := sessiontest.NewRecord()
+	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: rec.UserID, CreatedAt: time.Now(), User: auth.User{Identifier: rec.UserID}}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+	if err := st.Create(ctx, rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("first")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "reply"))); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, a)
+	before, err := st.Steps(ctx, rec.ThreadID)
+	if err != nil || len(before) != 2 {
+		t.Fatalf("steps %v, %v; want 2", before, err)
+	}
+	recKey := ns + "s:{s:" + rec.ID + "}"
+	if err := rdb.HSet(ctx, recKey, "ended", "1").Err(); err != nil { // an ended chat
+		t.Fatal(err)
+	}
+	if n, err := st.EvictIdle(ctx, time.Now().Add(time.Hour), 10); err != nil || n != 1 {
+		t.Fatalf("EvictIdle: %d, %v; want 1", n, err)
+	}
+	if err := rdb.HDel(ctx, recKey, "ended").Err(); err != nil { // writing still
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "after the eviction"))); err != nil {
+		t.Fatalf("Append to an evicted thread: %v", err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("and a message")); err != nil {
+		t.Fatalf("AppendUserMessage to a thread evicted: %v", err)
+	}
+	steps, err := st.Steps(ctx, rec.ThreadID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range steps {
+		got = append(got, s.Content)
+	}
+	if want := []string{"first", "reply", "after the eviction", "and a message"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("steps %q, want %q", got, want)
+	}
+	drain(t, a)
+	var rows int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(DISTINCT position) FROM steps WHERE thread_id = $1`, rec.ThreadID).Scan(&rows); err != nil || rows != 4 {
+		t.Fatalf("%d distinct positions in the database, %v; want 4", rows, err)
+	}
+}

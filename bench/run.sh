@@ -33,6 +33,9 @@
 # BENCH_CHAT_SESSIONS, BENCH_CHAT_SECONDS, BENCH_SAT_SESSIONS,
 # BENCH_SAT_SECONDS, BENCH_IDLE_SESSIONS, BENCH_IDLE_SECONDS, BENCH_LOGINS,
 # BENCH_OUT (bench/results/latest) and BENCH_DOC (docs/benchmarks.md).
+# BENCH_DATABASE_URL runs chatd beside that PostgreSQL database (its
+# DATABASE_URL, migrated on start), whose users and threads the runs
+# replace: give it a database of its own.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +49,7 @@ sat_seconds=${BENCH_SAT_SECONDS:-10}
 idle_sessions=${BENCH_IDLE_SESSIONS:-10000}
 idle_seconds=${BENCH_IDLE_SECONDS:-5}
 logins=${BENCH_LOGINS:-1000}
+database_url=${BENCH_DATABASE_URL:-}
 out_dir=${BENCH_OUT:-bench/results/latest}
 doc=${BENCH_DOC:-docs/benchmarks.md}
 
@@ -174,9 +178,17 @@ start_server() {
       >"$work/floor.log" 2>&1 &
     ;;
   chatd)
-    printf '%s\n' "$password" | REDIS_URL=$redis_url CHAT_NAMESPACE=$namespace \
+    local db=()
+    if [ -n "$database_url" ]; then
+      db=(DATABASE_URL="$database_url" CHAT_MIGRATE=true)
+      env "${db[@]}" "$bin/chatd" migrate >/dev/null
+      # The user of an earlier run goes, with its threads.
+      env "${db[@]}" REDIS_URL="$redis_url" CHAT_NAMESPACE=$namespace \
+        "$bin/chatd" users delete --identifier "$identifier" >/dev/null 2>&1 || true
+    fi
+    printf '%s\n' "$password" | env "${db[@]}" REDIS_URL="$redis_url" CHAT_NAMESPACE=$namespace \
       "$bin/chatd" users add --identifier "$identifier" --password-stdin >/dev/null
-    CHAT_ADDR=127.0.0.1:$server_port REDIS_URL=$redis_url CHAT_NAMESPACE=$namespace \
+    env "${db[@]}" CHAT_ADDR=127.0.0.1:$server_port REDIS_URL="$redis_url" CHAT_NAMESPACE=$namespace \
       CHAT_MAX_SESSIONS_PER_USER=0 CHAT_RATE_PER_S=0 CHAT_USER_RATE_PER_MIN=0 \
       "$bin/chatd" >"$work/chatd.log" 2>&1 &
     ;;
@@ -257,7 +269,11 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   printf '  "go_version": %s,\n' "$(json_string "$(go env GOVERSION)")"
   printf '  "redis_version": %s,\n' "$(json_string "$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')")"
   printf '  "hash_workers": %d,\n' "$(nproc)"
-  printf '  "command": "bench/run.sh",\n'
+  if [ -n "$database_url" ]; then
+    printf '  "command": "BENCH_DATABASE_URL=%s bench/run.sh",\n' "${database_url//\"/}"
+  else
+    printf '  "command": "bench/run.sh",\n'
+  fi
   printf '  "commit": %s,\n' "$(json_string "$(git describe --always --dirty 2>/dev/null || true)")"
   printf '  "load_seconds": %d,\n' "$(($(date +%s) - started))"
   printf '  "durations_s": {"chat": %d, "saturation": %d, "idle": %d}\n' \

@@ -108,6 +108,7 @@
 //	t:{t:<id>}           hash    n (step counter), persisted ("1"), name, user_id,
 //	                             chat_profile, created_at, updated_at (Unix ms),
 //	                             session (the latest session created on it),
+//	                             hv (head version: renames, metadata, values),
 //	                             base (restored from the database of record: its
 //	                             steps at positions up to base are there only)
 //	t:{t:<id>}:steps     hash    step id → step JSON
@@ -128,6 +129,7 @@
 //	                             at, name, p, c, m: metadata), saved values (t, u,
 //	                             v, x) and deletions (t, u, d), for the archiver of
 //	                             the database of record (see WithRecord)
+//	archive:threads      zset    threads archived, by update time (ms), for EvictIdle
 //	instances            set     instances that hold sessions or runner leases
 //	inst:<id>            string  an instance's lease (expires with it)
 //	inst:<id>:sessions   set     ids of the sessions attached there

@@ -136,6 +136,8 @@ func scriptErr(op, id string, err error) error {
 		return ErrStreamGap
 	case strings.Contains(msg, "CHATD_TOOMANY"):
 		return ErrTooManySessions
+	case strings.Contains(msg, "CHATD_THREADGONE"):
+		return fmt.Errorf("session: %s %s: its thread is gone: %w", op, id, ErrNotFound)
 	case strings.Contains(msg, "CHATD_THREADFULL"):
 		return ErrThreadFull
 	}

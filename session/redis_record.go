@@ -423,7 +423,8 @@ func (s *RedisStore) restored(ctx context.Context, err error, threadID string) b
 // position), metadata and saved values, and its place in its user's list.
 //
 // KEYS: 1 thread, 2 metadata, 3 values, 4 the user's threads, 5 the user's
-// summaries, 6 the user's folded names.
+// summaries, 6 the user's folded names, 7 the archived threads (see
+// EvictIdle).
 // ARGV: 1 thread id, 2 user id, 3 name, 4 chat profile, 5 created (Unix
 // ms), 6 updated, 7 last position, 8 summary JSON, 9 folded name, 10 the
 // number of metadata pairs, then the metadata pairs and the values pairs.
@@ -437,6 +438,7 @@ for i = 11 + 2 * nm, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[8])
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
+redis.call('ZADD', KEYS[7], 'GT', ARGV[6], ARGV[1])
 return 1
 `)
 
@@ -461,6 +463,7 @@ func (s *RedisStore) restore(ctx context.Context, rt RecordedThread) error {
 	}
 	k := s.threadKeys(t.ID)
 	err = s.run(ctx, scriptRestore, []string{k.hash, k.meta, k.values,
-		s.userKey(t.UserID, "threads"), s.userKey(t.UserID, "summaries"), s.userKey(t.UserID, "lnames")}, args...).Err()
+		s.userKey(t.UserID, "threads"), s.userKey(t.UserID, "summaries"), s.userKey(t.UserID, "lnames"),
+		s.archivedKey()}, args...).Err()
 	return wrap("restore thread", t.ID, err)
 }

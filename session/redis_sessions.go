@@ -211,7 +211,7 @@ func (s *RedisStore) Commit(ctx context.Context, rec *Record, values map[string]
 	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, rec.UserID, FenceOf(ctx))
 	args = appendValueArgs(args, values)
 	args = appendFrameArgs(args, frames, steps)
-	res, err := s.run(ctx, scriptAppend, s.turnKeys(rec), args...).Int64Slice()
+	res, err := s.runOnThread(ctx, scriptAppend, rec.ThreadID, s.turnKeys(rec), args...).Int64Slice()
 	if err != nil {
 		return nil, scriptErr("append", rec.ID, err)
 	}
@@ -280,7 +280,7 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 		}
 		args = append(args, f.ID, f.Payload)
 	}
-	res, err := s.run(ctx, scriptUserMessage, s.turnKeys(rec), args...).Slice()
+	res, err := s.runOnThread(ctx, scriptUserMessage, rec.ThreadID, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}

@@ -278,8 +278,21 @@ end
 -- threxp says it needs one.
 local ts, thw, threxp = false, {}, false
 local function threadstate()
-  if not ts then ts = redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at', 'n') end
+  if not ts then ts = redis.call('HMGET', KEYS[4], 'persisted', 'user_id', 'updated_at', 'n', 'session') end
   return ts
+end
+-- threadgone reports whether a frame given from ARGV[i] carries a step
+-- while the thread is not in Redis: with a database of record, a thread
+-- idle long enough is evicted (see EvictIdle), and the caller restores it
+-- and runs the script again. Called before the script writes anything.
+local function threadgone(i)
+  if not KEYS[15] then return false end
+  local t = threadstate()
+  if t[1] or t[2] or t[4] or t[5] then return false end
+  for j = i, #ARGV, 4 do
+    if ARGV[j + 2] ~= '' then return true end
+  end
+  return false
 end
 -- writestep writes a step; a new one takes the thread's next position
 -- (a step written again keeps its own: NX).
@@ -442,6 +455,7 @@ end
 if ARGV[5] ~= '0' and (rec.fence or '0') ~= ARGV[5] then
   return redis.error_reply('CHATD_LEASELOST')
 end
+if threadgone(7 + 2 * tonumber(ARGV[6])) then return redis.error_reply('CHATD_THREADGONE') end
 local out = appendframes(setvalues(6), ARGV[4])
 flush()
 return out
@@ -504,6 +518,9 @@ if late(ARGV[20]) then return redis.error_reply('CHATD_LATE') end
 -- step cap needs the exact count (ZCARD) only when n says the thread may
 -- be full.
 local tstate = threadstate()
+if KEYS[15] and ARGV[7] ~= '' and not (tstate[1] or tstate[2] or tstate[4] or tstate[5]) then
+  return redis.error_reply('CHATD_THREADGONE')
+end
 local maxsteps = tonumber(ARGV[21])
 if maxsteps > 0 and ARGV[7] ~= '' and tonumber(tstate[4] or '0') >= maxsteps
     and redis.call('ZCARD', KEYS[6]) >= maxsteps and not redis.call('ZSCORE', KEYS[6], ARGV[7]) then

@@ -117,6 +117,7 @@ if h[1] ~= '1' or h[2] ~= ARGV[1] then
   return redis.error_reply('CHATD_NOTFOUND')
 end
 redis.call('HSET', KEYS[1], 'name', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'hv', 1)
 local t = redis.call('HMGET', KEYS[1], 'name', 'chat_profile', 'created_at', 'updated_at')
 redis.call('HSET', KEYS[2], ARGV[2], cjson.encode({
   name = ARGV[3], chat_profile = t[2] or '', created_at = tonumber(t[3] or '0')}))
@@ -167,6 +168,7 @@ if ARGV[1] == '1' then redis.call('DEL', KEYS[2]) end
 for i = 3, #ARGV, 1000 do
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+redis.call('HINCRBY', KEYS[1], 'hv', 1)
 local t = redis.call('HMGET', KEYS[1], 'persisted', 'user_id', 'updated_at', 'name', 'chat_profile', 'created_at')
 if t[1] ~= '1' then
   local pttl = redis.call('PTTL', KEYS[1])

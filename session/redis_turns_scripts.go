@@ -111,6 +111,7 @@ if (not runner) or runner == '' or ARGV[4] == '0' or (rec.fence or '0') ~= ARGV[
   end
   return redis.error_reply('CHATD_LEASELOST')
 end
+if threadgone(first) then return redis.error_reply('CHATD_THREADGONE') end
 setvalues(10)
 -- The frames were logged already only by this very call, retried after
 -- its reply was lost, while the lease stayed: its first frame id is nfid.

@@ -333,3 +333,48 @@ func TestDatabaseOfRecordThreads(t *testing.T) {
 		t.Fatalf("thread list after the resume: %v, want the 3 threads, %s first", got, ids[0])
 	}
 }
+
+// TestThreadEvictedFromRedis: with CHAT_THREAD_CACHE_TTL, a thread whose
+// chat ended leaves Redis once archived and idle that long; bob still
+// sees it the same, and resumes it.
+func TestThreadEvictedFromRedis(t *testing.T) {
+	t.Parallel()
+	const pw = "bob-evict-password"
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = pgtest.New(t).URL
+	env["CHAT_THREAD_CACHE_TTL"] = "1s"
+	addBob(t, env, pw)
+	p := startChatd(t, env)
+	logsOnFailure(t, p)
+	tok := p.login(t, bobID, pw)
+	w, welcome, _ := p.openChat(t, tok, "")
+	id := welcome.str("thread_id")
+	if got := w.say("keep this in the database"); len(got) != 1 {
+		t.Fatalf("reply: %q", got)
+	}
+	w.endChat()
+	before := p.thread(t, tok, id)
+	key := env["CHAT_NAMESPACE"] + "t:{t:" + id + "}"
+	eventually(t, "the thread evicted from Redis", func() bool {
+		n, err := rs.Client().Exists(context.Background(), key, key+":steps").Result()
+		return err == nil && n == 0
+	})
+	if got := p.thread(t, tok, id); !reflect.DeepEqual(got, before) {
+		t.Fatalf("the thread once evicted:\n%+v\nwant\n%+v", got, before)
+	}
+	if got := p.threadIDs(t, tok); !reflect.DeepEqual(got, []string{id}) {
+		t.Fatalf("thread list once evicted: %v, want [%s]", got, id)
+	}
+	r, _, hist, _ := p.resume(t, tok, id)
+	var ht threadJSON
+	decodeAs(t, hist["thread"], &ht)
+	if !reflect.DeepEqual(ht.steps(), before.steps()) {
+		t.Fatalf("history of the evicted thread %q, want %q", ht.steps(), before.steps())
+	}
+	if got := r.say("and this"); len(got) != 1 {
+		t.Fatalf("reply after the resume: %q", got)
+	}
+	if got := p.thread(t, tok, id).steps(); len(got) < len(before.Steps)+2 || !reflect.DeepEqual(got[:len(before.Steps)], before.steps()) {
+		t.Fatalf("steps after the resume %q, want %q and the new ones", got, before.steps())
+	}
+}

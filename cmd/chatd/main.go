@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if cfg.ArchiveClaim > 0 {
 			a.ClaimIdle = cfg.ArchiveClaim
 		}
-		stop, err := runArchiver(ctx, a, reg)
+		stop, err := runArchiver(ctx, a, reg, st.evict, cfg.ThreadCacheTTL, log)
 		if err != nil {
 			srv.Close()
 			return err
@@ -172,6 +173,9 @@ type stores struct {
 	// copies the threads' steps into it, named for the instance.
 	archiveKey  string
 	newArchiver func(instance string, log *slog.Logger) *archive.Archiver
+	// evict, with a database of record, evicts from Redis up to limit
+	// threads idle since before idle (session.RedisStore.EvictIdle).
+	evict func(ctx context.Context, idle time.Time, limit int) (int, error)
 	// redis is the Redis client of the stores on Redis (nil in memory).
 	redis *redis.Client
 }
@@ -214,6 +218,9 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	st.auth.Users = auth.NewPostgresUserStore(pool, st.auth.Tokens, nil)
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
 		return archive.New(c, pool, st.archiveKey, instance, log)
+	}
+	if ss, ok := st.sessions.(*session.RedisStore); ok {
+		st.evict = ss.EvictIdle
 	}
 	// Readiness stays Redis's alone: chats go on while the database is
 	// away (their steps wait in the archive stream), and a database outage
@@ -275,8 +282,10 @@ func redisStores(c *redis.Client, ns string, record session.ThreadRecord) *store
 }
 
 // runArchiver runs a until the returned stop is called (stop waits for it),
-// and exports its lag as chatd_archive_lag_steps in reg.
-func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Registry) (stop func(), err error) {
+// and exports its lag as chatd_archive_lag_steps in reg. With a ttl above
+// 0, it also evicts from Redis the archived threads idle for ttl.
+func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Registry,
+	evict func(context.Context, time.Time, int) (int, error), ttl time.Duration, log *slog.Logger) (stop func(), err error) {
 	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "chatd_archive_lag_steps",
 		Help: "Steps written to Redis and not yet archived in the database of record (NaN while Redis cannot be asked).",
@@ -293,13 +302,40 @@ func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Regis
 		return nil, fmt.Errorf("register chatd_archive_lag_steps: %w", err)
 	}
 	actx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.Run(actx)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.Run(actx) })
+	if evict != nil && ttl > 0 {
+		wg.Go(func() { evictIdle(actx, evict, ttl, log) })
+	}
 	return func() {
 		cancel()
-		<-done
+		wg.Wait()
 	}, nil
+}
+
+// evictIdle evicts the threads idle for ttl, looking for them every tenth
+// of ttl (between a second and a minute), until ctx ends.
+func evictIdle(ctx context.Context, evict func(context.Context, time.Time, int) (int, error), ttl time.Duration, log *slog.Logger) {
+	const batch = 100
+	t := time.NewTicker(min(max(ttl/10, time.Second), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := evict(ctx, time.Now().Add(-ttl), batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.LogAttrs(ctx, slog.LevelError, "evict idle threads", slog.Any("err", err))
+				}
+				break
+			}
+			if n < batch {
+				break
+			}
+		}
+	}
 }
