@@ -148,3 +148,17 @@ func (r *Record) DeleteRecordedThread(ctx context.Context, threadID string) erro
 	}
 	return nil
 }
+
+// DeleteRecordedThreads implements session.ThreadRecord.
+func (r *Record) DeleteRecordedThreads(ctx context.Context, userID string) error {
+	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO deleted_threads (id) SELECT id FROM threads WHERE user_id = $1 ON CONFLICT DO NOTHING`, userID)
+		b.Queue(`DELETE FROM threads WHERE user_id = $1`, userID)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("archive: delete the threads of %s: %w", userID, err)
+	}
+	return nil
+}

@@ -67,15 +67,16 @@ func newRecorded(t *testing.T, srv *redistest.Server, db *pgtest.DB, now func() 
 	return recordedStore{RedisStore: st, users: auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)}
 }
 
-// TestRecordedStoreConformance: the threads role's shared suite passes on
-// the Redis store beside PostgreSQL, while an archiver copies its threads:
-// what the database has never shows a thread twice, out of place, or
-// after its deletion.
+// TestRecordedStoreConformance: the store's shared suite (every role) passes
+// on the Redis store beside PostgreSQL, while an archiver copies its
+// threads: what the database has never shows a thread twice, out of place,
+// or after its deletion, and the turn scripts that also feed the archive
+// behave as without it.
 func TestRecordedStoreConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	db := pgtest.New(t)
-	sessiontest.RunThreads(t, func(t *testing.T) session.Store { return newRecorded(t, srv, db, nil) })
-	sessiontest.RunThreadsClocked(t, func(t *testing.T, now func() time.Time) session.Store {
+	sessiontest.Run(t, func(t *testing.T) session.Store { return newRecorded(t, srv, db, nil) })
+	sessiontest.RunClocked(t, func(t *testing.T, now func() time.Time) session.Store {
 		return newRecorded(t, srv, db, now)
 	})
 }

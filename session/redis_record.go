@@ -33,6 +33,9 @@ type ThreadRecord interface {
 	// id so that no late entry of the archive brings it back. Deleting a
 	// thread the database does not have is no error.
 	DeleteRecordedThread(ctx context.Context, threadID string) error
+	// DeleteRecordedThreads deletes every thread of the user as
+	// DeleteRecordedThread does (the user stays).
+	DeleteRecordedThreads(ctx context.Context, userID string) error
 }
 
 // ThreadKey is a thread's place in its user's list.

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/redis/go-redis/v9"
@@ -14,7 +15,8 @@ import (
 // ready. A session id whose record is of another user is left alone.
 //
 // KEYS: 1 the user's threads, 2 the user's summaries, 3 the user's sessions,
-// 4 the user's live sessions, 5 ending, 6 the user's folded thread names.
+// 4 the user's live sessions, 5 ending, 6 the user's folded thread names, 7
+// the archive stream (when the store has one: the deletions are added).
 // ARGV: 1 namespace, 2 user id.
 // Returns the ids of the sessions whose record existed.
 var scriptDeleteUserData = redis.NewScript(fileLib + `
@@ -25,6 +27,9 @@ local function delthread(tid)
   if h[1] ~= '1' or h[2] == uid then
     delthreadfiles(ns, t)
     redis.call('UNLINK', t, t .. ':steps', t .. ':order', t .. ':meta', t .. ':values')
+    if h[1] == '1' and KEYS[7] then
+      redis.call('XADD', KEYS[7], '*', 't', tid, 'u', uid, 'd', '1')
+    end
   end
 end
 for _, tid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do delthread(tid) end
@@ -44,18 +49,27 @@ redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
 return deleted
 `)
 
-// DeleteUserData implements Store, in one script (see scriptDeleteUserData).
+// DeleteUserData implements Store, in one script (see scriptDeleteUserData),
+// and with a database of record one statement there.
 func (s *RedisStore) DeleteUserData(ctx context.Context, userID string) ([]string, error) {
 	if !validID(userID) {
 		return []string{}, nil
 	}
-	ids, err := s.run(ctx, scriptDeleteUserData,
-		[]string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "sessions"),
-			s.userKey(userID, "live"), s.endingKey(), s.userKey(userID, "lnames")},
-		s.ns, userID).StringSlice()
+	keys := []string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "sessions"),
+		s.userKey(userID, "live"), s.endingKey(), s.userKey(userID, "lnames")}
+	if s.archive != "" {
+		keys = append(keys, s.archive)
+	}
+	ids, err := s.run(ctx, scriptDeleteUserData, keys, s.ns, userID).StringSlice()
 	if err != nil {
 		return nil, wrap("delete data of user", userID, err)
 	}
 	slices.Sort(ids)
+	// The threads only the database has (evicted from Redis) go too.
+	if s.record != nil {
+		if err := s.record.DeleteRecordedThreads(ctx, userID); err != nil {
+			return ids, fmt.Errorf("session: delete data of user %s: %w", userID, err)
+		}
+	}
 	return ids, nil
 }
