@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/internal/pgtest"
 	"github.com/chatd-project/chatd/internal/redistest"
@@ -328,20 +330,10 @@ func TestRecordSurvivesRedis(t *testing.T) {
 // leaves Redis; the user sees it the same, and a new session on it brings
 // it back. A thread in use, or with a step not archived yet, stays.
 func TestEvictIdle(t *testing.T) {
-	srv := redistest.Start(t)
-	db := pgtest.New(t)
-	ctx := t.Context()
-	rdb := srv.Client()
-	ns := srv.Namespace()
-	st := session.NewRedisStore(rdb, ns).WithRecord(NewRecord(db.Pool))
-	t.Cleanup(st.Close)
-	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	r := newRecordRig(t)
+	ctx, rdb, ns, st, a := t.Context(), r.rdb, r.ns, r.st, r.a
 	const user = "user-1"
-	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: user, CreatedAt: time.Now(), User: auth.User{Identifier: user}}, "", nil); err != nil {
-		t.Fatal(err)
-	}
-	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a.Block = 5 * time.Millisecond
+	r.addUser(t, user)
 	chat := func(name string) session.Record {
 		t.Helper()
 		rec := sessiontest.NewRecord()
@@ -443,20 +435,10 @@ func TestEvictIdle(t *testing.T) {
 // thread was evicted (its chat-end handler, say) finds it restored: the
 // new steps follow the old ones, none lost.
 func TestEvictedThreadWritten(t *testing.T) {
-	srv := redistest.Start(t)
-	db := pgtest.New(t)
-	ctx := t.Context()
-	rdb := srv.Client()
-	ns := srv.Namespace()
-	st := session.NewRedisStore(rdb, ns).WithRecord(NewRecord(db.Pool))
-	t.Cleanup(st.Close)
-	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	r := newRecordRig(t)
+	ctx, rdb, ns, st, a, db := t.Context(), r.rdb, r.ns, r.st, r.a, r.db
 	rec := sessiontest.NewRecord()
-	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: rec.UserID, CreatedAt: time.Now(), User: auth.User{Identifier: rec.UserID}}, "", nil); err != nil {
-		t.Fatal(err)
-	}
-	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a.Block = 5 * time.Millisecond
+	r.addUser(t, rec.UserID)
 	if err := st.Create(ctx, rec, time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -502,5 +484,35 @@ func TestEvictedThreadWritten(t *testing.T) {
 	var rows int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(DISTINCT position) FROM steps WHERE thread_id = $1`, rec.ThreadID).Scan(&rows); err != nil || rows != 4 {
 		t.Fatalf("%d distinct positions in the database, %v; want 4", rows, err)
+	}
+}
+
+// recordRig is a Redis store beside a database, with no archiver running:
+// the test drains the archive itself.
+type recordRig struct {
+	st  *session.RedisStore
+	rdb *redis.Client
+	ns  string
+	db  *pgtest.DB
+	a   *Archiver
+}
+
+func newRecordRig(t *testing.T) *recordRig {
+	t.Helper()
+	srv := redistest.Start(t)
+	r := &recordRig{rdb: srv.Client(), ns: srv.Namespace(), db: pgtest.New(t)}
+	r.st = session.NewRedisStore(r.rdb, r.ns).WithRecord(NewRecord(r.db.Pool))
+	t.Cleanup(r.st.Close)
+	r.a = New(r.rdb, r.db.Pool, r.st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r.a.Block = 5 * time.Millisecond
+	return r
+}
+
+// addUser makes id a user of the database.
+func (r *recordRig) addUser(t *testing.T, id string) {
+	t.Helper()
+	users := auth.NewPostgresUserStore(r.db.Pool, auth.NewMemoryStore(nil), nil)
+	if _, err := users.ImportUser(t.Context(), auth.PersistedUser{ID: id, CreatedAt: time.Now(), User: auth.User{Identifier: id}}, "", nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -74,16 +74,7 @@ func TestDatabaseOutage(t *testing.T) {
 	if want < sockets*(2*rounds+1) {
 		t.Fatalf("%d steps in the threads, want at least %d", want, sockets*(2*rounds+1))
 	}
-	db, err := pgdb.Open(t.Context(), srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var rows, distinct int
-	if err := db.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT (thread_id, id)) FROM steps WHERE thread_id = ANY($1)`,
-		threads).Scan(&rows, &distinct); err != nil {
-		t.Fatal(err)
-	}
+	rows, distinct := archivedSteps(t, srv.URL, threads)
 	if rows != want || distinct != want {
 		t.Fatalf("the database has %d rows of steps (%d distinct); want %d, each once", rows, distinct, want)
 	}
@@ -198,17 +189,24 @@ func TestArchiverKilledBeforeCommit(t *testing.T) {
 	for _, id := range threads {
 		want += q.stepCount(t, tok, id)
 	}
-	db, err := pgdb.Open(t.Context(), srv.URL)
+	rows, distinct := archivedSteps(t, srv.URL, threads)
+	if want < 2*(2*5+1)+2*(2*20+1) || rows != want || distinct != want {
+		t.Fatalf("the database has %d rows of steps (%d distinct); want %d (at least %d), each once", rows, distinct, want, 2*(2*5+1)+2*(2*20+1))
+	}
+}
+
+// archivedSteps counts the rows of the threads' steps in the database at
+// url, and the distinct steps among them.
+func archivedSteps(t *testing.T, url string, threads []string) (rows, distinct int) {
+	t.Helper()
+	db, err := pgdb.Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var rows, distinct int
 	if err := db.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT (thread_id, id)) FROM steps WHERE thread_id = ANY($1)`,
 		threads).Scan(&rows, &distinct); err != nil {
 		t.Fatal(err)
 	}
-	if want < 2*(2*5+1)+2*(2*20+1) || rows != want || distinct != want {
-		t.Fatalf("the database has %d rows of steps (%d distinct); want %d (at least %d), each once", rows, distinct, want, 2*(2*5+1)+2*(2*20+1))
-	}
+	return rows, distinct
 }
