@@ -215,7 +215,9 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	// The database of record keeps the users; tokens, throttles and
 	// sign-in flows stay in Redis.
 	st.name = "redis+postgres"
-	st.auth.Users = auth.NewPostgresUserStore(pool, st.auth.Tokens, nil)
+	// A token of a user seen lately opens a socket while the database
+	// cannot answer (the last copy of the user, kept in Redis).
+	st.auth.Users = auth.WithLastKnown(auth.NewPostgresUserStore(pool, st.auth.Tokens, nil), c, cfg.Namespace)
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
 		return archive.New(c, pool, st.archiveKey, instance, log)
 	}

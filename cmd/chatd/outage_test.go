@@ -15,9 +15,9 @@ import (
 )
 
 // TestDatabaseOutage: 1,000 turns while the database of record is stopped
-// for 10 s: every chat goes on as if nothing happened, the archive's lag
-// grows, and once the database is back the lag returns to 0 with every
-// step in the database exactly once.
+// for 10 s: every chat goes on as if nothing happened (a new one opens
+// too), the archive's lag grows, and once the database is back the lag
+// returns to 0 with every step in the database exactly once.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.StartServer(t)
@@ -60,6 +60,13 @@ func TestDatabaseOutage(t *testing.T) {
 			}
 		}
 	}
+	// A new socket opens meanwhile: its token's user is the last copy
+	// Redis keeps.
+	r, welcome, _ := p.openChat(t, tok, "")
+	if got := r.say("a chat opened during the outage"); len(got) != 1 {
+		t.Fatalf("reply in a chat opened during the outage: %q", got)
+	}
+	threads = append(threads, welcome.str("thread_id"))
 	if lag, err := strconv.Atoi(p.metric(t, "chatd_archive_lag_steps")); err != nil || lag < 2*sockets*rounds {
 		t.Fatalf("lag %d, %v after %d turns with the database stopped; want at least %d", lag, err, sockets*rounds, 2*sockets*rounds)
 	}
@@ -140,8 +147,8 @@ func TestArchiverKilledBeforeCommit(t *testing.T) {
 	}
 	eventually(t, "the chats archived", func() bool { return instances["B"].metric(t, "chatd_archive_lag_steps") == "0" })
 
-	// The sockets open before the database stops: a socket's sign-in reads
-	// its user there.
+	// The chats start before the database stops, so that their start is
+	// archived and the steps taken below are the turns'.
 	var during []*wsClient
 	for _, id := range []string{"A", "B"} {
 		w, welcome, _ := instances[id].openChat(t, tok, "")

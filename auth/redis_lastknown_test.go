@@ -1,0 +1,78 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/chatd-project/chatd/auth"
+	"github.com/chatd-project/chatd/internal/pgdb"
+	"github.com/chatd-project/chatd/internal/pgtest"
+	"github.com/chatd-project/chatd/internal/redistest"
+)
+
+// TestLastKnownUsers: while the database cannot answer, GetUser answers
+// with the last copy of a user read before; a user never read, or deleted,
+// has none; a copy follows the user's metadata.
+func TestLastKnownUsers(t *testing.T) {
+	srv := pgtest.StartServer(t)
+	ctx := t.Context()
+	pool, err := pgdb.Open(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pgdb.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	rs := redistest.Start(t)
+	mem := auth.NewMemoryStore(nil)
+	users := auth.WithLastKnown(auth.NewPostgresUserStore(pool, mem, nil), rs.Client(), rs.Namespace())
+
+	seen, err := users.CreateUser(ctx, auth.User{Identifier: "seen@example.com", DisplayName: "Seen",
+		Metadata: map[string]any{"role": "admin"}}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unseen, err := users.CreateUser(ctx, auth.User{Identifier: "unseen@example.com"}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := users.CreateUser(ctx, auth.User{Identifier: "gone@example.com"}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{seen.ID, gone.ID} {
+		if _, err := users.GetUser(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := users.UpdateMetadata(ctx, seen.ID, func(md map[string]any) error {
+		md["role"] = "viewer"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.DeleteUser(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	want, err := users.GetUser(ctx, seen.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	short, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got, err := users.GetUser(short, seen.ID)
+	if err != nil || got.ID != want.ID || got.Identifier != want.Identifier || got.DisplayName != want.DisplayName ||
+		got.Metadata["role"] != "viewer" || !got.CreatedAt.Equal(want.CreatedAt) {
+		t.Fatalf("GetUser with the database stopped: %+v, %v; want the last copy %+v", got, err, want)
+	}
+	for _, id := range []string{unseen.ID, gone.ID} {
+		if got, err := users.GetUser(short, id); err == nil || errors.Is(err, auth.ErrNotFound) {
+			t.Errorf("GetUser of %s with the database stopped: %+v, %v; want the database's error", id, got, err)
+		}
+	}
+}
