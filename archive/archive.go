@@ -31,6 +31,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatd-project/chatd/session"
 )
 
 // Group is the consumer group of the archivers.
@@ -358,15 +360,17 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string
 			batch.Queue(`DELETE FROM threads WHERE id = $1`, e.thread)
 			continue
 		case kindHead:
-			batch.Queue(`INSERT INTO threads (id, user_id, updated_at, name, name_folded, chat_profile, created_at, metadata, head_ms, head_seq)
-				SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+			folded := session.FoldName(e.name)
+			batch.Queue(`INSERT INTO threads (id, user_id, updated_at, name, name_folded, name_search, chat_profile, created_at, metadata, head_ms, head_seq)
+				SELECT $1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
 					AND NOT EXISTS (SELECT 1 FROM deleted_threads WHERE id = $1)
-				ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_folded = EXCLUDED.name_folded,
+				ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_folded = EXCLUDED.name_folded, name_search = EXCLUDED.name_search,
 					chat_profile = EXCLUDED.chat_profile, created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata,
 					head_ms = EXCLUDED.head_ms, head_seq = EXCLUDED.head_seq,
 					updated_at = GREATEST(threads.updated_at, EXCLUDED.updated_at)
 				WHERE (threads.head_ms, threads.head_seq) < (EXCLUDED.head_ms, EXCLUDED.head_seq)`,
-				e.thread, e.user, e.at, []byte(e.name), []byte(strings.ToLower(e.name)), []byte(e.profile), e.created, e.object, e.ms, e.seq)
+				e.thread, e.user, e.at, []byte(e.name), []byte(folded), []byte(e.profile), e.created, e.object, e.ms, e.seq,
+				searchText(folded))
 			continue
 		case kindValues:
 			batch.Queue(`UPDATE threads SET vals = $2, vals_ms = $3, vals_seq = $4
@@ -393,4 +397,11 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string
 		return nil, fmt.Errorf("archive: write %d entries: %w", len(msgs), err)
 	}
 	return touched, nil
+}
+
+// searchText is a folded name as the trigram index of the thread list's
+// search holds it: valid UTF-8 without NUL (what text holds). A name
+// that contains a query still contains it once both are made so.
+func searchText(folded string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(folded, ""), "\x00", "")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,8 +25,10 @@ var _ session.ThreadRecord = (*Record)(nil)
 func NewRecord(db *pgxpool.Pool) *Record { return &Record{db: db} }
 
 // RecordedThreads implements session.ThreadRecord, by the index of a user's
-// threads (user, updated_at, id): a page costs O(log N + limit), or scans
-// the threads after the key until limit match q.
+// threads (user, updated_at, id): a page costs O(log N + limit). A search
+// is a substring of the folded name (name_folded, byte for byte), found
+// through the trigram index of name_search (the planner chooses it or the
+// walk of the user's threads) and checked exactly.
 func (r *Record) RecordedThreads(ctx context.Context, userID string, after session.ThreadKey, q string, limit int) ([]session.ThreadSummary, error) {
 	const cols = `SELECT id, name, chat_profile, COALESCE(created_at, updated_at), updated_at FROM threads WHERE user_id = $1`
 	var (
@@ -36,14 +39,15 @@ func (r *Record) RecordedThreads(ctx context.Context, userID string, after sessi
 	case first && q == "":
 		rows, err = r.db.Query(ctx, cols+` ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit)
 	case first:
-		rows, err = r.db.Query(ctx, cols+` AND position($3::bytea IN name_folded) > 0
-			ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit, []byte(q))
+		rows, err = r.db.Query(ctx, cols+` AND name_search LIKE $4 AND position($3::bytea IN name_folded) > 0
+			ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit, []byte(q), likePattern(q))
 	case q == "":
 		rows, err = r.db.Query(ctx, cols+` AND (updated_at, id) < ($3, $4)
 			ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit, after.UpdatedAt, after.ID)
 	default:
-		rows, err = r.db.Query(ctx, cols+` AND (updated_at, id) < ($3, $4) AND position($5::bytea IN name_folded) > 0
-			ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit, after.UpdatedAt, after.ID, []byte(q))
+		rows, err = r.db.Query(ctx, cols+` AND (updated_at, id) < ($3, $4) AND name_search LIKE $6
+			AND position($5::bytea IN name_folded) > 0
+			ORDER BY updated_at DESC, id DESC LIMIT $2`, userID, limit, after.UpdatedAt, after.ID, []byte(q), likePattern(q))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("archive: threads of %s: %w", userID, err)
@@ -161,4 +165,12 @@ func (r *Record) DeleteRecordedThreads(ctx context.Context, userID string) error
 		return fmt.Errorf("archive: delete the threads of %s: %w", userID, err)
 	}
 	return nil
+}
+
+// likePattern is the LIKE pattern that finds q's search text anywhere in
+// name_search (see searchText), its wildcards escaped.
+func likePattern(q string) string {
+	q = searchText(q)
+	q = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q)
+	return "%" + q + "%"
 }

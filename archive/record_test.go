@@ -97,7 +97,7 @@ func takeSnapshot(t *testing.T, st session.Store, userID string, threadIDs []str
 	s := snapshot{Pages: map[string][]string{}, Threads: map[string]session.Thread{},
 		Steps: map[string][]string{}, Values: map[string]map[string]string{}}
 	for _, limit := range []int{1, 2, 3, 100} {
-		for _, q := range []string{"", "ÉTÉ", "zzz"} {
+		for _, q := range []string{"", "ÉTÉ", "zzz", "%", "_", `\`, "e_c", "\x00b", "0% s"} {
 			var all []string
 			cursor := ""
 			for {
@@ -190,7 +190,9 @@ func TestRecordSurvivesRedis(t *testing.T) {
 	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	a.Block = 5 * time.Millisecond
 
-	names := []string{"Été à Paris", "plain", "l'été", "Plans", "été"}
+	// Names with what a LIKE pattern or text would read otherwise: the
+	// search answers from the database as Redis does.
+	names := []string{"Été à Paris", "plain", "l'été", "Plans", "été", "100% sûr", "snake_case", `back\slash`, "nul\x00byte"}
 	var threads []string
 	for i, name := range names {
 		rec := sessiontest.NewRecord()
@@ -228,7 +230,7 @@ func TestRecordSurvivesRedis(t *testing.T) {
 	if err := st.DeleteThread(ctx, user, gone); err != nil {
 		t.Fatal(err)
 	}
-	kept := append(threads[:3:3], threads[4])
+	kept := append(threads[:3:3], threads[4:]...)
 	before := takeSnapshot(t, st, user, kept)
 	if got := before.Pages["100/"]; len(got) != len(kept)+1 {
 		t.Fatalf("the list before the loss: %v; want the %d threads kept", got, len(kept))
