@@ -362,6 +362,9 @@ func TestThreadEvictedFromRedis(t *testing.T) {
 	if got := p.thread(t, tok, id); !reflect.DeepEqual(got, before) {
 		t.Fatalf("the thread once evicted:\n%+v\nwant\n%+v", got, before)
 	}
+	if n := p.metric(t, "chatd_threads_evicted_total"); n != "1" {
+		t.Errorf("chatd_threads_evicted_total = %s, want 1", n)
+	}
 	if got := p.threadIDs(t, tok); !reflect.DeepEqual(got, []string{id}) {
 		t.Fatalf("thread list once evicted: %v, want [%s]", got, id)
 	}

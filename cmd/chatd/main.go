@@ -307,7 +307,16 @@ func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Regis
 	var wg sync.WaitGroup
 	wg.Go(func() { a.Run(actx) })
 	if evict != nil && ttl > 0 {
-		wg.Go(func() { evictIdle(actx, evict, ttl, log) })
+		evicted := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatd_threads_evicted_total",
+			Help: "Archived threads this instance evicted from Redis, idle for CHAT_THREAD_CACHE_TTL (read from the database since).",
+		})
+		if err := reg.Register(evicted); err != nil {
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("register chatd_threads_evicted_total: %w", err)
+		}
+		wg.Go(func() { evictIdle(actx, evict, ttl, evicted, log) })
 	}
 	return func() {
 		cancel()
@@ -317,7 +326,8 @@ func runArchiver(ctx context.Context, a *archive.Archiver, reg *prometheus.Regis
 
 // evictIdle evicts the threads idle for ttl, looking for them every tenth
 // of ttl (between a second and a minute), until ctx ends.
-func evictIdle(ctx context.Context, evict func(context.Context, time.Time, int) (int, error), ttl time.Duration, log *slog.Logger) {
+func evictIdle(ctx context.Context, evict func(context.Context, time.Time, int) (int, error), ttl time.Duration,
+	evicted prometheus.Counter, log *slog.Logger) {
 	const batch = 100
 	t := time.NewTicker(min(max(ttl/10, time.Second), time.Minute))
 	defer t.Stop()
@@ -329,6 +339,7 @@ func evictIdle(ctx context.Context, evict func(context.Context, time.Time, int) 
 		}
 		for ctx.Err() == nil {
 			n, err := evict(ctx, time.Now().Add(-ttl), batch)
+			evicted.Add(float64(n))
 			if err != nil {
 				if ctx.Err() == nil {
 					log.LogAttrs(ctx, slog.LevelError, "evict idle threads", slog.Any("err", err))
