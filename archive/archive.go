@@ -61,6 +61,11 @@ type Archiver struct {
 	// ClaimIdle is how long an entry delivered to another archiver stays
 	// unacknowledged before this one takes it over.
 	ClaimIdle time.Duration
+	// Trim, when set, is called for a thread once its steps archived reach
+	// a multiple of Window beyond the first (session.RedisStore.TrimThread
+	// keeping Window steps): Redis keeps a window of each long thread.
+	Trim   func(ctx context.Context, threadID string) error
+	Window int64
 	// Linger is how long Run lets entries gather after a batch that
 	// emptied the stream: the lag's usual ceiling, and what keeps the
 	// archive's Redis and database round trips few under load.
@@ -172,7 +177,7 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 	// Until they are acknowledged, the entries are this archiver's to
 	// write again first.
 	a.unacked = true
-	touched, err := a.write(ctx, msgs)
+	touched, long, err := a.write(ctx, msgs)
 	if err != nil {
 		return 0, err
 	}
@@ -199,6 +204,13 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("archive: acknowledge: %w", err)
 	}
 	a.unacked = false
+	// The threads that grew by a window: their older steps' JSON leaves
+	// Redis (best effort: the next window tries again).
+	for id := range long {
+		if err := a.Trim(ctx, id); err != nil && ctx.Err() == nil {
+			a.log.LogAttrs(ctx, slog.LevelError, "archive: trim a thread", slog.String("thread", id), slog.Any("err", err))
+		}
+	}
 	return len(msgs), nil
 }
 
@@ -335,10 +347,11 @@ func jsonObject(s string) (string, error) {
 // write writes msgs' steps and their threads in one transaction. A
 // malformed entry is logged and skipped (acknowledged with the others):
 // nothing could ever write it. It returns the threads written, each with
-// its latest update time (Unix ms), -1 for a thread deleted.
-func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string]int64, error) {
+// its latest update time (Unix ms), -1 for a thread deleted; and those that
+// grew to a multiple of Window steps (when Trim is set).
+func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (touched map[string]int64, long map[string]bool, _ error) {
 	batch := &pgx.Batch{}
-	touched := make(map[string]int64)
+	touched, long = make(map[string]int64), make(map[string]bool)
 	for _, m := range msgs {
 		e, err := parse(m)
 		if err != nil {
@@ -352,6 +365,9 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string
 		default:
 			if old, ok := touched[e.thread]; !ok || old >= 0 && old < e.at.UnixMilli() {
 				touched[e.thread] = e.at.UnixMilli()
+			}
+			if e.kind == kindStep && a.Trim != nil && a.Window > 0 && e.position > a.Window && e.position%a.Window == 0 {
+				long[e.thread] = true
 			}
 		}
 		switch e.kind {
@@ -394,9 +410,9 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (map[string
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("archive: write %d entries: %w", len(msgs), err)
+		return nil, nil, fmt.Errorf("archive: write %d entries: %w", len(msgs), err)
 	}
-	return touched, nil
+	return touched, long, nil
 }
 
 // searchText is a folded name as the trigram index of the thread list's

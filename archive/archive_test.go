@@ -191,7 +191,7 @@ func TestArchiveRedelivered(t *testing.T) {
 		t.Fatalf("the dead archiver took %d entries, %v; want 4", len(taken), err)
 	}
 	// It had written them once before it died.
-	if _, err := dead.write(ctx, taken); err != nil {
+	if _, _, err := dead.write(ctx, taken); err != nil {
 		t.Fatal(err)
 	}
 
@@ -215,7 +215,7 @@ func TestArchiveRedelivered(t *testing.T) {
 	if _, bodies := r.archived(t, rec.ThreadID); bodies[1]["content"] != "one, edited" {
 		t.Fatalf("archived steps %v; want the second one edited", bodies)
 	}
-	if _, err := live.write(ctx, taken); err != nil {
+	if _, _, err := live.write(ctx, taken); err != nil {
 		t.Fatal(err)
 	}
 	r.same(t, rec.ThreadID)
@@ -260,7 +260,7 @@ func TestArchiveDeletions(t *testing.T) {
 	if n := count(rec.ThreadID); n != 0 {
 		t.Fatalf("%d rows of the thread after its deletion, want 0", n)
 	}
-	if _, err := a.write(ctx, stale); err != nil {
+	if _, _, err := a.write(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(rec.ThreadID); n != 0 {
@@ -286,7 +286,7 @@ func TestArchiveDeletions(t *testing.T) {
 	if n := count(other.ThreadID); n != 0 {
 		t.Fatalf("%d rows of the thread after its user's deletion, want 0", n)
 	}
-	if _, err := a.write(ctx, pending); err != nil {
+	if _, _, err := a.write(ctx, pending); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(other.ThreadID); n != 0 {

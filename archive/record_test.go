@@ -518,3 +518,86 @@ func (r *recordRig) addUser(t *testing.T, id string) {
 		t.Fatal(err)
 	}
 }
+
+// TestTrimThread: a long thread keeps in Redis the JSON of its newest steps
+// only, once the database has the others; every read is the same, a step
+// written again keeps its place, and the thread can still be evicted.
+func TestTrimThread(t *testing.T) {
+	r := newRecordRig(t)
+	ctx, st := t.Context(), r.st
+	rec := sessiontest.NewRecord()
+	r.addUser(t, rec.UserID)
+	if err := st.Create(ctx, rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("first")); err != nil {
+		t.Fatal(err)
+	}
+	var third *session.Step
+	for i := range 29 {
+		step := sessiontest.NewStep("assistant_message", fmt.Sprintf("reply %d", i))
+		if i == 1 {
+			third = step
+		}
+		if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(step)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stepsKey := r.ns + "t:{t:" + rec.ThreadID + "}:steps"
+	jsons := func() int64 {
+		t.Helper()
+		n, err := r.rdb.HLen(ctx, stepsKey).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 0 {
+		t.Fatalf("TrimThread before the archive: %d, %v; want 0", n, err)
+	}
+	drain(t, r.a)
+	before := takeSnapshot(t, st, rec.UserID, []string{rec.ThreadID})
+	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 20 || jsons() != 10 {
+		t.Fatalf("TrimThread: %d, %v, %d steps kept; want 20 dropped, 10 kept", n, err, jsons())
+	}
+	if after := takeSnapshot(t, st, rec.UserID, []string{rec.ThreadID}); !reflect.DeepEqual(before, after) {
+		t.Fatalf("after the trim:\n%+v\nwant, as before:\n%+v", after, before)
+	}
+
+	// A trimmed step written again keeps its place; it is trimmed again
+	// once the database has the new version.
+	edited := *third
+	edited.Content = "reply 1, edited"
+	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(&edited)); err != nil {
+		t.Fatal(err)
+	}
+	steps, err := st.Steps(ctx, rec.ThreadID)
+	if err != nil || len(steps) != 30 || steps[2].Content != "reply 1, edited" {
+		t.Fatalf("steps after an edit of a trimmed one: %d, %v; want 30, the third edited", len(steps), err)
+	}
+	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 0 {
+		t.Fatalf("TrimThread with the edit not archived: %d, %v; want 0", n, err)
+	}
+	drain(t, r.a)
+	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 1 || jsons() != 10 {
+		t.Fatalf("TrimThread of the archived edit: %d, %v, %d kept; want 1 dropped, 10 kept", n, err, jsons())
+	}
+	again, err := st.Steps(ctx, rec.ThreadID)
+	if err != nil || !reflect.DeepEqual(again, steps) {
+		t.Fatalf("steps once the edit was trimmed: %v; want %v", again, steps)
+	}
+	// Trimmed, the thread is still evicted when idle, and reads the same.
+	if err := r.rdb.HSet(ctx, r.ns+"s:{s:"+rec.ID+"}", "ended", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	page, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.EvictIdle(ctx, time.Now().Add(time.Hour), 10); err != nil || n != 1 {
+		t.Fatalf("EvictIdle of a trimmed thread: %d, %v; want 1", n, err)
+	}
+	if got, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100}); err != nil || !reflect.DeepEqual(got, page) {
+		t.Fatalf("steps once evicted: %v, %v; want %v", got, err, page)
+	}
+}

@@ -111,7 +111,8 @@
 //	                             hv (head version: renames, metadata, values),
 //	                             base (restored from the database of record: its
 //	                             steps at positions up to base are there only)
-//	t:{t:<id>}:steps     hash    step id → step JSON
+//	t:{t:<id>}:steps     hash    step id → step JSON (with a database of record, the
+//	                             newest window of a long thread: see TrimThread)
 //	t:{t:<id>}:order     zset    step id scored by its position (from n)
 //	t:{t:<id>}:meta      hash    metadata key → JSON value (SetThreadMetadata)
 //	t:{t:<id>}:values    hash    saved application values, raw JSON (SaveThreadValues)

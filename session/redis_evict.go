@@ -169,17 +169,18 @@ func (s *RedisStore) archivedSame(ctx context.Context, threadID string, h, meta,
 	for _, r := range recorded {
 		byPos[r.Position] = r.Step
 	}
-	if len(order) != len(steps) {
-		return false, nil
-	}
 	for _, z := range order {
 		id, _ := z.Member.(string)
-		var step Step
-		if err := json.Unmarshal([]byte(steps[id]), &step); err != nil {
-			return false, nil
-		}
 		r, ok := byPos[int64(z.Score)]
 		if !ok || r.ID != id {
+			return false, nil
+		}
+		raw, ok := steps[id]
+		if !ok {
+			continue // trimmed (TrimThread): the database has it
+		}
+		var step Step
+		if err := json.Unmarshal([]byte(raw), &step); err != nil {
 			return false, nil
 		}
 		a, _ := json.Marshal(step)

@@ -167,13 +167,7 @@ func (s *RedisStore) readThread(ctx context.Context, threadID string, withHash b
 		hash, meta = flatMap(res[0]), flatMap(res[2])
 		rawSteps, _ = res[1].([]any)
 	}
-	raw := make([][]byte, 0, len(rawSteps))
-	for _, r := range rawSteps {
-		if str, ok := r.(string); ok {
-			raw = append(raw, []byte(str))
-		}
-	}
-	steps, err := decodeSteps(raw)
+	steps, err := s.fillSteps(ctx, threadID, rawSteps)
 	return hash, meta, steps, wrap("read thread", threadID, err)
 }
 
@@ -268,7 +262,7 @@ func (s *RedisStore) listSteps(ctx context.Context, threadID string, q StepQuery
 	}
 	base, _ = res[1].(int64)
 	// The reply is newest first; the page is in thread order.
-	raw := make([][]byte, 0, (len(res)-2)/2)
+	items := make([]any, 0, (len(res)-2)/2)
 	for i := len(res) - 2; i >= 2; i -= 2 {
 		score, _ := res[i].(string)
 		f, err := strconv.ParseFloat(score, 64)
@@ -279,10 +273,12 @@ func (s *RedisStore) listSteps(ctx context.Context, threadID string, q StepQuery
 			oldest = int64(f)
 		}
 		if str, ok := res[i+1].(string); ok {
-			raw = append(raw, []byte(str))
+			items = append(items, str)
+		} else {
+			items = append(items, int64(f)) // trimmed: the database has it
 		}
 	}
-	steps, err := decodeSteps(raw)
+	steps, err := s.fillSteps(ctx, threadID, items)
 	if err != nil {
 		return StepPage{}, 0, 0, wrap("list steps of", threadID, err)
 	}

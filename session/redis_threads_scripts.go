@@ -218,15 +218,19 @@ return out
 // when asked.
 //
 // KEYS: 1 thread, 2 steps, 3 order, 4 metadata. ARGV: 1 "1" to return the
-// hash and metadata too. Returns the step JSONs, or {hash as a flat list,
-// step JSONs, metadata as a flat list}.
+// hash and metadata too. Returns the steps (the JSON of each, or the
+// position of one whose JSON only the database of record keeps), or
+// {hash as a flat list, steps, metadata as a flat list}.
 var scriptThread = redis.NewScript(`
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local order = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
 local steps = {}
-for i = 1, #ids, 500 do
-  local vals = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 499, #ids)))
-  for j = 1, #vals do
-    if vals[j] then steps[#steps + 1] = vals[j] end
+for i = 1, #order, 1000 do
+  local ids = {}
+  for j = i, math.min(i + 999, #order), 2 do ids[#ids + 1] = order[j] end
+  local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+  for k = 1, #vals do
+    -- A step whose JSON was trimmed (see Trim) is its position.
+    steps[#steps + 1] = vals[k] or tonumber(order[i + 2 * k - 1])
   end
 end
 if ARGV[1] == '1' then

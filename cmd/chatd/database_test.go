@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -379,5 +380,44 @@ func TestThreadEvictedFromRedis(t *testing.T) {
 	}
 	if got := p.thread(t, tok, id).steps(); len(got) < len(before.Steps)+2 || !reflect.DeepEqual(got[:len(before.Steps)], before.steps()) {
 		t.Fatalf("steps after the resume %q, want %q and the new ones", got, before.steps())
+	}
+}
+
+// TestLongThreadTrimmed: with CHAT_THREAD_WINDOW, a long chat keeps in
+// Redis the content of its newest steps only, and reads the whole of it
+// the same, in order.
+func TestLongThreadTrimmed(t *testing.T) {
+	t.Parallel()
+	const pw = "bob-window-password"
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = pgtest.New(t).URL
+	env["CHAT_THREAD_WINDOW"] = "4"
+	addBob(t, env, pw)
+	p := startChatd(t, env)
+	logsOnFailure(t, p)
+	tok := p.login(t, bobID, pw)
+	w, welcome, greeting := p.openChat(t, tok, "")
+	id := welcome.str("thread_id")
+	var want []string
+	for _, g := range greeting {
+		want = append(want, "assistant_message:"+g)
+	}
+	for i := range 8 {
+		m := fmt.Sprintf("message %d", i)
+		if got := w.say(m); len(got) != 1 {
+			t.Fatalf("reply to %q: %q", m, got)
+		}
+		want = append(want, "user_message:"+m, "assistant_message:"+demoReply(m))
+	}
+	key := env["CHAT_NAMESPACE"] + "t:{t:" + id + "}"
+	eventually(t, "the thread's older steps trimmed from Redis", func() bool {
+		n, err := rs.Client().HLen(context.Background(), key+":steps").Result()
+		return err == nil && n <= 8
+	})
+	if n, err := rs.Client().ZCard(context.Background(), key+":order").Result(); err != nil || n != int64(len(want)) {
+		t.Fatalf("the order set holds %d steps, %v; want all %d", n, err, len(want))
+	}
+	if got := p.thread(t, tok, id).steps(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the trimmed thread's steps:\n%q\nwant\n%q", got, want)
 	}
 }

@@ -218,10 +218,19 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	// A token of a user seen lately opens a socket while the database
 	// cannot answer (the last copy of the user, kept in Redis).
 	st.auth.Users = auth.WithLastKnown(auth.NewPostgresUserStore(pool, st.auth.Tokens, nil), c, cfg.Namespace)
+	ss, _ := st.sessions.(*session.RedisStore)
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
-		return archive.New(c, pool, st.archiveKey, instance, log)
+		a := archive.New(c, pool, st.archiveKey, instance, log)
+		if window := cfg.ThreadWindow; window > 0 && ss != nil {
+			a.Window = int64(window)
+			a.Trim = func(ctx context.Context, threadID string) error {
+				_, err := ss.TrimThread(ctx, threadID, window)
+				return err
+			}
+		}
+		return a
 	}
-	if ss, ok := st.sessions.(*session.RedisStore); ok {
+	if ss != nil {
 		st.evict = ss.EvictIdle
 	}
 	// Readiness stays Redis's alone: chats go on while the database is
