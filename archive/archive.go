@@ -406,7 +406,14 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (touched ma
 			WHERE (steps.version_ms, steps.version_seq) < (EXCLUDED.version_ms, EXCLUDED.version_seq)`,
 			e.thread, e.step, e.position, e.body, e.ms, e.seq)
 	}
+	// The batch first locks its threads (see lockThreads), so that a
+	// thread deleted meanwhile is either deleted after this commit or seen
+	// deleted by it.
+	threads := slices.Sorted(maps.Keys(touched))
 	err := pgx.BeginFunc(ctx, a.db, func(tx pgx.Tx) error {
+		if err := lockThreads(ctx, tx, threads); err != nil {
+			return err
+		}
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	if err != nil {
@@ -420,4 +427,17 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (touched ma
 // that contains a query still contains it once both are made so.
 func searchText(folded string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(folded, ""), "\x00", "")
+}
+
+// lockThreads takes, for the transaction, the lock of each thread (ids in
+// order, so that two transactions never wait on each other): the archivers'
+// writes of a thread and its deletion (Record.DeleteRecordedThread) take
+// turns, so that a deletion never misses a row an archiver is writing.
+func lockThreads(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock(1, hashtext(t)))
+		FROM (SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i) AS o`, ids)
+	return err
 }

@@ -142,6 +142,9 @@ func (r *Record) RecordedSteps(ctx context.Context, threadID string, before int6
 // DeleteRecordedThread implements session.ThreadRecord.
 func (r *Record) DeleteRecordedThread(ctx context.Context, threadID string) error {
 	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		if err := lockThreads(ctx, tx, []string{threadID}); err != nil {
+			return err
+		}
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO deleted_threads (id) VALUES ($1) ON CONFLICT DO NOTHING`, threadID)
 		b.Queue(`DELETE FROM threads WHERE id = $1`, threadID)
@@ -156,6 +159,17 @@ func (r *Record) DeleteRecordedThread(ctx context.Context, threadID string) erro
 // DeleteRecordedThreads implements session.ThreadRecord.
 func (r *Record) DeleteRecordedThreads(ctx context.Context, userID string) error {
 	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id FROM threads WHERE user_id = $1 ORDER BY id`, userID)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if err := lockThreads(ctx, tx, ids); err != nil {
+			return err
+		}
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO deleted_threads (id) SELECT id FROM threads WHERE user_id = $1 ON CONFLICT DO NOTHING`, userID)
 		b.Queue(`DELETE FROM threads WHERE user_id = $1`, userID)
