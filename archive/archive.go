@@ -192,7 +192,10 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 		// nobody uses (session.RedisStore.EvictIdle).
 		for id, at := range touched {
 			if at < 0 {
+				// Deleted in the database too: the thread leaves the gone
+				// set (session.RedisStore.DeleteThread).
 				p.ZRem(ctx, a.stream+":threads", id)
+				p.SRem(ctx, a.stream+":gone", id)
 			} else {
 				p.ZAddGT(ctx, a.stream+":threads", redis.Z{Score: float64(at), Member: id})
 			}

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -564,8 +565,8 @@ func TestTrimThread(t *testing.T) {
 		t.Fatalf("after the trim:\n%+v\nwant, as before:\n%+v", after, before)
 	}
 
-	// A trimmed step written again keeps its place; it is trimmed again
-	// once the database has the new version.
+	// A trimmed step written again keeps its place, and stays whole in
+	// Redis (a trim looks at the steps after the last one only).
 	edited := *third
 	edited.Content = "reply 1, edited"
 	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(&edited)); err != nil {
@@ -579,12 +580,12 @@ func TestTrimThread(t *testing.T) {
 		t.Fatalf("TrimThread with the edit not archived: %d, %v; want 0", n, err)
 	}
 	drain(t, r.a)
-	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 1 || jsons() != 10 {
-		t.Fatalf("TrimThread of the archived edit: %d, %v, %d kept; want 1 dropped, 10 kept", n, err, jsons())
+	if n, err := st.TrimThread(ctx, rec.ThreadID, 10); err != nil || n != 0 || jsons() != 11 {
+		t.Fatalf("TrimThread after the edit: %d, %v, %d kept; want none dropped, 11 kept", n, err, jsons())
 	}
 	again, err := st.Steps(ctx, rec.ThreadID)
 	if err != nil || !reflect.DeepEqual(again, steps) {
-		t.Fatalf("steps once the edit was trimmed: %v; want %v", again, steps)
+		t.Fatalf("steps once the edit was archived: %v; want %v", again, steps)
 	}
 	// Trimmed, the thread is still evicted when idle, and reads the same.
 	if err := r.rdb.HSet(ctx, r.ns+"s:{s:"+rec.ID+"}", "ended", "1").Err(); err != nil {
@@ -600,4 +601,70 @@ func TestTrimThread(t *testing.T) {
 	if got, err := st.ListSteps(ctx, rec.ThreadID, session.StepQuery{Limit: 100}); err != nil || !reflect.DeepEqual(got, page) {
 		t.Fatalf("steps once evicted: %v, %v; want %v", got, err, page)
 	}
+}
+
+// failingDeletes is a Record whose deletions fail (the database away).
+type failingDeletes struct{ *Record }
+
+func (failingDeletes) DeleteRecordedThread(context.Context, string) error {
+	return errors.New("the database is away")
+}
+
+// TestDeletedThreadStaysDeleted: a thread deleted from Redis while the
+// database cannot delete it is neither listed, read nor restored from the
+// database; the archiver deletes it there later.
+func TestDeletedThreadStaysDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	db := pgtest.New(t)
+	ctx := t.Context()
+	rdb := srv.Client()
+	st := session.NewRedisStore(rdb, srv.Namespace()).WithRecord(failingDeletes{NewRecord(db.Pool)})
+	t.Cleanup(st.Close)
+	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.Block = 5 * time.Millisecond
+	rec := sessiontest.NewRecord()
+	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
+	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: rec.UserID, CreatedAt: time.Now(), User: auth.User{Identifier: rec.UserID}}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("delete me")); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, a)
+	if err := st.DeleteThread(ctx, rec.UserID, rec.ThreadID); err == nil {
+		t.Fatal("DeleteThread with the database's deletion failing: no error")
+	}
+	check := func(when string) {
+		t.Helper()
+		if _, err := st.ThreadInfo(ctx, rec.ThreadID); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("%s: ThreadInfo: %v, want ErrNotFound", when, err)
+		}
+		if page, err := st.ListThreads(ctx, rec.UserID, session.ThreadQuery{Limit: 10}); err != nil || len(page.Threads) != 0 {
+			t.Fatalf("%s: ListThreads: %+v, %v; want none", when, page.Threads, err)
+		}
+		if steps, err := st.Steps(ctx, rec.ThreadID); err != nil || len(steps) != 0 {
+			t.Fatalf("%s: Steps: %v, %v; want none", when, steps, err)
+		}
+		next := sessiontest.NewRecord()
+		next.UserID, next.ThreadID = rec.UserID, rec.ThreadID
+		if ok, err := st.CreateOnThread(ctx, next, time.Hour, ""); err != nil || ok {
+			t.Fatalf("%s: CreateOnThread on the deleted thread: %v, %v; want false", when, ok, err)
+		}
+		if _, err := st.RenameThread(ctx, rec.UserID, rec.ThreadID, "back"); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("%s: RenameThread: %v, want ErrNotFound", when, err)
+		}
+	}
+	check("before the archiver")
+	var rows int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM threads WHERE id = $1`, rec.ThreadID).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("%d rows of the thread before the archiver, %v; want 1 (the deletion failed)", rows, err)
+	}
+	drain(t, a)
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM threads WHERE id = $1`, rec.ThreadID).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d rows of the thread after the archiver, %v; want 0", rows, err)
+	}
+	check("after the archiver")
 }

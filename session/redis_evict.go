@@ -23,11 +23,11 @@ func (s *RedisStore) archivedKey() string { return s.ArchiveKey() + ":threads" }
 // step counter n or head version hv) or a session of its user is on it
 // (one not ended, or whose chat-end handler still runs). A session that
 // writes to the thread afterwards restores it first (see runOnThread).
-// The files kept with the thread stay (they are deleted with it).
+// A thread with files kept with it stays (the files are deleted with it).
 //
 // KEYS: 1 thread, 2 steps, 3 order, 4 metadata, 5 values, 6 the user's
 // threads, 7 the user's summaries, 8 the user's folded names, 9 the
-// archived threads, 10 the user's sessions.
+// archived threads, 10 the user's sessions, 11 the thread's files.
 // ARGV: 1 thread id, 2 n, 3 hv, 4 namespace, 5 the thread's score in the
 // archived threads when it was read, 6 now (Unix ms).
 // Returns 1 when evicted, 0 when kept, -1 when the thread is not in Redis.
@@ -42,6 +42,11 @@ if h[1] ~= '1' then
   return -1
 end
 if (h[2] or '') ~= ARGV[2] or (h[3] or '') ~= ARGV[3] then return 0 end
+-- Files kept with the thread stay in Redis with it (they go with it).
+if redis.call('EXISTS', KEYS[11]) == 1 then
+  redis.call('ZREM', KEYS[9], ARGV[1])
+  return 0
+end
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[10])) do
   local r = redis.call('HMGET', ARGV[4] .. 's:{s:' .. sid .. '}', 'thread', 'ended', 'runner')
   if r[1] == ARGV[1] and not (r[2] == '1' and (r[3] or '') == '') then
@@ -75,17 +80,18 @@ func (s *RedisStore) EvictIdle(ctx context.Context, idle time.Time, limit int) (
 		return 0, fmt.Errorf("session: evict threads: %w", err)
 	}
 	n := 0
+	var first error
 	for _, z := range zs {
 		id, _ := z.Member.(string)
 		ok, err := s.evict(ctx, id, z.Score)
-		if err != nil {
-			return n, err
+		if err != nil && first == nil {
+			first = err // the others are still looked at
 		}
 		if ok {
 			n++
 		}
 	}
-	return n, nil
+	return n, first
 }
 
 // evict evicts one thread (see EvictIdle) whose score in the archived
@@ -125,7 +131,7 @@ func (s *RedisStore) evict(ctx context.Context, threadID string, score float64) 
 	}
 	res, err := s.run(ctx, scriptEvict, []string{t.hash, t.steps, t.order, t.meta, t.values,
 		s.userKey(user, "threads"), s.userKey(user, "summaries"), s.userKey(user, "lnames"),
-		s.archivedKey(), s.userKey(user, "sessions")},
+		s.archivedKey(), s.userKey(user, "sessions"), t.files},
 		threadID, h.Val()["n"], h.Val()["hv"], s.ns, score, s.now().UnixMilli()).Int()
 	if err != nil {
 		return false, wrap("evict thread", threadID, err)

@@ -128,19 +128,29 @@ func (s *RedisStore) ListThreads(ctx context.Context, userID string, q ThreadQue
 				unknown = append(unknown, t.ID)
 			}
 		}
-		var scores []float64
+		// A row Redis has is on Redis's pages, with Redis's state (its
+		// place, its name); a thread deleted is on none. (A thread restored
+		// between the two reads is missed by this page, not by the next.)
+		skip := make(map[string]bool, len(unknown))
 		if len(unknown) > 0 {
-			scores, err = s.c.ZMScore(ctx, s.userKey(userID, "threads"), unknown...).Result()
-			if err != nil {
+			var (
+				scores *redis.FloatSliceCmd
+				gone   *redis.BoolSliceCmd
+			)
+			if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				scores = p.ZMScore(ctx, s.userKey(userID, "threads"), unknown...)
+				gone = p.SMIsMember(ctx, s.goneKey(), anys(unknown)...)
+				return nil
+			}); err != nil {
 				return ThreadPage{}, wrap("list threads of", userID, err)
 			}
-		}
-		known := make(map[string]bool, len(unknown))
-		for i, id := range unknown {
-			known[id] = scores[i] != 0 // ZMSCORE answers nil (0 here) for a missing member
+			for i, id := range unknown {
+				// ZMSCORE answers nil (0 here) for a missing member.
+				skip[id] = scores.Val()[i] != 0 || gone.Val()[i]
+			}
 		}
 		for _, t := range recorded {
-			if !inRedis[t.ID] && !known[t.ID] {
+			if !inRedis[t.ID] && !skip[t.ID] {
 				cands = append(cands, t)
 			}
 		}
@@ -200,11 +210,18 @@ func (s *RedisStore) recordedThread(ctx context.Context, threadID string) (Recor
 	if !validID(threadID) {
 		return RecordedThread{}, ErrNotFound
 	}
-	n, err := s.c.Exists(ctx, s.threadKeys(threadID).hash).Result()
-	if err != nil {
+	var (
+		exists *redis.IntCmd
+		gone   *redis.BoolCmd
+	)
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(ctx, s.threadKeys(threadID).hash)
+		gone = p.SIsMember(ctx, s.goneKey(), threadID)
+		return nil
+	}); err != nil {
 		return RecordedThread{}, wrap("read thread", threadID, err)
 	}
-	if n == 1 {
+	if exists.Val() == 1 || gone.Val() {
 		return RecordedThread{}, ErrNotFound
 	}
 	rt, err := s.record.RecordedThread(ctx, threadID)
@@ -256,6 +273,12 @@ func (s *RedisStore) Steps(ctx context.Context, threadID string) ([]Step, error)
 		return nil, err
 	}
 	if len(h) == 0 {
+		if _, err := s.recordedThread(ctx, threadID); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, nil
+			}
+			return nil, err
+		}
 		steps, err := s.recordedSteps(ctx, threadID, 0)
 		if len(steps) == 0 {
 			steps = nil
@@ -368,10 +391,14 @@ func (s *RedisStore) DeleteThread(ctx context.Context, userID, threadID string) 
 	if err != nil || s.record == nil {
 		return err
 	}
-	// The archive stream has the deletion too: should this fail, the
-	// archiver deletes the thread later.
+	// The archive stream has the deletion too, and the gone set the
+	// thread: should this fail, the archiver deletes the thread later, and
+	// until then it is neither read from the database nor restored.
 	if err := s.record.DeleteRecordedThread(ctx, threadID); err != nil {
 		return fmt.Errorf("session: delete thread %s: %w", threadID, err)
+	}
+	if err := s.c.SRem(ctx, s.goneKey(), threadID).Err(); err != nil {
+		return wrap("delete thread", threadID, err)
 	}
 	return nil
 }
@@ -425,23 +452,31 @@ func (s *RedisStore) restored(ctx context.Context, err error, threadID string) b
 // unless Redis has it: its hash (persisted, n and base at its last
 // position), metadata and saved values, and its place in its user's list.
 //
+// A thread deleted (from Redis, and maybe not from the database yet) is
+// never restored: its id is in the archive's gone set until the database
+// has the deletion.
+//
 // KEYS: 1 thread, 2 metadata, 3 values, 4 the user's threads, 5 the user's
 // summaries, 6 the user's folded names, 7 the archived threads (see
-// EvictIdle).
+// EvictIdle), 8 the gone set.
 // ARGV: 1 thread id, 2 user id, 3 name, 4 chat profile, 5 created (Unix
-// ms), 6 updated, 7 last position, 8 summary JSON, 9 folded name, 10 the
-// number of metadata pairs, then the metadata pairs and the values pairs.
+// ms), 6 updated, 7 last position, 8 summary JSON, 9 folded name, 10 now
+// (Unix ms), 11 the number of metadata pairs, then the metadata pairs and
+// the values pairs.
+// Returns 1 when restored, 0 when Redis has the thread, -1 when it is gone.
 var scriptRestore = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 1 then return -1 end
 redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'persisted', '1', 'name', ARGV[3], 'chat_profile', ARGV[4],
   'created_at', ARGV[5], 'updated_at', ARGV[6], 'n', ARGV[7], 'base', ARGV[7])
-local nm = tonumber(ARGV[10])
-for i = 11, 10 + 2 * nm, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-for i = 11 + 2 * nm, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+local nm = tonumber(ARGV[11])
+for i = 12, 11 + 2 * nm, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 12 + 2 * nm, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[8])
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
-redis.call('ZADD', KEYS[7], 'GT', ARGV[6], ARGV[1])
+-- In use from now: not evicted before it has been idle again.
+redis.call('ZADD', KEYS[7], 'GT', ARGV[10], ARGV[1])
 return 1
 `)
 
@@ -457,7 +492,7 @@ func (s *RedisStore) restore(ctx context.Context, rt RecordedThread) error {
 		return err
 	}
 	args := []any{t.ID, t.UserID, t.Name, t.ChatProfile, t.CreatedAt.UnixMilli(), t.UpdatedAt.UnixMilli(),
-		rt.Last, sum, foldName(t.Name), len(md)}
+		rt.Last, sum, foldName(t.Name), s.now().UnixMilli(), len(md)}
 	for k, v := range md {
 		args = append(args, k, v)
 	}
@@ -465,8 +500,29 @@ func (s *RedisStore) restore(ctx context.Context, rt RecordedThread) error {
 		args = append(args, k, v)
 	}
 	k := s.threadKeys(t.ID)
-	err = s.run(ctx, scriptRestore, []string{k.hash, k.meta, k.values,
+	res, err := s.run(ctx, scriptRestore, []string{k.hash, k.meta, k.values,
 		s.userKey(t.UserID, "threads"), s.userKey(t.UserID, "summaries"), s.userKey(t.UserID, "lnames"),
-		s.archivedKey()}, args...).Err()
-	return wrap("restore thread", t.ID, err)
+		s.archivedKey(), s.goneKey()}, args...).Int()
+	if err != nil {
+		return wrap("restore thread", t.ID, err)
+	}
+	if res < 0 {
+		return ErrNotFound // deleted
+	}
+	return nil
+}
+
+// goneKey is the set of the threads deleted from Redis whose deletion the
+// database may not have yet: the archiver takes a thread out of it once it
+// committed the deletion, and until then the thread is not read from the
+// database nor restored.
+func (s *RedisStore) goneKey() string { return s.ArchiveKey() + ":gone" }
+
+// anys converts strings for go-redis's variadic arguments.
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, v := range ss {
+		out[i] = v
+	}
+	return out
 }

@@ -101,7 +101,7 @@ func (s *RedisStore) deleteThread(ctx context.Context, userID, threadID string) 
 	keys := []string{t.hash, t.steps, t.order, t.meta, t.values,
 		s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "lnames"), t.files}
 	if s.archive != "" {
-		keys = append(keys, s.archive) // the deletion goes to the archive too
+		keys = append(keys, s.archive, s.goneKey()) // the deletion goes to the archive too
 	}
 	err := s.run(ctx, scriptDeleteThread, keys, userID, threadID, s.ns).Err()
 	return scriptErr("delete thread", threadID, err)

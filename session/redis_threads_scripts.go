@@ -132,8 +132,8 @@ return {t[1], t[2] or '', t[3] or '0', t[4] or '0'}
 //
 // KEYS: 1 thread, 2 steps, 3 order, 4 metadata, 5 values, 6 the user's
 // threads, 7 the user's summaries, 8 the user's folded thread names, 9 the
-// thread's files, 10 the archive stream (when the store has one: the
-// deletion is added to it).
+// thread's files, 10 the archive stream and 11 the gone set (when the
+// store has them: the deletion is added to both).
 // ARGV: 1 user id, 2 thread id, 3 namespace.
 var scriptDeleteThread = redis.NewScript(fileLib + `
 local h = redis.call('HMGET', KEYS[1], 'persisted', 'user_id')
@@ -147,6 +147,7 @@ redis.call('HDEL', KEYS[7], ARGV[2])
 redis.call('HDEL', KEYS[8], ARGV[2])
 if KEYS[10] then
   redis.call('XADD', KEYS[10], '*', 't', ARGV[2], 'u', ARGV[1], 'd', '1')
+  redis.call('SADD', KEYS[11], ARGV[2])
 end
 return 1
 `)

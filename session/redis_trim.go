@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -64,14 +65,16 @@ func (s *RedisStore) fillSteps(ctx context.Context, threadID string, items []any
 // positions in the order set) unless a step was written since they were
 // compared with the database (the step counter n moved).
 //
-// KEYS: 1 thread, 2 steps. ARGV: 1 n, 2... the step ids. Returns how many
-// it dropped, -1 when the thread changed.
+// KEYS: 1 thread, 2 steps. ARGV: 1 n, 2 the highest position trimmed (the
+// thread's cut from now on), 3... the step ids. Returns how many it
+// dropped, -1 when the thread changed.
 var scriptTrim = redis.NewScript(`
 if (redis.call('HGET', KEYS[1], 'n') or '') ~= ARGV[1] then return -1 end
 local n = 0
-for i = 2, #ARGV, 1000 do
+for i = 3, #ARGV, 1000 do
   n = n + redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+redis.call('HSET', KEYS[1], 'cut', ARGV[2])
 return n
 `)
 
@@ -90,30 +93,37 @@ func (s *RedisStore) TrimThread(ctx context.Context, threadID string, keep int) 
 		return 0, nil
 	}
 	t := s.threadKeys(threadID)
-	var (
-		n     *redis.StringCmd
-		older *redis.ZSliceCmd
-	)
-	if _, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		n = p.HGet(ctx, t.hash, "n")
-		older = p.ZRangeWithScores(ctx, t.order, 0, int64(-keep-1))
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
+	// Only the steps after the last trim (cut) are looked at: each trim
+	// reads about two windows, however long the thread.
+	h, err := s.c.HMGet(ctx, t.hash, "n", "cut").Result()
+	if err != nil {
 		return 0, wrap("trim thread", threadID, err)
 	}
-	if n.Val() == "" || len(older.Val()) == 0 {
+	n, _ := h[0].(string)
+	cutStr, _ := h[1].(string)
+	cut, _ := strconv.ParseInt(cutStr, 10, 64)
+	if n == "" {
 		return 0, nil
 	}
-	ids := make([]string, len(older.Val()))
-	for i, z := range older.Val() {
+	after, err := s.c.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: t.order, ByScore: true,
+		Start: "(" + strconv.FormatInt(cut, 10), Stop: "+inf"}).Result()
+	if err != nil {
+		return 0, wrap("trim thread", threadID, err)
+	}
+	if len(after) <= keep {
+		return 0, nil
+	}
+	older := after[:len(after)-keep]
+	ids := make([]string, len(older))
+	for i, z := range older {
 		ids[i], _ = z.Member.(string)
 	}
 	jsons, err := s.c.HMGet(ctx, t.steps, ids...).Result()
 	if err != nil {
 		return 0, wrap("trim thread", threadID, err)
 	}
-	hi := int64(older.Val()[len(ids)-1].Score)
-	recorded, err := s.record.RecordedSteps(ctx, threadID, hi+1, 0)
+	hi := int64(older[len(older)-1].Score)
+	recorded, err := s.record.RecordedSteps(ctx, threadID, hi+1, int(hi-cut))
 	if err != nil {
 		return 0, fmt.Errorf("session: trim thread %s: %w", threadID, err)
 	}
@@ -121,8 +131,8 @@ func (s *RedisStore) TrimThread(ctx context.Context, threadID string, keep int) 
 	for _, r := range recorded {
 		byPos[r.Position] = r.Step
 	}
-	args := []any{n.Val()}
-	for i, z := range older.Val() {
+	args := []any{n, hi}
+	for i, z := range older {
 		raw, ok := jsons[i].(string)
 		if !ok {
 			continue // trimmed already
@@ -142,7 +152,7 @@ func (s *RedisStore) TrimThread(ctx context.Context, threadID string, keep int) 
 		}
 		args = append(args, ids[i])
 	}
-	if len(args) == 1 {
+	if len(args) == 2 {
 		return 0, nil
 	}
 	dropped, err := s.run(ctx, scriptTrim, []string{t.hash, t.steps}, args...).Int()

@@ -16,7 +16,8 @@ import (
 //
 // KEYS: 1 the user's threads, 2 the user's summaries, 3 the user's sessions,
 // 4 the user's live sessions, 5 ending, 6 the user's folded thread names, 7
-// the archive stream (when the store has one: the deletions are added).
+// the archive stream and 8 the gone set (when the store has them: the
+// deletions are added to both).
 // ARGV: 1 namespace, 2 user id.
 // Returns the ids of the sessions whose record existed.
 var scriptDeleteUserData = redis.NewScript(fileLib + `
@@ -29,6 +30,7 @@ local function delthread(tid)
     redis.call('UNLINK', t, t .. ':steps', t .. ':order', t .. ':meta', t .. ':values')
     if h[1] == '1' and KEYS[7] then
       redis.call('XADD', KEYS[7], '*', 't', tid, 'u', uid, 'd', '1')
+      redis.call('SADD', KEYS[8], tid)
     end
   end
 end
@@ -58,7 +60,7 @@ func (s *RedisStore) DeleteUserData(ctx context.Context, userID string) ([]strin
 	keys := []string{s.userKey(userID, "threads"), s.userKey(userID, "summaries"), s.userKey(userID, "sessions"),
 		s.userKey(userID, "live"), s.endingKey(), s.userKey(userID, "lnames")}
 	if s.archive != "" {
-		keys = append(keys, s.archive)
+		keys = append(keys, s.archive, s.goneKey())
 	}
 	ids, err := s.run(ctx, scriptDeleteUserData, keys, s.ns, userID).StringSlice()
 	if err != nil {

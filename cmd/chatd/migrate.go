@@ -96,18 +96,33 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	// The threads go through the archive stream, as the instances' steps
 	// do: written once each however often they are added, whichever
 	// archiver (this one or an instance's) takes them.
-	a := archive.New(st.redis, pool, ss.ArchiveKey(), fmt.Sprintf("migrate-%d", os.Getpid()), slog.New(slog.NewTextHandler(stderr, nil)))
-	for {
-		lag, err := a.Lag(ctx)
+	// Running instances may add entries all along: the copy is done once
+	// none is left up to the last one it added.
+	last := "0-0"
+	if threads > 0 {
+		info, err := st.redis.XInfoStream(ctx, ss.ArchiveKey()).Result()
 		if err != nil {
-			return err
+			return fmt.Errorf("the archive stream: %w", err)
 		}
-		if lag == 0 {
+		last = info.LastGeneratedID
+	}
+	consumer := fmt.Sprintf("migrate-%d", os.Getpid())
+	a := archive.New(st.redis, pool, ss.ArchiveKey(), consumer, slog.New(slog.NewTextHandler(stderr, nil)))
+	for {
+		left, err := st.redis.XRangeN(ctx, ss.ArchiveKey(), "-", last, 1).Result()
+		if err != nil {
+			return fmt.Errorf("the archive stream: %w", err)
+		}
+		if len(left) == 0 || last == "0-0" {
 			break
 		}
 		if _, err := a.Step(ctx); err != nil {
 			return err
 		}
+	}
+	if threads > 0 {
+		// Its entries are all acknowledged: the consumer goes.
+		_ = st.redis.XGroupDelConsumer(ctx, ss.ArchiveKey(), archive.Group, consumer).Err()
 	}
 	fmt.Fprintf(stdout, "copied %d threads with %d steps from Redis\n", threads, steps)
 	return nil

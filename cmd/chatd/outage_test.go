@@ -81,9 +81,9 @@ func TestDatabaseOutage(t *testing.T) {
 	if want < sockets*(2*rounds+1) {
 		t.Fatalf("%d steps in the threads, want at least %d", want, sockets*(2*rounds+1))
 	}
-	rows, distinct := archivedSteps(t, srv.URL, threads)
-	if rows != want || distinct != want {
-		t.Fatalf("the database has %d rows of steps (%d distinct); want %d, each once", rows, distinct, want)
+	rows := archivedSteps(t, srv.URL, threads)
+	if rows != want {
+		t.Fatalf("the database has %d steps; want the %d the threads show", rows, want)
 	}
 }
 
@@ -196,24 +196,26 @@ func TestArchiverKilledBeforeCommit(t *testing.T) {
 	for _, id := range threads {
 		want += q.stepCount(t, tok, id)
 	}
-	rows, distinct := archivedSteps(t, srv.URL, threads)
-	if want < 2*(2*5+1)+2*(2*20+1) || rows != want || distinct != want {
-		t.Fatalf("the database has %d rows of steps (%d distinct); want %d (at least %d), each once", rows, distinct, want, 2*(2*5+1)+2*(2*20+1))
+	rows := archivedSteps(t, srv.URL, threads)
+	if want < 2*(2*5+1)+2*(2*20+1) || rows != want {
+		t.Fatalf("the database has %d steps; want the %d the threads show (at least %d)", rows, want, 2*(2*5+1)+2*(2*20+1))
 	}
 }
 
 // archivedSteps counts the rows of the threads' steps in the database at
-// url, and the distinct steps among them.
-func archivedSteps(t *testing.T, url string, threads []string) (rows, distinct int) {
+// url. A step has one row at most (the key is its thread and id): a step
+// archived twice is one row, so the count equals the steps the API shows
+// when each step is there, and none more.
+func archivedSteps(t *testing.T, url string, threads []string) int {
 	t.Helper()
 	db, err := pgdb.Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.QueryRow(t.Context(), `SELECT count(*), count(DISTINCT (thread_id, id)) FROM steps WHERE thread_id = ANY($1)`,
-		threads).Scan(&rows, &distinct); err != nil {
+	var rows int
+	if err := db.QueryRow(t.Context(), `SELECT count(*) FROM steps WHERE thread_id = ANY($1)`, threads).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	return rows, distinct
+	return rows
 }
