@@ -419,13 +419,20 @@ func TestEvictIdle(t *testing.T) {
 	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("back")); err != nil {
 		t.Fatal(err)
 	}
+	// An old step written again keeps its place.
+	old := before.Threads[idle.ThreadID].Steps
+	rewritten := old[0]
+	rewritten.Content = "hello idle, rewritten"
+	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(&rewritten)); err != nil {
+		t.Fatal(err)
+	}
 	steps, err := st.Steps(ctx, idle.ThreadID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := before.Threads[idle.ThreadID].Steps
-	if len(steps) != len(old)+1 || !reflect.DeepEqual(steps[:len(old)], old) || steps[len(old)].Content != "back" {
-		t.Fatalf("steps after the resume: %v; want the old ones and the new", steps)
+	if len(steps) != len(old)+1 || !reflect.DeepEqual(steps[1:len(old)], old[1:]) || steps[0].Content != rewritten.Content ||
+		steps[len(old)].Content != "back" {
+		t.Fatalf("steps after the resume: %v; want the old ones (the first rewritten) and the new", steps)
 	}
 	// In use again: kept.
 	drain(t, a)

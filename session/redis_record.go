@@ -66,9 +66,11 @@ func FoldName(s string) string { return foldName(s) }
 // Redis has is read from Redis, which has its newest state; one that
 // Redis does not have (lost, or never there: copied from another store)
 // is read from r, and copied back into Redis (restored) the first time a
-// session is created on it or it is changed, its steps staying in r: the
-// thread's base is the last position r had, and its steps up to the base
-// are read from r. Call it before using the store; it returns the store.
+// session is created on it or it is changed, the JSON of its steps staying
+// in r as a trimmed thread's (see TrimThread): Redis has their ids and
+// positions, so that a step written again keeps its place. (A thread's
+// base, the position up to which Redis has not even the ids, is read as
+// well.) Call it before using the store; it returns the store.
 func (s *RedisStore) WithRecord(r ThreadRecord) *RedisStore {
 	s.record = r
 	return s.WithArchive()
@@ -449,8 +451,11 @@ func (s *RedisStore) restored(ctx context.Context, err error, threadID string) b
 }
 
 // scriptRestore writes a thread of the database of record back into Redis,
-// unless Redis has it: its hash (persisted, n and base at its last
-// position), metadata and saved values, and its place in its user's list.
+// unless Redis has it: its hash (persisted, n and cut at its last
+// position), metadata and saved values, the ids and positions of its steps
+// (their JSON stays in the database, as a trimmed thread's: see
+// TrimThread, so that a step written again keeps its place), and its place
+// in its user's list.
 //
 // A thread deleted (from Redis, and maybe not from the database yet) is
 // never restored: its id is in the archive's gone set until the database
@@ -458,20 +463,27 @@ func (s *RedisStore) restored(ctx context.Context, err error, threadID string) b
 //
 // KEYS: 1 thread, 2 metadata, 3 values, 4 the user's threads, 5 the user's
 // summaries, 6 the user's folded names, 7 the archived threads (see
-// EvictIdle), 8 the gone set.
+// EvictIdle), 8 the gone set, 9 the order of its steps.
 // ARGV: 1 thread id, 2 user id, 3 name, 4 chat profile, 5 created (Unix
 // ms), 6 updated, 7 last position, 8 summary JSON, 9 folded name, 10 now
-// (Unix ms), 11 the number of metadata pairs, then the metadata pairs and
-// the values pairs.
+// (Unix ms), 11 the number of metadata pairs, 12 the number of values
+// pairs, then the metadata pairs, the values pairs and the steps'
+// position, id pairs.
 // Returns 1 when restored, 0 when Redis has the thread, -1 when it is gone.
 var scriptRestore = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 1 then return -1 end
 redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'persisted', '1', 'name', ARGV[3], 'chat_profile', ARGV[4],
-  'created_at', ARGV[5], 'updated_at', ARGV[6], 'n', ARGV[7], 'base', ARGV[7])
-local nm = tonumber(ARGV[11])
-for i = 12, 11 + 2 * nm, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-for i = 12 + 2 * nm, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  'created_at', ARGV[5], 'updated_at', ARGV[6], 'n', ARGV[7], 'cut', ARGV[7])
+local nm, nv = tonumber(ARGV[11]), tonumber(ARGV[12])
+local i = 13
+for j = i, i + 2 * nm - 1, 2 do redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1]) end
+i = i + 2 * nm
+for j = i, i + 2 * nv - 1, 2 do redis.call('HSET', KEYS[3], ARGV[j], ARGV[j + 1]) end
+i = i + 2 * nv
+for j = i, #ARGV, 1000 do
+  redis.call('ZADD', KEYS[9], unpack(ARGV, j, math.min(j + 999, #ARGV)))
+end
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[8])
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
@@ -491,18 +503,26 @@ func (s *RedisStore) restore(ctx context.Context, rt RecordedThread) error {
 	if err != nil {
 		return err
 	}
-	args := []any{t.ID, t.UserID, t.Name, t.ChatProfile, t.CreatedAt.UnixMilli(), t.UpdatedAt.UnixMilli(),
-		rt.Last, sum, foldName(t.Name), s.now().UnixMilli(), len(md)}
+	steps, err := s.record.RecordedSteps(ctx, t.ID, 0, 0)
+	if err != nil {
+		return fmt.Errorf("session: restore thread %s: %w", t.ID, err)
+	}
+	args := make([]any, 0, 12+2*(len(md)+len(rt.Values)+len(steps)))
+	args = append(args, t.ID, t.UserID, t.Name, t.ChatProfile, t.CreatedAt.UnixMilli(), t.UpdatedAt.UnixMilli(),
+		rt.Last, sum, foldName(t.Name), s.now().UnixMilli(), len(md), len(rt.Values))
 	for k, v := range md {
 		args = append(args, k, v)
 	}
 	for k, v := range rt.Values {
 		args = append(args, k, v)
 	}
+	for _, st := range steps {
+		args = append(args, st.Position, st.Step.ID)
+	}
 	k := s.threadKeys(t.ID)
 	res, err := s.run(ctx, scriptRestore, []string{k.hash, k.meta, k.values,
 		s.userKey(t.UserID, "threads"), s.userKey(t.UserID, "summaries"), s.userKey(t.UserID, "lnames"),
-		s.archivedKey(), s.goneKey()}, args...).Int()
+		s.archivedKey(), s.goneKey(), k.order}, args...).Int()
 	if err != nil {
 		return wrap("restore thread", t.ID, err)
 	}
