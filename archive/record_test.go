@@ -507,11 +507,17 @@ type recordRig struct {
 	a   *Archiver
 }
 
-func newRecordRig(t *testing.T) *recordRig {
+// newRecordRig makes a recordRig; wrap, when given, changes the store's
+// record (to make it fail, say).
+func newRecordRig(t *testing.T, wrap ...func(*Record) session.ThreadRecord) *recordRig {
 	t.Helper()
 	srv := redistest.Start(t)
 	r := &recordRig{rdb: srv.Client(), ns: srv.Namespace(), db: pgtest.New(t)}
-	r.st = session.NewRedisStore(r.rdb, r.ns).WithRecord(NewRecord(r.db.Pool))
+	var record session.ThreadRecord = NewRecord(r.db.Pool)
+	for _, w := range wrap {
+		record = w(NewRecord(r.db.Pool))
+	}
+	r.st = session.NewRedisStore(r.rdb, r.ns).WithRecord(record)
 	t.Cleanup(r.st.Close)
 	r.a = New(r.rdb, r.db.Pool, r.st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	r.a.Block = 5 * time.Millisecond
@@ -621,19 +627,10 @@ func (failingDeletes) DeleteRecordedThread(context.Context, string) error {
 // database cannot delete it is neither listed, read nor restored from the
 // database; the archiver deletes it there later.
 func TestDeletedThreadStaysDeleted(t *testing.T) {
-	srv := redistest.Start(t)
-	db := pgtest.New(t)
-	ctx := t.Context()
-	rdb := srv.Client()
-	st := session.NewRedisStore(rdb, srv.Namespace()).WithRecord(failingDeletes{NewRecord(db.Pool)})
-	t.Cleanup(st.Close)
-	a := New(rdb, db.Pool, st.ArchiveKey(), "i1", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a.Block = 5 * time.Millisecond
+	r := newRecordRig(t, func(rc *Record) session.ThreadRecord { return failingDeletes{rc} })
+	ctx, st, a, db := t.Context(), r.st, r.a, r.db
 	rec := sessiontest.NewRecord()
-	users := auth.NewPostgresUserStore(db.Pool, auth.NewMemoryStore(nil), nil)
-	if _, err := users.ImportUser(ctx, auth.PersistedUser{ID: rec.UserID, CreatedAt: time.Now(), User: auth.User{Identifier: rec.UserID}}, "", nil); err != nil {
-		t.Fatal(err)
-	}
+	r.addUser(t, rec.UserID)
 	if err := st.Create(ctx, rec, time.Hour); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/chatd-project/chatd/internal/pgtest"
+	"github.com/chatd-project/chatd/internal/redistest"
 )
 
 // TestDatabaseOfRecordUsers: with DATABASE_URL, chatd refuses a database
@@ -340,14 +341,7 @@ func TestDatabaseOfRecordThreads(t *testing.T) {
 // sees it the same, and resumes it.
 func TestThreadEvictedFromRedis(t *testing.T) {
 	t.Parallel()
-	const pw = "bob-evict-password"
-	env, rs := redisEnv(t)
-	env["DATABASE_URL"] = pgtest.New(t).URL
-	env["CHAT_THREAD_CACHE_TTL"] = "1s"
-	addBob(t, env, pw)
-	p := startChatd(t, env)
-	logsOnFailure(t, p)
-	tok := p.login(t, bobID, pw)
+	p, tok, env, rs := startWithDatabase(t, "CHAT_THREAD_CACHE_TTL", "1s")
 	w, welcome, _ := p.openChat(t, tok, "")
 	id := welcome.str("thread_id")
 	if got := w.say("keep this in the database"); len(got) != 1 {
@@ -388,14 +382,7 @@ func TestThreadEvictedFromRedis(t *testing.T) {
 // the same, in order.
 func TestLongThreadTrimmed(t *testing.T) {
 	t.Parallel()
-	const pw = "bob-window-password"
-	env, rs := redisEnv(t)
-	env["DATABASE_URL"] = pgtest.New(t).URL
-	env["CHAT_THREAD_WINDOW"] = "4"
-	addBob(t, env, pw)
-	p := startChatd(t, env)
-	logsOnFailure(t, p)
-	tok := p.login(t, bobID, pw)
+	p, tok, env, rs := startWithDatabase(t, "CHAT_THREAD_WINDOW", "4")
 	w, welcome, greeting := p.openChat(t, tok, "")
 	id := welcome.str("thread_id")
 	var want []string
@@ -420,4 +407,18 @@ func TestLongThreadTrimmed(t *testing.T) {
 	if got := p.thread(t, tok, id).steps(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("the trimmed thread's steps:\n%q\nwant\n%q", got, want)
 	}
+}
+
+// startWithDatabase starts chatd on a Redis and a database of the test's
+// own, with the setting key=value, and signs bob in.
+func startWithDatabase(t *testing.T, key, value string) (*chatd, string, map[string]string, *redistest.Server) {
+	t.Helper()
+	const pw = "bob-database-password"
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = pgtest.New(t).URL
+	env[key] = value
+	addBob(t, env, pw)
+	p := startChatd(t, env)
+	logsOnFailure(t, p)
+	return p, p.login(t, bobID, pw), env, rs
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatd-project/chatd/internal/pgdb"
 	"github.com/chatd-project/chatd/internal/pgtest"
+	"github.com/chatd-project/chatd/internal/redistest"
 )
 
 // TestDatabaseOutage: 1,000 turns while the database of record is stopped
@@ -20,19 +21,10 @@ import (
 // returns to 0 with every step in the database exactly once.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
-	srv := pgtest.StartServer(t)
-	env, _ := redisEnv(t)
-	env["DATABASE_URL"] = srv.URL
-	env["CHAT_RATE_PER_S"] = "0"
-	env["CHAT_USER_RATE_PER_MIN"] = "0"
-	if r := runChatd(t, env, "", "migrate"); r.code != 0 {
-		t.Fatalf("chatd migrate: exit %d\nstderr: %s", r.code, r.stderr)
-	}
-	const pw = "bob-outage-password"
-	addBob(t, env, pw)
+	srv, env, _ := ownDatabase(t, map[string]string{"CHAT_RATE_PER_S": "0", "CHAT_USER_RATE_PER_MIN": "0"})
 	p := startChatd(t, env)
 	logsOnFailure(t, p)
-	tok := p.login(t, bobID, pw)
+	tok := p.login(t, bobID, ownPW)
 	const sockets, rounds = 10, 100
 	var (
 		ws      []*wsClient
@@ -116,15 +108,7 @@ func (p *chatd) stepCount(t *testing.T, token, id string) int {
 // steps over: each is in the database once, and nothing is left pending.
 func TestArchiverKilledBeforeCommit(t *testing.T) {
 	t.Parallel()
-	srv := pgtest.StartServer(t)
-	env, rs := redisEnv(t)
-	env["DATABASE_URL"] = srv.URL
-	env["CHAT_ARCHIVE_CLAIM_IDLE"] = "2s"
-	if r := runChatd(t, env, "", "migrate"); r.code != 0 {
-		t.Fatalf("chatd migrate: exit %d\nstderr: %s", r.code, r.stderr)
-	}
-	const pw = "bob-kill-password"
-	addBob(t, env, pw)
+	srv, env, rs := ownDatabase(t, map[string]string{"CHAT_ARCHIVE_CLAIM_IDLE": "2s"})
 	instances := map[string]*chatd{}
 	for _, id := range []string{"A", "B"} {
 		e := map[string]string{"CHAT_INSTANCE_ID": id}
@@ -134,7 +118,7 @@ func TestArchiverKilledBeforeCommit(t *testing.T) {
 		instances[id] = startChatd(t, e)
 		logsOnFailure(t, instances[id])
 	}
-	tok := instances["A"].login(t, bobID, pw)
+	tok := instances["A"].login(t, bobID, ownPW)
 	var threads []string
 	for _, id := range []string{"A", "B"} {
 		w, welcome, _ := instances[id].openChat(t, tok, "")
@@ -218,4 +202,25 @@ func archivedSteps(t *testing.T, url string, threads []string) int {
 		t.Fatal(err)
 	}
 	return rows
+}
+
+// ownPW is bob's password in the tests of ownDatabase.
+const ownPW = "bob-own-database-password"
+
+// ownDatabase starts a PostgreSQL of the test's own (stopped and started by
+// the test) and a Redis, migrates the database and adds bob (ownPW); it
+// returns the server and chatd's environment, with extra.
+func ownDatabase(t *testing.T, extra map[string]string) (*pgtest.Server, map[string]string, *redistest.Server) {
+	t.Helper()
+	srv := pgtest.StartServer(t)
+	env, rs := redisEnv(t)
+	env["DATABASE_URL"] = srv.URL
+	for k, v := range extra {
+		env[k] = v
+	}
+	if r := runChatd(t, env, "", "migrate"); r.code != 0 {
+		t.Fatalf("chatd migrate: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	addBob(t, env, ownPW)
+	return srv, env, rs
 }
