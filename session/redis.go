@@ -18,14 +18,21 @@ type RedisStore struct {
 	now     func() time.Time // set before use; read-only afterwards
 	archive string           // the archive stream's key, or "" (WithArchive)
 	record  ThreadRecord     // the database of record, or nil (WithRecord)
+	// turn holds the scripts of a turn: scriptUserMessage and
+	// scriptNextTurn, which tests replace by their general code alone.
+	turn turnScripts
 }
+
+// turnScripts are the scripts that start and end a turn.
+type turnScripts struct{ userMessage, nextTurn *redis.Script }
 
 var _ Store = (*RedisStore)(nil)
 
 // NewRedisStore returns a RedisStore on c whose keys all start with
 // namespace.
 func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
-	return &RedisStore{c: c, b: &batcher{c: c}, ns: namespace, now: time.Now}
+	return &RedisStore{c: c, b: &batcher{c: c}, ns: namespace, now: time.Now,
+		turn: turnScripts{userMessage: scriptUserMessage, nextTurn: scriptNextTurn}}
 }
 
 // Close waits for the scripts the store has in flight to be answered

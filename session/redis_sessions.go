@@ -280,7 +280,7 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 		}
 		args = append(args, f.ID, f.Payload)
 	}
-	res, err := s.runOnThread(ctx, scriptUserMessage, rec.ThreadID, s.turnKeys(rec), args...).Slice()
+	res, err := s.runOnThread(ctx, s.turn.userMessage, rec.ThreadID, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Appended{}, scriptErr("append user message", rec.ID, err)
 	}

@@ -476,7 +476,10 @@ return out
 // runner, the seqs of the frames after the echo...}; the payload is the
 // first echo's for a duplicate (nil if trimmed), and nil otherwise: the
 // caller has it.
-var scriptUserMessage = redis.NewScript(withIDKeep(appendLib) + turnLib + lateLib + `
+var scriptUserMessage = redis.NewScript(withIDKeep(withFastPath(fastUserMessage, appendLib+turnLib+lateLib+userMessageBody)))
+
+// userMessageBody is scriptUserMessage's general code, after its library.
+const userMessageBody = `
 if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -567,7 +570,7 @@ for i = 22, #ARGV, 2 do res[#res + 1] = logframe(ARGV[i], ARGV[i + 1]) end
 expirelog()
 flush()
 return res
-`)
+`
 
 // scriptCreateOnThread is scriptCreate behind a check: nothing is written
 // unless the thread exists and its latest session is ARGV[5] (the record's

@@ -86,7 +86,7 @@ func (s *RedisStore) NextTurn(ctx context.Context, rec *Record, fence int64, don
 	args = append(args, s.now().UnixMilli(), rec.ThreadID, logMax, fence, done, stopArg, s.ns, rec.ID, rec.UserID)
 	args = appendValueArgs(args, values)
 	args = appendFrameArgs(args, frames, steps)
-	res, err := s.runOnThread(ctx, scriptNextTurn, rec.ThreadID, s.turnKeys(rec), args...).Slice()
+	res, err := s.runOnThread(ctx, s.turn.nextTurn, rec.ThreadID, s.turnKeys(rec), args...).Slice()
 	if err != nil {
 		return Next{}, scriptErr("next turn", rec.ID, err)
 	}

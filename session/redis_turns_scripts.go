@@ -94,7 +94,10 @@ return l
 // 6 "1" to stop, 7 namespace, 8 session id, 9 user id, then the values
 // (see setvalues) and the frames (see appendframes).
 // Returns {ok, resumed, head entry, the frames' seqs...}.
-var scriptNextTurn = redis.NewScript(withIDKeep(appendLib) + turnLib + `
+var scriptNextTurn = redis.NewScript(withIDKeep(withFastPath(fastNextTurn, appendLib+turnLib+nextTurnBody)))
+
+// nextTurnBody is scriptNextTurn's general code, after its library.
+const nextTurnBody = `
 if not loadrec() then
   return redis.error_reply('CHATD_NOTFOUND')
 end
@@ -182,7 +185,7 @@ end
 flush()
 for _, s in ipairs(seqs) do res[#res + 1] = s end
 return res
-`)
+`
 
 // scriptDropQueued drops the turns behind a started head.
 //
