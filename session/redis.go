@@ -46,6 +46,17 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []strin
 	return s.b.run(ctx, script, keys, args...)
 }
 
+// WithGroupCommit makes a script that would go to Redis alone wait up to
+// linger for other callers' scripts, to share a round trip with them,
+// when calls have been coming faster than one a linger (see batcher): a
+// little latency for fewer system calls on both sides under load. 0 (the
+// default) never waits. Call it before using the store; it returns the
+// store.
+func (s *RedisStore) WithGroupCommit(linger time.Duration) *RedisStore {
+	s.b.setLinger(linger)
+	return s
+}
+
 // WithArchive makes the store add every step it writes to a persisted
 // thread through a turn (a user message, an append, the end of a turn) to
 // the archive stream, ArchiveKey, in the script that writes the step, for

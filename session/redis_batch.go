@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,6 +17,13 @@ import (
 // as it would without the batcher. Each script stays atomic on its own;
 // scripts of one pipeline are not atomic together, and callers never
 // assumed an order between concurrent calls.
+//
+// With a linger (WithGroupCommit), a script that would go alone waits up
+// to the linger for others when calls have been coming faster than one a
+// linger (a moving average of the time between them): at a thousand
+// messages a second, two or three sessions' scripts share each round trip
+// instead of one or two, for a linger's worth of latency. The batch goes
+// as soon as it is full. When calls come slower, none waits.
 
 const (
 	// batchPipelines is how many pipelines may be in flight at once: one
@@ -24,18 +32,28 @@ const (
 	// batchMax bounds a pipeline, so that one does not hold Redis for
 	// long (a script takes some tens of microseconds).
 	batchMax = 32
+	// gapMax caps a gap between calls in the moving average, so that
+	// after a pause the average comes back down within a few calls.
+	gapMax = 100 * time.Millisecond
 )
 
 // batcher sends scripts to Redis in pipelines; see above. Its goroutines
 // start when scripts wait and end when none does: a store holds none while
 // idle, and every goroutine ends once the calls it carries are answered.
 type batcher struct {
-	c redis.UniversalClient
+	c      redis.UniversalClient
+	linger time.Duration // 0: no script waits for company (set before use)
 
 	mu      sync.Mutex
 	queue   []*batchCall
-	running int            // pipelines in flight (a caller's own, or a goroutine's)
-	wg      sync.WaitGroup // the batcher's goroutines
+	running int // pipelines in flight (a caller's own, or a goroutine's)
+	// lingering is true while a sender waits for company; the calls
+	// that come meanwhile are its own.
+	lingering bool
+	last      time.Time      // when the last call came
+	gap       time.Duration  // moving average of the time between calls
+	full      chan struct{}  // tells a lingering sender its batch is full (made with linger)
+	wg        sync.WaitGroup // the batcher's goroutines
 }
 
 // batchCall is one script run waiting for its pipeline.
@@ -48,20 +66,28 @@ type batchCall struct {
 	done   chan struct{}
 }
 
+// setLinger sets the linger (see the batcher's documentation); before use.
+func (b *batcher) setLinger(d time.Duration) {
+	b.linger = max(d, 0)
+	b.full = make(chan struct{}, 1)
+}
+
 // run runs script as Script.Run does, in the next pipeline. A caller whose
 // ctx ends stops waiting (ctx's error); the script may still run.
 func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	b.mu.Lock()
-	if b.running < batchPipelines && len(b.queue) == 0 {
+	company := b.company()
+	if !company && b.running < batchPipelines && len(b.queue) == 0 {
 		// Nothing waits: the caller sends its script itself, at once,
-		// and leaves what came meanwhile to a goroutine of the batcher.
+		// and leaves what came meanwhile to a goroutine of the batcher
+		// (unless a lingering one has it).
 		b.running++
 		b.mu.Unlock()
 		cmd := script.Run(ctx, b.c, keys, args...)
 		b.mu.Lock()
-		if len(b.queue) > 0 {
+		if len(b.queue) > 0 && !b.lingering {
 			b.wg.Add(1)
-			go b.send()
+			go b.send(false)
 		} else {
 			b.running--
 		}
@@ -70,10 +96,19 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 	}
 	call := &batchCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	b.queue = append(b.queue, call)
-	if b.running < batchPipelines {
+	switch {
+	case b.lingering:
+		if len(b.queue) >= batchMax {
+			select {
+			case b.full <- struct{}{}:
+			default:
+			}
+		}
+	case b.running < batchPipelines:
 		b.running++
 		b.wg.Add(1)
-		go b.send()
+		b.lingering = company
+		go b.send(company)
 	}
 	b.mu.Unlock()
 	select {
@@ -86,12 +121,35 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 	}
 }
 
-// send sends pipelines of the waiting calls until none waits. A call
-// whose caller stopped waiting (its context ended) is dropped unsent: the
-// caller was told it failed.
-func (b *batcher) send() {
+// company records a call that comes now, and reports whether it should
+// wait for company: calls have come faster than one a linger. Called with
+// b.mu held.
+func (b *batcher) company() bool {
+	if b.linger <= 0 {
+		return false
+	}
+	now := time.Now()
+	g := gapMax
+	if !b.last.IsZero() {
+		g = min(now.Sub(b.last), gapMax)
+	} else {
+		b.gap = gapMax
+	}
+	b.last = now
+	b.gap += (g - b.gap) / 8
+	return b.gap < b.linger
+}
+
+// send sends pipelines of the waiting calls until none waits; with
+// linger, it first waits for company for up to the batcher's linger, or
+// until the batch is full. A call whose caller stopped waiting (its
+// context ended) is dropped unsent: the caller was told it failed.
+func (b *batcher) send(linger bool) {
 	defer b.wg.Done()
 	for {
+		if linger {
+			b.waitCompany()
+		}
 		b.mu.Lock()
 		var batch []*batchCall
 		for len(batch) < batchMax && len(b.queue) > 0 {
@@ -112,7 +170,31 @@ func (b *batcher) send() {
 		}
 		b.mu.Unlock()
 		b.exec(batch)
+		// The calls that came meanwhile go next; under load, with those
+		// that come within a linger.
+		b.mu.Lock()
+		linger = len(b.queue) > 0 && len(b.queue) < batchMax && !b.lingering && b.linger > 0 && b.gap < b.linger
+		b.lingering = b.lingering || linger
+		b.mu.Unlock()
 	}
+}
+
+// waitCompany waits for the linger to run out or the batch to be full,
+// and ends the batcher's lingering.
+func (b *batcher) waitCompany() {
+	t := time.NewTimer(b.linger)
+	select {
+	case <-t.C:
+	case <-b.full:
+		t.Stop()
+	}
+	b.mu.Lock()
+	b.lingering = false
+	select { // a signal that came as the timer fired
+	case <-b.full:
+	default:
+	}
+	b.mu.Unlock()
 }
 
 // wait waits for the batcher's goroutines to end.

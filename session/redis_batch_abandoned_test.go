@@ -37,7 +37,7 @@ func TestBatcherDropsAbandonedCalls(t *testing.T) {
 	b.running = 1
 	b.mu.Unlock()
 	b.wg.Add(1)
-	go b.send()
+	go b.send(false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		b.mu.Lock()

@@ -18,14 +18,16 @@ import (
 type pipelineSizes struct {
 	mu    sync.Mutex
 	sizes []int
-	alone atomic.Int64
+	alone atomic.Int64 // scripts sent on their own
 }
 
 func (h *pipelineSizes) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *pipelineSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.alone.Add(1)
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			h.alone.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }
@@ -105,7 +107,7 @@ func TestBatcher(t *testing.T) {
 			b.running = 1
 			b.mu.Unlock()
 			b.wg.Add(1)
-			go b.send()
+			go b.send(false)
 			wg.Wait()
 			for i := range n {
 				if errs[i] != nil || got[i] != fmt.Sprint(i) {
@@ -133,4 +135,62 @@ func TestBatcher(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatcherGroupCommit: with a linger, calls that come faster than one
+// a linger wait for each other and go in one pipeline, which leaves as
+// soon as it is full; calls that come slower go alone, at once.
+func TestBatcherGroupCommit(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := t.Context()
+	if err := echoScript.Load(ctx, c).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("fast calls share a pipeline", func(t *testing.T) {
+		hook := &pipelineSizes{}
+		c.AddHook(hook)
+		// A linger far longer than the test: the batch leaves because it
+		// is full, not because the linger ran out.
+		b := &batcher{c: c}
+		b.setLinger(time.Hour)
+		var wg sync.WaitGroup
+		got := make([]string, batchMax)
+		errs := make([]error, batchMax)
+		for i := range batchMax {
+			wg.Go(func() { got[i], errs[i] = b.run(ctx, echoScript, nil, fmt.Sprint(i)).Text() })
+		}
+		wg.Wait()
+		b.wait()
+		for i := range batchMax {
+			if errs[i] != nil || got[i] != fmt.Sprint(i) {
+				t.Fatalf("call %d = %q, %v", i, got[i], errs[i])
+			}
+		}
+		hook.mu.Lock()
+		defer hook.mu.Unlock()
+		if len(hook.sizes) != 1 || hook.sizes[0] != batchMax || hook.alone.Load() != 0 {
+			t.Fatalf("pipelines %v and %d scripts alone, want one pipeline of %d", hook.sizes, hook.alone.Load(), batchMax)
+		}
+	})
+
+	t.Run("slow calls go alone", func(t *testing.T) {
+		hook := &pipelineSizes{}
+		c.AddHook(hook)
+		b := &batcher{c: c}
+		b.setLinger(time.Millisecond)
+		for i := range 5 {
+			if got, err := b.run(ctx, echoScript, nil, "x").Text(); err != nil || got != "x" {
+				t.Fatalf("call %d = %q, %v", i, got, err)
+			}
+			time.Sleep(20 * time.Millisecond) // slower than one a linger
+		}
+		b.wait()
+		hook.mu.Lock()
+		defer hook.mu.Unlock()
+		if len(hook.sizes) != 0 || hook.alone.Load() != 5 {
+			t.Fatalf("pipelines %v and %d scripts alone, want 5 alone", hook.sizes, hook.alone.Load())
+		}
+	})
 }

@@ -46,6 +46,7 @@ type config struct {
 	ArchiveClaim    time.Duration
 	ThreadCacheTTL  time.Duration
 	ThreadWindow    int
+	RedisLinger     time.Duration
 	HTTPTimeout     time.Duration
 	IdleTimeout     time.Duration
 	ShutdownTimeout time.Duration
@@ -144,6 +145,7 @@ func (c *config) settings() []setting {
 		{"CHAT_THREAD_CACHE_TTL", "thread-cache-ttl", "24h", "with DATABASE_URL: how long a thread nobody is on stays in Redis once archived (then it is read from the database); 0: for ever", dur(&c.ThreadCacheTTL)},
 		{"CHAT_THREAD_WINDOW", "thread-window", "200", "with DATABASE_URL: the steps of a thread in use whose content Redis keeps (between this and twice this); the older ones are read from the database; 0: all", num(&c.ThreadWindow)},
 		{"CHAT_ARCHIVE_CLAIM_IDLE", "archive-claim-idle", "30s", "with DATABASE_URL: how long steps taken by an instance's archiver stay unarchived before another instance's takes them over (the first died)", dur(&c.ArchiveClaim)},
+		{"CHAT_REDIS_LINGER", "redis-linger", "1ms", "with REDIS_URL, under load (calls faster than one per linger): how long a store call may wait for others to share its round trip to Redis; 0: each goes at once", dur(&c.RedisLinger)},
 		{"CHAT_SEND_LINGER", "send-linger", "5ms", "how long a handler's message may wait to be stored with its next frame or the end of its turn (one round trip for both), and the echo of a turn that starts at once for its next frame (one socket write); 0: store and send each at once", dur(&c.SendLinger)},
 		{"CHAT_HTTP_TIMEOUT", "http-timeout", "30s", "how long an HTTP request may take to send its body and take its response (an upload: between two chunks); 0: no limit", dur(&c.HTTPTimeout)},
 		{"CHAT_IDLE_TIMEOUT", "idle-timeout", "60s", "how long an idle keep-alive connection stays open", dur(&c.IdleTimeout)},

@@ -204,14 +204,14 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
 	}
 	if cfg.DatabaseURL == "" {
-		return redisStores(c, cfg.Namespace, nil), nil
+		return redisStores(c, cfg.Namespace, nil, cfg.RedisLinger), nil
 	}
 	pool, err := openDatabase(ctx, cfg.DatabaseURL, cfg.Migrate)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
-	st := redisStores(c, cfg.Namespace, archive.NewRecord(pool))
+	st := redisStores(c, cfg.Namespace, archive.NewRecord(pool), cfg.RedisLinger)
 	// The database of record keeps the users; tokens, throttles and
 	// sign-in flows stay in Redis.
 	st.name = "redis+postgres"
@@ -275,10 +275,11 @@ func openDatabase(ctx context.Context, url string, migrate bool) (*pgxpool.Pool,
 // redisStores are the stores of a deployment on Redis, all on client c
 // under namespace ns; closing them closes c. With a record (a database of
 // record is configured), the session store adds the threads' steps to its
-// archive stream, and reads the threads the database has as well.
-func redisStores(c *redis.Client, ns string, record session.ThreadRecord) *stores {
+// archive stream, and reads the threads the database has as well. Its
+// calls wait up to linger for company under load (WithGroupCommit).
+func redisStores(c *redis.Client, ns string, record session.ThreadRecord, linger time.Duration) *stores {
 	rs := auth.NewRedisStore(c, ns)
-	ss := session.NewRedisStore(c, ns)
+	ss := session.NewRedisStore(c, ns).WithGroupCommit(linger)
 	archiveKey := ""
 	if record != nil {
 		archiveKey = ss.WithRecord(record).ArchiveKey()

@@ -79,7 +79,7 @@ func TestDemoRoundTripsPerMessage(t *testing.T) {
 	c := r.Client()
 	hook := &scopedHook{}
 	c.AddHook(hook)
-	st := redisStores(c, r.Namespace(), nil)
+	st := redisStores(c, r.Namespace(), nil, 0)
 	// The per-user rate limit across instances is off: on, it costs a
 	// round trip of its own per frame (docs/benchmarks.md).
 	env := map[string]string{"CHAT_SEND_LINGER": "1m", "CHAT_USER_RATE_PER_MIN": "0"}
