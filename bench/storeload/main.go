@@ -2,7 +2,7 @@
 // in the way: it drives Redis the way a turn does, for many sessions at
 // once, and prints what Redis spent per message.
 //
-//	go run ./bench/storeload -redis-url redis://127.0.0.1:6390 [-mode chatd,minimal] [-sessions 1000] [-duration 15s]
+//	go run ./bench/storeload -redis-url redis://127.0.0.1:6390 [-mode chatd,lean,minimal] [-sessions 1000] [-duration 15s]
 //
 // Modes, run one after the other on the same Redis:
 //
@@ -10,6 +10,9 @@
 //     another: AppendUserMessage (echo, step, turn, runner lease,
 //     task_start), then NextTurn with the reply, the demo's four session
 //     values (a growing history among them) and task_end.
+//   - lean: the commands of chatd's turn on its common path, on as many
+//     keys, with the same values, in two straight scripts with few
+//     arguments: what the turn's data costs Redis, apart from the scripts.
 //   - minimal: the least a store that keeps a message before its handler
 //     runs can do, in two scripts: the echo, task_start and the user's step
 //     (idempotent by client id), then the reply, task_end and the
@@ -65,7 +68,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	var cfg config
 	fs := flag.NewFlagSet("storeload", flag.ContinueOnError)
 	fs.StringVar(&cfg.redisURL, "redis-url", "", "the Redis to load (required)")
-	modes := fs.String("mode", "chatd,minimal", "comma-separated modes: chatd, minimal")
+	modes := fs.String("mode", "chatd,lean,minimal", "comma-separated modes: chatd, lean, minimal")
 	fs.IntVar(&cfg.sessions, "sessions", 1000, "sessions at once")
 	fs.DurationVar(&cfg.duration, "duration", 15*time.Second, "how long each mode runs")
 	fs.DurationVar(&cfg.pause, "pause", time.Second, "pause between a session's messages")
@@ -77,7 +80,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	cfg.modes = strings.Split(*modes, ",")
 	for _, m := range cfg.modes {
-		if m != "chatd" && m != "minimal" {
+		if m != "chatd" && m != "minimal" && m != "lean" {
 			return fmt.Errorf("unknown mode %q", m)
 		}
 	}
@@ -125,7 +128,7 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 		defer st.Close()
 	default:
 		var err error
-		if mini, err = newMinimal(ctx, rdb, ns); err != nil {
+		if mini, err = newMinimal(ctx, rdb, ns, mode == "lean"); err != nil {
 			return result{}, err
 		}
 	}
@@ -206,18 +209,26 @@ func (t *storeTurner) turn(ctx context.Context, content string) error {
 	if a.Fence == 0 {
 		return errors.New("the turn did not start")
 	}
-	// The demo's values: a history that grows by the message, and three more.
-	t.history = append(t.history, map[string]string{"timestamp": time.Now().UTC().Format(time.RFC3339), "message": content, "type": "user"})
-	h, err := json.Marshal(t.history)
+	values, err := demoValues(&t.history, content)
 	if err != nil {
 		return err
 	}
-	values := map[string][]byte{"conversation_history": h, "last_interaction": []byte(strconv.Quote(time.Now().UTC().Format(time.RFC3339))),
-		"message_count": []byte(strconv.Itoa(len(t.history))), "user_preferences": []byte(`{"language":"en","notifications":true}`)}
 	reply := newFrame("message", newStep("assistant_message", "[assistant] "+content))
 	end := session.Frame{ID: uuid.NewString(), Payload: []byte(`{"type":"task_end","stopped":false,"interrupted":false,"error":false}`)}
 	_, err = t.st.NextTurn(ctx, &t.rec, a.Fence, turnID, false, values, reply, end)
 	return err
+}
+
+// demoValues adds a message to history and returns the demo's values: the
+// history, which grows by the message, and three more.
+func demoValues(history *[]map[string]string, content string) (map[string][]byte, error) {
+	*history = append(*history, map[string]string{"timestamp": time.Now().UTC().Format(time.RFC3339), "message": content, "type": "user"})
+	h, err := json.Marshal(*history)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{"conversation_history": h, "last_interaction": []byte(strconv.Quote(time.Now().UTC().Format(time.RFC3339))),
+		"message_count": []byte(strconv.Itoa(len(*history))), "user_preferences": []byte(`{"language":"en","notifications":true}`)}, nil
 }
 
 func newStep(typ, content string) *session.Step {

@@ -10,7 +10,7 @@ import (
 	"github.com/chatd-project/chatd/internal/redistest"
 )
 
-// TestRun: both modes run turns without errors, report Redis's figures,
+// TestRun: the three modes run turns without errors, report Redis's figures,
 // and leave no key behind. A smoke test: its figures are not checked.
 func TestRun(t *testing.T) {
 	srv := redistest.Start(t)
@@ -22,8 +22,8 @@ func TestRun(t *testing.T) {
 	}
 	line := regexp.MustCompile(`(?m)^(\w+) +3 sessions, (\d+) messages in 300ms, (\d+) errors: Redis CPU [0-9.]+ µs, [0-9.]+ reads and ([0-9.]+) commands per message$`)
 	got := line.FindAllStringSubmatch(out.String(), -1)
-	if len(got) != 2 || got[0][1] != "chatd" || got[1][1] != "minimal" {
-		t.Fatalf("output:\n%s\nwant a line for chatd and one for minimal", out.String())
+	if len(got) != 3 || got[0][1] != "chatd" || got[1][1] != "lean" || got[2][1] != "minimal" {
+		t.Fatalf("output:\n%s\nwant a line for chatd, lean and minimal", out.String())
 	}
 	for _, m := range got {
 		if n, _ := strconv.Atoi(m[2]); n == 0 || m[3] != "0" {

@@ -55,15 +55,71 @@ const (
 	minimalLogMax = 2000
 )
 
-// minimal is the least store of a two-step turn; see minimalEcho.
+// leanEcho and leanReply do the commands of chatd's turn scripts on their
+// common path (the same reads and writes, on as many keys: the record,
+// the log, the remembered ids, the thread, its steps and order, the
+// user's threads, the session values, the instance's runner leases and
+// the set of instances), in straight Lua with few arguments: what the
+// turn's data costs Redis, apart from the scripts that write it.
+//
+// KEYS: those of minimalEcho, then 6 thread, 7 the user's threads,
+// 8 session values, 9 runner leases, 10 instances. ARGV as minimalEcho's
+// and minimalReply's; leanReply's then has the session values' pairs.
+const leanEcho = `
+local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence')
+if not r[1] then return redis.error_reply('GONE') end
+local v = redis.call('HMGET', KEYS[3], ARGV[2], 'f:' .. ARGV[3])
+if v[1] then return 0 end
+local tm = redis.call('TIME')
+local t = redis.call('HMGET', KEYS[6], 'persisted', 'user_id', 'updated_at', 'n')
+local n = tonumber(t[4] or '0') + 1
+local seq = tonumber(r[2] or '0') + 1
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], seq .. '-0', 'p', ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[5], 'NX', n, ARGV[3])
+redis.call('ZADD', KEYS[7], tm[1], KEYS[6])
+redis.call('HSET', KEYS[6], 'n', n, 'updated_at', tm[1])
+redis.call('SADD', KEYS[9], KEYS[1])
+redis.call('SADD', KEYS[10], 'storeload')
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], (seq + 1) .. '-0', 'p', ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[2], seq, 'f:' .. ARGV[3], seq)
+redis.call('HSET', KEYS[1], 'seq', seq + 1, 'runner', 'storeload', 'fence', 1, 'started', ARGV[3], 'sturn', ARGV[4])
+return seq
+`
+
+const leanReply = `
+local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sturn', 'queued', 'ended', 'nfid')
+if not r[1] then return redis.error_reply('GONE') end
+local t = redis.call('HMGET', KEYS[6], 'persisted', 'user_id', 'updated_at', 'n')
+local n = tonumber(t[4] or '0') + 1
+local seq = tonumber(r[2] or '0') + 1
+if #ARGV > 6 then redis.call('HSET', KEYS[8], unpack(ARGV, 7)) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'p', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[5], 'NX', n, ARGV[2])
+redis.call('ZADD', KEYS[7], ARGV[1], KEYS[6])
+redis.call('HSET', KEYS[6], 'n', n, 'updated_at', ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], (seq + 1) .. '-0', 'p', ARGV[5])
+redis.call('HSET', KEYS[3], 'f:' .. ARGV[2], seq, 'f:e' .. ARGV[2], seq + 1)
+redis.call('SREM', KEYS[9], KEYS[1])
+redis.call('HSET', KEYS[1], 'seq', seq + 1, 'nfid', ARGV[2], 'runner', '', 'started', '', 'sfence', '', 'sturn', '')
+return seq
+`
+
+// minimal is the least store of a two-step turn (see minimalEcho), or
+// with lean, chatd's turn data in straight Lua (see leanEcho).
 type minimal struct {
 	rdb         *redis.Client
 	ns          string
+	lean        bool
 	echo, reply *redis.Script
 }
 
-func newMinimal(ctx context.Context, rdb *redis.Client, ns string) (*minimal, error) {
-	m := &minimal{rdb: rdb, ns: ns, echo: redis.NewScript(minimalEcho), reply: redis.NewScript(minimalReply)}
+func newMinimal(ctx context.Context, rdb *redis.Client, ns string, lean bool) (*minimal, error) {
+	m := &minimal{rdb: rdb, ns: ns, lean: lean, echo: redis.NewScript(minimalEcho), reply: redis.NewScript(minimalReply)}
+	if lean {
+		m.echo, m.reply = redis.NewScript(leanEcho), redis.NewScript(leanReply)
+	}
 	for _, s := range []*redis.Script{m.echo, m.reply} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return nil, fmt.Errorf("load a script: %w", err)
@@ -79,12 +135,17 @@ func (m *minimal) open(ctx context.Context) (*minimalTurner, error) {
 	if err := m.rdb.HSet(ctx, rec, "seq", 0, "user", "storeload").Err(); err != nil {
 		return nil, err
 	}
-	return &minimalTurner{m: m, keys: []string{rec, rec + ":log", rec + ":ids", thread + ":steps", thread + ":order"}}, nil
+	keys := []string{rec, rec + ":log", rec + ":ids", thread + ":steps", thread + ":order"}
+	if m.lean {
+		keys = append(keys, thread, m.ns+"u:{u:storeload}:threads", rec+":kv", m.ns+"inst:storeload:runs", m.ns+"instances")
+	}
+	return &minimalTurner{m: m, keys: keys}, nil
 }
 
 type minimalTurner struct {
-	m    *minimal
-	keys []string
+	m       *minimal
+	keys    []string
+	history []map[string]string // lean: the demo's values, as chatd's mode
 }
 
 func (t *minimalTurner) turn(ctx context.Context, content string) error {
@@ -100,8 +161,18 @@ func (t *minimalTurner) turn(ctx context.Context, content string) error {
 	if seq == 0 {
 		return errors.New("a new client id was taken for a repeat")
 	}
-	return t.m.reply.Run(ctx, t.m.rdb, t.keys, ttl, reply.ID, replyJSON, answer.Payload,
-		`{"type":"task_end","stopped":false,"interrupted":false,"error":false}`, minimalLogMax).Err()
+	args := []any{time.Now().UnixMilli(), reply.ID, replyJSON, answer.Payload,
+		`{"type":"task_end","stopped":false,"interrupted":false,"error":false}`, minimalLogMax}
+	if t.m.lean {
+		values, err := demoValues(&t.history, content)
+		if err != nil {
+			return err
+		}
+		for k, v := range values {
+			args = append(args, k, v)
+		}
+	}
+	return t.m.reply.Run(ctx, t.m.rdb, t.keys, args...).Err()
 }
 
 func stepJSON(id, typ, content string) string {
