@@ -84,8 +84,7 @@
 //	                             message came and never waited in the inbox),
 //	                             queued ("1" once a turn was pushed to the inbox,
 //	                             "" once it is seen empty), ended ("1" once the
-//	                             end is claimed, beside :end), nfid (the first
-//	                             frame id of the last NextTurn, to know its retry)
+//	                             end is claimed, beside :end)
 //	s:{s:<id>}:kv        hash    application values, raw JSON
 //	s:{s:<id>}:log       stream  outbound frames, ids <seq>-0, field p = payload;
 //	                             trimmed to about 2,000 entries (at least LogKeep kept)

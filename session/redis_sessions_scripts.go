@@ -169,8 +169,7 @@ const appendLib = archiveLib + `
 --
 -- loadrec reads the record's fields the scripts look at, once: rec.runner,
 -- rec.fence, rec.started, rec.sfence, rec.sturn, rec.queued (see turnLib),
--- rec.ended (the chat's end was claimed), rec.nfid (the first frame id of
--- the last NextTurn) and curseq, the last seq given. It returns false
+-- rec.ended (the chat's end was claimed) and curseq, the last seq given. It returns false
 -- for a missing session. Until then, gen0 (an id may be in KEYS[14]) and
 -- fresh (the log and ids may have no expiry yet) are true.
 local rec, curseq, gen0, fresh = {}, 0, true, true
@@ -209,11 +208,11 @@ local function flush()
 end
 local function loadrec()
   local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sfence', 'sturn', 'queued',
-    'ended', 'nfid')
+    'ended')
   if not r[1] then return false end
   curseq = tonumber(r[2] or '0')
   rec.runner, rec.fence, rec.started, rec.sfence = r[3], r[4], r[5], r[6]
-  rec.sturn, rec.queued, rec.ended, rec.nfid = r[7] or '', r[8] or '', r[9] == '1', r[10] or ''
+  rec.sturn, rec.queued, rec.ended = r[7] or '', r[8] or '', r[9] == '1'
   -- The ids' current generation is new (without expiry) after a
   -- rotation, as the log and the ids are in a session's first script.
   gen0, fresh = curseq >= IDKEEP, curseq % IDKEEP == 0

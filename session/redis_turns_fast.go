@@ -100,22 +100,40 @@ return res
 // fastNextTurn is scriptNextTurn's fast path (same KEYS and ARGV): the
 // end of the turn the record keeps, by the runner that holds the lease,
 // with nothing queued behind it, so that the lease goes. It applies when
-// the call is not a stop, its first frame has an id other than the last
-// call's (not a retry), the chat has not ended, the thread is persisted
-// if a frame carries a step, and the seqs stay within one generation of
+// the call is not a stop, has frames (at most a hundred) none of which is
+// logged already, the chat has not ended, the thread is persisted if a
+// frame carries a step, and the seqs stay within one generation of
 // remembered ids, which has its expiry already.
 const fastNextTurn = `
 local nv = tonumber(ARGV[10])
 local first = 11 + 2 * nv
-if ARGV[6] == '1' or ARGV[4] == '0' or ARGV[5] == '' or nv > 500 or (ARGV[first] or '') == '' then return nil end
-local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sturn', 'queued', 'ended', 'nfid')
+if ARGV[6] == '1' or ARGV[4] == '0' or ARGV[5] == '' or nv > 500 or #ARGV < first or #ARGV - first > 400 then
+  return nil
+end
+local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sturn', 'queued', 'ended')
 if not r[1] or (r[3] or '') == '' or (r[4] or '0') ~= ARGV[4] or r[5] ~= ARGV[5] or (r[6] or '') == ''
-    or r[7] == '1' or r[8] == '1' or r[9] == ARGV[first] then
+    or r[7] == '1' or r[8] == '1' then
   return nil
 end
 local cur = tonumber(r[2] or '0')
 local last = cur + (#ARGV - first + 1) / 4
 if cur % IDKEEP == 0 or math.floor(last / IDKEEP) ~= math.floor(cur / IDKEEP) then return nil end
+-- None of the frames is logged already (a retry of this call, or a
+-- Commit's whose reply was lost).
+local fks = {}
+for j = first, #ARGV, 4 do
+  if ARGV[j] ~= '' then fks[#fks + 1] = 'f:' .. ARGV[j] end
+end
+if #fks > 0 then
+  for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(fks))) do
+    if v then return nil end
+  end
+  if cur >= IDKEEP then
+    for _, v in ipairs(redis.call('HMGET', KEYS[14], unpack(fks))) do
+      if v then return nil end
+    end
+  end
+end
 local t = false
 for j = first, #ARGV, 4 do
   if ARGV[j + 2] ~= '' then
@@ -172,6 +190,6 @@ end
 if #ids > 0 then redis.call('HSET', KEYS[3], unpack(ids)) end
 -- The lease goes.
 redis.call('SREM', ARGV[7] .. 'inst:' .. r[3] .. ':runs', ARGV[8])
-redis.call('HSET', KEYS[1], 'seq', seq, 'nfid', ARGV[first], 'runner', '', 'started', '', 'sfence', '', 'sturn', '')
+redis.call('HSET', KEYS[1], 'seq', seq, 'runner', '', 'started', '', 'sfence', '', 'sturn', '')
 return res
 `

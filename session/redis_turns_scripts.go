@@ -116,11 +116,10 @@ if (not runner) or runner == '' or ARGV[4] == '0' or (rec.fence or '0') ~= ARGV[
 end
 if threadgone(first) then return redis.error_reply('CHATD_THREADGONE') end
 setvalues(10)
--- The frames were logged already only by this very call, retried after
--- its reply was lost, while the lease stayed: its first frame id is nfid.
-local fid1 = ARGV[first] or ''
-local seqs = appendframes(first, ARGV[9], fid1 ~= '' and rec.nfid ~= fid1)
-if fid1 ~= '' then setrec('nfid', fid1) end
+-- A frame logged already (by this very call, retried after its reply was
+-- lost, or by a Commit whose reply was lost, its frames held again for
+-- the turn's end) is answered with its seq.
+local seqs = appendframes(first, ARGV[9], false)
 -- unstart: the done turn was the started one, whose mark goes (in the
 -- record's one HSET of flush below).
 local unstart = false

@@ -51,6 +51,7 @@ func RunTurns(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"UserMessageTurnDuplicate", testUserMessageTurnDuplicate},
 		{"UserMessageTurnInvalid", testUserMessageTurnInvalid},
 		{"UserMessageTurnRetried", testUserMessageTurnRetried},
+		{"NextTurnFramesCommittedBefore", testNextTurnFramesCommittedBefore},
 		{"UserMessageTurnOrphaned", testUserMessageTurnOrphaned},
 		{"UserMessageTurnStopped", testUserMessageTurnStopped},
 		{"UserMessageTurnAfterEnd", testUserMessageTurnAfterEnd},
@@ -1143,6 +1144,48 @@ func testCommit(t *testing.T, st session.Store) {
 	}
 	_, err = st.Commit(ctx, &session.Record{ID: "missing-" + uuid.NewString()}, values, NewFrame(nil))
 	wantErr(t, "Commit to a missing session", err, session.ErrNotFound)
+}
+
+// testNextTurnFramesCommittedBefore: a turn's reply stored by a Commit
+// whose answer was lost (the server holds it again) goes again with the
+// turn's end: NextTurn keeps it once, by its id, with its first seq and
+// its step once, as Append does.
+func testNextTurnFramesCommittedBefore(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	inst := liveInstance(t, st)
+	m := turnMessage(inst, 0)
+	a := mustUserMessage(t, st, &rec, m)
+	if a.Fence <= 0 {
+		t.Fatalf("message = %+v; want its turn started", a)
+	}
+	reply := NewFrame(NewStep("assistant_message", "the reply"))
+	first, err := st.Commit(session.WithFence(ctx, a.Fence), &rec, map[string][]byte{"k": []byte(`1`)}, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, steps := lastSeq(t, st, rec.ID), len(mustSteps(t, st, rec.ThreadID))
+	end := NewFrame(nil)
+	n := mustNext(t, st, &rec, a.Fence, m.Turn.ID, false, reply, end)
+	if n.OK || len(n.Seqs) != 2 || n.Seqs[0] != first[0] || n.Seqs[1] != seq+1 {
+		t.Fatalf("NextTurn = %+v; want no next turn, the reply's first seq %d and %d for the end", n, first[0], seq+1)
+	}
+	if got := len(mustSteps(t, st, rec.ThreadID)); got != steps {
+		t.Fatalf("%d steps after the turn's end, want %d", got, steps)
+	}
+	logged, err := st.Log(ctx, rec.ID, 0, seq+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, l := range logged {
+		if string(l.Payload) == string(reply.Payload) {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Fatalf("the reply is %d times in the log, want once", count)
+	}
 }
 
 // testUserMessageTurnRetried: the NextTurn that finishes a turn started by
