@@ -110,33 +110,109 @@ func plain(name string, floor, chatd figure, f func(float64) string) row {
 		Budget: none, Met: none}
 }
 
-// buildRows computes the table's rows from the results.
+// buildRows computes the table's rows from the results. A figure of the
+// loads run in rounds is that of the round whose ratio is the median
+// (see median).
 func buildRows(rs *results) []row {
 	fc, cc := rs.load(serverFloor, loadChat), rs.load(serverChatd, loadChat)
 	fs, cs := rs.load(serverFloor, loadSaturation), rs.load(serverChatd, loadSaturation)
 	fi, ci := rs.load(serverFloor, loadIdle), rs.load(serverChatd, loadIdle)
 	login := rs.load(serverChatd, loadLogin)
+	chat, sat := rs.rounds[loadChat], rs.rounds[loadSaturation]
+	q := func(f func(latency) float64) func(*loadResult) figure {
+		return func(r *loadResult) figure { return quantile(r, f) }
+	}
+	cpu := func(redis bool) func(*loadResult) figure {
+		return func(r *loadResult) figure { return cpuPerMessage(r, redis) }
+	}
+	floors, chatds := []*loadResult{fi}, []*loadResult{ci}
+	for _, rd := range append(slices.Clone(chat), sat...) {
+		floors, chatds = append(floors, rd.floor), append(chatds, rd.chatd)
+	}
 
 	chatLoad := describeChat(cmp.Or(cc, fc))
 	var rows []row
 	rows = append(rows,
-		absolute("Redis round trips (reads) per user message, "+chatLoad, redisReads(fc), redisReads(cc), twoDecimals, 2),
-		plain("p50 send→reply, "+chatLoad, quantile(fc, p50), quantile(cc, p50), millis),
-		plain("p90 send→reply, "+chatLoad, quantile(fc, p90), quantile(cc, p90), millis),
-		relative("p99 send→reply, "+chatLoad, quantile(fc, p99), quantile(cc, p99), millis, 2, false),
-		plain("max send→reply, "+chatLoad, quantile(fc, top), quantile(cc, top), millis),
-		plain("messages per second, "+chatLoad, rate(fc), rate(cc), perSecond),
-		relative("server CPU per message, "+chatLoad, cpuPerMessage(fc, false), cpuPerMessage(cc, false), cpuTime, 1.5, false),
-		relative("Redis CPU per message, "+chatLoad, cpuPerMessage(fc, true), cpuPerMessage(cc, true), cpuTime, 1.5, false),
-		relative("saturation: messages per second, "+describeSaturation(cmp.Or(cs, fs)), rate(fs), rate(cs), perSecond, 0.7, true),
+		median(chat, redisReads).absolute("Redis round trips (reads) per user message, "+chatLoad, twoDecimals, 2),
+		median(chat, q(p50)).plain("p50 send→reply, "+chatLoad, millis),
+		median(chat, q(p90)).plain("p90 send→reply, "+chatLoad, millis),
+		median(chat, q(p99)).relative("p99 send→reply, "+chatLoad, millis, 2, false),
+		median(chat, q(top)).plain("max send→reply, "+chatLoad, millis),
+		median(chat, rate).plain("messages per second, "+chatLoad, perSecond),
+		median(chat, cpu(false)).relative("server CPU per message, "+chatLoad, cpuTime, 1.5, false),
+		median(chat, cpu(true)).relative("Redis CPU per message, "+chatLoad, cpuTime, 1.5, false),
+		median(sat, rate).relative("saturation: messages per second, "+describeSaturation(cmp.Or(cs, fs)), perSecond, 0.7, true),
 		relative("server RSS per idle session, "+describeIdle(cmp.Or(ci, fi)), rssPerSession(fi), rssPerSession(ci), kibPerSession, 1, false),
 		plain("Redis memory per idle session, "+describeIdle(cmp.Or(ci, fi)), redisMemPerSession(fi, rs.memory[serverFloor]),
 			redisMemPerSession(ci, rs.memory[serverChatd]), kibPerSession),
-		zero("errors (error frames, sessions lost or not opened), all loads", errorCount(fc, fs, fi), errorCount(cc, cs, ci)),
-		zero("seq gaps, all loads", gapCount(fc, fs, fi), gapCount(cc, cs, ci)),
+		zero("errors (error frames, sessions lost or not opened), all loads", errorCount(floors...), errorCount(chatds...)),
+		zero("seq gaps, all loads", gapCount(floors...), gapCount(chatds...)),
 	)
 	rows = append(rows, loginRows(login, rs.run)...)
 	return rows
+}
+
+// picked is a figure of the loads run in rounds: the floor's and chatd's
+// of the round whose ratio (chatd over floor) is the median, with the
+// lowest and highest ratio of the rounds that had both figures.
+type picked struct {
+	floor, chatd figure
+	lo, hi       float64
+	n            int // rounds with both figures
+}
+
+// median picks the round of rounds whose ratio of f is the median (the
+// lower of the two middle ones for an even count); without a round that
+// has both figures, the first round's figures.
+func median(rounds []round, f func(*loadResult) figure) picked {
+	type pair struct {
+		floor, chatd figure
+		r            float64
+	}
+	var both []pair
+	for _, rd := range rounds {
+		a, b := f(rd.floor), f(rd.chatd)
+		if a.ok && b.ok && a.v > 0 {
+			both = append(both, pair{a, b, b.v / a.v})
+		}
+	}
+	if len(both) == 0 {
+		if len(rounds) == 0 {
+			return picked{}
+		}
+		return picked{floor: f(rounds[0].floor), chatd: f(rounds[0].chatd)}
+	}
+	slices.SortStableFunc(both, func(x, y pair) int { return cmp.Compare(x.r, y.r) })
+	m := both[(len(both)-1)/2]
+	return picked{floor: m.floor, chatd: m.chatd, lo: both[0].r, hi: both[len(both)-1].r, n: len(both)}
+}
+
+// ratio formats the picked ratio, with the range of the rounds when there
+// were several.
+func (p picked) ratio() string {
+	s := ratio(p.floor, p.chatd)
+	if p.n > 1 && s != none {
+		s += fmt.Sprintf(" (%.2f–%.2f×, %d rounds)", p.lo, p.hi, p.n)
+	}
+	return s
+}
+
+func (p picked) relative(name string, f func(float64) string, limit float64, atLeast bool) row {
+	r := relative(name, p.floor, p.chatd, f, limit, atLeast)
+	r.Ratio = p.ratio()
+	return r
+}
+
+func (p picked) absolute(name string, f func(float64) string, limit float64) row {
+	r := absolute(name, p.floor, p.chatd, f, limit)
+	r.Ratio = p.ratio()
+	return r
+}
+
+func (p picked) plain(name string, f func(float64) string) row {
+	r := plain(name, p.floor, p.chatd, f)
+	r.Ratio = p.ratio()
+	return r
 }
 
 // loginRows are the rows of the login load, chatd's only.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -93,6 +94,7 @@ func TestVerdictsFollowTheFigures(t *testing.T) {
 
 	// Without the floor's figures, the relative budgets have no data.
 	delete(rs.loads, "floor-chat")
+	rs.rounds[loadChat][0].floor = nil
 	rows = buildRows(rs)
 	if r := rowByPrefix(t, rows, "p99 send"); r.Met != metNoData || r.Floor != none || r.Ratio != none {
 		t.Errorf("p99 without the floor: %+v", r)
@@ -230,5 +232,89 @@ func TestRealMain(t *testing.T) {
 	}
 	if code := realMain([]string{"-results", fixture, "-doc", path, "extra"}, &bytes.Buffer{}, &stderr); code != 2 {
 		t.Fatalf("an extra argument: exit %d", code)
+	}
+}
+
+// TestRounds: a figure of loads run in rounds is the round whose ratio
+// is the median, with the range of the ratios beside it, and the budget's
+// verdict follows that round; errors add up over every round.
+func TestRounds(t *testing.T) {
+	rs := loadFixture(t)
+	first := rs.rounds[loadChat][0]
+	if first.floor == nil || first.chatd == nil {
+		t.Fatal("the fixture has no chat load on both servers")
+	}
+	withCPU := func(r *loadResult, ms float64, errs int64) *loadResult {
+		c, p := *r, *r.Server
+		p.CPUPerMessageMs = ms
+		c.Server, c.Errors = &p, map[string]int64{"internal": errs}
+		return &c
+	}
+	// Server CPU ratios 3.0, 1.2 and 1.4: the median is 1.4, met.
+	rs.rounds[loadChat] = []round{
+		{withCPU(first.floor, 0.1, 0), withCPU(first.chatd, 0.3, 1)},
+		{withCPU(first.floor, 0.2, 0), withCPU(first.chatd, 0.24, 2)},
+		{withCPU(first.floor, 0.1, 0), withCPU(first.chatd, 0.14, 0)},
+	}
+	rows := buildRows(rs)
+	r := rowByPrefix(t, rows, "server CPU")
+	if r.Floor != "100.0 µs" || r.Chatd != "140.0 µs" || r.Ratio != "1.40× (1.20–3.00×, 3 rounds)" || r.Met != metYes {
+		t.Errorf("server CPU over three rounds: %+v", r)
+	}
+	// The errors of the chat rounds (3), the saturation load (1) and the
+	// idle load (0).
+	if r := rowByPrefix(t, rows, "errors"); r.Chatd != "4" || r.Met != metNo {
+		t.Errorf("errors over the rounds: %+v", r)
+	}
+	// With the third round at 2.0, the median is 2.0: not met.
+	rs.rounds[loadChat][2].chatd = withCPU(first.chatd, 0.2, 0)
+	if r := rowByPrefix(t, buildRows(rs), "server CPU"); r.Chatd != "200.0 µs" || r.Met != metNo {
+		t.Errorf("server CPU with a median of 2.0: %+v", r)
+	}
+}
+
+// TestRoundFiles: the results of loads run in rounds are read from
+// <server>-<load>-<round>.json, in the order of the rounds.
+func TestRoundFiles(t *testing.T) {
+	dir := t.TempDir()
+	entries, err := os.ReadDir(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(fixture, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := []string{e.Name()}
+		if base, ok := strings.CutSuffix(e.Name(), "-chat.json"); ok {
+			names = []string{base + "-chat-1.json", base + "-chat-2.json"}
+		}
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rs, err := loadResults(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rs.rounds[loadChat]); n != 2 {
+		t.Fatalf("%d chat rounds, want 2", n)
+	}
+	if n := len(rs.rounds[loadSaturation]); n != 1 {
+		t.Fatalf("%d saturation rounds (from the file without a round), want 1", n)
+	}
+	for _, rd := range rs.rounds[loadChat] {
+		if rd.floor == nil || rd.chatd == nil {
+			t.Fatalf("a chat round without both results: %+v", rd)
+		}
+	}
+	if r := rowByPrefix(t, buildRows(rs), "server CPU"); !strings.HasSuffix(r.Ratio, ", 2 rounds)") {
+		t.Errorf("server CPU over two rounds: %+v", r)
+	}
+	if slices.Contains(rs.missing, "floor-chat.json") {
+		t.Errorf("missing %v", rs.missing)
 	}
 }

@@ -40,6 +40,9 @@ type runInfo struct {
 	LoadSeconds float64 `json:"load_seconds"`
 	// Durations is chatload's -duration of each load, in seconds.
 	Durations map[string]float64 `json:"durations_s"`
+	// Rounds is how many times the chat and saturation loads ran on each
+	// server (0 in the results of a run from before rounds: one).
+	Rounds int `json:"rounds"`
 }
 
 // loadResult is the part of chatload's JSON result that the report reads.
@@ -103,11 +106,19 @@ type redisMemory struct {
 	UsedMemoryAfter  int64 `json:"used_memory_after"`
 }
 
+// round is one run of a load on each server, one after the other.
+type round struct{ floor, chatd *loadResult }
+
 // results are the files of a run.
 type results struct {
 	run runInfo
-	// loads are chatload's results by "<server>-<load>".
+	// loads are chatload's results by "<server>-<load>"; for the loads run
+	// in rounds, the first round's.
 	loads map[string]*loadResult
+	// rounds are the results of the chat and saturation loads by load,
+	// in the order they ran (files <server>-<load>-<round>.json, or one
+	// round of <server>-<load>.json from a run before rounds).
+	rounds map[string][]round
 	// memory is the Redis memory of the idle load by server.
 	memory map[string]*redisMemory
 	// missing names the files that were not found.
@@ -122,7 +133,7 @@ func (rs *results) load(server, load string) *loadResult {
 // loadResults reads the files of a run in dir. A missing file is noted
 // in missing; a file that cannot be read or decoded is an error.
 func loadResults(dir string) (*results, error) {
-	rs := &results{loads: map[string]*loadResult{}, memory: map[string]*redisMemory{}}
+	rs := &results{loads: map[string]*loadResult{}, memory: map[string]*redisMemory{}, rounds: map[string][]round{}}
 	read := func(name string, v any) (bool, error) {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -140,8 +151,48 @@ func loadResults(dir string) (*results, error) {
 	if _, err := read("run.json", &rs.run); err != nil {
 		return nil, err
 	}
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		return err == nil
+	}
+	for _, load := range []string{loadChat, loadSaturation} {
+		// Rounds until neither server has one; without any, the files of
+		// a run from before rounds.
+		for k := 1; ; k++ {
+			suffix := fmt.Sprintf("-%d.json", k)
+			if k == 1 && !exists(serverFloor+"-"+load+suffix) && !exists(serverChatd+"-"+load+suffix) {
+				suffix = ".json"
+			} else if k > 1 && !exists(serverFloor+"-"+load+suffix) && !exists(serverChatd+"-"+load+suffix) {
+				break
+			}
+			var rd round
+			for _, server := range []string{serverFloor, serverChatd} {
+				var r loadResult
+				ok, err := read(server+"-"+load+suffix, &r)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					if server == serverFloor {
+						rd.floor = &r
+					} else {
+						rd.chatd = &r
+					}
+					if k == 1 {
+						rs.loads[server+"-"+load] = &r
+					} else {
+						rs.loads[fmt.Sprintf("%s-%s-%d", server, load, k)] = &r
+					}
+				}
+			}
+			rs.rounds[load] = append(rs.rounds[load], rd)
+			if suffix == ".json" {
+				break
+			}
+		}
+	}
 	for _, server := range []string{serverFloor, serverChatd} {
-		loads := []string{loadChat, loadSaturation, loadIdle}
+		loads := []string{loadIdle}
 		if server == serverChatd {
 			loads = append(loads, loadLogin)
 		}
