@@ -23,7 +23,8 @@ import (
 // linger (a moving average of the time between them): at a thousand
 // messages a second, two or three sessions' scripts share each round trip
 // instead of one or two, for a linger's worth of latency. The batch goes
-// as soon as it is full. When calls come slower, none waits.
+// as soon as it is full. When calls come slower, none waits, but for a
+// call that comes while a pipeline waits already: it goes with that one.
 
 const (
 	// batchPipelines is how many pipelines may be in flight at once: one

@@ -15,7 +15,8 @@ package session
 // outcome of a call is the general code's in every case. The conformance
 // suite runs both (most of its cases are the common one; the others, a
 // retry, a busy runner, a new thread, a stop, go the general way), and
-// TestFastPathsTaken checks that the common case takes the fast one.
+// TestFastPathsEquivalent compares them call by call and checks that the
+// common case takes the fast one.
 
 // withFastPath puts a fast path in front of a script's general code: fast
 // is the body of a Lua function that returns the script's reply, or nil
@@ -101,7 +102,7 @@ return res
 // end of the turn the record keeps, by the runner that holds the lease,
 // with nothing queued behind it, so that the lease goes. It applies when
 // the call is not a stop, has frames (at most a hundred) none of which is
-// logged already, the chat has not ended, the thread is persisted if a
+// logged already or given twice, the chat has not ended, the thread is persisted if a
 // frame carries a step, and the seqs stay within one generation of
 // remembered ids, which has its expiry already.
 const fastNextTurn = `
@@ -119,10 +120,14 @@ local cur = tonumber(r[2] or '0')
 local last = cur + (#ARGV - first + 1) / 4
 if cur % IDKEEP == 0 or math.floor(last / IDKEEP) ~= math.floor(cur / IDKEEP) then return nil end
 -- None of the frames is logged already (a retry of this call, or a
--- Commit's whose reply was lost).
-local fks = {}
+-- Commit's whose reply was lost), nor twice in this call.
+local fks, once = {}, {}
 for j = first, #ARGV, 4 do
-  if ARGV[j] ~= '' then fks[#fks + 1] = 'f:' .. ARGV[j] end
+  if ARGV[j] ~= '' then
+    if once[ARGV[j]] then return nil end
+    once[ARGV[j]] = true
+    fks[#fks + 1] = 'f:' .. ARGV[j]
+  end
 end
 if #fks > 0 then
   for _, v in ipairs(redis.call('HMGET', KEYS[3], unpack(fks))) do

@@ -115,14 +115,21 @@ func TestFastPathsEquivalent(t *testing.T) {
 			}
 			a = message(5)
 			end(5, a.Fence)
+			// A frame given twice in one end of turn is logged once (the
+			// general code: the fast path leaves such a call to it).
+			a = message(6)
+			each("end of turn 6, a frame twice", func(st *RedisStore) (any, error) {
+				f := testFrame("reply6", "assistant_message")
+				return st.NextTurn(ctx, &rec, a.Fence, "m6", false, nil, f, f, testFrame("end6", ""))
+			})
 
 			slow, err := c.Get(ctx, worlds[0].ns+"s:{s:s1}:slow").Int()
 			if err != nil {
 				t.Fatal(err)
 			}
-			// message 0, message 4, the ends of turns 3 and 4.
-			if slow != 4 {
-				t.Errorf("the general code ran %d times, want 4", slow)
+			// message 0, message 4, the ends of turns 3, 4 and 6.
+			if slow != 5 {
+				t.Errorf("the general code ran %d times, want 5", slow)
 			}
 			if n := len(dumpKeys(t, c, worlds[0].ns)); n < 10 {
 				t.Fatalf("only %d keys", n)

@@ -318,3 +318,43 @@ func TestRoundFiles(t *testing.T) {
 		t.Errorf("missing %v", rs.missing)
 	}
 }
+
+// TestRoundMissing: with run.json naming three rounds, a round missing on
+// both servers is noted, and the later round is still read.
+func TestRoundMissing(t *testing.T) {
+	dir := t.TempDir()
+	entries, err := os.ReadDir(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(fixture, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := []string{e.Name()}
+		if base, ok := strings.CutSuffix(e.Name(), ".json"); ok && (strings.HasSuffix(base, "-chat") || strings.HasSuffix(base, "-saturation")) {
+			names = []string{base + "-1.json", base + "-3.json"}
+		}
+		if e.Name() == "run.json" {
+			b = bytes.Replace(b, []byte("{"), []byte(`{"rounds": 3,`), 1)
+		}
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rs, err := loadResults(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rs.rounds[loadChat]); n != 3 || rs.rounds[loadChat][2].chatd == nil || rs.rounds[loadChat][1].chatd != nil {
+		t.Fatalf("chat rounds %+v, want three, the second empty", rs.rounds[loadChat])
+	}
+	for _, want := range []string{"floor-chat-2.json", "chatd-chat-2.json", "floor-saturation-2.json"} {
+		if !slices.Contains(rs.missing, want) {
+			t.Errorf("missing %v, want %s among them", rs.missing, want)
+		}
+	}
+}

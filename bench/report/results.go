@@ -156,14 +156,20 @@ func loadResults(dir string) (*results, error) {
 		return err == nil
 	}
 	for _, load := range []string{loadChat, loadSaturation} {
-		// Rounds until neither server has one; without any, the files of
-		// a run from before rounds.
+		// The rounds run.json names, each missing file noted; when it names
+		// none, the rounds until neither server has one, or else the files
+		// of a run from before rounds.
 		for k := 1; ; k++ {
 			suffix := fmt.Sprintf("-%d.json", k)
-			if k == 1 && !exists(serverFloor+"-"+load+suffix) && !exists(serverChatd+"-"+load+suffix) {
+			if rs.run.Rounds > 0 {
+				if k > rs.run.Rounds {
+					break
+				}
+			} else if !exists(serverFloor+"-"+load+suffix) && !exists(serverChatd+"-"+load+suffix) {
+				if k > 1 {
+					break
+				}
 				suffix = ".json"
-			} else if k > 1 && !exists(serverFloor+"-"+load+suffix) && !exists(serverChatd+"-"+load+suffix) {
-				break
 			}
 			var rd round
 			for _, server := range []string{serverFloor, serverChatd} {

@@ -88,8 +88,10 @@ return seq
 `
 
 const leanReply = `
-local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sturn', 'queued', 'ended', 'nfid')
+local r = redis.call('HMGET', KEYS[1], 'user', 'seq', 'runner', 'fence', 'started', 'sturn', 'queued', 'ended')
 if not r[1] then return redis.error_reply('GONE') end
+local v = redis.call('HMGET', KEYS[3], 'f:' .. ARGV[2], 'f:e' .. ARGV[2])
+if v[1] or v[2] then return redis.error_reply('REPEATED') end
 local t = redis.call('HMGET', KEYS[6], 'persisted', 'user_id', 'updated_at', 'n')
 local n = tonumber(t[4] or '0') + 1
 local seq = tonumber(r[2] or '0') + 1
@@ -102,7 +104,7 @@ redis.call('HSET', KEYS[6], 'n', n, 'updated_at', ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], (seq + 1) .. '-0', 'p', ARGV[5])
 redis.call('HSET', KEYS[3], 'f:' .. ARGV[2], seq, 'f:e' .. ARGV[2], seq + 1)
 redis.call('SREM', KEYS[9], KEYS[1])
-redis.call('HSET', KEYS[1], 'seq', seq + 1, 'nfid', ARGV[2], 'runner', '', 'started', '', 'sfence', '', 'sturn', '')
+redis.call('HSET', KEYS[1], 'seq', seq + 1, 'runner', '', 'started', '', 'sfence', '', 'sturn', '')
 return seq
 `
 
