@@ -43,7 +43,8 @@ const (
 // idle, and every goroutine ends once the calls it carries are answered.
 type batcher struct {
 	c      redis.UniversalClient
-	linger time.Duration // 0: no script waits for company (set before use)
+	linger time.Duration    // 0: no script waits for company (set before use)
+	now    func() time.Time // the clock of the gaps between calls; nil: time.Now
 
 	mu      sync.Mutex
 	queue   []*batchCall
@@ -129,17 +130,25 @@ func (b *batcher) company() bool {
 	if b.linger <= 0 {
 		return false
 	}
-	now := time.Now()
+	now := time.Now
+	if b.now != nil {
+		now = b.now
+	}
+	t := now()
 	g := gapMax
 	if !b.last.IsZero() {
-		g = min(now.Sub(b.last), gapMax)
+		g = min(t.Sub(b.last), gapMax)
 	} else {
 		b.gap = gapMax
 	}
-	b.last = now
+	b.last = t
 	b.gap += (g - b.gap) / 8
-	return b.gap < b.linger
+	return b.busy()
 }
+
+// busy reports whether calls have been coming faster than one a linger.
+// Called with b.mu held.
+func (b *batcher) busy() bool { return b.linger > 0 && b.gap < b.linger }
 
 // send sends pipelines of the waiting calls until none waits; with
 // linger, it first waits for company for up to the batcher's linger, or
@@ -174,7 +183,7 @@ func (b *batcher) send(linger bool) {
 		// The calls that came meanwhile go next; under load, with those
 		// that come within a linger.
 		b.mu.Lock()
-		linger = len(b.queue) > 0 && len(b.queue) < batchMax && !b.lingering && b.linger > 0 && b.gap < b.linger
+		linger = len(b.queue) > 0 && len(b.queue) < batchMax && !b.lingering && b.busy()
 		b.lingering = b.lingering || linger
 		b.mu.Unlock()
 	}

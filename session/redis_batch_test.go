@@ -178,13 +178,15 @@ func TestBatcherGroupCommit(t *testing.T) {
 	t.Run("slow calls go alone", func(t *testing.T) {
 		hook := &pipelineSizes{}
 		c.AddHook(hook)
-		b := &batcher{c: c}
+		// A clock that moves 20 ms between calls: slower than one a
+		// linger.
+		clock := time.Now()
+		b := &batcher{c: c, now: func() time.Time { clock = clock.Add(20 * time.Millisecond); return clock }}
 		b.setLinger(time.Millisecond)
 		for i := range 5 {
 			if got, err := b.run(ctx, echoScript, nil, "x").Text(); err != nil || got != "x" {
 				t.Fatalf("call %d = %q, %v", i, got, err)
 			}
-			time.Sleep(20 * time.Millisecond) // slower than one a linger
 		}
 		b.wait()
 		hook.mu.Lock()
@@ -193,4 +195,36 @@ func TestBatcherGroupCommit(t *testing.T) {
 			t.Fatalf("pipelines %v and %d scripts alone, want 5 alone", hook.sizes, hook.alone.Load())
 		}
 	})
+}
+
+// TestBatcherCompany: a call waits for company once calls have come, on
+// average, faster than one a linger, and not while they come slower.
+func TestBatcherCompany(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		gap   time.Duration // between calls
+		calls int
+		want  bool // whether the last call waits
+	}{
+		{"first call", 0, 1, false},
+		{"slower than the linger", 20 * time.Millisecond, 50, false},
+		{"a few fast calls after the start", 0, 3, false},
+		{"many fast calls", 100 * time.Microsecond, 60, true},
+		{"no linger", 0, 60, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := time.Now()
+			b := &batcher{now: func() time.Time { clock = clock.Add(tc.gap); return clock }}
+			if tc.name != "no linger" {
+				b.setLinger(time.Millisecond)
+			}
+			var got bool
+			for range tc.calls {
+				got = b.company()
+			}
+			if got != tc.want {
+				t.Errorf("after %d calls %v apart: company = %v, want %v", tc.calls, tc.gap, got, tc.want)
+			}
+		})
+	}
 }

@@ -276,26 +276,12 @@ func TestRounds(t *testing.T) {
 // TestRoundFiles: the results of loads run in rounds are read from
 // <server>-<load>-<round>.json, in the order of the rounds.
 func TestRoundFiles(t *testing.T) {
-	dir := t.TempDir()
-	entries, err := os.ReadDir(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(fixture, e.Name()))
-		if err != nil {
-			t.Fatal(err)
+	dir := copyFixture(t, func(name string, b []byte) ([]string, []byte) {
+		if base, ok := strings.CutSuffix(name, "-chat.json"); ok {
+			return []string{base + "-chat-1.json", base + "-chat-2.json"}, b
 		}
-		names := []string{e.Name()}
-		if base, ok := strings.CutSuffix(e.Name(), "-chat.json"); ok {
-			names = []string{base + "-chat-1.json", base + "-chat-2.json"}
-		}
-		for _, n := range names {
-			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+		return []string{name}, b
+	})
 	rs, err := loadResults(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -322,29 +308,15 @@ func TestRoundFiles(t *testing.T) {
 // TestRoundMissing: with run.json naming three rounds, a round missing on
 // both servers is noted, and the later round is still read.
 func TestRoundMissing(t *testing.T) {
-	dir := t.TempDir()
-	entries, err := os.ReadDir(fixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(fixture, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		names := []string{e.Name()}
-		if base, ok := strings.CutSuffix(e.Name(), ".json"); ok && (strings.HasSuffix(base, "-chat") || strings.HasSuffix(base, "-saturation")) {
-			names = []string{base + "-1.json", base + "-3.json"}
-		}
-		if e.Name() == "run.json" {
+	dir := copyFixture(t, func(name string, b []byte) ([]string, []byte) {
+		if name == "run.json" {
 			b = bytes.Replace(b, []byte("{"), []byte(`{"rounds": 3,`), 1)
 		}
-		for _, n := range names {
-			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+		if base, ok := strings.CutSuffix(name, ".json"); ok && (strings.HasSuffix(base, "-chat") || strings.HasSuffix(base, "-saturation")) {
+			return []string{base + "-1.json", base + "-3.json"}, b
 		}
-	}
+		return []string{name}, b
+	})
 	rs, err := loadResults(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -357,4 +329,28 @@ func TestRoundMissing(t *testing.T) {
 			t.Errorf("missing %v, want %s among them", rs.missing, want)
 		}
 	}
+}
+
+// copyFixture copies the fixture into a new folder, each file under the
+// names (and with the content) rename gives it, and returns the folder.
+func copyFixture(t *testing.T, rename func(name string, b []byte) ([]string, []byte)) string {
+	t.Helper()
+	dir := t.TempDir()
+	entries, err := os.ReadDir(fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(fixture, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, b := rename(e.Name(), b)
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
 }
