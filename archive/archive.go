@@ -194,10 +194,10 @@ func (a *Archiver) Step(ctx context.Context) (int, error) {
 			if at < 0 {
 				// Deleted in the database too: the thread leaves the gone
 				// set (session.RedisStore.DeleteThread).
-				p.ZRem(ctx, a.stream+":threads", id)
-				p.SRem(ctx, a.stream+":gone", id)
+				p.ZRem(ctx, session.ArchivedKey(a.stream), id)
+				p.SRem(ctx, session.GoneKey(a.stream), id)
 			} else {
-				p.ZAddGT(ctx, a.stream+":threads", redis.Z{Score: float64(at), Member: id})
+				p.ZAddGT(ctx, session.ArchivedKey(a.stream), redis.Z{Score: float64(at), Member: id})
 			}
 		}
 		return nil
@@ -361,22 +361,15 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (touched ma
 			a.log.LogAttrs(ctx, slog.LevelError, "archive: skip an entry", slog.Any("err", err))
 			continue
 		}
-		switch e.kind {
-		case kindDeleted:
-			touched[e.thread] = -1
-		case kindValues:
-		default:
+		if e.kind == kindHead || e.kind == kindStep {
 			if old, ok := touched[e.thread]; !ok || old >= 0 && old < e.at.UnixMilli() {
 				touched[e.thread] = e.at.UnixMilli()
-			}
-			if e.kind == kindStep && a.Trim != nil && a.Window > 0 && e.position > a.Window && e.position%a.Window == 0 {
-				long[e.thread] = true
 			}
 		}
 		switch e.kind {
 		case kindDeleted:
-			batch.Queue(`INSERT INTO deleted_threads (id) VALUES ($1) ON CONFLICT DO NOTHING`, e.thread)
-			batch.Queue(`DELETE FROM threads WHERE id = $1`, e.thread)
+			touched[e.thread] = -1
+			queueDeleteThread(batch, e.thread)
 			continue
 		case kindHead:
 			folded := session.FoldName(e.name)
@@ -395,6 +388,9 @@ func (a *Archiver) write(ctx context.Context, msgs []redis.XMessage) (touched ma
 			batch.Queue(`UPDATE threads SET vals = $2, vals_ms = $3, vals_seq = $4
 				WHERE id = $1 AND (vals_ms, vals_seq) < ($3, $4)`, e.thread, e.object, e.ms, e.seq)
 			continue
+		}
+		if a.Trim != nil && a.Window > 0 && e.position > a.Window && e.position%a.Window == 0 {
+			long[e.thread] = true
 		}
 		// A thread whose user is gone, or that was deleted, is not
 		// written: its entries may come after the deletion.

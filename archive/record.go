@@ -146,8 +146,7 @@ func (r *Record) DeleteRecordedThread(ctx context.Context, threadID string) erro
 			return err
 		}
 		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO deleted_threads (id) VALUES ($1) ON CONFLICT DO NOTHING`, threadID)
-		b.Queue(`DELETE FROM threads WHERE id = $1`, threadID)
+		queueDeleteThread(b, threadID)
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
@@ -187,4 +186,12 @@ func likePattern(q string) string {
 	q = searchText(q)
 	q = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q)
 	return "%" + q + "%"
+}
+
+// queueDeleteThread queues the deletion of a thread (its steps go with
+// it) and its mark in deleted_threads, which keeps entries of the thread
+// that come later from writing it again.
+func queueDeleteThread(b *pgx.Batch, threadID string) {
+	b.Queue(`INSERT INTO deleted_threads (id) VALUES ($1) ON CONFLICT DO NOTHING`, threadID)
+	b.Queue(`DELETE FROM threads WHERE id = $1`, threadID)
 }

@@ -333,7 +333,7 @@ func TestRecordSurvivesRedis(t *testing.T) {
 // leaves Redis; the user sees it the same, and a new session on it brings
 // it back. A thread in use, or with a step not archived yet, stays.
 func TestEvictIdle(t *testing.T) {
-	r := newRecordRig(t)
+	r := newRecordRig(t, nil)
 	ctx, rdb, ns, st, a := t.Context(), r.rdb, r.ns, r.st, r.a
 	const user = "user-1"
 	r.addUser(t, user)
@@ -445,7 +445,7 @@ func TestEvictIdle(t *testing.T) {
 // thread was evicted (its chat-end handler, say) finds it restored: the
 // new steps follow the old ones, none lost.
 func TestEvictedThreadWritten(t *testing.T) {
-	r := newRecordRig(t)
+	r := newRecordRig(t, nil)
 	ctx, rdb, ns, st, a, db := t.Context(), r.rdb, r.ns, r.st, r.a, r.db
 	rec := sessiontest.NewRecord()
 	r.addUser(t, rec.UserID)
@@ -507,15 +507,15 @@ type recordRig struct {
 	a   *Archiver
 }
 
-// newRecordRig makes a recordRig; wrap, when given, changes the store's
+// newRecordRig makes a recordRig; wrap, when not nil, changes the store's
 // record (to make it fail, say).
-func newRecordRig(t *testing.T, wrap ...func(*Record) session.ThreadRecord) *recordRig {
+func newRecordRig(t *testing.T, wrap func(*Record) session.ThreadRecord) *recordRig {
 	t.Helper()
 	srv := redistest.Start(t)
 	r := &recordRig{rdb: srv.Client(), ns: srv.Namespace(), db: pgtest.New(t)}
 	var record session.ThreadRecord = NewRecord(r.db.Pool)
-	for _, w := range wrap {
-		record = w(NewRecord(r.db.Pool))
+	if wrap != nil {
+		record = wrap(NewRecord(r.db.Pool))
 	}
 	r.st = session.NewRedisStore(r.rdb, r.ns).WithRecord(record)
 	t.Cleanup(r.st.Close)
@@ -537,7 +537,7 @@ func (r *recordRig) addUser(t *testing.T, id string) {
 // only, once the database has the others; every read is the same, a step
 // written again keeps its place, and the thread can still be evicted.
 func TestTrimThread(t *testing.T) {
-	r := newRecordRig(t)
+	r := newRecordRig(t, nil)
 	ctx, st := t.Context(), r.st
 	rec := sessiontest.NewRecord()
 	r.addUser(t, rec.UserID)

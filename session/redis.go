@@ -71,6 +71,17 @@ func (s *RedisStore) WithArchive() *RedisStore {
 // ArchiveKey is the key of the archive stream (see WithArchive).
 func (s *RedisStore) ArchiveKey() string { return s.ns + "archive" }
 
+// ArchivedKey is, for the archive stream named stream, the sorted set of
+// the threads archived by update time, which the archiver keeps and
+// EvictIdle reads.
+func ArchivedKey(stream string) string { return stream + ":threads" }
+
+// GoneKey is, for the archive stream named stream, the set of threads
+// deleted in Redis whose deletion the database has not committed yet:
+// neither read from the database nor restored until the archiver takes
+// them out.
+func GoneKey(stream string) string { return stream + ":gone" }
+
 // WithClock makes the store tell time by now (for thread creation and update
 // times) and returns the store. Call it before using the store.
 func (s *RedisStore) WithClock(now func() time.Time) *RedisStore {

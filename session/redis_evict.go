@@ -16,7 +16,7 @@ import (
 // archivedKey is the sorted set of the threads the archivers wrote, scored
 // by their update time (Unix ms): the archiver adds a thread once its
 // entries are committed, a restore adds the thread restored.
-func (s *RedisStore) archivedKey() string { return s.ArchiveKey() + ":threads" }
+func (s *RedisStore) archivedKey() string { return ArchivedKey(s.ArchiveKey()) }
 
 // scriptEvict removes a thread from Redis, keeping it in the database of
 // record, unless it changed since it was compared with the database (its
@@ -171,10 +171,7 @@ func (s *RedisStore) archivedSame(ctx context.Context, threadID string, h, meta,
 	if err != nil {
 		return false, fmt.Errorf("session: evict thread %s: %w", threadID, err)
 	}
-	byPos := make(map[int64]Step, len(recorded))
-	for _, r := range recorded {
-		byPos[r.Position] = r.Step
-	}
+	byPos := stepsByPosition(recorded)
 	for _, z := range order {
 		id, _ := z.Member.(string)
 		r, ok := byPos[int64(z.Score)]
@@ -189,9 +186,7 @@ func (s *RedisStore) archivedSame(ctx context.Context, threadID string, h, meta,
 		if err := json.Unmarshal([]byte(raw), &step); err != nil {
 			return false, nil
 		}
-		a, _ := json.Marshal(step)
-		b, _ := json.Marshal(r)
-		if string(a) != string(b) {
+		if !sameStep(step, r) {
 			return false, nil
 		}
 	}

@@ -3,6 +3,7 @@ package session
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -55,6 +56,26 @@ type RecordedThread struct {
 type RecordedStep struct {
 	Position int64
 	Step     Step
+}
+
+// stepsByPosition maps recorded steps by their position.
+func stepsByPosition(rs []RecordedStep) map[int64]Step {
+	byPos := make(map[int64]Step, len(rs))
+	for _, r := range rs {
+		byPos[r.Position] = r.Step
+	}
+	return byPos
+}
+
+// sameStep reports whether two steps encode alike (Redis's copy and the
+// database's); false when either does not encode.
+func sameStep(a, b Step) bool {
+	x, err := json.Marshal(a)
+	if err != nil {
+		return false
+	}
+	y, err := json.Marshal(b)
+	return err == nil && string(x) == string(y)
 }
 
 // FoldName is how thread names are compared with ThreadQuery.Q: lower-cased
@@ -536,7 +557,7 @@ func (s *RedisStore) restore(ctx context.Context, rt RecordedThread) error {
 // database may not have yet: the archiver takes a thread out of it once it
 // committed the deletion, and until then the thread is not read from the
 // database nor restored.
-func (s *RedisStore) goneKey() string { return s.ArchiveKey() + ":gone" }
+func (s *RedisStore) goneKey() string { return GoneKey(s.ArchiveKey()) }
 
 // anys converts strings for go-redis's variadic arguments.
 func anys(ss []string) []any {

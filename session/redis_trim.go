@@ -35,10 +35,7 @@ func (s *RedisStore) fillSteps(ctx context.Context, threadID string, items []any
 		if err != nil {
 			return nil, fmt.Errorf("session: read the trimmed steps of %s: %w", threadID, err)
 		}
-		byPos = make(map[int64]Step, len(rs))
-		for _, r := range rs {
-			byPos[r.Position] = r.Step
-		}
+		byPos = stepsByPosition(rs)
 	}
 	steps := make([]Step, 0, len(items))
 	for _, it := range items {
@@ -127,10 +124,7 @@ func (s *RedisStore) TrimThread(ctx context.Context, threadID string, keep int) 
 	if err != nil {
 		return 0, fmt.Errorf("session: trim thread %s: %w", threadID, err)
 	}
-	byPos := make(map[int64]Step, len(recorded))
-	for _, r := range recorded {
-		byPos[r.Position] = r.Step
-	}
+	byPos := stepsByPosition(recorded)
 	args := []any{n, hi}
 	for i, z := range older {
 		raw, ok := jsons[i].(string)
@@ -145,9 +139,7 @@ func (s *RedisStore) TrimThread(ctx context.Context, threadID string, keep int) 
 		if !ok || r.ID != ids[i] {
 			return 0, nil // not archived yet
 		}
-		a, _ := json.Marshal(step)
-		b, _ := json.Marshal(r)
-		if string(a) != string(b) {
+		if !sameStep(step, r) {
 			return 0, nil // an older version archived: not yet
 		}
 		args = append(args, ids[i])

@@ -88,9 +88,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if st.newArchiver != nil {
 		a := st.newArchiver(srv.Config().InstanceID, log)
-		if cfg.ArchiveClaim > 0 {
-			a.ClaimIdle = cfg.ArchiveClaim
-		}
 		stop, err := runArchiver(ctx, a, reg, st.evict, cfg.ThreadCacheTTL, log)
 		if err != nil {
 			srv.Close()
@@ -218,10 +215,13 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 	// A token of a user seen lately opens a socket while the database
 	// cannot answer (the last copy of the user, kept in Redis).
 	st.auth.Users = auth.WithLastKnown(auth.NewPostgresUserStore(pool, st.auth.Tokens, nil), c, cfg.Namespace)
-	ss, _ := st.sessions.(*session.RedisStore)
+	ss := st.sessions.(*session.RedisStore) // redisStores makes one
 	st.newArchiver = func(instance string, log *slog.Logger) *archive.Archiver {
 		a := archive.New(c, pool, st.archiveKey, instance, log)
-		if window := cfg.ThreadWindow; window > 0 && ss != nil {
+		if cfg.ArchiveClaim > 0 {
+			a.ClaimIdle = cfg.ArchiveClaim
+		}
+		if window := cfg.ThreadWindow; window > 0 {
 			a.Window = int64(window)
 			a.Trim = func(ctx context.Context, threadID string) error {
 				_, err := ss.TrimThread(ctx, threadID, window)
@@ -230,9 +230,7 @@ func openStores(ctx context.Context, cfg config) (*stores, error) {
 		}
 		return a
 	}
-	if ss != nil {
-		st.evict = ss.EvictIdle
-	}
+	st.evict = ss.EvictIdle
 	// Readiness stays Redis's alone: chats go on while the database is
 	// away (their steps wait in the archive stream), and a database outage
 	// must not take every instance out of the load balancer.

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatd-project/chatd/archive"
 	"github.com/chatd-project/chatd/auth"
 	"github.com/chatd-project/chatd/internal/pgdb"
@@ -98,33 +101,39 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	// archiver (this one or an instance's) takes them.
 	// Running instances may add entries all along: the copy is done once
 	// none is left up to the last one it added.
-	last := "0-0"
 	if threads > 0 {
-		info, err := st.redis.XInfoStream(ctx, ss.ArchiveKey()).Result()
-		if err != nil {
-			return fmt.Errorf("the archive stream: %w", err)
+		if err := drainArchive(ctx, st.redis, pool, ss.ArchiveKey(), stderr); err != nil {
+			return err
 		}
-		last = info.LastGeneratedID
+	}
+	fmt.Fprintf(stdout, "copied %d threads with %d steps from Redis\n", threads, steps)
+	return nil
+}
+
+// drainArchive archives the entries of the archive stream up to its last
+// one now, with an archiver of its own, whose consumer goes once they are
+// all acknowledged.
+func drainArchive(ctx context.Context, rdb *redis.Client, pool *pgxpool.Pool, stream string, stderr io.Writer) error {
+	info, err := rdb.XInfoStream(ctx, stream).Result()
+	if err != nil {
+		return fmt.Errorf("the archive stream: %w", err)
 	}
 	consumer := fmt.Sprintf("migrate-%d", os.Getpid())
-	a := archive.New(st.redis, pool, ss.ArchiveKey(), consumer, slog.New(slog.NewTextHandler(stderr, nil)))
+	a := archive.New(rdb, pool, stream, consumer, slog.New(slog.NewTextHandler(stderr, nil)))
 	for {
-		left, err := st.redis.XRangeN(ctx, ss.ArchiveKey(), "-", last, 1).Result()
+		left, err := rdb.XRangeN(ctx, stream, "-", info.LastGeneratedID, 1).Result()
 		if err != nil {
 			return fmt.Errorf("the archive stream: %w", err)
 		}
-		if len(left) == 0 || last == "0-0" {
+		if len(left) == 0 {
 			break
 		}
 		if _, err := a.Step(ctx); err != nil {
 			return err
 		}
 	}
-	if threads > 0 {
-		// Its entries are all acknowledged: the consumer goes.
-		_ = st.redis.XGroupDelConsumer(ctx, ss.ArchiveKey(), archive.Group, consumer).Err()
-	}
-	fmt.Fprintf(stdout, "copied %d threads with %d steps from Redis\n", threads, steps)
+	// Best effort: a consumer left behind holds nothing pending.
+	_ = rdb.XGroupDelConsumer(ctx, stream, archive.Group, consumer).Err()
 	return nil
 }
 
