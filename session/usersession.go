@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -58,6 +59,9 @@ type UserSession struct {
 	// store (once changes are stored).
 	vals      map[string][]byte
 	valsFence int64
+	// copies holds, for some keys of vals, the Go value their JSON
+	// decodes to (see copies.go); nil whenever vals is.
+	copies map[string]valueCopy
 	// turn is the number of the turn running now, 0 between turns;
 	// turns counts the turns begun. changes are the values the running
 	// turn set that are not taken to be stored yet; set all it set.
@@ -135,7 +139,7 @@ func (l *Live) BeginTurn(fence int64) {
 	us.mu.Lock()
 	defer us.mu.Unlock()
 	if us.vals != nil && us.valsFence != fence && us.valsFence+1 != fence {
-		us.vals = nil
+		us.vals, us.copies = nil, nil
 	}
 	us.valsFence = fence
 	us.turns++
@@ -186,7 +190,7 @@ func (l *Live) ChangesFailed() {
 	us := l.us
 	us.mu.Lock()
 	defer us.mu.Unlock()
-	us.vals, us.failed = nil, true
+	us.vals, us.copies, us.failed = nil, nil, true
 }
 
 // EndTurn ends the running turn and returns the values it set that are not
@@ -200,7 +204,7 @@ func (l *Live) EndTurn() map[string][]byte {
 	if us.failed {
 		// A Get after the failure put the turn's values back into the
 		// copy: the store may not have them.
-		us.vals = nil
+		us.vals, us.copies = nil, nil
 	}
 	return c
 }
@@ -294,7 +298,7 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 	if IsBuiltin(key) {
 		return fmt.Errorf("session: set %q: %w", key, ErrReadOnly)
 	}
-	b, err := json.Marshal(value)
+	b, valid, err := s.encode(key, value)
 	if err != nil {
 		return fmt.Errorf("session: set %q: %w", key, err)
 	}
@@ -307,16 +311,20 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 			s.set = make(map[string][]byte)
 		}
 		s.changes[key], s.set[key] = b, b
-		if s.vals != nil {
-			s.vals[key] = b
+		delete(s.copies, key)
+		if s.vals == nil {
+			s.mu.Unlock()
+			return nil
 		}
+		s.vals[key] = b
 		s.mu.Unlock()
+		s.keep(key, b, reflect.ValueOf(value), valid)
 		return nil
 	}
 	// Outside a turn (a chat end, a goroutine a handler left running) the
 	// value is stored at once, under the fence of its context (a stale one
 	// is refused), and the copy, which it bypasses, dropped.
-	s.vals = nil
+	s.vals, s.copies = nil, nil
 	id := s.rec.ID
 	s.mu.Unlock()
 	if err := s.st.SetValue(ctx, id, key, b); err != nil {
@@ -384,7 +392,85 @@ func Get[T any](ctx context.Context, s *UserSession, key string, def T) (T, erro
 	if !ok {
 		return def, nil
 	}
-	return decode[T](key, b)
+	if c, ok := s.recall(key, b, reflect.TypeFor[T]()); ok {
+		return c.Interface().(T), nil
+	}
+	v, err := decode[T](key, b)
+	if err != nil {
+		return zero, err
+	}
+	s.keep(key, b, reflect.ValueOf(&v).Elem(), 0)
+	return v, nil
+}
+
+// encode returns value's JSON for Set: encoded from scratch, or, when
+// value is the slice the session keeps a copy of for key with elements
+// appended, only the new elements (see appendedJSON); valid is then the
+// number of elements value shares with the copy.
+func (s *UserSession) encode(key string, value any) (b []byte, valid int, err error) {
+	v := reflect.ValueOf(value)
+	if v.Kind() == reflect.Slice {
+		s.mu.Lock()
+		c, ok := s.copies[key]
+		ok = ok && s.vals != nil && sameBytes(s.vals[key], c.b)
+		s.mu.Unlock()
+		if ok {
+			if b, valid, ok, err := appendedJSON(c, v); ok || err != nil {
+				return b, valid, err
+			}
+		}
+	}
+	b, err = json.Marshal(value)
+	return b, 0, err
+}
+
+// copyMinBytes is the size of JSON under which Get decodes a value rather
+// than keep a copy of it: decoding a small value costs about what copying
+// it does.
+const copyMinBytes = 128
+
+// recall returns a deep copy of the value of key that the session keeps
+// for its JSON b, when it keeps one of type t.
+func (s *UserSession) recall(key string, b []byte, t reflect.Type) (reflect.Value, bool) {
+	s.mu.Lock()
+	c, ok := s.copies[key]
+	s.mu.Unlock()
+	if !ok || c.v.Type() != t || !sameBytes(c.b, b) {
+		return reflect.Value{}, false
+	}
+	// c.v is never changed once kept: it is copied outside the lock.
+	return copyValue(c.v, false)
+}
+
+// keep keeps a deep copy of v, the value of key whose JSON is b, for Get
+// to return copies of instead of decoding b: when v's type round-trips
+// through JSON and the session's copy of the values still holds b for key.
+// v's first valid elements, when it is a slice, are known to hold only
+// valid UTF-8 (see encode).
+func (s *UserSession) keep(key string, b []byte, v reflect.Value, valid int) {
+	if len(b) < copyMinBytes || !v.IsValid() || !roundTrips(v.Type()) {
+		return
+	}
+	var c reflect.Value
+	ok := false
+	if valid > 0 {
+		c, ok = copyValue(v, false)
+		ok = ok && validStrings(v.Slice(valid, v.Len()))
+	} else {
+		c, ok = copyValue(v, true)
+	}
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vals == nil || !sameBytes(s.vals[key], b) {
+		return
+	}
+	if s.copies == nil {
+		s.copies = make(map[string]valueCopy)
+	}
+	s.copies[key] = valueCopy{b: b, v: c}
 }
 
 // decode decodes a value as encoding/json does, with the v1 emulation of
