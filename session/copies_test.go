@@ -384,3 +384,32 @@ func TestSetAppends(t *testing.T) {
 		}
 	}
 }
+
+// TestGetLeavesRoom: the copy Get returns of a kept slice has room for the
+// element a handler appends, and appending to it changes nothing kept.
+func TestGetLeavesRoom(t *testing.T) {
+	ctx := t.Context()
+	l := Open(NewMemoryStore(nil), Record{ID: "s1"}, nil)
+	l.NoValues()
+	l.BeginTurn(1)
+	s := l.Session()
+	h := slices.Repeat([]turnEntry{{Timestamp: "2026-12-03T00:00:00Z", Message: "message", Type: "user"}}, 10)
+	if err := s.Set(ctx, "history", h); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Get(ctx, s, "history", []turnEntry(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(got) == len(got) {
+		t.Fatalf("Get gave a slice without room: len %d, cap %d", len(got), cap(got))
+	}
+	_ = append(got, turnEntry{Message: "appended"})
+	again, err := Get(ctx, s, "history", []turnEntry(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 10 || again[:cap(again)][10].Message == "appended" {
+		t.Fatalf("an append to one Get's value reached the next: %v", again[:cap(again)])
+	}
+}

@@ -439,6 +439,13 @@ func (s *UserSession) recall(key string, b []byte, t reflect.Type) (reflect.Valu
 		return reflect.Value{}, false
 	}
 	// c.v is never changed once kept: it is copied outside the lock.
+	if c.v.Kind() == reflect.Slice && !c.v.IsNil() && shallow(t.Elem()) {
+		// With room to grow: a handler that gets a history appends to it.
+		n := c.v.Len()
+		v := reflect.MakeSlice(t, n, n+max(4, n/8))
+		reflect.Copy(v, c.v)
+		return v, true
+	}
 	return copyValue(c.v, false)
 }
 
