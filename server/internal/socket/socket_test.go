@@ -233,3 +233,48 @@ func TestByteBound(t *testing.T) {
 		}
 	})
 }
+
+// TestContextEndClosesConnection: a read made with IO's context, which
+// does not end, still ends when the socket's context does: the socket
+// closes the connection then, and the client sees it closed.
+func TestContextEndClosesConnection(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readErr := make(chan error, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			readErr <- err
+			return
+		}
+		s := New(ctx, ws, 8, 1<<20, nil)
+		if s.IO().Done() != nil {
+			readErr <- errors.New("IO's context can end")
+			return
+		}
+		_, _, err = ws.Read(s.IO())
+		s.Finish(5*time.Second, cancel)
+		readErr <- err
+	}))
+	defer hs.Close()
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	c, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+
+	cancel()
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("the server's read returned no error after the context ended")
+		}
+	case <-dctx.Done():
+		t.Fatal("the server's read did not end with the socket's context")
+	}
+	if _, _, err := c.Read(dctx); err == nil || dctx.Err() != nil {
+		t.Fatalf("client read after the server's context ended: %v (deadline: %v)", err, dctx.Err())
+	}
+}
