@@ -195,3 +195,42 @@ func BenchmarkListSteps(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkHistoryTurn measures what the demo's handler does with its
+// history in a turn: a typed Get of the history, an entry appended, and a
+// Set, on a history of 200 to 300 entries (it grows by one each turn and
+// is set back to 200 entries, untimed, every 100 turns).
+func BenchmarkHistoryTurn(b *testing.B) {
+	type entry struct {
+		Timestamp string `json:"timestamp"`
+		Message   string `json:"message"`
+		Type      string `json:"type"`
+	}
+	ctx := context.Background()
+	l := newLive(b, session.NewMemoryStore(nil), alice)
+	l.NoValues()
+	l.BeginTurn(1)
+	s := l.Session()
+	h := make([]entry, 200)
+	for i := range h {
+		h[i] = entry{time.Now().UTC().Format(time.RFC3339), "hello from chatload #" + strconv.Itoa(i), "user"}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%100 == 0 {
+			b.StopTimer()
+			if err := s.Set(ctx, "history", h); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		got, err := session.Get(ctx, s, "history", []entry{})
+		if err != nil || len(got) != 200+i%100 {
+			b.Fatal(len(got), err)
+		}
+		got = append(got, entry{"2026-12-03T00:00:00Z", "one more", "user"})
+		if err := s.Set(ctx, "history", got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
