@@ -192,9 +192,6 @@ func (s *Hub) serveConn(ws *websocket.Conn, cork *socket.Corker, id caller.Ident
 	c.limiter = newBucket(s.cfg.RatePerSecond, s.cfg.RateBurst, s.now())
 	ws.SetReadLimit(s.cfg.MaxFrameBytes)
 	if !s.track(c) {
-		// Nothing runs on the socket yet: Finish returns at once, and
-		// the end of ctx no longer cuts the close handshake short.
-		c.out.Finish(closeWait, cancel)
 		cancel()
 		_ = ws.Close(statusGoingAway, "server shutting down")
 		return
@@ -268,7 +265,7 @@ func (s *Hub) untrack(c *conn) {
 // socket's cleanup.
 func (c *conn) readLoop() {
 	for {
-		typ, data, err := c.ws.Read(c.out.IO())
+		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
 			return
 		}

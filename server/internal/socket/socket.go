@@ -28,15 +28,8 @@ type Fill func(ctx context.Context, after, upto int64) ([]session.Logged, error)
 // Socket queues frames for one WebSocket and writes them in order. Its
 // methods are safe for concurrent use.
 type Socket struct {
-	ws  *websocket.Conn
-	ctx context.Context // done when the socket is finished with
-	// io is ctx without its end, for the connection's reads and writes:
-	// given a context that can end, the library watches it anew on every
-	// call (an allocation and a lock each). The end of ctx closes the
-	// connection instead, once (unwatch, watched).
-	io       context.Context
-	unwatch  func() bool
-	watched  chan struct{}
+	ws       *websocket.Conn
+	ctx      context.Context // done when the socket is finished with
 	max      int
 	maxBytes int
 	counted  func(typ string)
@@ -59,8 +52,7 @@ type Socket struct {
 	linger             *time.Timer
 }
 
-// New returns the outbound side of ws. When ctx is done, ws is closed:
-// writes stop, and so do the reads made with IO's context. At
+// New returns the outbound side of ws. Writes stop when ctx is done. At
 // most maxQueue frames and maxBytes bytes wait (a frame alone goes
 // whatever its size), so that the memory a slow client holds has a known
 // ceiling; a frame past either closes the socket with 4429. counted, if not
@@ -69,18 +61,8 @@ func New(ctx context.Context, ws *websocket.Conn, maxQueue, maxBytes int, counte
 	if counted == nil {
 		counted = func(string) {}
 	}
-	s := &Socket{ws: ws, ctx: ctx, io: context.WithoutCancel(ctx), watched: make(chan struct{}),
-		max: maxQueue, maxBytes: maxBytes, counted: counted}
-	s.unwatch = context.AfterFunc(ctx, func() {
-		defer close(s.watched)
-		_ = ws.CloseNow()
-	})
-	return s
+	return &Socket{ws: ws, ctx: ctx, max: maxQueue, maxBytes: maxBytes, counted: counted}
 }
-
-// IO is the context for the connection's reads: it does not end, and ws
-// is closed when the socket's context ends, which ends a read under way.
-func (s *Socket) IO() context.Context { return s.io }
 
 // CorkWith makes the writer send the frames it finds queued together
 // with one write to the connection, through k (see CorkWriter). Call it
@@ -280,7 +262,7 @@ func (s *Socket) writer() {
 			s.cork.Cork()
 		}
 		for i, b := range batch {
-			err := s.ws.Write(s.io, websocket.MessageText, b)
+			err := s.ws.Write(s.ctx, websocket.MessageText, b)
 			if err == nil && i == len(batch)-1 && s.cork != nil {
 				err = s.cork.Flush()
 			}
@@ -390,10 +372,5 @@ func (s *Socket) Finish(wait time.Duration, abort func()) {
 	case <-t.C:
 		abort()
 		<-done
-	}
-	// From now on the context's end closes nothing: the caller closes
-	// the connection. A close that began already is waited for.
-	if !s.unwatch() {
-		<-s.watched
 	}
 }
