@@ -31,11 +31,21 @@ func roundTrips(t reflect.Type) bool {
 	return roundTripsIn(t, nil)
 }
 
-// roundTripsIn is roundTrips with the struct types being checked further up,
-// taken to round-trip so that a recursive type ends.
+// roundTripsIn is roundTrips with the types being checked further up,
+// taken to round-trip so that a recursive type (type T []T, type M
+// map[string]M, a struct holding a slice of itself) ends.
 func roundTripsIn(t reflect.Type, checking []reflect.Type) bool {
 	if hasCodec(t) || t == numberType || t == numberV1Type {
 		return false
+	}
+	switch t.Kind() {
+	case reflect.Array, reflect.Slice, reflect.Map, reflect.Struct:
+		for _, c := range checking {
+			if c == t {
+				return true
+			}
+		}
+		checking = append(checking, t)
 	}
 	switch t.Kind() {
 	case reflect.Bool, reflect.String,
@@ -53,12 +63,6 @@ func roundTripsIn(t reflect.Type, checking []reflect.Type) bool {
 		return t.Key().Kind() == reflect.String && !hasCodec(t.Key()) &&
 			roundTripsIn(t.Elem(), checking)
 	case reflect.Struct:
-		for _, c := range checking {
-			if c == t {
-				return true
-			}
-		}
-		checking = append(checking, t)
 		names := make([]string, 0, t.NumField())
 		for i := range t.NumField() {
 			f := t.Field(i)
@@ -67,7 +71,11 @@ func roundTripsIn(t reflect.Type, checking []reflect.Type) bool {
 			}
 			name := f.Name
 			if tag, ok := f.Tag.Lookup("json"); ok {
-				if strings.Contains(tag, ",") || tag == "-" {
+				if tag != "" && !plainName(tag) {
+					// An option, "-", or a name the encoder and the
+					// decoder might read differently (encoding/json
+					// ignores a name with characters it does not
+					// accept; the decoder takes it).
 					return false
 				}
 				if tag != "" {
@@ -89,6 +97,18 @@ func roundTripsIn(t reflect.Type, checking []reflect.Type) bool {
 		return true
 	}
 	return false
+}
+
+// plainName reports whether a struct tag is only a name made of ASCII
+// letters, digits, '_' and '-', which every JSON library reads alike.
+func plainName(tag string) bool {
+	for i := range len(tag) {
+		c := tag[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return tag != "-"
 }
 
 var (
@@ -284,14 +304,17 @@ func sameBytes(a, b []byte) bool {
 
 // appendedJSON returns the JSON of v, a slice, when v is the slice kept in
 // c (of the same type) with elements appended to it: c's JSON, kept with
-// it, with only the new elements encoded, the very bytes encoding/json
-// gives for all of v (a handler that keeps a history appends to it on
-// every message). kept is the number of elements v shares with c, whose
+// it, with only the new elements encoded after it (a handler that keeps a
+// history appends to it on every message). It decodes to v; when c's JSON
+// came from encoding/json (as all that Set stores does), it is the very
+// bytes encoding/json gives for v. kept is the number of elements v shares with c, whose
 // strings are known to be valid UTF-8. ok is false when v is anything
 // else; err is the encoding's error.
 func appendedJSON(c valueCopy, v reflect.Value) (b []byte, kept int, ok bool, err error) {
 	if v.Kind() != reflect.Slice || v.Type() != c.v.Type() || v.IsNil() ||
-		c.v.Len() == 0 || v.Len() < c.v.Len() || !shallow(v.Type().Elem()) {
+		c.v.Len() == 0 || v.Len() < c.v.Len() || !shallow(v.Type().Elem()) ||
+		c.b[0] != '[' || c.b[len(c.b)-1] != ']' {
+		// The JSON kept may be another writer's, with space around it.
 		return nil, 0, false, nil
 	}
 	kept = c.v.Len()

@@ -72,6 +72,17 @@ type embedded struct {
 	turnEntry
 }
 
+type (
+	selfSlice []selfSlice
+	selfMap   map[string]selfMap
+	oddTag    struct {
+		Price float64 `json:"price€"`
+	}
+	spacedTag struct {
+		Name string `json:"a name"`
+	}
+)
+
 type level string
 
 func (l level) MarshalText() ([]byte, error) { return []byte(strings.ToUpper(string(l))), nil }
@@ -98,6 +109,11 @@ func TestRoundTrips(t *testing.T) {
 		{"map of slices", map[string][]int{"a": {1}}, true, false},
 		{"array", [3]string{"a", "b", "c"}, true, false},
 		{"named string", struct{ L myString }{"x"}, true, false},
+		{"slice of itself", selfSlice{{}, {{}}}, true, false},
+		{"map of itself", selfMap{"a": {"b": nil}}, true, false},
+		{"tag with digits and marks", struct {
+			A int `json:"a_1-b"`
+		}{1}, true, false},
 
 		{"map of any", map[string]any{"n": 1}, false, true},
 		{"slice of any", []any{1}, false, true},
@@ -111,6 +127,8 @@ func TestRoundTrips(t *testing.T) {
 		{"names differing by case", foldClash{"a", "b"}, false, false},
 		{"embedded", embedded{turnEntry{Message: "m"}}, false, false},
 		{"text marshaler", []level{"low"}, false, true},
+		{"tag encoding/json ignores", oddTag{1.5}, false, true},
+		{"tag with a space", spacedTag{"x"}, false, false},
 		{"json.Number", json.Number(""), false, true},
 		{"time", time.Date(2024, 1, 1, 0, 0, 0, 0, time.FixedZone("X", 3600)), false, true},
 	}
@@ -319,6 +337,12 @@ func TestAppendedJSON(t *testing.T) {
 		if kept != len(old) {
 			t.Fatalf("kept = %d, want %d", kept, len(old))
 		}
+	}
+
+	spaced := keep(t, []point{{Label: "a"}})
+	spaced.b = append(slices.Clone(spaced.b), '\n')
+	if _, _, ok, _ := appendedJSON(spaced, reflect.ValueOf([]point{{Label: "a"}, {Label: "b"}})); ok {
+		t.Fatal("appendedJSON spliced after JSON that does not end with ']'")
 	}
 
 	zero := []point{{X: 0}}
