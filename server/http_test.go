@@ -589,6 +589,8 @@ func TestMetrics(t *testing.T) {
 		{`chatd_frames_in_total{type="hello"}`, 1},
 		{`chatd_handler_duration_seconds_count{handler="message"}`, 1},
 		{`chatd_handler_duration_seconds_count{handler="chat_start"}`, 1},
+		{`chatd_turn_store_duration_seconds_count{call="user_message"}`, 1},
+		{`chatd_turn_store_duration_seconds_count{call="next_turn"}`, 1},
 		{`chatd_logins_total{result="ok"}`, 1},
 		{`chatd_connections`, 1},
 	}

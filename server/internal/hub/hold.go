@@ -164,7 +164,9 @@ func (ls *liveSession) commitLocked(ctx context.Context, frames []session.Frame)
 		return nil, nil
 	}
 	rec := ls.us.Record()
+	start := time.Now()
 	seqs, err := ls.s.sessions.Commit(ctx, &rec, values, all...)
+	ls.s.metrics.FramesCommitted(time.Since(start).Seconds())
 	if err != nil {
 		switch {
 		case turn && retriable(err):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -118,7 +119,9 @@ func (ls *liveSession) queue(ctx context.Context, kind string, data []byte) (int
 func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, um session.UserMessage) (session.Appended, *wire.Error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
+	start := time.Now()
 	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, um)
+	ls.s.metrics.UserMessageStored(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, session.ErrBusy) {
 			return res, errBusy

@@ -166,7 +166,9 @@ func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done stri
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	rec := ls.us.Record()
+	start := time.Now()
 	n, err := ls.s.sessions.NextTurn(ctx, &rec, fence, done, stop, tail.values, tail.frames...)
+	ls.s.metrics.TurnEndStored(time.Since(start).Seconds())
 	if err != nil {
 		ls.lost(err)
 		return n, err

@@ -17,14 +17,29 @@ type Metrics struct {
 	FramesOut   *prometheus.CounterVec
 	Errors      *prometheus.CounterVec
 	HandlerDur  *prometheus.HistogramVec
-	Logins      *prometheus.CounterVec
+	// StoreDur is the time of a turn's store calls, by call; its
+	// observers by call are UserMessageStored, TurnEndStored and
+	// FramesCommitted.
+	StoreDur *prometheus.HistogramVec
+	Logins   *prometheus.CounterVec
 
 	// in and out hold the counters of FramesIn and FramesOut by type
 	// (string to prometheus.Counter), and handlers the observers of
 	// HandlerDur by handler, found once: counting a frame then costs no
 	// hashing of its labels.
 	in, out, handlers sync.Map
+
+	storeUserMessage, storeNextTurn, storeCommit prometheus.Observer
 }
+
+// UserMessageStored records that storing a user message took seconds.
+func (m *Metrics) UserMessageStored(seconds float64) { m.storeUserMessage.Observe(seconds) }
+
+// TurnEndStored records that storing a turn's end took seconds.
+func (m *Metrics) TurnEndStored(seconds float64) { m.storeNextTurn.Observe(seconds) }
+
+// FramesCommitted records that storing frames during a turn took seconds.
+func (m *Metrics) FramesCommitted(seconds float64) { m.storeCommit.Observe(seconds) }
 
 // HandlerRan records that the handler name ran for d seconds; name is one
 // of the server's own handler names.
@@ -74,11 +89,20 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "chatd_handler_duration_seconds", Help: "Duration of application handler runs, by handler.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"handler"}),
+		StoreDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "chatd_turn_store_duration_seconds",
+			Help: "Duration of a turn's store calls (queueing for the store's pipeline included), by call: " +
+				"user_message (a message and its echo), next_turn (a turn's end), commit (frames during a turn).",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
+		}, []string{"call"}),
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_logins_total", Help: "Login attempts, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.Connections, m.Sessions, m.FramesIn, m.FramesOut, m.Errors, m.HandlerDur, m.Logins,
+	m.storeUserMessage = m.StoreDur.WithLabelValues("user_message")
+	m.storeNextTurn = m.StoreDur.WithLabelValues("next_turn")
+	m.storeCommit = m.StoreDur.WithLabelValues("commit")
+	reg.MustRegister(m.Connections, m.Sessions, m.FramesIn, m.FramesOut, m.Errors, m.HandlerDur, m.StoreDur, m.Logins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
