@@ -155,25 +155,19 @@ func copyValue(v reflect.Value, check bool) (reflect.Value, bool) {
 // copyInto sets dst, settable and of src's type, to a deep copy of src
 // (see copyValue).
 func copyInto(dst, src reflect.Value, check bool) bool {
+	if shallow(src.Type()) {
+		// Strings, numbers, and arrays and structs of them only: copied
+		// as they are (strings are immutable).
+		dst.Set(src)
+		return !check || validStrings(src)
+	}
 	switch src.Kind() {
-	case reflect.Array:
-		if shallow(src.Type()) {
-			dst.Set(src)
-			return !check || validStrings(src)
-		}
-		for i := range src.Len() {
-			if !copyInto(dst.Index(i), src.Index(i), check) {
-				return false
-			}
-		}
-		return true
 	case reflect.Slice:
 		if src.IsNil() {
 			return true
 		}
 		dst.Set(reflect.MakeSlice(src.Type(), src.Len(), src.Len()))
 		if shallow(src.Type().Elem()) {
-			// Elements of strings and numbers only: copied as they are.
 			reflect.Copy(dst, src)
 			return !check || validStrings(src)
 		}
@@ -201,11 +195,14 @@ func copyInto(dst, src reflect.Value, check bool) bool {
 			dst.SetMapIndex(it.Key(), e)
 		}
 		return true
-	case reflect.Struct:
-		if shallow(src.Type()) {
-			dst.Set(src)
-			return !check || validStrings(src)
+	case reflect.Array:
+		for i := range src.Len() {
+			if !copyInto(dst.Index(i), src.Index(i), check) {
+				return false
+			}
 		}
+		return true
+	case reflect.Struct:
 		for i := range src.NumField() {
 			if !copyInto(dst.Field(i), src.Field(i), check) {
 				return false
@@ -213,9 +210,7 @@ func copyInto(dst, src reflect.Value, check bool) bool {
 		}
 		return true
 	}
-	// Strings, booleans and numbers.
-	dst.Set(src)
-	return !check || validStrings(src)
+	return false
 }
 
 // shallow reports whether the values of t hold no slice or map: copying

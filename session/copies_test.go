@@ -224,6 +224,14 @@ func TestCopyIsWhatDecodingGives(t *testing.T) {
 	}
 }
 
+// inTurn returns a new session, on a memory store, in its first turn.
+func inTurn() (*Live, *UserSession) {
+	l := Open(NewMemoryStore(nil), Record{ID: "s1"}, nil)
+	l.NoValues()
+	l.BeginTurn(1)
+	return l, l.Session()
+}
+
 // TestGetAnswersFromCopy: during a turn, Get of a value set or decoded in
 // it returns a copy of the Go value, not a decoding of its JSON (here
 // changed in place under the session, which only a copy ignores), of the
@@ -231,10 +239,7 @@ func TestCopyIsWhatDecodingGives(t *testing.T) {
 // so are the copies.
 func TestGetAnswersFromCopy(t *testing.T) {
 	ctx := t.Context()
-	l := Open(NewMemoryStore(nil), Record{ID: "s1"}, nil)
-	l.NoValues()
-	l.BeginTurn(1)
-	s := l.Session()
+	l, s := inTurn()
 	h := make([]turnEntry, 10)
 	for i := range h {
 		h[i] = turnEntry{Timestamp: "2026-12-03T00:00:00Z", Message: "message", Type: "user"}
@@ -372,10 +377,7 @@ func TestAppendedJSON(t *testing.T) {
 // replaced as encoding/json replaces them.
 func TestSetAppends(t *testing.T) {
 	ctx := t.Context()
-	l := Open(NewMemoryStore(nil), Record{ID: "s1"}, nil)
-	l.NoValues()
-	l.BeginTurn(1)
-	s := l.Session()
+	_, s := inTurn()
 	var h []turnEntry
 	for i := range 30 {
 		got, err := Get(ctx, s, "history", []turnEntry{})
@@ -413,10 +415,7 @@ func TestSetAppends(t *testing.T) {
 // element a handler appends, and appending to it changes nothing kept.
 func TestGetLeavesRoom(t *testing.T) {
 	ctx := t.Context()
-	l := Open(NewMemoryStore(nil), Record{ID: "s1"}, nil)
-	l.NoValues()
-	l.BeginTurn(1)
-	s := l.Session()
+	_, s := inTurn()
 	h := slices.Repeat([]turnEntry{{Timestamp: "2026-12-03T00:00:00Z", Message: "message", Type: "user"}}, 10)
 	if err := s.Set(ctx, "history", h); err != nil {
 		t.Fatal(err)
