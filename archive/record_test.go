@@ -447,14 +447,7 @@ func TestEvictIdle(t *testing.T) {
 func TestEvictedThreadWritten(t *testing.T) {
 	r := newRecordRig(t, nil)
 	ctx, rdb, ns, st, a, db := t.Context(), r.rdb, r.ns, r.st, r.a, r.db
-	rec := sessiontest.NewRecord()
-	r.addUser(t, rec.UserID)
-	if err := st.Create(ctx, rec, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("first")); err != nil {
-		t.Fatal(err)
-	}
+	rec := r.chat(t, "first")
 	if _, err := st.Append(ctx, &rec, sessiontest.NewFrame(sessiontest.NewStep("assistant_message", "reply"))); err != nil {
 		t.Fatal(err)
 	}
@@ -533,20 +526,28 @@ func (r *recordRig) addUser(t *testing.T, id string) {
 	}
 }
 
+// chat makes a session of a new user of the database, on a thread that
+// its first message persists, and returns its record.
+func (r *recordRig) chat(t *testing.T, first string) session.Record {
+	t.Helper()
+	rec := sessiontest.NewRecord()
+	r.addUser(t, rec.UserID)
+	if err := r.st.Create(t.Context(), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.st.AppendUserMessage(t.Context(), &rec, sessiontest.NewUserMessage(first)); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 // TestTrimThread: a long thread keeps in Redis the JSON of its newest steps
 // only, once the database has the others; every read is the same, a step
 // written again keeps its place, and the thread can still be evicted.
 func TestTrimThread(t *testing.T) {
 	r := newRecordRig(t, nil)
 	ctx, st := t.Context(), r.st
-	rec := sessiontest.NewRecord()
-	r.addUser(t, rec.UserID)
-	if err := st.Create(ctx, rec, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("first")); err != nil {
-		t.Fatal(err)
-	}
+	rec := r.chat(t, "first")
 	var third *session.Step
 	for i := range 29 {
 		step := sessiontest.NewStep("assistant_message", fmt.Sprintf("reply %d", i))
@@ -629,14 +630,7 @@ func (failingDeletes) DeleteRecordedThread(context.Context, string) error {
 func TestDeletedThreadStaysDeleted(t *testing.T) {
 	r := newRecordRig(t, func(rc *Record) session.ThreadRecord { return failingDeletes{rc} })
 	ctx, st, a, db := t.Context(), r.st, r.a, r.db
-	rec := sessiontest.NewRecord()
-	r.addUser(t, rec.UserID)
-	if err := st.Create(ctx, rec, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.AppendUserMessage(ctx, &rec, sessiontest.NewUserMessage("delete me")); err != nil {
-		t.Fatal(err)
-	}
+	rec := r.chat(t, "delete me")
 	drain(t, a)
 	if err := st.DeleteThread(ctx, rec.UserID, rec.ThreadID); err == nil {
 		t.Fatal("DeleteThread with the database's deletion failing: no error")
