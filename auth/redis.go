@@ -69,15 +69,19 @@ func NewRedisStore(c redis.UniversalClient, namespace string) *RedisStore {
 func (s *RedisStore) Stores() Stores { return Stores{Users: s, Tokens: s, Throttle: s, Flows: s} }
 
 func (s *RedisStore) userKey(id string) string       { return s.ns + "u:{u:" + id + "}" }
-func (s *RedisStore) userTokensKey(id string) string { return s.ns + "u:{u:" + id + "}:tokens" }
-func (s *RedisStore) userLinksKey(id string) string  { return s.ns + "u:{u:" + id + "}:links" }
-func (s *RedisStore) identKey(ident string) string   { return s.ns + "u:ident:" + ident }
-func (s *RedisStore) linkKey(linkID string) string   { return s.linkPrefix() + linkID }
-func (s *RedisStore) linkPrefix() string             { return s.ns + "link:" }
-func (s *RedisStore) usersKey() string               { return s.ns + "users" }
-func (s *RedisStore) tokenKey(hash string) string    { return s.ns + "tok:" + hash }
-func (s *RedisStore) throttleKey(key string) string  { return s.ns + "thr:" + key }
-func (s *RedisStore) flowKey(key string) string      { return s.ns + "flow:" + key }
+func (s *RedisStore) userTokensKey(id string) string { return userTokensKey(s.ns, id) }
+
+// userTokensKey is the key of the set of a user's tokens under namespace
+// ns; LastKnownUsers reads it too.
+func userTokensKey(ns, id string) string            { return ns + "u:{u:" + id + "}:tokens" }
+func (s *RedisStore) userLinksKey(id string) string { return s.ns + "u:{u:" + id + "}:links" }
+func (s *RedisStore) identKey(ident string) string  { return s.ns + "u:ident:" + ident }
+func (s *RedisStore) linkKey(linkID string) string  { return s.linkPrefix() + linkID }
+func (s *RedisStore) linkPrefix() string            { return s.ns + "link:" }
+func (s *RedisStore) usersKey() string              { return s.ns + "users" }
+func (s *RedisStore) tokenKey(hash string) string   { return s.ns + "tok:" + hash }
+func (s *RedisStore) throttleKey(key string) string { return s.ns + "thr:" + key }
+func (s *RedisStore) flowKey(key string) string     { return s.ns + "flow:" + key }
 
 // Fields of the user hash.
 const (

@@ -17,6 +17,12 @@ import (
 // hash, still need the database). The database is always asked first, so
 // a copy is never preferred to what the database says; a deleted user's
 // copy goes with it, and a user whose metadata changes gets a new copy.
+//
+// A copy is kept only for a user who holds tokens in the same Redis (the
+// copy is for them), checked in the one script that writes it: a user's
+// deletion revokes the tokens first, so a read that began before the
+// deletion (a chat-end handler updating the metadata, say) cannot write
+// the copy back after the deletion removed it.
 type LastKnownUsers struct {
 	*PostgresUserStore
 	c   redis.UniversalClient
@@ -46,12 +52,21 @@ type knownUser struct {
 
 func (s *LastKnownUsers) key(id string) string { return s.ns + "u:{u:" + id + "}:known" }
 
-// keep writes the copy of p; a failure only means an older copy, or none.
+// keepScript writes a copy (KEYS[1]; ARGV 1 the JSON, 2 its expiry in
+// milliseconds) while the user holds tokens (KEYS[2], the set of them).
+var keepScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// keep writes the copy of p while p holds tokens; a failure only means an
+// older copy, or none.
 func (s *LastKnownUsers) keep(ctx context.Context, p *PersistedUser) {
 	b, err := json.Marshal(knownUser{ID: p.ID, Identifier: p.Identifier, DisplayName: p.DisplayName,
 		Metadata: p.Metadata, CreatedAt: p.CreatedAt, Anonymous: p.Anonymous})
 	if err == nil {
-		_ = s.c.Set(ctx, s.key(p.ID), b, s.ttl).Err()
+		_ = keepScript.Run(ctx, s.c, []string{s.key(p.ID), userTokensKey(s.ns, p.ID)}, b, s.ttl.Milliseconds()).Err()
 	}
 }
 

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 
 // TestLastKnownUsers: while the database cannot answer, GetUser answers
 // with the last copy of a user read before; a user never read, or deleted,
-// has none; a copy follows the user's metadata.
+// has none; nor has one who holds no token (the copy is for them), nor one
+// read after their tokens were revoked (a deletion revokes them first, so
+// a read that overlaps it cannot put the copy back); a copy follows the
+// user's metadata.
 func TestLastKnownUsers(t *testing.T) {
 	srv := pgtest.StartServer(t)
 	ctx := t.Context()
@@ -27,8 +31,9 @@ func TestLastKnownUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := redistest.Start(t)
+	ns := rs.Namespace()
 	mem := auth.NewMemoryStore(nil)
-	users := auth.WithLastKnown(auth.NewPostgresUserStore(pool, mem, nil), rs.Client(), rs.Namespace())
+	users := auth.WithLastKnown(auth.NewPostgresUserStore(pool, mem, nil), rs.Client(), ns)
 
 	seen, err := users.CreateUser(ctx, auth.User{Identifier: "seen@example.com", DisplayName: "Seen",
 		Metadata: map[string]any{"role": "admin"}}, "", false)
@@ -43,10 +48,51 @@ func TestLastKnownUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{seen.ID, gone.ID} {
+	tokenless, err := users.CreateUser(ctx, auth.User{Identifier: "tokenless@example.com"}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := users.CreateUser(ctx, auth.User{Identifier: "late@example.com"}, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := auth.NewRedisStore(rs.Client(), ns)
+	for i, id := range []string{seen.ID, gone.ID, late.ID} {
+		now := time.Now()
+		if _, err := tokens.CreateToken(ctx, auth.TokenRecord{Hash: fmt.Sprintf("%064d", i), UserID: id, CreatedAt: now,
+			ExpiresAt: now.Add(time.Hour), IdleUntil: now.Add(time.Hour), LastUsed: now}, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{seen.ID, gone.ID, tokenless.ID, late.ID} {
 		if _, err := users.GetUser(ctx, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+	copyOf := ns + "u:{u:" + late.ID + "}:known"
+	if n, err := rs.Client().Exists(ctx, copyOf).Result(); err != nil || n != 1 {
+		t.Fatalf("copy of a user with a token: %d, %v; want one", n, err)
+	}
+	// late's deletion, as chatd users delete makes it, with a read of
+	// late by a running instance (its chat-end handler) between the
+	// database's deletion and the copy's: here, the copy goes first.
+	if _, err := tokens.RevokeUserTokens(ctx, late.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Client().Del(ctx, copyOf).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users.UpdateMetadata(ctx, late.ID, func(md map[string]any) error {
+		md["chats_ended"] = 1
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users.GetUser(ctx, late.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rs.Client().Exists(ctx, copyOf).Result(); err != nil || n != 0 {
+		t.Fatalf("copy of a user read after their tokens were revoked: %d, %v; want none", n, err)
 	}
 	if _, err := users.UpdateMetadata(ctx, seen.ID, func(md map[string]any) error {
 		md["role"] = "viewer"
@@ -70,7 +116,7 @@ func TestLastKnownUsers(t *testing.T) {
 		got.Metadata["role"] != "viewer" || !got.CreatedAt.Equal(want.CreatedAt) {
 		t.Fatalf("GetUser with the database stopped: %+v, %v; want the last copy %+v", got, err, want)
 	}
-	for _, id := range []string{unseen.ID, gone.ID} {
+	for _, id := range []string{unseen.ID, gone.ID, tokenless.ID, late.ID} {
 		if got, err := users.GetUser(short, id); err == nil || errors.Is(err, auth.ErrNotFound) {
 			t.Errorf("GetUser of %s with the database stopped: %+v, %v; want the database's error", id, got, err)
 		}

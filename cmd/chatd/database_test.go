@@ -121,7 +121,15 @@ func TestDatabaseOfRecordUsers(t *testing.T) {
 		+ (SELECT count(*) FROM threads) + (SELECT count(*) FROM steps)`).Scan(&rows); err != nil || rows != 0 {
 		t.Errorf("rows left in PostgreSQL after delete: %d, %v; want 0", rows, err)
 	}
-	eventually(t, "no Redis key of bob's left", func() bool { return len(holdsBob()) == 0 })
+	seen := ""
+	eventually(t, "no Redis key of bob's left", func() bool {
+		left := holdsBob()
+		if s := fmt.Sprint(left); len(left) > 0 && s != seen {
+			seen = s
+			t.Logf("Redis keys of bob's left: %s", s)
+		}
+		return len(left) == 0
+	})
 }
 
 // TestDatabaseNeedsRedis: DATABASE_URL without REDIS_URL is refused, by the
