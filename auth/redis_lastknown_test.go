@@ -40,22 +40,16 @@ func TestLastKnownUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unseen, err := users.CreateUser(ctx, auth.User{Identifier: "unseen@example.com"}, "", false)
-	if err != nil {
-		t.Fatal(err)
+	create := func(identifier string) *auth.PersistedUser {
+		t.Helper()
+		u, err := users.CreateUser(ctx, auth.User{Identifier: identifier}, "", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
 	}
-	gone, err := users.CreateUser(ctx, auth.User{Identifier: "gone@example.com"}, "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenless, err := users.CreateUser(ctx, auth.User{Identifier: "tokenless@example.com"}, "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	late, err := users.CreateUser(ctx, auth.User{Identifier: "late@example.com"}, "", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	unseen, gone := create("unseen@example.com"), create("gone@example.com")
+	tokenless, late := create("tokenless@example.com"), create("late@example.com")
 	tokens := auth.NewRedisStore(rs.Client(), ns)
 	for i, id := range []string{seen.ID, gone.ID, late.ID} {
 		now := time.Now()
