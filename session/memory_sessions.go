@@ -332,9 +332,16 @@ func (m *MemoryStore) AppendUserMessage(ctx context.Context, rec *Record, um Use
 		}
 	}
 	now := m.now()
-	ms := now.UnixMilli()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.appendUserMessageLocked(rec, um, steps, now)
+}
+
+// appendUserMessageLocked is AppendUserMessage once um is checked (steps
+// holds its echo's step encoded) and the store locked.
+func (m *MemoryStore) appendUserMessageLocked(rec *Record, um UserMessage, steps [][]byte, now time.Time) (Appended, error) {
+	queued := um.Turn.ID != ""
+	ms := now.UnixMilli()
 	s := m.sessionLocked(rec.ID, now)
 	if s == nil {
 		return Appended{}, ErrNotFound

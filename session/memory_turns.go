@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -74,6 +75,12 @@ func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, do
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.nextTurnLocked(rec, fence, done, stop, values, frames, steps, now)
+}
+
+// nextTurnLocked is NextTurn once frames are checked (steps holds their
+// steps encoded) and the store locked.
+func (m *MemoryStore) nextTurnLocked(rec *Record, fence int64, done string, stop bool, values map[string][]byte, frames []Frame, steps [][]byte, now time.Time) (Next, error) {
 	s := m.sessionLocked(rec.ID, now)
 	if s == nil {
 		return Next{}, ErrNotFound
@@ -116,6 +123,74 @@ func (m *MemoryStore) NextTurn(ctx context.Context, rec *Record, fence int64, do
 	n.Resumed = s.started == head.ID && s.startedFence != fence
 	s.started, s.startedFence = head.ID, fence
 	return n, nil
+}
+
+// AppendTurn implements Turns.
+func (m *MemoryStore) AppendTurn(ctx context.Context, rec *Record, um UserMessage, fence int64, values map[string][]byte, frames ...Frame) ([]int64, bool, error) {
+	if um.Turn.ID == "" {
+		return nil, false, nil
+	}
+	echo, err := checkAppend(rec, []Frame{um.Echo})
+	if err != nil {
+		return nil, false, err
+	}
+	steps, err := checkAppend(rec, frames)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkTurn(rec.ID, um.Turn); err != nil {
+		return nil, false, err
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessionLocked(rec.ID, now)
+	if s == nil || s.runner != "" {
+		return nil, false, nil
+	}
+	seen := func(f Frame) bool {
+		_, ok := s.fids["f:"+f.ID]
+		return f.ID != "" && ok
+	}
+	if s.fence == fence {
+		// A retry of this very call, applied already.
+		first, ok := s.fids["f:"+um.Echo.ID]
+		if !ok || um.Echo.ID == "" {
+			return nil, false, nil
+		}
+		seqs := make([]int64, 1+len(um.Then)+len(frames))
+		for i := range seqs {
+			seqs[i] = first + int64(i)
+		}
+		return seqs, true, nil
+	}
+	if _, ended := m.claimLocked(rec.ID, now); ended || s.fence != fence-1 || seen(um.Echo) {
+		return nil, false, nil
+	}
+	if _, ok := s.fids["c:"+um.ClientID]; ok && um.ClientID != "" {
+		return nil, false, nil
+	}
+	once := map[string]bool{um.Echo.ID: true}
+	for _, f := range slices.Concat(um.Then, frames) {
+		if f.ID != "" && (once[f.ID] || seen(f)) {
+			return nil, false, nil
+		}
+		once[f.ID] = true
+	}
+	t := m.threadLocked(rec.ThreadID, now)
+	if t == nil || !t.persisted || um.MaxSteps > 0 && len(t.order) >= um.MaxSteps {
+		return nil, false, nil
+	}
+	um.Instance = "\x00turn" // the lease is taken and released within the call
+	a, err := m.appendUserMessageLocked(rec, um, echo, now)
+	if err != nil || a.Fence != fence || len(a.ThenSeqs) != len(um.Then) {
+		return nil, false, fmt.Errorf("session: append a turn to %s: the message did not start its turn (%v)", rec.ID, err)
+	}
+	n, err := m.nextTurnLocked(rec, fence, um.Turn.ID, false, values, frames, steps, now)
+	if err != nil || n.OK {
+		return nil, false, fmt.Errorf("session: append a turn to %s: the turn did not end (%v)", rec.ID, err)
+	}
+	return slices.Concat([]int64{a.Seq}, a.ThenSeqs, n.Seqs), true, nil
 }
 
 // DropQueued implements Turns.

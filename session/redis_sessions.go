@@ -245,14 +245,15 @@ func appendFrameArgs(args []any, frames []Frame, steps [][]byte) []any {
 	return args
 }
 
-// AppendUserMessage implements Sessions.
-func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserMessage) (Appended, error) {
+// userMessageArgs checks m and returns the first 21 ARGV of
+// scriptUserMessage (and of scriptTurn), with room for more.
+func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMessage, more int) ([]any, error) {
 	steps, err := checkAppend(rec, []Frame{m.Echo})
 	if err != nil {
-		return Appended{}, err
+		return nil, err
 	}
 	if !validID(rec.ThreadID) || !validID(rec.UserID) {
-		return Appended{}, errNoThread(rec.ID)
+		return nil, errNoThread(rec.ID)
 	}
 	sid := ""
 	if m.Echo.Step != nil {
@@ -261,23 +262,34 @@ func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserM
 	now := s.now().UnixMilli()
 	summary, err := encodeSummary(m.ThreadName, rec.ChatProfile, now)
 	if err != nil {
-		return Appended{}, err
+		return nil, err
 	}
 	entry := ""
 	if m.Turn.ID != "" {
 		if err := checkTurn(rec.ID, m.Turn); err != nil {
-			return Appended{}, err
+			return nil, err
 		}
 		entry = encodeTurn(m.Turn)
 	}
-	args := []any{now, rec.ThreadID, logMax,
-		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
-		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName),
-		m.Instance, max(m.QueueMax, 0), m.Turn.ID, entry, s.ns, rec.ID, s.writeDeadline(ctx), max(m.MaxSteps, 0)}
 	for _, f := range m.Then {
 		if f.Step != nil {
-			return Appended{}, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
+			return nil, fmt.Errorf("session: append user message %s: a frame after the echo has a step", rec.ID)
 		}
+	}
+	args := make([]any, 0, 21+more)
+	return append(args, now, rec.ThreadID, logMax,
+		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
+		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName),
+		m.Instance, max(m.QueueMax, 0), m.Turn.ID, entry, s.ns, rec.ID, s.writeDeadline(ctx), max(m.MaxSteps, 0)), nil
+}
+
+// AppendUserMessage implements Sessions.
+func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserMessage) (Appended, error) {
+	args, err := s.userMessageArgs(ctx, rec, m, 2*len(m.Then))
+	if err != nil {
+		return Appended{}, err
+	}
+	for _, f := range m.Then {
 		args = append(args, f.ID, f.Payload)
 	}
 	res, err := s.runOnThread(ctx, s.turn.userMessage, rec.ThreadID, s.turnKeys(rec), args...).Slice()

@@ -78,6 +78,20 @@ type Turns interface {
 	// are logged already): that retry returns their seqs with OK false.
 	// ErrNotFound for a missing session.
 	NextTurn(ctx context.Context, rec *Record, fence int64, done string, stop bool, values map[string][]byte, frames ...Frame) (Next, error)
+	// AppendTurn stores a user message together with the whole of the turn
+	// it starts, in one round trip: what AppendUserMessage(rec, m) with
+	// m.Turn starting at once under fence, then NextTurn(rec, fence,
+	// m.Turn.ID, false, values, frames...) releasing the lease would store,
+	// with the seqs of the echo, of m.Then and of frames, in that order. It
+	// applies only when that is what the two calls would do: no runner
+	// holds the lease and it was last taken under fence-1, the chat has not
+	// ended, the thread is persisted and below m.MaxSteps, and neither the
+	// client id nor any frame id was seen. Otherwise, and wherever the
+	// store prefers the two calls, it writes nothing and returns ok false;
+	// the caller then makes them. A retry of a call that was applied
+	// returns its seqs again. A runner that ran the turn's handler before
+	// storing its message (its replies held) stores all of it this way.
+	AppendTurn(ctx context.Context, rec *Record, m UserMessage, fence int64, values map[string][]byte, frames ...Frame) (seqs []int64, ok bool, err error)
 	// DropQueued drops the turns waiting behind a started one (a stop) and
 	// returns how many it dropped; without a started turn it drops nothing.
 	DropQueued(ctx context.Context, id string) (int, error)

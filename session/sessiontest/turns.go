@@ -56,6 +56,8 @@ func RunTurns(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"UserMessageTurnStopped", testUserMessageTurnStopped},
 		{"UserMessageTurnAfterEnd", testUserMessageTurnAfterEnd},
 		{"DeleteUserDataDropsInbox", testDeleteUserDataInbox},
+		{"AppendTurn", testAppendTurn},
+		{"AppendTurnDeclines", testAppendTurnDeclines},
 	})
 }
 
@@ -1291,4 +1293,175 @@ func testUserMessageTurnAfterEnd(t *testing.T, st session.Store) {
 	if _, err := st.NextTurn(ctx, &rec, a.Fence, "", false, nil); !errors.Is(err, session.ErrLeaseLost) {
 		t.Fatalf("NextTurn after the lease went with the end: %v, want ErrLeaseLost", err)
 	}
+}
+
+// wholeTurn returns a user message for instance whose turn is named by its
+// echo, as a server names a message's turn, with one frame after the echo.
+func wholeTurn(instance string) session.UserMessage {
+	m := turnMessage(instance, 0)
+	m.Turn.ID = m.Echo.ID
+	return m
+}
+
+// appendTurn is AppendTurn, failing the test on an error.
+func appendTurn(t *testing.T, st session.Store, rec *session.Record, m session.UserMessage, fence int64, values map[string][]byte, frames ...session.Frame) ([]int64, bool) {
+	t.Helper()
+	seqs, ok, err := st.AppendTurn(t.Context(), rec, m, fence, values, frames...)
+	if err != nil {
+		t.Fatalf("AppendTurn(fence %d): %v", fence, err)
+	}
+	return seqs, ok
+}
+
+// testAppendTurn: a message's whole turn in one call stores its echo, the
+// frames after it, the turn's values, frames and steps, lets the lease go
+// and raises the fence, as the two calls would; a retry answers the same.
+func testAppendTurn(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	rec := Create(t, st)
+	i1 := liveInstance(t, st)
+	// The first message persists the thread, the two-call way.
+	m0 := wholeTurn(i1)
+	a0 := mustUserMessage(t, st, &rec, m0)
+	if a0.Fence <= 0 {
+		t.Fatalf("first message = %+v; want the lease", a0)
+	}
+	wantNone(t, "NextTurn of the first message", mustNext(t, st, &rec, a0.Fence, m0.Turn.ID, false, NewFrame(nil)))
+	before := lastSeq(t, st, rec.ID)
+
+	m := wholeTurn(i1)
+	reply := NewFrame(NewStep("assistant_message", "hi"))
+	end := NewFrame(nil)
+	values := map[string][]byte{"k": []byte(`"v"`), "n": []byte(`7`)}
+	seqs, ok := appendTurn(t, st, &rec, m, a0.Fence+1, values, reply, end)
+	if !ok || !slices.Equal(seqs, span(before+1, before+4)) {
+		t.Fatalf("AppendTurn = %v, %v; want applied, seqs %v", seqs, ok, span(before+1, before+4))
+	}
+	l := mustLog(t, st, rec.ID, before, before+10)
+	want := [][]byte{m.Echo.Payload, m.Then[0].Payload, reply.Payload, end.Payload}
+	if len(l) != len(want) {
+		t.Fatalf("log after AppendTurn = %v, want %d frames", seqsOf(l), len(want))
+	}
+	for i, w := range want {
+		if !bytes.Equal(l[i].Payload, w) {
+			t.Fatalf("logged frame %d = %s, want %s", i, l[i].Payload, w)
+		}
+	}
+	steps := stepIDs(mustSteps(t, st, rec.ThreadID))
+	if n := len(steps); n < 2 || steps[n-2] != m.Echo.Step.ID || steps[n-1] != reply.Step.ID {
+		t.Fatalf("thread steps = %v; want the message's then the reply's last", steps)
+	}
+	got, err := st.Values(ctx, rec.ID)
+	if err != nil || string(got["k"]) != `"v"` || string(got["n"]) != `7` {
+		t.Fatalf("Values after AppendTurn = %q, %v; want the turn's", got, err)
+	}
+
+	// A retry of the call answers the same and stores nothing again.
+	again, ok := appendTurn(t, st, &rec, m, a0.Fence+1, values, reply, end)
+	if !ok || !slices.Equal(again, seqs) {
+		t.Fatalf("retried AppendTurn = %v, %v; want %v again", again, ok, seqs)
+	}
+	if seq := lastSeq(t, st, rec.ID); seq != before+4 {
+		t.Fatalf("LastSeq after a retry = %d, want %d", seq, before+4)
+	}
+	// The message's client id is taken: sent again, it is a duplicate.
+	if a := mustUserMessage(t, st, &rec, session.UserMessage{ClientID: m.ClientID, Echo: NewFrame(NewStep("user_message", "again"))}); !a.Duplicate || a.Seq != before+1 {
+		t.Fatalf("the message's client id again = %+v; want a duplicate of seq %d", a, before+1)
+	}
+	// The lease is free, last taken under the turn's fence.
+	if f := wantReleased(t, st, rec.ID, a0.Fence+1, i1, NewTurn()); f != a0.Fence+2 {
+		t.Fatalf("fence after the turn = %d, want %d", f, a0.Fence+2)
+	}
+}
+
+// testAppendTurnDeclines: AppendTurn writes nothing and says so when the
+// two calls would do otherwise than store the whole turn at once.
+func testAppendTurnDeclines(t *testing.T, st session.Store) {
+	ctx := t.Context()
+	i1 := liveInstance(t, st)
+	// ready returns a session on a persisted thread, its lease free, and
+	// the fence its next turn takes.
+	ready := func(t *testing.T) (session.Record, int64) {
+		t.Helper()
+		rec := Create(t, st)
+		m := wholeTurn(i1)
+		a := mustUserMessage(t, st, &rec, m)
+		wantNone(t, "NextTurn", mustNext(t, st, &rec, a.Fence, m.Turn.ID, false))
+		return rec, a.Fence + 1
+	}
+	cases := []struct {
+		name string
+		// prepare changes the session before the call and returns the
+		// message and fence to call with.
+		prepare func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame)
+	}{
+		{"StaleFence", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			return wholeTurn(i1), fence - 1, nil
+		}},
+		{"FenceAhead", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			return wholeTurn(i1), fence + 1, nil
+		}},
+		{"LeaseHeld", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			mustLease(t, st, rec.ID, i1, NewTurn())
+			return wholeTurn(i1), fence + 1, nil
+		}},
+		{"AnotherRunnerRanMeanwhile", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			f := mustLease(t, st, rec.ID, i1, NewTurn())
+			drain(t, st, rec, f, "")
+			return wholeTurn(i1), fence, nil
+		}},
+		{"DuplicateClientID", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			first := NewUserMessage("first")
+			mustUserMessage(t, st, rec, first)
+			m := wholeTurn(i1)
+			m.ClientID = first.ClientID
+			return m, fence, nil
+		}},
+		{"FrameLogged", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			f := NewFrame(nil)
+			mustAppend(t, st, rec, f)
+			return wholeTurn(i1), fence, []session.Frame{NewFrame(nil), f}
+		}},
+		{"FrameTwice", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			f := NewFrame(nil)
+			return wholeTurn(i1), fence, []session.Frame{f, f}
+		}},
+		{"ThreadFull", func(t *testing.T, rec *session.Record, fence int64) (session.UserMessage, int64, []session.Frame) {
+			m := wholeTurn(i1)
+			m.MaxSteps = 1
+			return m, fence, nil
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec, fence := ready(t)
+			m, f, frames := c.prepare(t, &rec, fence)
+			before := lastSeq(t, st, rec.ID)
+			stepsBefore := len(mustSteps(t, st, rec.ThreadID))
+			seqs, ok := appendTurn(t, st, &rec, m, f, map[string][]byte{"k": []byte(`1`)}, frames...)
+			if ok || seqs != nil {
+				t.Fatalf("AppendTurn = %v, %v; want declined", seqs, ok)
+			}
+			if seq := lastSeq(t, st, rec.ID); seq != before {
+				t.Fatalf("LastSeq = %d after a declined AppendTurn, want %d", seq, before)
+			}
+			if n := len(mustSteps(t, st, rec.ThreadID)); n != stepsBefore {
+				t.Fatalf("%d steps after a declined AppendTurn, want %d", n, stepsBefore)
+			}
+			if v, err := st.Values(ctx, rec.ID); err != nil || v["k"] != nil {
+				t.Fatalf("Values after a declined AppendTurn = %q, %v; want no k", v, err)
+			}
+		})
+	}
+	t.Run("NotPersisted", func(t *testing.T) {
+		rec := Create(t, st)
+		f := mustLease(t, st, rec.ID, i1, NewTurn())
+		drain(t, st, &rec, f, "")
+		if seqs, ok := appendTurn(t, st, &rec, wholeTurn(i1), f+1, nil); ok || seqs != nil {
+			t.Fatalf("AppendTurn on a thread not persisted = %v, %v; want declined", seqs, ok)
+		}
+		if seq := lastSeq(t, st, rec.ID); seq != 0 {
+			t.Fatalf("LastSeq = %d, want 0", seq)
+		}
+	})
 }
