@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,25 +77,36 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// TestRoundTripsPerMessage counts the Redis round trips of one user
-// message whose handler gets and sets session values and sends one reply:
-// two, the echo with the run's task_start (and the runner lease), then the
-// reply with the handler's values and task_end (the NextTurn that ends the
-// turn). The values are read from the runner's copy. (A script's first run
-// on a server may add one for its EVAL after a NOSCRIPT: the count is
-// taken after a warm-up message.) The linger is long so that a slow
-// machine cannot make the reply go alone; how long it is does not matter
-// to a handler that returns right after its reply.
+// TestRoundTripsPerMessage counts the Redis round trips of user messages
+// whose handler gets and sets session values and sends one reply; the
+// values are read from the runner's copy. A message whose turn runs ahead
+// of its store (this instance's runner let the lease go last) takes one:
+// the message with all of its turn (AppendTurn). A message that comes
+// while another's turn runs ahead has that message stored first, then
+// itself queued behind; each turn's end (NextTurn) then stores its reply,
+// values and task_end: four for the two messages. (A script's first run
+// on a server may add one for its EVAL after a NOSCRIPT: the counts are
+// taken after each way ran once.) The linger is long so that a slow
+// machine cannot make the reply or the echo go alone; how long it is does
+// not matter to a handler that returns right after its reply.
 func TestRoundTripsPerMessage(t *testing.T) {
 	r := redistest.Start(t)
 	c := r.Client()
 	hook := &countingHook{}
 	c.AddHook(hook)
+	gate := make(chan struct{})
 	e, tok := chatEnv(t, withSessions(session.NewRedisStore(c, r.Namespace())),
 		withConfig(func(c *Config) { c.SendLinger = time.Minute }),
 		withSetup(func(s *Server) {
 			echoApp(s)
 			s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+				if m.Content == "wait" {
+					select {
+					case <-gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
 				n, err := session.Get(ctx, c.Session(), "n", 0)
 				if err != nil {
 					return err
@@ -109,23 +121,54 @@ func TestRoundTripsPerMessage(t *testing.T) {
 			})
 		}))
 	cl, w := e.openChat(tok, nil)
-	cl.send(map[string]any{"type": "message", "content": "warm up"})
-	cl.untilTaskEnd()
-	// The runner exits just after sending task_end: wait for that, so that
-	// the next message finds no run going and folds its task_start.
-	e.waitRunnersIdle(t)
-	before := hook.n.Load()
-	cl.send(map[string]any{"type": "message", "content": "count me"})
-	frames := cl.untilTaskEnd()
-	if got := hook.n.Load() - before; got != 2 {
-		t.Fatalf("%d Redis round trips for one message (frames %v), want 2", got, frames)
+	// message sends a message, waits for its turn's end and for the runner
+	// to exit (so that the next message finds no run going), and returns
+	// the round trips it took.
+	message := func(content string, reply int) int64 {
+		t.Helper()
+		before := hook.n.Load()
+		cl.send(map[string]any{"type": "message", "content": content})
+		frames := cl.untilTaskEnd()
+		e.waitRunnersIdle(t)
+		if got := contents(frames); len(got) != 1 || got[0] != fmt.Sprintf("reply %d", reply) {
+			t.Fatalf("replies %v, want reply %d", got, reply)
+		}
+		return hook.n.Load() - before
 	}
-	if got := contents(frames); len(got) != 1 || got[0] != "reply 2" {
-		t.Fatalf("replies %v, want reply 2", got)
+	// two sends a message whose handler waits, then another, and lets the
+	// first go once the second is echoed; it returns the round trips.
+	two := func(reply int) int64 {
+		t.Helper()
+		before := hook.n.Load()
+		cl.send(map[string]any{"type": "message", "content": "wait"})
+		cl.send(map[string]any{"type": "message", "content": "after"})
+		var echoes []string
+		for len(echoes) < 2 {
+			if f, _ := cl.expect("message"); f["step_type"] == "user_message" {
+				echoes = append(echoes, f["content"].(string))
+			}
+		}
+		if !slices.Equal(echoes, []string{"wait", "after"}) {
+			t.Fatalf("echoes %v, want wait then after", echoes)
+		}
+		gate <- struct{}{}
+		frames := append(cl.untilTaskEnd(), cl.untilTaskEnd()...)
+		e.waitRunnersIdle(t)
+		if got := contents(frames); !slices.Equal(got, []string{fmt.Sprintf("reply %d", reply), fmt.Sprintf("reply %d", reply+1)}) {
+			t.Fatalf("replies %v, want replies %d and %d", got, reply, reply+1)
+		}
+		return hook.n.Load() - before
 	}
-	e.waitRunnersIdle(t)
+	message("warm up", 1)
+	if got := message("count me", 2); got != 1 {
+		t.Fatalf("%d Redis round trips for a message whose turn ran ahead, want 1", got)
+	}
+	two(3)
+	if got := two(5); got != 4 {
+		t.Fatalf("%d Redis round trips for a message that came while another's turn ran ahead, and that one, want 4", got)
+	}
 	v, ok, err := e.sessions.Value(t.Context(), w["session_id"].(string), "last")
-	if err != nil || !ok || string(v) != `"count me"` {
-		t.Fatalf("stored value last = %s, %v, %v; want \"count me\"", v, ok, err)
+	if err != nil || !ok || string(v) != `"after"` {
+		t.Fatalf("stored value last = %s, %v, %v; want \"after\"", v, ok, err)
 	}
 }

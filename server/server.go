@@ -144,6 +144,14 @@ func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) {
 }
 
 // OnMessage registers the handler for each user message.
+//
+// The handler may run before its message is stored, its replies and the
+// values it sets held until the message and all of its turn are stored
+// together; the client sees nothing of the turn before that. If another
+// instance took the session's turns over meanwhile (this one stalled past
+// its lease), that run is dropped unseen and the message handled again on
+// what the store holds: effects a handler has outside the session (a call
+// to another service) may then happen twice.
 func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) {
 	s.register("OnMessage", func() {
 		s.app.Message = nil

@@ -70,9 +70,11 @@ func (h *scopedHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // configures it, on Redis, and counts the round trips to Redis of each
 // user message of the default profile: its handler reads and writes four
 // session values and replies. At most two: the echo with the turn's start,
-// and the reply with the values and the turn's end. The linger is long so
-// that a slow machine cannot make the reply go alone (a handler that
-// returns right after its reply never waits for it).
+// and the reply with the values and the turn's end; one when the turn runs
+// ahead of its store (it does unless the message comes before the last
+// turn's runner exited: server.TestRoundTripsPerMessage counts each way).
+// The linger is long so that a slow machine cannot make the reply go alone
+// (a handler that returns right after its reply never waits for it).
 func TestDemoRoundTripsPerMessage(t *testing.T) {
 	t.Parallel()
 	r := redistest.Start(t)

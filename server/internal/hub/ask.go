@@ -217,6 +217,9 @@ func (c *Chat) AskAction(ctx context.Context, q AskAction) (Action, error) {
 func (c *Chat) ask(ctx context.Context, a session.Ask, f wire.Ask, timeout time.Duration) (session.AskAnswer, error) {
 	ls := c.ls
 	s := ls.s
+	if err := ls.settle(ctx); err != nil {
+		return session.AskAnswer{}, err
+	}
 	now := s.now()
 	a.ID = uuid.NewString()
 	a.SessionID = ls.id

@@ -103,6 +103,9 @@ func (c *Chat) SetSettingsSchema(ctx context.Context, schema []settings.Widget, 
 		return fmt.Errorf("%w: %v", ErrInvalidSettings, err)
 	}
 	ls := c.ls
+	if err := ls.settle(ctx); err != nil {
+		return err
+	}
 	ls.settingsMu.Lock()
 	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()
@@ -159,6 +162,9 @@ func (c *Chat) Stream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	ls := c.ls
+	if err := ls.settle(ctx); err != nil {
+		return nil, err
+	}
 	if err := ls.s.sessions.OpenStream(ctx, ls.id, *f.Step); err != nil {
 		ls.storeFailed(ctx, err)
 		return nil, err
@@ -314,6 +320,9 @@ var ErrInvalidSettings = errors.New("server: invalid settings")
 // client in a settings frame. The settings handler does not run.
 func (c *Chat) UpdateSettings(ctx context.Context, values map[string]any) error {
 	ls := c.ls
+	if err := ls.settle(ctx); err != nil {
+		return err
+	}
 	ls.settingsMu.Lock()
 	defer ls.settingsMu.Unlock()
 	rec := ls.us.Record()

@@ -508,7 +508,7 @@ func (c *conn) handleMessage(f wire.InFrame) *wire.Error {
 	if len(command) > 64 {
 		return wire.Errorf(wire.CodeInvalidField, "command must be at most 64 characters")
 	}
-	return c.ls.userMessage(c, clientID, content, command)
+	return c.ls.userMessage(c, clientID, content, command, f.Ref)
 }
 
 func (c *conn) handleSettings(f wire.InFrame) *wire.Error {

@@ -45,6 +45,11 @@ func (ls *liveSession) beginHolding(fence int64) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	ls.hold.holding, ls.hold.holdFence, ls.hold.heldErr = true, fence, nil
+	if a := ls.ahead; a != nil && a.fence == fence {
+		// A message whose turn runs ahead waits for it at most
+		// SendLinger: then it is stored, and the client sees its echo.
+		ls.lingerLocked()
+	}
 }
 
 // endHolding stops holding at the end of a turn: it returns the frames
@@ -89,6 +94,13 @@ func (ls *liveSession) send(ctx context.Context, f session.Frame) error {
 		return err
 	}
 	h.held = append(h.held, f)
+	ls.lingerLocked()
+	return nil
+}
+
+// lingerLocked starts the linger timer unless it runs. appendMu is held.
+func (ls *liveSession) lingerLocked() {
+	h := &ls.hold
 	if h.linger == nil {
 		if h.lingering == 0 {
 			h.lingerEnd = make(chan struct{})
@@ -96,7 +108,6 @@ func (ls *liveSession) send(ctx context.Context, f session.Frame) error {
 		h.lingering++
 		h.linger = time.AfterFunc(ls.s.cfg.SendLinger, ls.lingerPassed)
 	}
-	return nil
 }
 
 // lingerPassed stores the frames held for longer than SendLinger.
@@ -106,12 +117,15 @@ func (ls *liveSession) lingerPassed() {
 	defer ls.lingerDoneLocked()
 	h := &ls.hold
 	h.linger = nil
-	if len(h.held) == 0 || !h.holding {
+	if !h.holding || len(h.held) == 0 && ls.ahead == nil {
 		return
 	}
 	s := ls.s
 	ctx, cancel := context.WithTimeout(session.WithFence(context.WithoutCancel(s.ctx), h.holdFence), s.cfg.StoreTimeout)
 	defer cancel()
+	if err := ls.settleLocked(ctx); err != nil || len(h.held) == 0 {
+		return
+	}
 	if _, err := ls.commitLocked(ctx, nil); err != nil && !retriable(err) {
 		// The handler's next send says so; what failed for a while is
 		// held again (commitLocked) and goes with the next write.
@@ -142,6 +156,9 @@ func (ls *liveSession) lingerDoneLocked() {
 // again, to go with the turn's next write or its end: storing them twice
 // is harmless (frames are kept by id). appendMu is held.
 func (ls *liveSession) commitLocked(ctx context.Context, frames []session.Frame) ([]int64, error) {
+	if err := ls.settleLocked(ctx); err != nil {
+		return nil, err
+	}
 	h := &ls.hold
 	var values map[string][]byte
 	all, n := frames, 0

@@ -28,8 +28,9 @@ func (ls *liveSession) admit() *wire.Error {
 var errBusy = wire.Errorf(wire.CodeBusy, "too many frames waiting for the handler; try again shortly")
 
 // userMessage stores a user message with its echo and queues its turn in
-// the session's inbox, in one round trip.
-func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *wire.Error {
+// the session's inbox, in one round trip, or runs its turn ahead of the
+// store (see ahead.go). ref is the frame's.
+func (ls *liveSession) userMessage(c *conn, clientID, content, command, ref string) *wire.Error {
 	s := ls.s
 	if e := ls.admit(); e != nil {
 		return e
@@ -59,6 +60,9 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command string) *
 		um.Turn = session.Turn{ID: step.ID, Kind: turnMessage, Data: data}
 		um.Instance, um.QueueMax = s.cfg.InstanceID, s.cfg.QueueMax
 		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
+		if ls.runAhead(c, ref, um) {
+			return nil
+		}
 		defer ls.leasing()()
 	}
 	if um.Turn.ID != "" {
@@ -100,6 +104,9 @@ func (ls *liveSession) enqueue(ctx context.Context, kind string, data []byte) *w
 // the runner lease came with it, for the caller to grant.
 func (ls *liveSession) queue(ctx context.Context, kind string, data []byte) (int64, *wire.Error) {
 	s := ls.s
+	// A turn running ahead has its message stored first: this turn
+	// queues behind it.
+	_ = ls.settle(ctx)
 	fence, _, err := s.sessions.Enqueue(ctx, ls.id, s.cfg.InstanceID,
 		session.Turn{ID: uuid.NewString(), Kind: kind, Data: data}, s.cfg.QueueMax)
 	switch {
@@ -119,6 +126,14 @@ func (ls *liveSession) queue(ctx context.Context, kind string, data []byte) (int
 func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec session.Record, um session.UserMessage) (session.Appended, *wire.Error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
+	// A turn running ahead has its message stored first: this one comes
+	// after it.
+	_ = ls.settleLocked(ctx)
+	return ls.storeUserMessageLocked(ctx, c, rec, um)
+}
+
+// storeUserMessageLocked is storeUserMessage with appendMu held.
+func (ls *liveSession) storeUserMessageLocked(ctx context.Context, c *conn, rec session.Record, um session.UserMessage) (session.Appended, *wire.Error) {
 	start := time.Now()
 	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, um)
 	ls.s.metrics.UserMessageStored(time.Since(start).Seconds())

@@ -36,6 +36,9 @@ type liveSession struct {
 	// hold holds the messages of the running turn (see hold.go); guarded
 	// by appendMu.
 	hold holdState
+	// aheadState runs a message's turn ahead of its store (see
+	// ahead.go); guarded by appendMu.
+	aheadState
 
 	mu   sync.Mutex // guards the fields below
 	conn *conn      // the attached socket, nil when none
@@ -46,6 +49,11 @@ type liveSession struct {
 	// leasingCalls counts the store calls in flight that may take the
 	// runner lease (see leasing).
 	leasingCalls int
+	// released is the fence under which this instance's runner last let
+	// the runner lease go, 0 when another may have taken it since as far
+	// as this instance knows: the next message's turn may run ahead (see
+	// ahead.go).
+	released int64
 	// echoStarted is the turn whose task_start went with its echo and
 	// whose run has not begun yet; stopFor is that turn when a stop came
 	// for it meanwhile.
@@ -123,6 +131,9 @@ func (ls *liveSession) attach(c *conn, welcome func() bool, lastSeq int64) {
 	ls.mu.Lock()
 	old := ls.conn
 	ls.conn = c
+	// A socket that attaches may resend messages stored already: its
+	// first turn does not run ahead.
+	ls.released = 0
 	ls.mu.Unlock()
 	if old != nil && old != c {
 		old.out.CloseAfterFlush(statusTakenOver, "chat opened elsewhere")

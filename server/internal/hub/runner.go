@@ -30,6 +30,9 @@ type runTurn struct {
 	// resumed: an earlier runner started it and lost its lease (its
 	// instance died): it ends as interrupted.
 	resumed bool
+	// ahead, when not nil, is its message: the turn runs ahead of the
+	// store (see ahead.go).
+	ahead *aheadTurn
 }
 
 // grant hands the session's runner lease, taken under fence, to this
@@ -43,6 +46,16 @@ func (ls *liveSession) grant(fence int64, first *runTurn) {
 	}
 	ls.fence, ls.first = fence, first
 	ls.startRunnerLocked()
+}
+
+// letGo records that the runner let the lease taken under fence go,
+// nobody holding it: the next message's turn may run ahead.
+func (ls *liveSession) letGo(fence int64) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.fence == fence {
+		ls.released = fence
+	}
 }
 
 // leaseGone forgets the runner lease taken under fence (released, lost or
@@ -113,12 +126,26 @@ func (ls *liveSession) run() {
 			n, err := ls.nextTurn(fence, done, stop, tail)
 			done, tail = "", turnEnd{}
 			if err != nil || !n.OK {
+				if err == nil && !stop {
+					ls.letGo(fence)
+				}
+				if errors.Is(err, errAheadLost) {
+					continue // settleLocked saw to the lease
+				}
+				if err != nil {
+					ls.dropAhead(fence)
+				}
 				ls.leaseGone(fence)
 				continue
 			}
 			t = &runTurn{Turn: n.Turn, resumed: n.Resumed}
 		}
 		done, tail = t.ID, ls.execute(fence, *t)
+		if t.ahead != nil && ls.aheadLost(t.ahead) {
+			// Dropped: nothing of it is stored, and its fence never held
+			// the lease (settleLocked forgot it).
+			done, tail = "", turnEnd{}
+		}
 	}
 }
 
@@ -143,7 +170,8 @@ func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail turnEn
 		switch {
 		case err == nil:
 			return n, nil
-		case errors.Is(err, session.ErrLeaseLost), errors.Is(err, session.ErrNotFound), s.ctx.Err() != nil:
+		case errors.Is(err, session.ErrLeaseLost), errors.Is(err, session.ErrNotFound), errors.Is(err, errAheadLost),
+			s.ctx.Err() != nil:
 			if len(tail.values) > 0 {
 				ls.us.ChangesFailed()
 			}
@@ -165,6 +193,12 @@ func (ls *liveSession) nextTurn(fence int64, done string, stop bool, tail turnEn
 func (ls *liveSession) appendTurnEnd(ctx context.Context, fence int64, done string, stop bool, tail turnEnd) (session.Next, error) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
+	if n, ok, err := ls.appendAheadLocked(ctx, fence, stop, tail); ok || err != nil {
+		if err != nil {
+			ls.lost(err)
+		}
+		return n, err
+	}
 	rec := ls.us.Record()
 	start := time.Now()
 	n, err := ls.s.sessions.NextTurn(ctx, &rec, fence, done, stop, tail.values, tail.frames...)
@@ -191,6 +225,9 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 	}
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
 	defer cancel()
+	if t.ahead != nil {
+		ctx = context.WithValue(ctx, aheadKey{}, t.ahead)
+	}
 	ls.mu.Lock()
 	ls.runCancel, ls.runFence, ls.stopped = cancel, fence, false
 	if ls.stopFor == t.ID {
@@ -249,6 +286,9 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 		cancel()
 	}
 	held, values, heldErr := ls.endHolding()
+	if t.ahead != nil && ls.aheadLost(t.ahead) {
+		return turnEnd{} // dropped unseen (see ahead.go)
+	}
 	if err == nil && heldErr != nil {
 		// A held message could not be stored after the handler's last
 		// send: the turn failed all the same.

@@ -18,18 +18,21 @@ type Metrics struct {
 	Errors      *prometheus.CounterVec
 	HandlerDur  *prometheus.HistogramVec
 	// StoreDur is the time of a turn's store calls, by call; its
-	// observers by call are UserMessageStored, TurnEndStored and
-	// FramesCommitted.
+	// observers by call are UserMessageStored, TurnEndStored,
+	// FramesCommitted and TurnStored.
 	StoreDur *prometheus.HistogramVec
-	Logins   *prometheus.CounterVec
+	// Ahead counts the message turns run ahead of their store, by how
+	// they were stored (see TurnAhead).
+	Ahead  *prometheus.CounterVec
+	Logins *prometheus.CounterVec
 
 	// in and out hold the counters of FramesIn and FramesOut by type
 	// (string to prometheus.Counter), and handlers the observers of
 	// HandlerDur by handler, found once: counting a frame then costs no
 	// hashing of its labels.
-	in, out, handlers sync.Map
+	in, out, handlers, ahead sync.Map
 
-	storeUserMessage, storeNextTurn, storeCommit prometheus.Observer
+	storeUserMessage, storeNextTurn, storeCommit, storeTurn prometheus.Observer
 }
 
 // UserMessageStored records that storing a user message took seconds.
@@ -40,6 +43,16 @@ func (m *Metrics) TurnEndStored(seconds float64) { m.storeNextTurn.Observe(secon
 
 // FramesCommitted records that storing frames during a turn took seconds.
 func (m *Metrics) FramesCommitted(seconds float64) { m.storeCommit.Observe(seconds) }
+
+// TurnStored records that storing a message with its whole turn took
+// seconds.
+func (m *Metrics) TurnStored(seconds float64) { m.storeTurn.Observe(seconds) }
+
+// TurnAhead counts a message turn run ahead of its store by how it was
+// stored: "whole" (the message and its turn in one call), "split" (the
+// message first, then the turn's end) or "rerun" (the store had moved on:
+// the handler ran again, or not at all, on what the store held).
+func (m *Metrics) TurnAhead(outcome string) { counterOf(&m.ahead, m.Ahead, outcome).Inc() }
 
 // HandlerRan records that the handler name ran for d seconds; name is one
 // of the server's own handler names.
@@ -92,9 +105,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		StoreDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatd_turn_store_duration_seconds",
 			Help: "Duration of a turn's store calls (queueing for the store's pipeline included), by call: " +
-				"user_message (a message and its echo), next_turn (a turn's end), commit (frames during a turn).",
+				"user_message (a message and its echo), next_turn (a turn's end), commit (frames during a turn), " +
+				"turn (a message with its whole turn).",
 			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
 		}, []string{"call"}),
+		Ahead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatd_turns_ahead_total",
+			Help: "Message turns run ahead of their store, by outcome: whole (stored with the message in one call), " +
+				"split (the message stored first), rerun (run again, or dropped, on what the store held).",
+		}, []string{"outcome"}),
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_logins_total", Help: "Login attempts, by result.",
 		}, []string{"result"}),
@@ -102,7 +121,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.storeUserMessage = m.StoreDur.WithLabelValues("user_message")
 	m.storeNextTurn = m.StoreDur.WithLabelValues("next_turn")
 	m.storeCommit = m.StoreDur.WithLabelValues("commit")
-	reg.MustRegister(m.Connections, m.Sessions, m.FramesIn, m.FramesOut, m.Errors, m.HandlerDur, m.StoreDur, m.Logins,
+	m.storeTurn = m.StoreDur.WithLabelValues("turn")
+	reg.MustRegister(m.Connections, m.Sessions, m.FramesIn, m.FramesOut, m.Errors, m.HandlerDur, m.StoreDur, m.Ahead, m.Logins,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
