@@ -188,6 +188,12 @@ func (ls *liveSession) deliverAppended(ctx context.Context, seqs []int64, frames
 	}
 	ls.lastAppended = max(ls.lastAppended, seqs[len(seqs)-1])
 	if c := ls.currentConn(); c != nil {
+		if len(frames) > 1 {
+			// All of them in one write: the socket's writer could
+			// otherwise start on the first alone.
+			c.out.Hold()
+			defer c.out.Linger(0)
+		}
 		for i, f := range frames {
 			ls.deliverLocked(ctx, c, seqs[i], f.Payload)
 		}
