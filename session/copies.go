@@ -1,11 +1,13 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"reflect"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	jsonv1 "github.com/go-json-experiment/json/v1"
 )
@@ -313,9 +315,11 @@ func appendedJSON(c valueCopy, v reflect.Value) (b []byte, kept int, ok bool, er
 		return nil, 0, false, nil
 	}
 	kept = c.v.Len()
-	for i := range kept {
-		if !identical(v.Index(i), c.v.Index(i)) {
-			return nil, 0, false, nil
+	if !sameMemory(v, c.v, kept) {
+		for i := range kept {
+			if !identical(v.Index(i), c.v.Index(i)) {
+				return nil, 0, false, nil
+			}
 		}
 	}
 	if kept == v.Len() {
@@ -331,6 +335,21 @@ func appendedJSON(c valueCopy, v reflect.Value) (b []byte, kept int, ok bool, er
 	b = append(b, ',')
 	b = append(b, tail[1:]...)
 	return b, kept, true, nil
+}
+
+// sameMemory reports whether the first n elements of the slices a and b,
+// of one shallow element type, are the same bytes. That makes them
+// identical: numbers equal bit for bit, strings of the same bytes (a
+// string's bytes never change), and so the same JSON. It is how a slice
+// appended to after Get, its elements untouched, is told from the kept one
+// at the cost of one comparison of memory; elements that differ in their
+// bytes (a string built again, padding) are compared by identical.
+func sameMemory(a, b reflect.Value, n int) bool {
+	size := int(a.Type().Elem().Size()) * n
+	if size == 0 {
+		return true
+	}
+	return bytes.Equal(unsafe.Slice((*byte)(a.UnsafePointer()), size), unsafe.Slice((*byte)(b.UnsafePointer()), size))
 }
 
 // identical reports whether a and b, values of a shallow type that

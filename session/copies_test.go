@@ -436,3 +436,43 @@ func TestGetLeavesRoom(t *testing.T) {
 		t.Fatalf("an append to one Get's value reached the next: %v", again[:cap(again)])
 	}
 }
+
+// TestSameMemory: equal bytes make elements identical; a copy with a
+// string built again, or a number changed, is told apart (and then
+// compared by identical).
+func TestSameMemory(t *testing.T) {
+	type turn struct {
+		Role    string
+		Content string
+		N       float64
+	}
+	kept := []turn{{"user", "hello", 1}, {"assistant", "hi", 2}}
+	handed := append(make([]turn, 0, 4), kept...)
+	handed = append(handed, turn{"user", "more", 3})
+	rebuilt := append(make([]turn, 0, 4), kept...)
+	rebuilt[1].Content = string([]byte("hi")) // the same text, other bytes
+	changed := append(make([]turn, 0, 4), kept...)
+	changed[0].N = 1.5
+	negZero := []turn{{"user", "hello", math.Copysign(0, -1)}}
+	zero := []turn{{"user", "hello", 0}}
+	for _, c := range []struct {
+		name string
+		a, b any
+		n    int
+		want bool
+	}{
+		{"appended to", handed, kept, 2, true},
+		{"string built again", rebuilt, kept, 2, false},
+		{"number changed", changed, kept, 2, false},
+		{"minus zero", negZero, zero, 1, false},
+		{"none", handed, kept, 0, true},
+	} {
+		if got := sameMemory(reflect.ValueOf(c.a), reflect.ValueOf(c.b), c.n); got != c.want {
+			t.Errorf("%s: sameMemory = %v, want %v", c.name, got, c.want)
+		}
+	}
+	// A string built again is still identical, element by element.
+	if !identical(reflect.ValueOf(rebuilt[1]), reflect.ValueOf(kept[1])) {
+		t.Error("a string built again is not identical")
+	}
+}
