@@ -125,6 +125,10 @@ type Hub struct {
 	// on goOwned starts nothing.
 	wgMu   sync.Mutex
 	closed bool
+	// jobs hands work to a goroutine of goOwned that waits for more
+	// (idle counts them; see work).
+	jobs chan func()
+	idle atomic.Int32
 }
 
 // New builds a hub; it starts nothing.
@@ -143,6 +147,7 @@ func New(cfg Config, d Deps) (*Hub, error) {
 		registry:     d.Registry,
 		conns:        map[*conn]struct{}{},
 		live:         map[string]*liveSession{},
+		jobs:         make(chan func()),
 		providers:    map[string]*oauth.Provider{},
 		providerList: d.Providers,
 	}
@@ -358,12 +363,53 @@ func (s *Hub) goOwned(f func()) bool {
 	if s.closed {
 		return false
 	}
+	select {
+	case s.jobs <- f: // a goroutine done with its work takes it
+		return true
+	default:
+	}
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
+	go s.work(f)
 	return true
+}
+
+// The goroutines of goOwned outlive their work a little: at most
+// maxIdleWorkers of them wait up to workerIdle for the next, so that work
+// that comes often (a session's turns) neither starts a goroutine nor grows
+// its stack again each time.
+const (
+	maxIdleWorkers = 64
+	workerIdle     = 2 * time.Second
+)
+
+// work runs f, then the work handed to it while it waits (see
+// maxIdleWorkers), until none comes or the hub closes.
+func (s *Hub) work(f func()) {
+	defer s.wg.Done()
+	var idle *time.Timer
+	for {
+		f()
+		f = nil
+		if s.idle.Add(1) > maxIdleWorkers {
+			s.idle.Add(-1)
+			return
+		}
+		if idle == nil {
+			idle = time.NewTimer(workerIdle)
+			defer idle.Stop()
+		} else {
+			idle.Reset(workerIdle)
+		}
+		select {
+		case f = <-s.jobs:
+		case <-idle.C:
+		case <-s.ctx.Done():
+		}
+		s.idle.Add(-1)
+		if f == nil {
+			return
+		}
+	}
 }
 
 // storeError turns a store or service failure into the client's error:
