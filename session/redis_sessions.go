@@ -246,8 +246,10 @@ func appendFrameArgs(args []any, frames []Frame, steps [][]byte) []any {
 }
 
 // userMessageArgs checks m and returns the first 21 ARGV of
-// scriptUserMessage (and of scriptTurn), with room for more.
-func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMessage, more int) ([]any, error) {
+// scriptUserMessage, with room for more. For scriptTurn (turn), which
+// reads neither the thread's name, summary and folded name nor the
+// queue's arguments, those are left empty, and not computed.
+func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMessage, more int, turn bool) ([]any, error) {
 	steps, err := checkAppend(rec, []Frame{m.Echo})
 	if err != nil {
 		return nil, err
@@ -260,16 +262,10 @@ func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMes
 		sid = m.Echo.Step.ID
 	}
 	now := s.now().UnixMilli()
-	summary, err := encodeSummary(m.ThreadName, rec.ChatProfile, now)
-	if err != nil {
-		return nil, err
-	}
-	entry := ""
 	if m.Turn.ID != "" {
 		if err := checkTurn(rec.ID, m.Turn); err != nil {
 			return nil, err
 		}
-		entry = encodeTurn(m.Turn)
 	}
 	for _, f := range m.Then {
 		if f.Step != nil {
@@ -277,6 +273,20 @@ func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMes
 		}
 	}
 	args := make([]any, 0, 21+more)
+	if turn {
+		return append(args, now, rec.ThreadID, logMax,
+			m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
+			"", rec.UserID, "", "", "",
+			"", 0, m.Turn.ID, "", "", "", s.writeDeadline(ctx), max(m.MaxSteps, 0)), nil
+	}
+	summary, err := encodeSummary(m.ThreadName, rec.ChatProfile, now)
+	if err != nil {
+		return nil, err
+	}
+	entry := ""
+	if m.Turn.ID != "" {
+		entry = encodeTurn(m.Turn)
+	}
 	return append(args, now, rec.ThreadID, logMax,
 		m.ClientID, m.Echo.ID, m.Echo.Payload, sid, steps[0],
 		m.ThreadName, rec.UserID, rec.ChatProfile, summary, foldName(m.ThreadName),
@@ -285,7 +295,7 @@ func (s *RedisStore) userMessageArgs(ctx context.Context, rec *Record, m UserMes
 
 // AppendUserMessage implements Sessions.
 func (s *RedisStore) AppendUserMessage(ctx context.Context, rec *Record, m UserMessage) (Appended, error) {
-	args, err := s.userMessageArgs(ctx, rec, m, 2*len(m.Then))
+	args, err := s.userMessageArgs(ctx, rec, m, 2*len(m.Then), false)
 	if err != nil {
 		return Appended{}, err
 	}

@@ -19,7 +19,7 @@ func (s *RedisStore) AppendTurn(ctx context.Context, rec *Record, m UserMessage,
 	if err != nil {
 		return nil, false, err
 	}
-	args, err := s.userMessageArgs(ctx, rec, m, 3+2*len(m.Then)+2*len(values)+4*len(frames))
+	args, err := s.userMessageArgs(ctx, rec, m, 3+2*len(m.Then)+2*len(values)+4*len(frames), true)
 	if err != nil {
 		return nil, false, err
 	}
@@ -44,7 +44,8 @@ func (s *RedisStore) AppendTurn(ctx context.Context, rec *Record, m UserMessage,
 
 // scriptTurn stores a user message and the whole of its turn (AppendTurn).
 //
-// KEYS: turnKeys. ARGV: 1 to 21 those of scriptUserMessage, 22 the fence
+// KEYS: turnKeys. ARGV: 1 to 21 those of scriptUserMessage (of which it
+// reads 1 to 8, 10, 16, 20 and 21; the others are empty), 22 the fence
 // the turn runs under, 23 k, the number of frames after the echo, then k
 // pairs (frame id, payload), then the values' count nv and nv pairs (key,
 // JSON), then the frames in fours as for scriptNextTurn. Returns {1, the

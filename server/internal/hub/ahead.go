@@ -2,11 +2,13 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
 
 	"github.com/chatd-project/chatd/session"
+	"github.com/chatd-project/chatd/wire"
 )
 
 // A message's turn may run ahead of its store. When this instance's runner
@@ -39,6 +41,9 @@ type aheadTurn struct {
 	c   *conn  // the socket it came on
 	ref string // the frame's ref, for an error
 	um  session.UserMessage
+	// msg is what the handler runs with; um.Turn.Data, its encoding, is
+	// made only when the message is stored alone.
+	msg Message
 	// fence is the fence the turn runs under: one above the one the
 	// runner lease was last released under, as taking the lease gives.
 	fence int64
@@ -67,7 +72,7 @@ var errAheadLost = errors.New("hub: the turn ran ahead of a store that moved on"
 // runAhead starts the turn of um ahead of its store, when the runner lease
 // was last released by this instance's runner and nothing runs or waits
 // here; it reports whether it did.
-func (ls *liveSession) runAhead(c *conn, ref string, um session.UserMessage) bool {
+func (ls *liveSession) runAhead(c *conn, ref string, um session.UserMessage, msg Message) bool {
 	if ls.s.cfg.SendLinger <= 0 {
 		return false
 	}
@@ -79,7 +84,7 @@ func (ls *liveSession) runAhead(c *conn, ref string, um session.UserMessage) boo
 		ls.conn != c || ls.ahead != nil {
 		return false
 	}
-	a := &aheadTurn{c: c, ref: ref, um: um, fence: ls.released + 1}
+	a := &aheadTurn{c: c, ref: ref, um: um, msg: msg, fence: ls.released + 1}
 	// One turn ahead at a time: the next may run ahead once this one's
 	// lease is let go.
 	ls.released = 0
@@ -116,7 +121,16 @@ func (ls *liveSession) settleLocked(ctx context.Context) error {
 		return nil
 	}
 	ls.ahead = nil
-	res, e := ls.storeUserMessageLocked(ctx, a.c, ls.us.Record(), a.um)
+	var (
+		res session.Appended
+		e   *wire.Error
+	)
+	if data, err := json.Marshal(a.msg); err != nil {
+		e = ls.s.storeError(ctx, "encode a turn", err)
+	} else {
+		a.um.Turn.Data = data
+		res, e = ls.storeUserMessageLocked(ctx, a.c, ls.us.Record(), a.um)
+	}
 	if e == nil && !res.Duplicate && res.Fence == a.fence {
 		ls.s.metrics.TurnAhead("split")
 		return nil

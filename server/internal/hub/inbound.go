@@ -53,16 +53,20 @@ func (ls *liveSession) userMessage(c *conn, clientID, content, command, ref stri
 	if s.app.Message != nil {
 		// The message's turn; when no runner holds the session it starts
 		// at once, and its task_start goes in the echo's round trip.
-		data, err := json.Marshal(Message{ID: step.ID, ClientID: clientID, Content: content, Command: command, CreatedAt: now})
+		m := Message{ID: step.ID, ClientID: clientID, Content: content, Command: command, CreatedAt: now}
+		um.Turn = session.Turn{ID: step.ID, Kind: turnMessage}
+		um.Instance, um.QueueMax = s.cfg.InstanceID, s.cfg.QueueMax
+		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
+		// A turn run ahead carries its message as it is; its data is
+		// encoded only if the message is stored alone (settleLocked).
+		if ls.runAhead(c, ref, um, m) {
+			return nil
+		}
+		data, err := json.Marshal(m)
 		if err != nil {
 			return s.storeError(ctx, "encode a turn", err)
 		}
-		um.Turn = session.Turn{ID: step.ID, Kind: turnMessage, Data: data}
-		um.Instance, um.QueueMax = s.cfg.InstanceID, s.cfg.QueueMax
-		um.Then = []session.Frame{taskFrame("task_start", taskFrameFields{})}
-		if ls.runAhead(c, ref, um) {
-			return nil
-		}
+		um.Turn.Data = data
 		defer ls.leasing()()
 	}
 	if um.Turn.ID != "" {

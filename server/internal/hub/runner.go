@@ -387,7 +387,9 @@ func (ls *liveSession) handlerOf(ctx context.Context, t session.Turn) (string, f
 		return t.Kind, func(ctx context.Context) error { return s.app.ChatStart(ctx, chat) }, nil
 	case turnMessage:
 		var m Message
-		if err := json.Unmarshal(t.Data, &m); err != nil {
+		if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.um.Turn.ID == t.ID {
+			m = a.msg // run ahead: never encoded
+		} else if err := json.Unmarshal(t.Data, &m); err != nil {
 			return t.Kind, nil, err
 		}
 		if s.app.Message == nil {
