@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -154,32 +155,78 @@ func testAheadRerun(t *testing.T, st session.Store, byNext bool) {
 }
 
 // TestAheadDuplicate: a message sent again with the client id of one
-// stored already, on the same socket, runs ahead but is found a duplicate:
-// the client gets the first echo again with its seq, and nothing of the
-// second run.
+// stored already gets its first echo again with its seq, and nothing else.
+// One whose id the session still remembers does not run its handler; one
+// it forgot (sixteen messages later) runs ahead and is found a duplicate
+// by the store: that run is dropped, and what a goroutine it left behind
+// sets or sends afterwards, during the next turn (which takes the very
+// fence the dropped run had), is refused.
 func TestAheadDuplicate(t *testing.T) {
 	aheadStores(t, func(t *testing.T, st session.Store) {
-		app := newAheadApp()
-		e, tok := chatEnv(t, withSessions(st), withSetup(app.setup))
-		c, _ := e.openChat(tok, nil)
+		var runs atomic.Int64
+		release := make(chan struct{}) // closed by the last "next"
+		leaked := make(chan [2]error, 1)
+		setup := func(s *Server) {
+			echoApp(s)
+			s.OnMessage(func(ctx context.Context, c *Chat, m Message) error {
+				n := runs.Add(1)
+				if m.Content == "once" && n > 1 {
+					// The run of the forgotten duplicate leaves a goroutine.
+					bg := context.WithoutCancel(ctx)
+					go func() {
+						<-release
+						leaked <- [2]error{c.Session().Set(ctx, "leak", "dropped"), c.Send(bg, "from the dropped run")}
+					}()
+				}
+				if m.Content == "next" && n > 3 {
+					close(release)
+					errs := <-leaked
+					for _, err := range errs {
+						if err == nil {
+							return errors.New("a dropped run's goroutine wrote")
+						}
+					}
+				}
+				return c.Send(ctx, fmt.Sprintf("run %d", n))
+			})
+		}
+		e, tok := chatEnv(t, withSessions(st), withSetup(setup))
+		c, w := e.openChat(tok, nil)
+		sid := w["session_id"].(string)
 		c.send(map[string]any{"type": "message", "content": "once", "id": "c-1"})
 		first, _ := c.expect("message")
 		if got := contents(c.untilTaskEnd()); !slices.Equal(got, []string{"run 1"}) {
 			t.Fatalf("replies %v, want run 1", got)
 		}
 		e.waitRunnersIdle(t)
-		c.send(map[string]any{"type": "message", "content": "once", "id": "c-1"})
-		again := c.next()
-		if again["type"] != "message" || again["seq"] != first["seq"] || again["id"] != first["id"] {
-			t.Fatalf("the message again = %v; want its first echo %v", again, first)
+		// again sends the first message again and wants its first echo,
+		// then nothing but what the next message brings.
+		again := func(wantRun string) {
+			t.Helper()
+			c.send(map[string]any{"type": "message", "content": "once", "id": "c-1"})
+			if f := c.next(); f["type"] != "message" || f["seq"] != first["seq"] || f["id"] != first["id"] {
+				t.Fatalf("the message again = %v; want its first echo %v", f, first)
+			}
+			e.waitRunnersIdle(t)
+			c.send(map[string]any{"type": "message", "content": "next"})
+			if f := c.next(); f["type"] != "message" || f["content"] != "next" {
+				t.Fatalf("after the duplicate: %v; want the next message's echo", f)
+			}
+			frames := c.untilTaskEnd()
+			if got := contents(frames); !slices.Equal(got, []string{wantRun}) || frames[len(frames)-1]["error"] != false {
+				t.Fatalf("frames %v: replies %v, want %s", frames, got, wantRun)
+			}
+			e.waitRunnersIdle(t)
 		}
-		c.send(map[string]any{"type": "message", "content": "next"})
-		next := c.next()
-		if next["type"] != "message" || next["content"] != "next" {
-			t.Fatalf("after the duplicate: %v; want the next message's echo", next)
+		again("run 2") // remembered: its handler does not run
+		for i := range 16 {
+			c.send(map[string]any{"type": "message", "content": fmt.Sprint("filler ", i), "id": fmt.Sprint("f-", i)})
+			c.untilTaskEnd()
+			e.waitRunnersIdle(t)
 		}
-		if got := contents(c.untilTaskEnd()); !slices.Equal(got, []string{"run 3"}) {
-			t.Fatalf("replies %v, want run 3 (the duplicate's run dropped)", got)
+		again("run 20") // forgotten: run 19 ran ahead and was dropped
+		if v, ok, err := st.Value(t.Context(), sid, "leak"); err != nil || ok {
+			t.Fatalf("value leak = %s, %v, %v; want none: the dropped run's Set refused", v, ok, err)
 		}
 	})
 }

@@ -149,9 +149,11 @@ func (s *Server) OnChatStart(f func(ctx context.Context, c *Chat) error) {
 // values it sets held until the message and all of its turn are stored
 // together; the client sees nothing of the turn before that. If another
 // instance took the session's turns over meanwhile (this one stalled past
-// its lease), that run is dropped unseen and the message handled again on
-// what the store holds: effects a handler has outside the session (a call
-// to another service) may then happen twice.
+// its lease), or the message repeats the client id of one stored long
+// before, that run is dropped unseen (its sends and Sets refused) and the
+// message handled again on what the store holds, or answered as the
+// duplicate it is: effects a handler has outside the session (a call to
+// another service) may then happen twice.
 func (s *Server) OnMessage(f func(ctx context.Context, c *Chat, m Message) error) {
 	s.register("OnMessage", func() {
 		s.app.Message = nil

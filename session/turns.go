@@ -121,6 +121,29 @@ func WithFence(ctx context.Context, fence int64) context.Context {
 	return context.WithValue(ctx, fenceKey{}, fence)
 }
 
+// A Run is a handler's run as the server tracks it: one the server dropped
+// (it ran ahead of a store that moved on) writes nothing any more.
+type Run interface {
+	// Dropped reports whether the run was dropped.
+	Dropped() bool
+}
+
+type runKey struct{}
+
+// WithRun returns a context under which UserSession.Set refuses, with
+// ErrLeaseLost, to change anything once r is dropped: a goroutine left
+// behind by a dropped run cannot slip a value into a later turn, even one
+// that runs under the same fence.
+func WithRun(ctx context.Context, r Run) context.Context {
+	return context.WithValue(ctx, runKey{}, r)
+}
+
+// dropped reports whether ctx belongs to a run that was dropped.
+func dropped(ctx context.Context) bool {
+	r, _ := ctx.Value(runKey{}).(Run)
+	return r != nil && r.Dropped()
+}
+
 // FenceOf returns the fence WithFence put in ctx, 0 when none.
 func FenceOf(ctx context.Context) int64 {
 	f, _ := ctx.Value(fenceKey{}).(int64)

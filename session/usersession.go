@@ -298,6 +298,9 @@ func (s *UserSession) Set(ctx context.Context, key string, value any) error {
 	if IsBuiltin(key) {
 		return fmt.Errorf("session: set %q: %w", key, ErrReadOnly)
 	}
+	if dropped(ctx) {
+		return fmt.Errorf("session: set %q: its run was dropped: %w", key, ErrLeaseLost)
+	}
 	b, valid, err := s.encode(key, value)
 	if err != nil {
 		return fmt.Errorf("session: set %q: %w", key, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd-project/chatd/session"
@@ -47,10 +48,18 @@ type aheadTurn struct {
 	// fence is the fence the turn runs under: one above the one the
 	// runner lease was last released under, as taking the lease gives.
 	fence int64
-	// lost is set (under appendMu) once the store was found to have moved
-	// on: the turn's run is dropped.
-	lost bool
+	// lost is set once the store was found to have moved on: the turn's
+	// run is dropped, and nothing it does is stored (see Dropped).
+	lost atomic.Bool
 }
+
+// Dropped implements session.Run: a dropped run's Set is refused.
+func (a *aheadTurn) Dropped() bool { return a.lost.Load() }
+
+// recentIDs is how many client ids of the messages it stored a session
+// remembers: a message sent again with one of them is a duplicate, and its
+// turn does not run ahead (its handler would run for nothing).
+const recentIDs = 16
 
 // aheadState is the part of a liveSession that runs a turn ahead; guarded
 // by its appendMu.
@@ -58,6 +67,26 @@ type aheadState struct {
 	// ahead is the user message whose turn runs ahead until it is stored,
 	// nil when none.
 	ahead *aheadTurn
+	// recent are the client ids of the last messages stored here, in a
+	// ring (next is where the next goes).
+	recent [recentIDs]string
+	next   int
+}
+
+// storedLocked remembers the client id of a message stored here.
+// appendMu is held.
+func (ls *liveSession) storedLocked(clientID string) {
+	if clientID == "" {
+		return
+	}
+	ls.recent[ls.next] = clientID
+	ls.next = (ls.next + 1) % recentIDs
+}
+
+// seenLocked reports whether a message with clientID was stored here
+// lately. appendMu is held.
+func (ls *liveSession) seenLocked(clientID string) bool {
+	return clientID != "" && slices.Contains(ls.recent[:], clientID)
 }
 
 // aheadKey is the context key of the turn a handler runs ahead: its
@@ -80,6 +109,9 @@ func (ls *liveSession) runAhead(c *conn, ref string, um session.UserMessage, msg
 	defer ls.appendMu.Unlock()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	if ls.seenLocked(um.ClientID) {
+		return false // sent again: the store answers it as a duplicate
+	}
 	if ls.released == 0 || ls.running || ls.fence != 0 || ls.leasingCalls > 0 || ls.ended || ls.endPending ||
 		ls.conn != c || ls.ahead != nil {
 		return false
@@ -113,7 +145,7 @@ func (ls *liveSession) settle(ctx context.Context) error {
 // its turn started under another fence is handed to the runner to run
 // again. appendMu is held.
 func (ls *liveSession) settleLocked(ctx context.Context) error {
-	if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.lost {
+	if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.lost.Load() {
 		return errAheadLost // a write of a dropped run
 	}
 	a := ls.ahead
@@ -129,17 +161,22 @@ func (ls *liveSession) settleLocked(ctx context.Context) error {
 		e = ls.s.storeError(ctx, "encode a turn", err)
 	} else {
 		a.um.Turn.Data = data
-		res, e = ls.storeUserMessageLocked(ctx, a.c, ls.us.Record(), a.um)
+		// The echo goes at once: the turn's next frames may be far.
+		res, e = ls.storeUserMessageLocked(ctx, a.c, ls.us.Record(), a.um, false)
 	}
 	if e == nil && !res.Duplicate && res.Fence == a.fence {
 		ls.s.metrics.TurnAhead("split")
 		return nil
 	}
 	ls.s.metrics.TurnAhead("rerun")
-	a.lost = true
-	ls.hold.heldErr = errAheadLost
+	a.lost.Store(true)
+	if h := &ls.hold; h.holdFence == a.fence {
+		h.held, h.heldErr = nil, errAheadLost
+	}
 	ls.us.ChangesFailed()
 	ls.mu.Lock()
+	// A stop the user sent for the dropped run goes to its rerun.
+	stopped := ls.stopFor == a.um.Turn.ID || ls.runFence == a.fence && ls.stopped
 	if ls.echoStarted == a.um.Turn.ID {
 		ls.echoStarted, ls.stopFor = "", ""
 	}
@@ -152,6 +189,11 @@ func (ls *liveSession) settleLocked(ctx context.Context) error {
 	switch {
 	case e == nil && !res.Duplicate && res.Fence > a.fence:
 		ls.fence, ls.first = res.Fence, &runTurn{Turn: a.um.Turn, started: true}
+		// Its task_start is in the log: a stop from now on finds it.
+		ls.echoStarted = a.um.Turn.ID
+		if stopped {
+			ls.stopFor = a.um.Turn.ID
+		}
 	case ls.fence == a.fence:
 		ls.fence, ls.first = 0, nil
 	}
@@ -169,17 +211,14 @@ func (ls *liveSession) dropAhead(fence int64) {
 	ls.appendMu.Lock()
 	defer ls.appendMu.Unlock()
 	if a := ls.ahead; a != nil && a.fence == fence {
-		ls.ahead, a.lost = nil, true
+		ls.ahead = nil
+		a.lost.Store(true)
 		ls.us.ChangesFailed()
 	}
 }
 
 // aheadLost reports whether the turn run ahead was dropped.
-func (ls *liveSession) aheadLost(a *aheadTurn) bool {
-	ls.appendMu.Lock()
-	defer ls.appendMu.Unlock()
-	return a.lost
-}
+func (ls *liveSession) aheadLost(a *aheadTurn) bool { return a.lost.Load() }
 
 // appendAheadLocked ends the turn running ahead under fence: its message
 // and all of the turn in one AppendTurn when the store takes it, otherwise
@@ -194,12 +233,18 @@ func (ls *liveSession) appendAheadLocked(ctx context.Context, fence int64, stop 
 		rec := ls.us.Record()
 		start := time.Now()
 		seqs, stored, err := ls.s.sessions.AppendTurn(ctx, &rec, a.um, fence, tail.values, tail.frames...)
+		if err != nil && ctx.Err() == nil {
+			// Once more: if the first was applied and its answer lost, this
+			// one finds it so and answers the same.
+			seqs, stored, err = ls.s.sessions.AppendTurn(ctx, &rec, a.um, fence, tail.values, tail.frames...)
+		}
 		ls.s.metrics.TurnStored(time.Since(start).Seconds())
 		// On an error the message is stored alone, as it would have been at
 		// once: a store that cannot take it answers the client so (and if
 		// the call was applied after all, the message is found stored).
 		if err == nil && stored {
 			ls.ahead = nil
+			ls.storedLocked(a.um.ClientID)
 			ls.s.metrics.TurnAhead("whole")
 			ls.deliverAppended(ctx, seqs, slices.Concat([]session.Frame{a.um.Echo}, a.um.Then, tail.frames))
 			return session.Next{Seqs: seqs[len(seqs)-len(tail.frames):]}, true, nil

@@ -85,6 +85,11 @@ func (c *Chat) messageFrame(m OutMessage, streaming bool) (session.Frame, string
 // the updated user; in anonymous mode there is no user to update and it
 // returns auth.ErrNotFound.
 func (c *Chat) UpdateUserMetadata(ctx context.Context, fn func(md map[string]any) error) (*auth.PersistedUser, error) {
+	// A turn running ahead has its message stored first: a run that is
+	// then dropped changes nothing.
+	if err := c.ls.settle(ctx); err != nil {
+		return nil, err
+	}
 	u := c.ls.us.Session().User()
 	if u == nil {
 		return nil, auth.ErrNotFound

@@ -133,11 +133,12 @@ func (ls *liveSession) storeUserMessage(ctx context.Context, c *conn, rec sessio
 	// A turn running ahead has its message stored first: this one comes
 	// after it.
 	_ = ls.settleLocked(ctx)
-	return ls.storeUserMessageLocked(ctx, c, rec, um)
+	return ls.storeUserMessageLocked(ctx, c, rec, um, true)
 }
 
-// storeUserMessageLocked is storeUserMessage with appendMu held.
-func (ls *liveSession) storeUserMessageLocked(ctx context.Context, c *conn, rec session.Record, um session.UserMessage) (session.Appended, *wire.Error) {
+// storeUserMessageLocked is storeUserMessage with appendMu held; hold
+// lets a turn that starts at once keep its echo for its next frames.
+func (ls *liveSession) storeUserMessageLocked(ctx context.Context, c *conn, rec session.Record, um session.UserMessage, hold bool) (session.Appended, *wire.Error) {
 	start := time.Now()
 	res, err := ls.s.sessions.AppendUserMessage(ctx, &rec, um)
 	ls.s.metrics.UserMessageStored(time.Since(start).Seconds())
@@ -164,7 +165,8 @@ func (ls *liveSession) storeUserMessageLocked(ctx context.Context, c *conn, rec 
 		c.out.Resend(ctx, res.Seq, p, ls.fill)
 		return res, nil
 	}
-	if res.Fence > 0 && ls.s.cfg.SendLinger > 0 {
+	ls.storedLocked(um.ClientID)
+	if hold && res.Fence > 0 && ls.s.cfg.SendLinger > 0 {
 		// The turn starts here at once: its echo and task_start wait for
 		// its next frames (up to SendLinger), to go out with them in one
 		// write.

@@ -226,7 +226,7 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
 	defer cancel()
 	if t.ahead != nil {
-		ctx = context.WithValue(ctx, aheadKey{}, t.ahead)
+		ctx = session.WithRun(context.WithValue(ctx, aheadKey{}, t.ahead), t.ahead)
 	}
 	ls.mu.Lock()
 	ls.runCancel, ls.runFence, ls.stopped = cancel, fence, false
@@ -237,6 +237,10 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 	}
 	ls.echoStarted, ls.stopFor = "", ""
 	ls.mu.Unlock()
+	if t.ahead != nil && t.ahead.Dropped() {
+		// Dropped before it began (settleLocked found no handler to stop).
+		cancel()
+	}
 	name, fn, err := ls.handlerOf(ctx, t.Turn)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "read a queued turn", slog.String("session", ls.id), slog.Any("err", err))
