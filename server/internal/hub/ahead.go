@@ -217,9 +217,6 @@ func (ls *liveSession) dropAhead(fence int64) {
 	}
 }
 
-// aheadLost reports whether the turn run ahead was dropped.
-func (ls *liveSession) aheadLost(a *aheadTurn) bool { return a.lost.Load() }
-
 // appendAheadLocked ends the turn running ahead under fence: its message
 // and all of the turn in one AppendTurn when the store takes it, otherwise
 // the message settled first. ok is false when the turn's end is still to

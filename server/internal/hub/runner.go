@@ -141,7 +141,7 @@ func (ls *liveSession) run() {
 			t = &runTurn{Turn: n.Turn, resumed: n.Resumed}
 		}
 		done, tail = t.ID, ls.execute(fence, *t)
-		if t.ahead != nil && ls.aheadLost(t.ahead) {
+		if t.ahead != nil && t.ahead.Dropped() {
 			// Dropped: nothing of it is stored, and its fence never held
 			// the lease (settleLocked forgot it).
 			done, tail = "", turnEnd{}
@@ -290,7 +290,7 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 		cancel()
 	}
 	held, values, heldErr := ls.endHolding()
-	if t.ahead != nil && ls.aheadLost(t.ahead) {
+	if t.ahead != nil && t.ahead.Dropped() {
 		return turnEnd{} // dropped unseen (see ahead.go)
 	}
 	if err == nil && heldErr != nil {
