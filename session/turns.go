@@ -138,9 +138,15 @@ func WithRun(ctx context.Context, r Run) context.Context {
 	return context.WithValue(ctx, runKey{}, r)
 }
 
+// RunOf returns the Run WithRun put in ctx, nil when none.
+func RunOf(ctx context.Context) Run {
+	r, _ := ctx.Value(runKey{}).(Run)
+	return r
+}
+
 // dropped reports whether ctx belongs to a run that was dropped.
 func dropped(ctx context.Context) bool {
-	r, _ := ctx.Value(runKey{}).(Run)
+	r := RunOf(ctx)
 	return r != nil && r.Dropped()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -89,10 +90,14 @@ func (ls *liveSession) seenLocked(clientID string) bool {
 	return clientID != "" && slices.Contains(ls.recent[:], clientID)
 }
 
-// aheadKey is the context key of the turn a handler runs ahead: its
-// writes are told apart by it, not by their fence, which a turn stored
-// after a dropped run may take.
-type aheadKey struct{}
+// aheadOf is the turn run ahead whose handler ctx is, nil when none: a
+// run's context carries it (session.WithRun), so that its writes are told
+// apart by the run, not by their fence, which a turn stored after a
+// dropped run may take.
+func aheadOf(ctx context.Context) *aheadTurn {
+	a, _ := session.RunOf(ctx).(*aheadTurn)
+	return a
+}
 
 // errAheadLost is what the writes of a turn run ahead fail with once the
 // store was found to have moved on: nothing of the run is stored.
@@ -145,7 +150,7 @@ func (ls *liveSession) settle(ctx context.Context) error {
 // its turn started under another fence is handed to the runner to run
 // again. appendMu is held.
 func (ls *liveSession) settleLocked(ctx context.Context) error {
-	if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.lost.Load() {
+	if a := aheadOf(ctx); a != nil && a.Dropped() {
 		return errAheadLost // a write of a dropped run
 	}
 	a := ls.ahead
@@ -230,9 +235,10 @@ func (ls *liveSession) appendAheadLocked(ctx context.Context, fence int64, stop 
 		rec := ls.us.Record()
 		start := time.Now()
 		seqs, stored, err := ls.s.sessions.AppendTurn(ctx, &rec, a.um, fence, tail.values, tail.frames...)
-		if err != nil && ctx.Err() == nil {
-			// Once more: if the first was applied and its answer lost, this
-			// one finds it so and answers the same.
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			// Once more after a timeout: if the first was applied and its
+			// answer lost, this one finds it so and answers the same. (A
+			// store that cannot be reached took nothing.)
 			seqs, stored, err = ls.s.sessions.AppendTurn(ctx, &rec, a.um, fence, tail.values, tail.frames...)
 		}
 		ls.s.metrics.TurnStored(time.Since(start).Seconds())

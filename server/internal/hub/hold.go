@@ -80,7 +80,7 @@ func (ls *liveSession) endHolding() ([]session.Frame, map[string][]byte, error) 
 // turn's, so that its message does not overtake the turn's held ones.
 func (ls *liveSession) send(ctx context.Context, f session.Frame) error {
 	ls.appendMu.Lock()
-	if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.lost.Load() {
+	if a := aheadOf(ctx); a != nil && a.Dropped() {
 		ls.appendMu.Unlock()
 		return errAheadLost // a send of a dropped run
 	}

@@ -226,7 +226,7 @@ func (ls *liveSession) execute(fence int64, t runTurn) turnEnd {
 	ctx, cancel := context.WithCancel(session.WithFence(s.ctx, fence))
 	defer cancel()
 	if t.ahead != nil {
-		ctx = session.WithRun(context.WithValue(ctx, aheadKey{}, t.ahead), t.ahead)
+		ctx = session.WithRun(ctx, t.ahead)
 	}
 	ls.mu.Lock()
 	ls.runCancel, ls.runFence, ls.stopped = cancel, fence, false
@@ -391,7 +391,7 @@ func (ls *liveSession) handlerOf(ctx context.Context, t session.Turn) (string, f
 		return t.Kind, func(ctx context.Context) error { return s.app.ChatStart(ctx, chat) }, nil
 	case turnMessage:
 		var m Message
-		if a, _ := ctx.Value(aheadKey{}).(*aheadTurn); a != nil && a.um.Turn.ID == t.ID {
+		if a := aheadOf(ctx); a != nil && a.um.Turn.ID == t.ID {
 			m = a.msg // run ahead: never encoded
 		} else if err := json.Unmarshal(t.Data, &m); err != nil {
 			return t.Kind, nil, err
