@@ -119,8 +119,8 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'p', ARGV[6])
 local ids = {fk, seq}
 if ck then ids[3], ids[4] = ck, seq end
 n = n + 1
-redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
-redis.call('ZADD', KEYS[6], 'NX', n, ARGV[7])
+-- The steps go in one HSET and one ZADD at the end.
+local sh, za = {ARGV[7], ARGV[8]}, {'NX', n, ARGV[7]}
 local steps = {{ARGV[7], ARGV[8], n}}
 local res = {1, seq}
 for i = 24, vi - 1, 2 do
@@ -149,12 +149,14 @@ for j = first, #ARGV, 4 do
   end
   if ARGV[j + 2] ~= '' then
     n = n + 1
-    redis.call('HSET', KEYS[5], ARGV[j + 2], ARGV[j + 3])
-    redis.call('ZADD', KEYS[6], 'NX', n, ARGV[j + 2])
+    sh[#sh + 1], sh[#sh + 2] = ARGV[j + 2], ARGV[j + 3]
+    za[#za + 1], za[#za + 2] = n, ARGV[j + 2]
     steps[#steps + 1] = {ARGV[j + 2], ARGV[j + 3], n}
   end
   res[#res + 1] = seq
 end
+redis.call('HSET', KEYS[5], unpack(sh))
+redis.call('ZADD', KEYS[6], unpack(za))
 -- The thread moves up its user's list once.
 local now, at = tonumber(ARGV[1]), t[3] or '0'
 if t[2] == ARGV[10] and now > tonumber(at) then

@@ -10,6 +10,9 @@
 //     another: AppendUserMessage (echo, step, turn, runner lease,
 //     task_start), then NextTurn with the reply, the demo's four session
 //     values (a growing history among them) and task_end.
+//   - turn: session.RedisStore as chatd runs a turn that ran ahead of its
+//     store (the common case): the message and all of its turn in one
+//     AppendTurn, with the same frames and values as chatd mode.
 //   - lean: the commands of chatd's turn on its common path, on as many
 //     keys, with the same values, in two straight scripts with few
 //     arguments: what the turn's data costs Redis, apart from the scripts.
@@ -68,7 +71,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	var cfg config
 	fs := flag.NewFlagSet("storeload", flag.ContinueOnError)
 	fs.StringVar(&cfg.redisURL, "redis-url", "", "the Redis to load (required)")
-	modes := fs.String("mode", "chatd,lean,minimal", "comma-separated modes: chatd, lean, minimal")
+	modes := fs.String("mode", "chatd,turn,lean,minimal", "comma-separated modes: chatd, turn, lean, minimal")
 	fs.IntVar(&cfg.sessions, "sessions", 1000, "sessions at once")
 	fs.DurationVar(&cfg.duration, "duration", 15*time.Second, "how long each mode runs")
 	fs.DurationVar(&cfg.pause, "pause", time.Second, "pause between a session's messages")
@@ -80,7 +83,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	cfg.modes = strings.Split(*modes, ",")
 	for _, m := range cfg.modes {
-		if m != "chatd" && m != "minimal" && m != "lean" {
+		if m != "chatd" && m != "turn" && m != "minimal" && m != "lean" {
 			return fmt.Errorf("unknown mode %q", m)
 		}
 	}
@@ -123,7 +126,7 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 	var st *session.RedisStore
 	var mini *minimal
 	switch mode {
-	case "chatd":
+	case "chatd", "turn":
 		st = session.NewRedisStore(rdb, ns)
 		defer st.Close()
 	default:
@@ -141,7 +144,7 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 			if err := st.Create(ctx, rec, 15*time.Minute); err != nil {
 				return result{}, err
 			}
-			turners[i] = &storeTurner{st: st, rec: rec}
+			turners[i] = &storeTurner{st: st, rec: rec, whole: mode == "turn"}
 		} else {
 			t, err := mini.open(ctx)
 			if err != nil {
@@ -190,6 +193,8 @@ func runMode(ctx context.Context, rdb *redis.Client, cfg config, mode string) (r
 type storeTurner struct {
 	st      *session.RedisStore
 	rec     session.Record
+	whole   bool  // each turn after the first (which persists the thread) in one AppendTurn
+	fence   int64 // the fence of the last turn
 	history []map[string]string
 }
 
@@ -197,12 +202,16 @@ func (t *storeTurner) turn(ctx context.Context, content string) error {
 	user := newStep("user_message", content)
 	echo := newFrame("message", user)
 	turnID := echo.ID
-	a, err := t.st.AppendUserMessage(ctx, &t.rec, session.UserMessage{
+	um := session.UserMessage{
 		ClientID: uuid.NewString(), Echo: echo, ThreadName: content,
 		Then:     []session.Frame{{ID: uuid.NewString(), Payload: []byte(`{"type":"task_start"}`)}},
 		Turn:     session.Turn{ID: turnID, Kind: "message", Data: []byte(`{"content":` + strconv.Quote(content) + `}`)},
 		Instance: "storeload", MaxSteps: 10000,
-	})
+	}
+	if t.whole && t.fence > 0 {
+		return t.wholeTurn(ctx, um, content)
+	}
+	a, err := t.st.AppendUserMessage(ctx, &t.rec, um)
 	if err != nil {
 		return err
 	}
@@ -216,7 +225,27 @@ func (t *storeTurner) turn(ctx context.Context, content string) error {
 	reply := newFrame("message", newStep("assistant_message", "[assistant] "+content))
 	end := session.Frame{ID: uuid.NewString(), Payload: []byte(`{"type":"task_end","stopped":false,"interrupted":false,"error":false}`)}
 	_, err = t.st.NextTurn(ctx, &t.rec, a.Fence, turnID, false, values, reply, end)
+	t.fence = a.Fence
 	return err
+}
+
+// wholeTurn stores um and its turn in one AppendTurn.
+func (t *storeTurner) wholeTurn(ctx context.Context, um session.UserMessage, content string) error {
+	values, err := demoValues(&t.history, content)
+	if err != nil {
+		return err
+	}
+	reply := newFrame("message", newStep("assistant_message", "[assistant] "+content))
+	end := session.Frame{ID: uuid.NewString(), Payload: []byte(`{"type":"task_end","stopped":false,"interrupted":false,"error":false}`)}
+	_, stored, err := t.st.AppendTurn(ctx, &t.rec, um, t.fence+1, values, reply, end)
+	if err != nil {
+		return err
+	}
+	if !stored {
+		return errors.New("the store declined the turn")
+	}
+	t.fence++
+	return nil
 }
 
 // demoValues adds a message to history and returns the demo's values: the

@@ -10,7 +10,7 @@ import (
 	"github.com/chatd-project/chatd/internal/redistest"
 )
 
-// TestRun: the three modes run turns without errors, report Redis's figures,
+// TestRun: the four modes run turns without errors, report Redis's figures,
 // and leave no key behind. A smoke test: its figures are not checked.
 func TestRun(t *testing.T) {
 	srv := redistest.Start(t)
@@ -22,15 +22,15 @@ func TestRun(t *testing.T) {
 	}
 	line := regexp.MustCompile(`(?m)^(\w+) +3 sessions, (\d+) messages in 300ms, (\d+) errors: Redis CPU [0-9.]+ µs, [0-9.]+ reads and ([0-9.]+) commands per message$`)
 	got := line.FindAllStringSubmatch(out.String(), -1)
-	if len(got) != 3 || got[0][1] != "chatd" || got[1][1] != "lean" || got[2][1] != "minimal" {
-		t.Fatalf("output:\n%s\nwant a line for chatd, lean and minimal", out.String())
+	if len(got) != 4 || got[0][1] != "chatd" || got[1][1] != "turn" || got[2][1] != "lean" || got[3][1] != "minimal" {
+		t.Fatalf("output:\n%s\nwant a line for chatd, turn, lean and minimal", out.String())
 	}
 	for _, m := range got {
 		if n, _ := strconv.Atoi(m[2]); n == 0 || m[3] != "0" {
 			t.Errorf("%s: %s messages, %s errors; want some and none", m[1], m[2], m[3])
 		}
 		if c, _ := strconv.ParseFloat(m[4], 64); c < 2 {
-			t.Errorf("%s: %s commands per message, want at least the two scripts", m[1], m[4])
+			t.Errorf("%s: %s commands per message, want at least a script's and its commands", m[1], m[4])
 		}
 	}
 	if n, err := srv.Client().DBSize(context.Background()).Result(); err != nil || n != 0 {
